@@ -1,0 +1,1 @@
+"""Accounts, stream keys, live state and publish decisions."""

@@ -1,0 +1,1 @@
+"""rtmpd: RTMP ingest with secret stream keys, HLS out under public names."""

@@ -1,0 +1,155 @@
+"""Test media made with PyAV (libx264 + aac), so no system ffmpeg is needed.
+
+`make_flv` encodes a synthetic stream into an in-memory FLV file; `read_flv_tags` splits
+such a file into its tags, whose bodies are exactly the payloads an RTMP publisher sends as
+audio (type 8) and video (type 9) messages. `publish` pushes media to an RTMP URL with
+FFmpeg's own RTMP client, through PyAV.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+import numpy as np
+
+TAG_AUDIO = 8
+TAG_VIDEO = 9
+TAG_SCRIPT = 18
+
+
+@dataclass(frozen=True, slots=True)
+class FlvTag:
+    kind: int
+    timestamp: int
+    body: bytes
+
+    @property
+    def is_keyframe(self) -> bool:
+        return self.kind == TAG_VIDEO and (self.body[0] >> 4) == 1
+
+    @property
+    def is_sequence_header(self) -> bool:
+        if self.kind == TAG_VIDEO:
+            return (self.body[0] & 0x0F) == 7 and self.body[1] == 0
+        if self.kind == TAG_AUDIO:
+            return (self.body[0] >> 4) == 10 and self.body[1] == 0
+        return False
+
+
+def _frames(width: int, height: int, count: int) -> list[np.ndarray]:
+    """Moving gradient frames: cheap to make, and they change so the encoder has work."""
+    base = np.add.outer(np.arange(height, dtype=np.uint16), np.arange(width, dtype=np.uint16))
+    frames = []
+    for i in range(count):
+        y = ((base + 4 * i) % 256).astype(np.uint8)
+        rgb = np.stack([y, np.roll(y, i, axis=1), 255 - y], axis=-1)
+        frames.append(rgb)
+    return frames
+
+
+def encode_into(
+    container: av.container.OutputContainer,
+    *,
+    seconds: float = 4.0,
+    fps: int = 25,
+    width: int = 320,
+    height: int = 240,
+    gop: int | None = None,
+    audio: bool = True,
+    video: bool = True,
+    sample_rate: int = 44100,
+    bitrate: int = 300_000,
+) -> None:
+    """Encode `seconds` of H.264 and/or AAC into an open output container and close it."""
+    gop = gop or fps
+    vstream = astream = None
+    if video:
+        vstream = container.add_stream("libx264", rate=fps)
+        vstream.width = width
+        vstream.height = height
+        vstream.pix_fmt = "yuv420p"
+        vstream.bit_rate = bitrate
+        vstream.codec_context.gop_size = gop
+        vstream.codec_context.options = {
+            "preset": "ultrafast",
+            "tune": "zerolatency",
+            "keyint_min": str(gop),
+            "sc_threshold": "0",
+            "bf": "0",
+        }
+    if audio:
+        astream = container.add_stream("aac", rate=sample_rate)
+        astream.layout = "stereo"
+        astream.bit_rate = 64_000
+    nframes = int(seconds * fps)
+    samples_per_frame = 1024
+    nsamples_total = int(seconds * sample_rate)
+    pending_audio = 0
+    pictures = _frames(width, height, min(nframes, 50)) if video else []
+    t = np.arange(samples_per_frame) / sample_rate
+    apts = 0
+    for i in range(max(nframes, 1) if video else 0):
+        frame = av.VideoFrame.from_ndarray(pictures[i % len(pictures)], format="rgb24")
+        frame.pts = i
+        frame.time_base = Fraction(1, fps)
+        for packet in vstream.encode(frame):  # type: ignore[union-attr]
+            container.mux(packet)
+        if astream is not None:
+            pending_audio += sample_rate / fps
+            while pending_audio >= samples_per_frame and apts < nsamples_total:
+                pending_audio -= samples_per_frame
+                apts = _mux_audio(container, astream, apts, t, sample_rate)
+    if astream is not None:
+        while apts < nsamples_total:
+            apts = _mux_audio(container, astream, apts, t, sample_rate)
+        for packet in astream.encode(None):
+            container.mux(packet)
+    if vstream is not None:
+        for packet in vstream.encode(None):
+            container.mux(packet)
+    container.close()
+
+
+def _mux_audio(container, astream, apts: int, t: np.ndarray, sample_rate: int) -> int:
+    tone = (0.2 * np.sin(2 * np.pi * 440 * (t + apts / sample_rate))).astype(np.float32)
+    aframe = av.AudioFrame.from_ndarray(np.stack([tone, tone]), format="fltp", layout="stereo")
+    aframe.sample_rate = sample_rate
+    aframe.pts = apts
+    aframe.time_base = Fraction(1, sample_rate)
+    for packet in astream.encode(aframe):
+        container.mux(packet)
+    return apts + len(t)
+
+
+def make_flv(**kwargs: object) -> bytes:
+    """An FLV file of generated media (see `encode_into` for the knobs)."""
+    buf = io.BytesIO()
+    container = av.open(buf, "w", format="flv")
+    encode_into(container, **kwargs)  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+def read_flv_tags(data: bytes) -> list[FlvTag]:
+    """Split an FLV file into tags (header and previous-tag-size fields skipped)."""
+    if data[:3] != b"FLV":
+        raise ValueError("not an FLV file")
+    offset = struct.unpack_from(">I", data, 5)[0] + 4
+    tags = []
+    while offset + 11 <= len(data):
+        kind = data[offset] & 0x1F
+        size = int.from_bytes(data[offset + 1 : offset + 4], "big")
+        ts = int.from_bytes(data[offset + 4 : offset + 7], "big") | (data[offset + 7] << 24)
+        body = data[offset + 11 : offset + 11 + size]
+        tags.append(FlvTag(kind, ts, body))
+        offset += 11 + size + 4
+    return tags
+
+
+def publish(url: str, **kwargs: object) -> None:
+    """Publish generated media to `url` (rtmp://...) flat out, with FFmpeg's RTMP client."""
+    container = av.open(url, "w", format="flv")
+    encode_into(container, **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""The aiohttp application: HLS delivery, channel pages, JSON API, metrics."""
