@@ -1,0 +1,99 @@
+"""Configuration: defaults, the example file, relative paths, and one clear line per mistake."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from rtmpd import config
+from rtmpd.config import Config, ConfigError, from_dict, load
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_match_the_documented_names() -> None:
+    c = Config()
+    assert c.rtmp.listen == "0.0.0.0:1935" and c.rtmp.app == "app" and c.rtmp.allow_play is False
+    assert c.http.listen == "0.0.0.0:8080"
+    assert (c.hls.fragment, c.hls.playlist_length, c.hls.naming) == (5.0, 30.0, "system")
+    assert c.hls.nested is True and c.hls.cleanup is True
+    assert c.hls_path == Path.cwd() / "rtmpd-data" / "hls"
+
+
+def test_example_file_documents_every_key_with_its_default() -> None:
+    data = tomllib.loads((ROOT / "config.example.toml").read_text())
+    example = from_dict(data, ROOT)
+    defaults = Config(base_dir=ROOT)
+    for section in ("rtmp", "http", "hls", "database", "auth", "web", "log"):
+        assert getattr(example, section) == getattr(defaults, section), section
+        documented = set(data[section])
+        known = set(getattr(defaults, section).__slots__)
+        assert documented == known, section
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    (folder / "rtmpd.toml").write_text('[hls]\npath = "media"\n[database]\npath = "/abs/db"\n')
+    c = load(folder / "rtmpd.toml")
+    assert c.hls_path == folder / "media"
+    assert c.database_path == Path("/abs/db")
+
+
+def test_rtmpd_toml_in_the_working_directory_is_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load(None).rtmp.app == "app"
+    (tmp_path / "rtmpd.toml").write_text('[rtmp]\napp = "live"\n')
+    assert load(None).rtmp.app == "live"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[hls]\nfragmet = 5\n", "unknown key [hls] fragmet"),
+        ("[hsl]\n", "unknown section [hsl]"),
+        ('[hls]\nfragment = "5"\n', "[hls] fragment: expected a number"),
+        ("[hls]\nnested = 1\n", "[hls] nested: expected true or false"),
+        ('[rtmp]\nlisten = "1935"\n', "[rtmp] listen"),
+        ('[rtmp]\nlisten = "example.org:1935"\n', "not an IP address"),
+        ('[http]\nlisten = "0.0.0.0:99999"\n', "out of range"),
+        ('[hls]\nnaming = "random"\n', "[hls] naming"),
+        ('[auth]\nduplicate = "both"\n', "[auth] duplicate"),
+        ("[hls]\nfragment = -1\n", "must not be negative"),
+        ("[hls]\nfragment = 0\n", "[hls] fragment"),
+        ('[auth]\non_publish = "ftp://x"\n', "[auth] on_publish"),
+        ("[rtmp\n", "config file"),
+    ],
+)
+def test_mistakes_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(
+    ("value", "host", "port"),
+    [("0.0.0.0:1935", "0.0.0.0", 1935), ("[::1]:80", "::1", 80), (":8080", "0.0.0.0", 8080),
+     ("localhost:0", "localhost", 0)],
+)
+def test_addresses(value: str, host: str, port: int) -> None:
+    addr = config.parse_address(value, "k")
+    assert (addr.host, addr.port) == (host, port)
+
+
+def test_publish_url_hint() -> None:
+    assert Config().publish_url_hint() == "rtmp://HOST:1935/app"
+    c = from_dict({"web": {"public_rtmp_url": "rtmp://live.example/app/"}}, Path("."))
+    assert c.publish_url_hint() == "rtmp://live.example/app"
