@@ -1,0 +1,150 @@
+"""nginx-rtmp-compatible on_publish / on_publish_done HTTP callbacks.
+
+Requests are built exactly as nginx-rtmp builds them (a form-encoded POST with app, flashver,
+swfurl, tcurl, pageurl, addr, clientid, call, name, type, then the publish query's own
+arguments), so an existing hook such as the seed's Django view keeps working unchanged.
+Answers: 2xx accepts under the stream name itself, 3xx accepts under the last path segment of
+Location (not followed), 404 is an unknown key, other 4xx a refusal; 5xx, timeouts and
+connection errors deny as "temporarily unavailable".
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+import aiohttp
+
+from .keys import key_hint
+from .limiter import client_host
+from .model import BAD_NAME, DENIED, UNAVAILABLE, UNKNOWN_KEY, Denied, PublishAttempt
+from .names import valid_path_name, valid_public_name
+
+FORM = "application/x-www-form-urlencoded"
+FIELDS = ("app", "flashver", "swfurl", "tcurl", "pageurl", "addr", "clientid", "call", "name",
+          "type")  # fmt: skip
+MAX_QUERY_CHARS = 4096
+MAX_QUERY_ARGS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackAccept:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackDeny:
+    denied: Denied
+    failed_attempt: bool  # the endpoint refused the key: counts toward the rate limit
+
+
+def form_fields(attempt: PublishAttempt, call: str, key: str, query: str) -> list[tuple[str, str]]:
+    """The POST fields in nginx-rtmp's order. Query arguments named like a standard field are
+    dropped, so `name` always means the stream name (nginx-rtmp would send both)."""
+    fields = [
+        ("app", attempt.app),
+        ("flashver", attempt.flashver),
+        ("swfurl", attempt.swfurl),
+        ("tcurl", attempt.tcurl),
+        ("pageurl", attempt.pageurl),
+        ("addr", client_host(attempt.addr)),
+        ("clientid", attempt.clientid),
+        ("call", call),
+        ("name", key),
+        ("type", attempt.publish_type),
+    ]
+    pairs = parse_qsl(query.lstrip("?")[:MAX_QUERY_CHARS], keep_blank_values=True)
+    fields.extend((k, v) for k, v in pairs[:MAX_QUERY_ARGS] if k not in FIELDS)
+    return fields
+
+
+def _check_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"callback URL must be an absolute http(s) URL: {url!r}")
+    return url
+
+
+def redirect_name(location: str) -> str | None:
+    """The public name a 3xx Location points at (its last path segment), if valid."""
+    if location.lower().startswith("rtmp://"):
+        return None  # nginx-rtmp would relay; rtmpd does not
+    path = urlsplit(location).path.rstrip("/")
+    name = unquote(path.rsplit("/", 1)[-1])
+    return name if valid_public_name(name) else None
+
+
+class CallbackClient:
+    """Asks the configured endpoints; `start()` inside the event loop, `close()` after."""
+
+    def __init__(
+        self, on_publish: str, on_publish_done: str | None, timeout: float, log: logging.Logger
+    ) -> None:
+        self.on_publish = _check_url(on_publish)
+        self.on_publish_done = _check_url(on_publish_done) if on_publish_done else None
+        self.timeout = timeout
+        self._log = log
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def _post(self, url: str, fields: list[tuple[str, str]]) -> tuple[int, str | None]:
+        if self._session is None:
+            raise RuntimeError("CallbackClient.start() was not called")
+        async with self._session.post(
+            url,
+            data=urlencode(fields).encode(),
+            headers={"Content-Type": FORM},
+            allow_redirects=False,
+        ) as response:
+            return response.status, response.headers.get("Location")
+
+    async def publish(
+        self, attempt: PublishAttempt, key: str, query: str
+    ) -> CallbackAccept | CallbackDeny:
+        hint = key_hint(key)
+        try:
+            status, location = await self._post(
+                self.on_publish, form_fields(attempt, "publish", key, query)
+            )
+        except TimeoutError:
+            self._log.warning("on_publish gave no answer within %g s (key %s)", self.timeout, hint)
+            return CallbackDeny(UNAVAILABLE, False)
+        except aiohttp.ClientError as exc:
+            self._log.warning("on_publish failed (key %s): %s", hint, type(exc).__name__)
+            return CallbackDeny(UNAVAILABLE, False)
+        if 200 <= status < 300:
+            if valid_path_name(key):
+                return CallbackAccept(key)
+            return CallbackDeny(Denied(BAD_NAME, "invalid stream name"), False)
+        if 300 <= status < 400:
+            name = redirect_name(location or "")
+            if name is None:
+                self._log.warning("on_publish redirect is not a valid public name (key %s)", hint)
+                return CallbackDeny(Denied(DENIED, "invalid redirect"), False)
+            return CallbackAccept(name)
+        if status == 404:
+            return CallbackDeny(UNKNOWN_KEY, True)
+        if 400 <= status < 500:
+            return CallbackDeny(Denied(DENIED, f"publish refused (HTTP {status})"), True)
+        self._log.warning("on_publish answered HTTP %d (key %s)", status, hint)
+        return CallbackDeny(UNAVAILABLE, False)
+
+    async def publish_done(self, attempt: PublishAttempt, key: str, query: str, label: str) -> None:
+        """Tell on_publish_done, with the original name; the answer is ignored."""
+        if self.on_publish_done is None:
+            return
+        try:
+            await self._post(self.on_publish_done, form_fields(attempt, "publish_done", key, query))
+        except TimeoutError:
+            self._log.warning("on_publish_done for %s: no answer within %g s", label, self.timeout)
+        except aiohttp.ClientError as exc:
+            self._log.warning("on_publish_done for %s failed: %s", label, type(exc).__name__)

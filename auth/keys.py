@@ -1,0 +1,40 @@
+"""Stream keys: made with `secrets`, kept only as SHA-256 digests, compared in constant time.
+
+The key is the one secret of the system: it is shown once when made, never stored in clear
+and never logged beyond `key_hint`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+KEY_BYTES = 24  # 192 bits -> 32 URL-safe characters
+MAX_KEY_CHARS = 256  # longer names are not keys we made; refused without hashing
+
+
+def new_key() -> str:
+    return secrets.token_urlsafe(KEY_BYTES)
+
+
+def key_digest(key: str) -> bytes:
+    """The SHA-256 digest under which a key is stored and looked up."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
+def digests_equal(a: bytes, b: bytes) -> bool:
+    """Constant-time comparison, so timing never tells how much of a digest matched."""
+    return hmac.compare_digest(a, b)
+
+
+def key_matches(key: str, stored_digest: bytes) -> bool:
+    return digests_equal(key_digest(key), stored_digest)
+
+
+def key_hint(key: str) -> str:
+    """What a log line may show of a key: its first 4 characters, only for long keys."""
+    if len(key) <= 8:
+        return "…"
+    head = "".join(c if c.isalnum() or c in "-_" else "?" for c in key[:4])
+    return head + "…"

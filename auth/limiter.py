@@ -1,0 +1,78 @@
+"""Per-address limit on failed publish attempts.
+
+O(1) per attempt and no database work while an address is blocked, so a guesser cannot
+slow down anyone else; the table is bounded (least recently seen addresses are dropped).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+def client_host(addr: str) -> str:
+    """The host part of 'ip', 'ip:port', '[v6]:port' or a bare IPv6 address."""
+    if addr.startswith("["):
+        end = addr.find("]")
+        return addr[1:end] if end > 0 else addr
+    if addr.count(":") == 1:
+        return addr.partition(":")[0]
+    return addr
+
+
+@dataclass(slots=True)
+class _Entry:
+    failures: deque[float]
+    blocked_until: float = field(default=0.0)
+
+
+class FailureLimiter:
+    """After `max_failures` failures within `window` seconds, refuse for `backoff` seconds."""
+
+    def __init__(
+        self,
+        max_failures: int,
+        window: float,
+        backoff: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_entries: int = 65536,
+    ) -> None:
+        self.max_failures = max_failures
+        self.window = window
+        self.backoff = backoff
+        self._clock = clock
+        self._max_entries = max_entries
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+
+    def blocked(self, host: str) -> bool:
+        entry = self._entries.get(host)
+        return entry is not None and entry.blocked_until > self._clock()
+
+    def failure(self, host: str) -> bool:
+        """Record a failure; True when this one starts a block."""
+        if self.max_failures <= 0:
+            return False
+        now = self._clock()
+        entry = self._entries.get(host)
+        if entry is None:
+            entry = _Entry(deque(maxlen=self.max_failures))
+            self._entries[host] = entry
+            if len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+        else:
+            self._entries.move_to_end(host)
+        entry.failures.append(now)
+        if len(entry.failures) == self.max_failures and now - entry.failures[0] <= self.window:
+            entry.blocked_until = now + self.backoff
+            entry.failures.clear()
+            return True
+        return False
+
+    def success(self, host: str) -> None:
+        self._entries.pop(host, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)

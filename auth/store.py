@@ -1,0 +1,353 @@
+"""SQLite store: users, stream-key digests and live state.
+
+Shared by the running server and `rtmpd users` in other processes: WAL mode (readers never
+wait for the writer), a busy timeout (writers wait for each other), single-statement writes,
+and forward migrations under BEGIN IMMEDIATE keyed by PRAGMA user_version. A lock held too
+long becomes `StoreBusy`, never a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from . import keys
+from .names import public_name_problem
+
+
+class StoreError(Exception):
+    """A store operation failed; the message says why and never holds a key."""
+
+
+class StoreBusy(StoreError):
+    """Another writer held the database longer than the busy timeout."""
+
+
+class SchemaTooNew(StoreError):
+    """The database was migrated by a newer rtmpd."""
+
+
+class UnknownUser(StoreError, LookupError):
+    pass
+
+
+class NameTaken(StoreError):
+    pass
+
+
+class InvalidName(StoreError, ValueError):
+    pass
+
+
+# Each step moves the schema one version forward; never edit a released step, append one.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE users (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            active INTEGER NOT NULL DEFAULT 1 CHECK (active IN (0, 1)),
+            created REAL NOT NULL,
+            key_digest BLOB NOT NULL UNIQUE CHECK (length(key_digest) = 32)
+        )""",
+    ),
+    (
+        "ALTER TABLE users ADD COLUMN live_since REAL",
+        "ALTER TABLE users ADD COLUMN peer TEXT",
+        "ALTER TABLE users ADD COLUMN live_token TEXT",
+        "ALTER TABLE users ADD COLUMN last_publish_end REAL",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    name: str
+    active: bool
+    created: float
+    live_since: float | None
+    peer: str | None
+    last_publish_end: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyOwner:
+    """The user a key belongs to, as the publish decision needs it."""
+
+    user_id: int
+    name: str
+    active: bool
+    key_digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class UserState:
+    """What the revocation watcher re-checks for a live lease."""
+
+    active: bool
+    key_digest: bytes
+
+
+_USER_COLUMNS = "name, active, created, live_since, peer, last_publish_end"
+
+
+def _user(row: Sequence[Any]) -> User:
+    return User(row[0], bool(row[1]), row[2], row[3], row[4], row[5])
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
+def _probe(path: Path) -> None:
+    sqlite3.connect(path).close()
+
+
+class Store:
+    """Async access to one SQLite file. `open()` before use, `close()` after."""
+
+    def __init__(
+        self, path: Path, *, busy_timeout: float = 5.0, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        self._clock = clock
+        self._conn: aiosqlite.Connection | None = None
+        self._changes = 0  # commits of user data made through this connection
+        self.lookups = 0  # key lookups, so tests can see that blocked attempts cost nothing
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        if self._conn is not None:
+            return
+        try:
+            # Probe with plain sqlite3 first: a failed aiosqlite.connect leaves its worker
+            # thread reporting to an event loop that may be gone by then.
+            await asyncio.to_thread(_probe, self.path)
+            self._conn = await aiosqlite.connect(
+                self.path, isolation_level=None, timeout=self.busy_timeout
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+        try:
+            await self._exec(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            await self._exec("PRAGMA journal_mode = WAL")
+            await self._exec("PRAGMA synchronous = NORMAL")
+            await self._migrate()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        if _is_busy(exc):
+            return StoreBusy(
+                f"database {self.path} is locked by another writer "
+                f"(gave up after {self.busy_timeout:g} s); try again"
+            )
+        return StoreError(f"database {self.path}: {exc}")
+
+    def _connection(self) -> aiosqlite.Connection:
+        if self._conn is None:
+            raise StoreError(f"database {self.path} is not open")
+        return self._conn
+
+    async def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        conn = self._connection()
+        try:
+            return list(await conn.execute_fetchall(sql, tuple(params)))
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
+    async def _exec(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """Run one statement; the number of rows it changed."""
+        conn = self._connection()
+        try:
+            cursor = await conn.execute(sql, tuple(params))
+            count = cursor.rowcount
+            await cursor.close()
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        return count
+
+    async def schema_version(self) -> int:
+        return int((await self._query("PRAGMA user_version"))[0][0])
+
+    async def journal_mode(self) -> str:
+        return str((await self._query("PRAGMA journal_mode"))[0][0])
+
+    async def _migrate(self) -> None:
+        if await self.schema_version() == SCHEMA_VERSION:
+            return
+        await self._exec("BEGIN IMMEDIATE")  # re-read under the write lock: one migrator wins
+        try:
+            version = await self.schema_version()
+            if version > SCHEMA_VERSION:
+                raise SchemaTooNew(
+                    f"database {self.path} has schema version {version}, newer than this "
+                    f"rtmpd understands ({SCHEMA_VERSION}); upgrade rtmpd"
+                )
+            for step in MIGRATIONS[version:]:
+                for statement in step:
+                    await self._exec(statement)
+            await self._exec(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            await self._exec("COMMIT")
+        except BaseException:
+            with contextlib.suppress(StoreError):
+                await self._exec("ROLLBACK")
+            raise
+
+    # -- users ------------------------------------------------------------------------------
+
+    async def add_user(self, name: str) -> str:
+        """Create an active user; returns the new key (shown once, stored as a digest)."""
+        problem = public_name_problem(name)
+        if problem:
+            raise InvalidName(problem)
+        for _ in range(3):
+            key = keys.new_key()
+            try:
+                await self._exec(
+                    "INSERT INTO users (name, active, created, key_digest) VALUES (?, 1, ?, ?)",
+                    (name, self._clock(), keys.key_digest(key)),
+                )
+            except sqlite3.IntegrityError as exc:
+                if await self.get_user(name) is not None:
+                    raise NameTaken(f"the name {name!r} is taken") from exc
+                continue  # a digest collision: practically impossible, draw again
+            self._changes += 1
+            return key
+        raise StoreError("could not make a unique stream key")
+
+    async def get_user(self, name: str) -> User | None:
+        rows = await self._query(f"SELECT {_USER_COLUMNS} FROM users WHERE name = ?", (name,))
+        return _user(rows[0]) if rows else None
+
+    async def list_users(self) -> list[User]:
+        rows = await self._query(f"SELECT {_USER_COLUMNS} FROM users ORDER BY name")
+        return [_user(row) for row in rows]
+
+    async def _require_user(self, name: str) -> None:
+        if await self.get_user(name) is None:
+            raise UnknownUser(f"no user named {name!r}")
+
+    async def _set_active(self, name: str, active: bool) -> bool:
+        changed = await self._exec(
+            "UPDATE users SET active = ? WHERE name = ? AND active = ?",
+            (int(active), name, int(not active)),
+        )
+        if not changed:
+            await self._require_user(name)
+            return False
+        self._changes += 1
+        return True
+
+    async def ban(self, name: str) -> bool:
+        """Set the user inactive; False if already banned. A live publish is cut."""
+        return await self._set_active(name, False)
+
+    async def unban(self, name: str) -> bool:
+        return await self._set_active(name, True)
+
+    async def remove(self, name: str) -> None:
+        if not await self._exec("DELETE FROM users WHERE name = ?", (name,)):
+            raise UnknownUser(f"no user named {name!r}")
+        self._changes += 1
+
+    async def rotate_key(self, name: str) -> str:
+        """Give the user a new key; the old one stops working (and its live publish is cut)."""
+        for _ in range(3):
+            key = keys.new_key()
+            try:
+                changed = await self._exec(
+                    "UPDATE users SET key_digest = ? WHERE name = ?", (keys.key_digest(key), name)
+                )
+            except sqlite3.IntegrityError:
+                continue
+            if not changed:
+                raise UnknownUser(f"no user named {name!r}")
+            self._changes += 1
+            return key
+        raise StoreError("could not make a unique stream key")
+
+    # -- keys and live state ----------------------------------------------------------------
+
+    async def find_by_key(self, key: str) -> KeyOwner | None:
+        self.lookups += 1
+        digest = keys.key_digest(key)
+        rows = await self._query(
+            "SELECT id, name, active, key_digest FROM users WHERE key_digest = ?", (digest,)
+        )
+        if not rows or not keys.digests_equal(digest, bytes(rows[0][3])):
+            return None
+        row = rows[0]
+        return KeyOwner(int(row[0]), row[1], bool(row[2]), bytes(row[3]))
+
+    async def set_live(self, user_id: int, since: float, peer: str, token: str) -> None:
+        await self._exec(
+            "UPDATE users SET live_since = ?, peer = ?, live_token = ? WHERE id = ?",
+            (since, peer, token, user_id),
+        )
+
+    async def clear_live(self, user_id: int, token: str, ended: float) -> bool:
+        """Clear live state if `token` still owns it (a taken-over publish owns nothing)."""
+        return bool(
+            await self._exec(
+                "UPDATE users SET live_since = NULL, peer = NULL, live_token = NULL, "
+                "last_publish_end = ? WHERE id = ? AND live_token = ?",
+                (ended, user_id, token),
+            )
+        )
+
+    async def clear_all_live(self) -> int:
+        """Forget every live flag: no publisher survives a restart."""
+        return await self._exec(
+            "UPDATE users SET live_since = NULL, peer = NULL, live_token = NULL "
+            "WHERE live_since IS NOT NULL OR live_token IS NOT NULL"
+        )
+
+    async def user_states(self, user_ids: Sequence[int]) -> dict[int, UserState]:
+        states: dict[int, UserState] = {}
+        for start in range(0, len(user_ids), 500):
+            chunk = list(user_ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = await self._query(
+                f"SELECT id, active, key_digest FROM users WHERE id IN ({marks})", chunk
+            )
+            for row in rows:
+                states[int(row[0])] = UserState(bool(row[1]), bytes(row[2]))
+        return states
+
+    async def change_marker(self) -> tuple[int, int]:
+        """Changes when anyone commits: PRAGMA data_version for other connections (the CLI),
+        a local counter for this one (SQLite does not bump data_version for own commits)."""
+        rows = await self._query("PRAGMA data_version")
+        return int(rows[0][0]), self._changes
