@@ -99,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "users":
         from rtmpd.auth.cli import main_users
 
+        try:
+            config.database_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"rtmpd: cannot create {config.database_path.parent}: {exc.strerror}",
+                  file=sys.stderr)
+            return 1
         return main_users(users_args, config.database_path, config.publish_url_hint())
     return serve(config)
 

@@ -1,0 +1,377 @@
+"""The aiohttp application: HLS files, channel pages, the JSON API and /metrics.
+
+Everything channel-related comes from a `Directory` (see directory.py); HLS files come straight
+from the folder the packager writes. Request handling never touches the disk on the event loop:
+HLS files are opened in a worker thread, templates and static files are loaded at startup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jinja2
+from aiohttp import web
+
+from .directory import Channel, Directory
+from .hlsfiles import CORS, NAME, parse_hls_path, serve_file
+from .metrics import Metrics
+from .thumbnails import ThumbnailCache
+from .viewers import ViewerTracker
+
+DEFAULT_HLSJS_URL = "https://cdn.jsdelivr.net/npm/hls.js@1/dist/hls.min.js"
+#: Common Log Format (%b as the body's Content-Length, "-" for none): address, time, request
+#: line, status and size only. No headers are logged, and no URL of this site carries a secret.
+ACCESS_LOG_FORMAT = '%a - - %t "%r" %s %{Content-Length}o'
+#: First path segments the site uses itself: these can never be channel names.
+RESERVED_NAMES = frozenset({"api", "live", "metrics", "static", "thumb"})
+HLSJS_VENDOR = "vendor/hls.min.js"
+
+_HERE = Path(__file__).resolve().parent
+_STATIC_FILES = {
+    "style.css": "text/css",
+    "player.js": "text/javascript",
+    "favicon.svg": "image/svg+xml",
+}
+_TEMPLATES = ("index.html", "channel.html", "404.html")
+
+
+@dataclass(frozen=True, slots=True)
+class _Static:
+    body: bytes
+    content_type: str
+    version: str
+
+
+@dataclass(slots=True)
+class _State:
+    hls_root: Path
+    nested: bool
+    directory: Directory
+    metrics: Metrics
+    hlsjs_url: str
+    hlsjs_file: Path | None
+    access_log: logging.Logger | None
+    viewers: ViewerTracker
+    thumbs: ThumbnailCache
+    templates: jinja2.Environment
+    static: dict[str, _Static] = field(default_factory=dict)
+
+
+STATE = web.AppKey("rtmpd_web_state", _State)
+
+
+def create_app(
+    *,
+    hls_path: Path,
+    nested: bool,
+    directory: Directory,
+    hlsjs_url: str = DEFAULT_HLSJS_URL,
+    metrics: Metrics | None = None,
+    access_log: logging.Logger | None = None,
+    hlsjs_file: Path | None = None,
+) -> web.Application:
+    """The web application. `hlsjs_file`, if given, is served at /static/vendor/hls.min.js and
+    used instead of `hlsjs_url` (self-hosting). Start it with `make_runner` to get access logs."""
+    templates = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(_HERE / "templates"),
+        autoescape=True,
+        auto_reload=False,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    templates.filters["duration"] = format_duration
+    state = _State(
+        hls_root=Path(hls_path).resolve(),
+        nested=nested,
+        directory=directory,
+        metrics=metrics if metrics is not None else Metrics(),
+        hlsjs_url=hlsjs_url,
+        hlsjs_file=hlsjs_file,
+        access_log=access_log,
+        viewers=ViewerTracker(),
+        thumbs=ThumbnailCache(directory.thumbnail),
+        templates=templates,
+    )
+    templates.globals["static_url"] = lambda name: _static_url(state, name)
+    app = web.Application(middlewares=[_errors_and_metrics])
+    app[STATE] = state
+    app.on_startup.append(_load_assets)
+    r = app.router
+    r.add_get("/", _index, name="index")
+    r.add_get("/api/streams", _api_streams, name="api_streams")
+    r.add_get(f"/api/streams/{{name:{NAME}}}", _api_stream, name="api_stream")
+    r.add_get(f"/thumb/{{name:{NAME}}}.jpg", _thumb, name="thumb")
+    r.add_get("/metrics", _metrics, name="metrics")
+    r.add_get("/static/{file:[a-z0-9_.-]+(?:/[a-z0-9_.-]+)?}", _static, name="static")
+    r.add_get("/live/{tail:.*}", _hls, name="hls")
+    r.add_route("OPTIONS", "/live/{tail:.*}", _hls_options, name="hls_options")
+    r.add_get(f"/{{name:{NAME}}}", _channel_page, name="channel")
+    return app
+
+
+def make_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
+    """An AppRunner that writes one Common Log Format line per request to the app's logger."""
+    state = app[STATE]
+    return web.AppRunner(
+        app, access_log=state.access_log, access_log_format=ACCESS_LOG_FORMAT, **kwargs
+    )
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    s = int(seconds)
+    hours, minutes = divmod(s // 60, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min"
+    return f"{s} s"
+
+
+async def _load_assets(app: web.Application) -> None:
+    """Read templates and static files once, in a thread, before serving."""
+    state = app[STATE]
+
+    def load() -> dict[str, _Static]:
+        for name in _TEMPLATES:
+            state.templates.get_template(name)
+        files = {
+            name: _static_entry((_HERE / "static" / name).read_bytes(), ctype)
+            for name, ctype in _STATIC_FILES.items()
+        }
+        if state.hlsjs_file is not None:
+            files[HLSJS_VENDOR] = _static_entry(state.hlsjs_file.read_bytes(), "text/javascript")
+        return files
+
+    state.static = await asyncio.get_running_loop().run_in_executor(None, load)
+    if state.hlsjs_file is not None:
+        state.hlsjs_url = _static_url(state, HLSJS_VENDOR)
+
+
+def _static_entry(body: bytes, content_type: str) -> _Static:
+    return _Static(body, content_type, hashlib.sha256(body).hexdigest()[:12])
+
+
+def _static_url(state: _State, name: str) -> str:
+    return f"/static/{name}?v={state.static[name].version}"
+
+
+def _script_origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
+
+
+# -- middleware -------------------------------------------------------------------------------
+
+
+@web.middleware
+async def _errors_and_metrics(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Count every request by route and status; give errors a body fitting the path."""
+    state = request.app[STATE]
+    try:
+        response: web.StreamResponse = await handler(request)
+    except web.HTTPException as exc:
+        response = _error_response(request, exc)
+    except Exception:
+        state.metrics.http_request(_route(request), 500)
+        raise
+    state.metrics.http_request(_route(request), response.status)
+    return response
+
+
+def _route(request: web.Request) -> str:
+    """The metrics label: the route's name, with HLS split into playlists and segments."""
+    name = request.match_info.route.name or "none"
+    if name == "hls":
+        return "hls_playlist" if request.path.endswith(".m3u8") else "hls_segment"
+    return name
+
+
+def _error_response(request: web.Request, exc: web.HTTPException) -> web.StreamResponse:
+    path = request.path
+    headers = {k: v for k, v in exc.headers.items() if k.lower() not in _BODY_HEADERS}
+    if exc.status < 400:
+        return web.Response(status=exc.status, headers=headers)
+    if path.startswith("/api/"):
+        return web.json_response({"error": exc.reason}, status=exc.status, headers=headers)
+    if path.startswith("/live/") or exc.status != 404:
+        return web.Response(status=exc.status, text=f"{exc.status}: {exc.reason}", headers=headers)
+    return _page(request, "404.html", {"path": path}, status=404)
+
+
+_BODY_HEADERS = frozenset({"content-type", "content-length"})
+
+
+# -- pages ------------------------------------------------------------------------------------
+
+
+def _page(
+    request: web.Request, template: str, context: dict[str, Any], status: int = 200
+) -> web.Response:
+    state = request.app[STATE]
+    html = state.templates.get_template(template).render(**context)
+    scripts = " ".join(filter(None, ["'self'", _script_origin(state.hlsjs_url)]))
+    csp = (
+        f"default-src 'none'; script-src {scripts}; style-src 'self'; img-src 'self'; "
+        "media-src 'self' blob:; connect-src 'self'; worker-src 'self' blob:; "
+        "base-uri 'none'; form-action 'none'"
+    )
+    headers = {
+        "Cache-Control": "no-cache",
+        "Content-Security-Policy": csp,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+    }
+    return web.Response(
+        status=status, text=html, content_type="text/html", charset="utf-8", headers=headers
+    )
+
+
+async def _index(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    channels = await state.directory.live_channels()
+    thumbs = await asyncio.gather(*(state.thumbs.get(c.name) for c in channels))
+    items = [
+        {**_info(state, c), "thumb": jpeg is not None}
+        for c, jpeg in zip(channels, thumbs, strict=True)
+    ]
+    return _page(request, "index.html", {"channels": items})
+
+
+async def _channel_page(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    channel = await state.directory.channel(request.match_info["name"])
+    if channel is None:
+        raise web.HTTPNotFound()
+    return _page(
+        request, "channel.html", {"info": _info(state, channel), "hlsjs_url": state.hlsjs_url}
+    )
+
+
+async def _thumb(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    name = request.match_info["name"]
+    channel = await state.directory.channel(name)
+    jpeg = await state.thumbs.get(name) if channel is not None and channel.live else None
+    if jpeg is None:
+        raise web.HTTPNotFound()
+    return web.Response(
+        body=jpeg, content_type="image/jpeg", headers={"Cache-Control": "max-age=10"}
+    )
+
+
+async def _static(request: web.Request) -> web.Response:
+    item = request.app[STATE].static.get(request.match_info["file"])
+    if item is None:
+        raise web.HTTPNotFound()
+    etag = f'"{item.version}"'
+    headers = {"ETag": etag, "Cache-Control": "max-age=86400", "X-Content-Type-Options": "nosniff"}
+    if request.headers.get("If-None-Match") == etag:
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=item.body, content_type=item.content_type, headers=headers)
+
+
+# -- API and metrics --------------------------------------------------------------------------
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _info(state: _State, channel: Channel) -> dict[str, Any]:
+    """The API's view of a channel; pages render the same dictionary."""
+    name = channel.name
+    since = channel.live_since if channel.live else None
+    stats = state.directory.stats(name) if channel.live else None
+    video = audio = None
+    if stats is not None and stats.video_codec is not None:
+        video = {
+            "codec": stats.video_codec,
+            "width": stats.width,
+            "height": stats.height,
+            "fps": stats.fps,
+            "kbps": stats.video_kbps,
+        }
+    if stats is not None and stats.audio_codec is not None:
+        audio = {
+            "codec": stats.audio_codec,
+            "sample_rate": stats.sample_rate,
+            "channels": stats.channels,
+            "kbps": stats.audio_kbps,
+        }
+    playlist = f"/live/{name}/index.m3u8" if state.nested else f"/live/{name}.m3u8"
+    return {
+        "name": name,
+        "live": channel.live,
+        "live_since": _iso(since),
+        "uptime_seconds": None if since is None else max(0, int(time.time() - since)),
+        "playlist_url": playlist,
+        "video": video,
+        "audio": audio,
+        "viewers": state.viewers.count(name),
+    }
+
+
+_API_HEADERS = {"Cache-Control": "no-cache", "Access-Control-Allow-Origin": "*"}
+
+
+async def _api_streams(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    channels = await state.directory.live_channels()
+    return web.json_response({"streams": [_info(state, c) for c in channels]}, headers=_API_HEADERS)
+
+
+async def _api_stream(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    channel = await state.directory.channel(request.match_info["name"])
+    if channel is None:
+        raise web.HTTPNotFound(reason="Unknown channel")
+    return web.json_response(_info(state, channel), headers=_API_HEADERS)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    state.metrics.set_viewers(state.viewers.total())
+    response = web.Response(body=state.metrics.render())
+    response.headers["Content-Type"] = state.metrics.content_type
+    return response
+
+
+# -- HLS --------------------------------------------------------------------------------------
+
+
+async def _hls(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    target = parse_hls_path(request.rel_url.raw_path, state.nested)
+    if target is None:
+        raise web.HTTPNotFound(headers=CORS)
+    response = await serve_file(request, state.hls_root, target)
+    if target.playlist and response.status in (200, 206, 304):
+        state.viewers.seen(target.name, request.remote, request.headers.get("User-Agent", ""))
+    return response
+
+
+async def _hls_options(request: web.Request) -> web.Response:
+    """CORS preflight: the seed's nginx answers 405; browsers are better served by a 204."""
+    if parse_hls_path(request.rel_url.raw_path, request.app[STATE].nested) is None:
+        raise web.HTTPNotFound(headers=CORS)
+    return web.Response(
+        status=204,
+        headers={
+            **CORS,
+            "Access-Control-Allow-Headers": "Range",
+            "Access-Control-Max-Age": "86400",
+        },
+    )

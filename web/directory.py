@@ -1,0 +1,64 @@
+"""What the HTTP layer needs to know about channels, as a protocol the composition root implements.
+
+rtmpd.web never imports auth or hls: the composition root builds one object satisfying
+`Directory` from both (live state from auth, codecs and keyframes from hls) and hands it to
+`create_app`. Keeping the surface this small keeps the web layer testable with a plain class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """A public channel: `live_since` is a Unix timestamp (time.time()) or None when offline."""
+
+    name: str
+    live: bool
+    live_since: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStats:
+    """Codec facts about a live stream; any field may be None while it is not known yet.
+
+    Codecs are RFC 6381 strings as HLS playlists use them ("avc1.64001f", "mp4a.40.2").
+    """
+
+    video_codec: str | None = None
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    video_kbps: float | None = None
+    audio_codec: str | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    audio_kbps: float | None = None
+
+
+class Directory(Protocol):
+    """Channel lookup for pages, the API and thumbnails."""
+
+    async def channel(self, name: str) -> Channel | None:
+        """The channel called `name`, or None when there is no such user (-> 404)."""
+        ...
+
+    async def live_channels(self) -> list[Channel]:
+        """Channels that are live now, in the order the home page lists them."""
+        ...
+
+    def stats(self, name: str) -> StreamStats | None:
+        """Codec facts of `name`'s live stream, or None; called on the event loop, must be quick."""
+        ...
+
+    def thumbnail(self, name: str) -> bytes | None:
+        """A JPEG of `name`'s latest keyframe, or None.
+
+        May be slow (decoding, e.g. rtmpd.hls.keyframe_to_jpeg): rtmpd.web calls it from a worker
+        thread, at most about once per 10 seconds per live channel, and serves the result from
+        memory in between. So it must be thread-safe: decode an immutable snapshot (a Keyframe
+        taken on the event loop), never walk the packager's live state from the thread.
+        """
+        ...

@@ -1,0 +1,235 @@
+"""HLS delivery with the seed's nginx semantics, and nothing outside the HLS folder reachable.
+
+URLs are checked against strict patterns on the *raw* path (before any percent-decoding), so
+`..`, `%2e%2e`, `%2f`, backslashes and NUL never match; the file is then resolved (symlinks
+followed) and must still lie inside the folder. Headers follow nginx 1.22 with the seed's
+`expires max` (segments) / `expires -1d` (playlists) and its two `add_header` CORS lines:
+ETag is nginx's "<mtime hex>-<size hex>", single byte ranges give 206/416, If-None-Match,
+If-Modified-Since, If-Match, If-Unmodified-Since and If-Range are honoured. File work runs in a
+worker thread and bodies go out with loop.sendfile, as aiohttp's FileResponse does; this module
+does not use FileResponse itself because its ETag format and If-Range handling differ from nginx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import stat
+import time
+from dataclasses import dataclass
+from email.utils import formatdate, parsedate_to_datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from aiohttp import web
+
+#: Channel names as rtmpd.auth allows them: public names are [a-z0-9_], nginx-style ones add A-Z -
+NAME = r"[A-Za-z0-9_-]{1,64}"
+FRAGMENT = r"[A-Za-z0-9_-]{1,100}"
+_NESTED = re.compile(rf"/live/(?P<name>{NAME})/(?P<file>{FRAGMENT}\.(?P<ext>m3u8|ts))")
+# Flat layout: <name>.m3u8 and <name>-<fragment>.ts; a name may hold "-" too, so segments are
+# only checked as a whole (their name part is not needed: viewers are counted on playlists).
+_FLAT = re.compile(rf"/live/(?P<file>(?P<name>{FRAGMENT})\.(?P<ext>m3u8|ts))")
+
+PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+SEGMENT_TYPE = "video/mp2t"
+EXPIRES_MAX = "Thu, 31 Dec 2037 23:55:55 GMT"  # nginx `expires max`
+CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET"}
+
+
+@dataclass(frozen=True, slots=True)
+class HlsTarget:
+    """A validated request: the channel name and the file path relative to the HLS folder."""
+
+    name: str
+    relpath: str
+    playlist: bool
+
+
+def parse_hls_path(raw_path: str, nested: bool) -> HlsTarget | None:
+    """Match a raw (still percent-encoded) URL path against the layout; None if it does not fit."""
+    m = (_NESTED if nested else _FLAT).fullmatch(raw_path)
+    if m is None:
+        return None
+    playlist = m["ext"] == "m3u8"
+    if nested:
+        return HlsTarget(m["name"], f"{m['name']}/{m['file']}", playlist)
+    if not playlist and "-" not in m["name"]:
+        return None  # a flat segment is always <name>-<fragment>.ts
+    return HlsTarget(m["name"], m["file"], playlist)
+
+
+def cache_headers(playlist: bool, now: float | None = None) -> dict[str, str]:
+    """nginx `expires -1d` for playlists, `expires max` for segments."""
+    if playlist:
+        now = time.time() if now is None else now
+        return {
+            "Expires": formatdate(now - 86400, usegmt=True),
+            "Cache-Control": "no-cache",
+        }
+    return {"Expires": EXPIRES_MAX, "Cache-Control": "max-age=315360000"}
+
+
+@dataclass(slots=True)
+class _Opened:
+    file: BinaryIO
+    size: int
+    mtime: int
+
+
+def _open_inside(root: Path, relpath: str) -> _Opened | None:
+    """Open root/relpath for reading if it is a regular file inside root (runs in a thread)."""
+    try:
+        real = (root / relpath).resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    if not real.is_relative_to(root):
+        return None  # a symlink pointing out of the HLS folder
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        return None
+    return _Opened(os.fdopen(fd, "rb"), st.st_size, int(st.st_mtime))
+
+
+def _http_date(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def _etags(value: str) -> list[str]:
+    """Entity tags of an If-Match/If-None-Match list, weakness stripped ("*" kept)."""
+    tags = []
+    for part in value.split(","):
+        part = part.strip()
+        if part.startswith("W/"):
+            part = part[2:]
+        if part:
+            tags.append(part)
+    return tags
+
+
+_RANGE = re.compile(r"bytes=\s*(\d*)\s*-\s*(\d*)\s*", re.ASCII | re.IGNORECASE)
+
+
+def parse_range(value: str, size: int) -> tuple[int, int] | None | bool:
+    """(start, end inclusive) for one satisfiable range; False if unsatisfiable; None: ignore.
+
+    Like nginx: a malformed bytes= value or a range past the end is unsatisfiable (416); other
+    units and multiple ranges are ignored (full 200), which RFC 9110 allows.
+    """
+    if not value.lower().startswith("bytes=") or "," in value:
+        return None
+    m = _RANGE.fullmatch(value)
+    if m is None or (not m[1] and not m[2]):
+        return False
+    if not m[1]:
+        suffix = int(m[2])
+        if suffix == 0:
+            return False
+        return (max(0, size - suffix), size - 1)
+    start = int(m[1])
+    end = int(m[2]) if m[2] else size - 1
+    if start >= size or end < start:
+        return False
+    return (start, min(end, size - 1))
+
+
+async def serve_file(request: web.Request, root: Path, target: HlsTarget) -> web.StreamResponse:
+    """Answer GET/HEAD for a validated target: 200, 206, 304, 412, 416 or 404."""
+    loop = asyncio.get_running_loop()
+    opened = await loop.run_in_executor(None, _open_inside, root, target.relpath)
+    if opened is None:
+        raise web.HTTPNotFound(headers=CORS)
+    try:
+        return await _respond(request, opened, target.playlist)
+    finally:
+        opened.file.close()
+
+
+async def _respond(request: web.Request, f: _Opened, playlist: bool) -> web.StreamResponse:
+    etag = f'"{f.mtime:x}-{f.size:x}"'
+    headers = {
+        "Last-Modified": formatdate(f.mtime, usegmt=True),
+        "ETag": etag,
+        **cache_headers(playlist),
+        **CORS,
+    }
+    status = _precondition(request, etag, f.mtime)
+    if status == 412:
+        return web.Response(status=412, headers=CORS)
+    if status == 304:
+        response = web.StreamResponse(status=304, headers=headers)
+        await response.prepare(request)
+        await response.write_eof()
+        return response
+    offset, count = 0, f.size
+    rng = request.headers.get("Range")
+    if rng is not None and f.size > 0 and _if_range_holds(request, etag, f.mtime):
+        parsed = parse_range(rng, f.size)
+        if parsed is False:
+            del headers["Last-Modified"], headers["ETag"]
+            headers["Content-Range"] = f"bytes */{f.size}"
+            return web.Response(status=416, text="416: Range Not Satisfiable", headers=headers)
+        if isinstance(parsed, tuple):
+            offset, count = parsed[0], parsed[1] - parsed[0] + 1
+            headers["Content-Range"] = f"bytes {parsed[0]}-{parsed[1]}/{f.size}"
+    if "Content-Range" not in headers:
+        headers["Accept-Ranges"] = "bytes"
+    response = web.StreamResponse(status=206 if "Content-Range" in headers else 200)
+    response.headers.update(headers)
+    response.content_type = PLAYLIST_TYPE if playlist else SEGMENT_TYPE
+    response.content_length = count
+    writer = await response.prepare(request)
+    if count and request.method != "HEAD" and writer is not None:
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("client went away")
+        try:
+            await asyncio.get_running_loop().sendfile(transport, f.file, offset, count)
+        except ConnectionError:
+            return response  # the player gave up on this file (seek, quality switch): normal
+        writer.output_size += count  # so the access log's %b counts what sendfile sent
+    await response.write_eof()
+    return response
+
+
+def _precondition(request: web.Request, etag: str, mtime: int) -> int:
+    """412, 304 or 200 from the conditional headers, in RFC 9110 section 13.2.2 order."""
+    if_match = request.headers.get("If-Match")
+    if if_match is not None:
+        tags = _etags(if_match)
+        if "*" not in tags and etag not in tags:
+            return 412
+    else:
+        since = _http_date(request.headers.get("If-Unmodified-Since"))
+        if since is not None and mtime > since:
+            return 412
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None:
+        tags = _etags(if_none_match)
+        return 304 if "*" in tags or etag in tags else 200
+    since = _http_date(request.headers.get("If-Modified-Since"))
+    if since is not None and mtime <= since:
+        return 304
+    return 200
+
+
+def _if_range_holds(request: web.Request, etag: str, mtime: int) -> bool:
+    """No If-Range, or one naming this very version (strong ETag or exact date)."""
+    value = request.headers.get("If-Range")
+    if value is None:
+        return True
+    value = value.strip()
+    if value.startswith('"'):
+        return value == etag
+    return _http_date(value) == mtime

@@ -1,0 +1,79 @@
+"""Prometheus metrics with their own registry, so every app (and every test) gets a fresh set.
+
+The composition root calls the plain methods below from the RTMP and HLS sides; the web app counts
+HTTP requests itself and renders everything at GET /metrics.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+#: Segment lag: wall-clock delay between the end of a segment's media and it being listed.
+LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+
+
+class Metrics:
+    """Counters and gauges for one rtmpd process."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        reg = self.registry
+        self._live = Gauge("rtmpd_live_publishers", "Streams being published now", registry=reg)
+        self._viewers = Gauge(
+            "rtmpd_hls_viewers", "Distinct HLS clients in the last 30 seconds", registry=reg
+        )
+        self._bytes = Counter(
+            "rtmpd_received_bytes", "Bytes received from RTMP clients", registry=reg
+        )
+        self._segments = Counter(
+            "rtmpd_hls_segments_written", "HLS segments written and listed", registry=reg
+        )
+        self._lag = Histogram(
+            "rtmpd_hls_segment_lag_seconds",
+            "Delay between a segment's last media and its listing in the playlist",
+            buckets=LAG_BUCKETS,
+            registry=reg,
+        )
+        self._attempts = Counter(
+            "rtmpd_publish_attempts", "Publish attempts by outcome", ["outcome"], registry=reg
+        )
+        self._http = Counter(
+            "rtmpd_http_requests",
+            "HTTP requests by route and status",
+            ["route", "status"],
+            registry=reg,
+        )
+
+    def set_live(self, count: int) -> None:
+        self._live.set(count)
+
+    def set_viewers(self, count: int) -> None:
+        self._viewers.set(count)
+
+    def bytes_received(self, count: int) -> None:
+        self._bytes.inc(count)
+
+    def segment_written(self, lag: float) -> None:
+        """One segment listed, `lag` seconds after its media ended."""
+        self._segments.inc()
+        self._lag.observe(max(lag, 0.0))
+
+    def publish_attempt(self, outcome: str) -> None:
+        """Outcomes are short fixed words ("accepted", "unknown_key", "banned", ...)."""
+        self._attempts.labels(outcome=outcome).inc()
+
+    def http_request(self, route: str, status: int) -> None:
+        self._http.labels(route=route, status=str(status)).inc()
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of everything above."""
+        return generate_latest(self.registry)

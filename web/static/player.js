@@ -1,0 +1,147 @@
+// Channel page player: native HLS where the browser has it, hls.js elsewhere. It polls the API
+// and switches between the offline card and the player when the stream starts or stops.
+"use strict";
+(() => {
+  const root = document.getElementById("channel");
+  if (!root) return;
+  const video = root.querySelector("video");
+  const playerBox = root.querySelector(".player");
+  const offlineBox = root.querySelector(".offline");
+  const problem = root.querySelector(".problem");
+  const field = (name) => root.querySelector(`[data-field="${name}"]`);
+  const forceHlsjs = new URLSearchParams(location.search).get("player") === "hlsjs";
+  let live = false;
+  let hls = null;
+  let hlsjsLoading = null;
+  let retryTimer = 0;
+  let generation = 0;
+
+  const nativeHls = () =>
+    !forceHlsjs && video.canPlayType("application/vnd.apple.mpegurl") !== "";
+
+  function loadHlsjs() {
+    if (window.Hls) return Promise.resolve(window.Hls);
+    if (!hlsjsLoading) {
+      hlsjsLoading = new Promise((resolve, reject) => {
+        const script = document.createElement("script");
+        script.src = root.dataset.hlsjs;
+        script.async = true;
+        script.onload = () => (window.Hls ? resolve(window.Hls) : reject(new Error("no Hls")));
+        script.onerror = () => {
+          hlsjsLoading = null;
+          reject(new Error("hls.js did not load"));
+        };
+        document.head.appendChild(script);
+      });
+    }
+    return hlsjsLoading;
+  }
+
+  function showProblem(text) {
+    problem.textContent = text;
+    problem.hidden = !text;
+  }
+
+  function detach() {
+    generation += 1;
+    clearTimeout(retryTimer);
+    if (hls) {
+      hls.destroy();
+      hls = null;
+    }
+    if (video.getAttribute("src")) {
+      video.removeAttribute("src");
+      video.load();
+    }
+  }
+
+  function retrySoon() {
+    clearTimeout(retryTimer);
+    retryTimer = setTimeout(() => live && attach(), 3000);
+  }
+
+  async function attach() {
+    detach();
+    const mine = generation;
+    const url = root.dataset.playlist;
+    showProblem("");
+    if (nativeHls()) {
+      root.dataset.engine = "native";
+      video.src = url;
+    } else {
+      let Hls;
+      try {
+        Hls = await loadHlsjs();
+      } catch {
+        showProblem("The video player could not be loaded. Retrying…");
+        retrySoon();
+        return;
+      }
+      if (mine !== generation || !live) return;
+      if (!Hls.isSupported()) {
+        showProblem("This browser cannot play HLS video.");
+        return;
+      }
+      root.dataset.engine = "hlsjs";
+      hls = new Hls({ liveDurationInfinity: true });
+      hls.on(Hls.Events.ERROR, (_event, data) => {
+        if (!data.fatal) return;
+        if (data.type === Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
+        else retrySoon();
+      });
+      hls.loadSource(url);
+      hls.attachMedia(video);
+    }
+    video.play().catch(() => {}); // autoplay may be refused; the controls remain
+  }
+
+  video.addEventListener("error", () => {
+    if (live && !hls) retrySoon(); // native player: playlist not there yet, or a hiccup
+  });
+
+  function setLive(now) {
+    if (now === live) return;
+    live = now;
+    root.classList.toggle("live", now);
+    playerBox.hidden = !now;
+    offlineBox.hidden = now;
+    if (now) attach();
+    else {
+      detach();
+      showProblem("");
+    }
+  }
+
+  function duration(s) {
+    const h = Math.floor(s / 3600);
+    const m = Math.floor((s % 3600) / 60);
+    if (h) return `${h} h ${String(m).padStart(2, "0")} min`;
+    return m ? `${m} min` : `${s} s`;
+  }
+
+  function render(info) {
+    field("status").textContent = info.live ? "Live" : "Offline";
+    field("uptime").textContent = info.live && info.uptime_seconds !== null
+      ? `for ${duration(info.uptime_seconds)}` : "";
+    field("viewers").textContent = String(info.viewers);
+    const parts = [];
+    if (info.video) parts.push(`${info.video.codec} ${info.video.width}×${info.video.height}`);
+    if (info.audio) parts.push(`${info.audio.codec} ${info.audio.sample_rate} Hz`);
+    field("tech").textContent = parts.join(" · ");
+  }
+
+  async function poll() {
+    try {
+      const response = await fetch(root.dataset.api, { cache: "no-store" });
+      if (!response.ok) return;
+      const info = await response.json();
+      render(info);
+      setLive(info.live);
+    } catch {
+      // offline or server restarting: try again on the next tick
+    }
+  }
+
+  setLive(root.dataset.live === "true");
+  setInterval(poll, 4000);
+})();
