@@ -1,1 +1,18 @@
-"""HLS packaging: pure segmenting and playlist decisions, the PyAV muxer, storage on disk."""
+"""HLS packaging: pure segmenting and playlist decisions, the PyAV muxer, storage on disk.
+
+Takes ints, bytes and paths only: it never imports the RTMP core, auth or web.
+"""
+
+from .model import HlsConfig, Keyframe, SegmentWritten, StreamInfo
+from .packager import HlsService, StreamPackager
+from .thumbnail import keyframe_to_jpeg
+
+__all__ = [
+    "HlsConfig",
+    "HlsService",
+    "Keyframe",
+    "SegmentWritten",
+    "StreamInfo",
+    "StreamPackager",
+    "keyframe_to_jpeg",
+]

@@ -1,0 +1,199 @@
+"""Where segments start and end: a pure state machine over (track, timestamp, keyframe, size).
+
+No I/O and no clock: the packager feeds every frame and obeys the returned `Action`. Rules:
+
+- nothing is written until a start point: the first video keyframe, or for audio-only streams
+  the first audio frame;
+- a segment is cut on a start point once `fragment` ms have passed, and on any frame once
+  `max_fragment` ms have passed (keyframes not coming) or the size cap would be exceeded;
+- a timestamp going backwards on a track (beyond a small jitter tolerance) or forwards past the
+  stream clock by more than `max_fragment` ends the segment; the next one starts at the next
+  start point with a discontinuity;
+- a new or changed sequence header ends the segment at the next start point, with a
+  discontinuity (the muxer needs new extradata); until then frames of that track are dropped,
+  the other track keeps going into the old segment.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+# Small backward steps on a track (sloppy encoders) are tolerated; the muxer nudges the DTS.
+BACKWARD_TOLERANCE_MS = 100
+# A track's frame interval is only trusted up to this when estimating a segment's end.
+_MAX_INTERVAL_MS = 1000
+
+
+class Track(IntEnum):
+    """FLV tag types, so the values match what the RTMP core sees."""
+
+    AUDIO = 8
+    VIDEO = 9
+
+
+class Action(IntEnum):
+    DROP = 0  # discard this frame
+    WRITE = 1  # write this frame into the open segment
+    CUT = 2  # finish the open segment (if any), start a new one, write this frame into it
+    CLOSE = 3  # finish the open segment, discard this frame (a new one starts later)
+
+
+class CutReason(IntEnum):
+    START = 0  # first segment of the stream (or after a gap)
+    FRAGMENT = 1  # keyframe after `fragment`
+    MAX_FRAGMENT = 2  # forced: no keyframe within `max_fragment`
+    SIZE = 3  # forced: size cap
+    JUMP_BACK = 4
+    JUMP_FORWARD = 5
+    CONFIG = 6  # sequence header changed or a track appeared
+    END = 7  # publish ended
+
+
+class Segmenter:
+    """Decides cuts; after a CUT or CLOSE, `closed_duration` is the finished segment's length
+    in ms (None if no segment was open) and `discontinuity` tells whether the new segment starts
+    a new timeline."""
+
+    __slots__ = (
+        "fragment", "max_fragment", "max_bytes", "has_video", "has_audio", "open",
+        "start", "bytes", "reason", "discontinuity", "closed_duration", "_pending_disc",
+        "_pending_config", "_pending_reason", "_resync", "_last", "_interval", "_clock",
+    )  # fmt: skip
+
+    def __init__(self, fragment_ms: int, max_fragment_ms: int, max_bytes: int) -> None:
+        if fragment_ms <= 0 or max_fragment_ms < fragment_ms or max_bytes <= 0:
+            raise ValueError("need 0 < fragment <= max_fragment and max_bytes > 0")
+        self.fragment = fragment_ms
+        self.max_fragment = max_fragment_ms
+        self.max_bytes = max_bytes
+        self.has_video = False
+        self.has_audio = False
+        self.open = False
+        self.start = 0  # first DTS of the open segment
+        self.bytes = 0  # payload bytes in the open segment
+        self.reason = CutReason.START
+        self.discontinuity = False
+        self.closed_duration: int | None = None
+        self._pending_disc = False
+        self._pending_config = False
+        self._pending_reason = CutReason.START  # why the next segment will start from scratch
+        self._resync: set[Track] = set()
+        self._last: dict[Track, int] = {}
+        self._interval: dict[Track, int] = {}
+        self._clock: int | None = None  # highest DTS seen on the current timeline
+
+    def mark_discontinuity(self) -> None:
+        """The next segment starts a new timeline (re-publish, lost segments)."""
+        self._pending_disc = True
+
+    def configure(self, track: Track, changed: bool) -> None:
+        """A track got a (new) sequence header. `changed` is False for a repeat of the same."""
+        had = self.has_video if track is Track.VIDEO else self.has_audio
+        if track is Track.VIDEO:
+            self.has_video = True
+        else:
+            self.has_audio = True
+        if self.open and (changed or not had):
+            self._pending_config = True
+            self._resync.add(track)
+
+    def frame(self, track: Track, dts: int, keyframe: bool, size: int) -> Action:
+        if track is Track.VIDEO:
+            if not self.has_video:
+                return Action.DROP
+            start_point = keyframe
+        else:
+            if not self.has_audio:
+                return Action.DROP
+            start_point = not self.has_video
+        if not self.open:
+            if not start_point:
+                return Action.DROP
+            self.closed_duration = None
+            self._begin(dts, size, track, self._pending_reason)
+            self._pending_reason = CutReason.START
+            return Action.CUT
+
+        last = self._last.get(track)
+        if last is not None and dts < last - BACKWARD_TOLERANCE_MS:
+            return self._jump(track, dts, size, start_point, CutReason.JUMP_BACK)
+        if self._clock is not None and dts > self._clock + self.max_fragment:
+            return self._jump(track, dts, size, start_point, CutReason.JUMP_FORWARD)
+
+        if self._pending_config:
+            if start_point:
+                span = dts - self.start if dts > self.start else self._end() - self.start
+                self.closed_duration = max(span, 1)
+                self._pending_disc = True
+                self._begin(dts, size, track, CutReason.CONFIG)
+                return Action.CUT
+            if track in self._resync:
+                return Action.DROP
+            self._advance(track, dts, size)
+            return Action.WRITE
+
+        elapsed = dts - self.start
+        if start_point and elapsed >= self.fragment:
+            reason = CutReason.FRAGMENT
+        elif elapsed >= self.max_fragment:
+            reason = CutReason.MAX_FRAGMENT
+        elif self.bytes + size > self.max_bytes and self.bytes:
+            reason = CutReason.SIZE
+        else:
+            self._advance(track, dts, size)
+            return Action.WRITE
+        self.closed_duration = max(elapsed, 1)
+        self._begin(dts, size, track, reason)
+        return Action.CUT
+
+    def finish(self) -> int | None:
+        """The publish ended: the open segment's duration in ms (None if none was open)."""
+        if not self.open:
+            return None
+        self.open = False
+        return max(self._end() - self.start, 1)
+
+    def elapsed(self) -> int:
+        """Media in the open segment so far, in ms (0 if none is open)."""
+        return self._end() - self.start if self.open else 0
+
+    def _jump(self, track: Track, dts: int, size: int, start_point: bool, why: CutReason) -> Action:
+        self.closed_duration = max(self._end() - self.start, 1)
+        self._pending_disc = True
+        self._last.clear()
+        self._interval.clear()
+        self._clock = None
+        if start_point:
+            self._begin(dts, size, track, why)
+            return Action.CUT
+        self.open = False
+        self._pending_reason = why
+        return Action.CLOSE
+
+    def _begin(self, dts: int, size: int, track: Track, reason: CutReason) -> None:
+        self.open = True
+        self.start = dts
+        self.bytes = 0
+        self.reason = reason
+        self.discontinuity = self._pending_disc
+        self._pending_disc = False
+        self._pending_config = False
+        self._resync.clear()
+        self._advance(track, dts, size)
+
+    def _advance(self, track: Track, dts: int, size: int) -> None:
+        self.bytes += size
+        last = self._last.get(track)
+        if last is not None:
+            if dts <= last:
+                return
+            self._interval[track] = min(dts - last, _MAX_INTERVAL_MS)
+        self._last[track] = dts
+        if self._clock is None or dts > self._clock:
+            self._clock = dts
+
+    def _end(self) -> int:
+        """Estimated end of the media written so far: last DTS plus one frame interval."""
+        if not self._last:
+            return self.start
+        return max(last + self._interval.get(t, 0) for t, last in self._last.items())

@@ -1,0 +1,148 @@
+"""Where HLS files live on disk, atomic playlist writes, and removal of a stream's files.
+
+Nested layout (default): <root>/<name>/index.m3u8 and <root>/<name>/<fragment>.ts.
+Flat layout: <root>/<name>.m3u8 and <root>/<name>-<fragment>.ts.
+Files being written are hidden (`.<file>.tmp`) until complete, then renamed into place, so the
+HTTP side only ever sees finished segments and whole playlists.
+
+Only files this module could have written are ever removed: the folder may be shared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from pathlib import Path
+
+PLAYLIST = "index.m3u8"
+TEMP_SUFFIX = ".tmp"
+# Fragment names: digits, optionally "_<n>" when the plain name was already taken.
+_FRAGMENT = re.compile(r"\d+(?:_\d+)?")
+_MAX_NAME = 128
+
+
+def check_name(name: str) -> str:
+    """A public stream name becomes a path component: refuse anything that could escape."""
+    if not name or len(name) > _MAX_NAME:
+        raise ValueError(f"stream name must be 1 to {_MAX_NAME} characters")
+    if name.startswith(".") or any(c in name for c in "/\\:") or not name.isprintable():
+        raise ValueError(f"unsafe stream name {name!r}")
+    return name
+
+
+class Layout:
+    """Paths for one HLS root folder."""
+
+    __slots__ = ("root", "nested")
+
+    def __init__(self, root: Path, nested: bool) -> None:
+        self.root = Path(os.path.abspath(root))
+        self.nested = nested
+
+    def stream_dir(self, name: str) -> Path:
+        return self.root / name if self.nested else self.root
+
+    def playlist_path(self, name: str) -> Path:
+        return self.root / name / PLAYLIST if self.nested else self.root / f"{name}.m3u8"
+
+    def segment_file(self, name: str, fragment: str) -> str:
+        """The segment's file name, which is also its URI relative to the playlist."""
+        return f"{fragment}.ts" if self.nested else f"{name}-{fragment}.ts"
+
+    def segment_path(self, name: str, fragment: str) -> Path:
+        return self.stream_dir(name) / self.segment_file(name, fragment)
+
+    @staticmethod
+    def temp_path(path: Path) -> Path:
+        return path.with_name(f".{path.name}{TEMP_SUFFIX}")
+
+    def ensure_dir(self, name: str) -> None:
+        self.stream_dir(name).mkdir(parents=True, exist_ok=True)
+
+    def owner(self, file_name: str, in_stream_dir: str | None = None) -> str | None:
+        """The stream a file in the root (flat) or in a stream folder (nested) belongs to."""
+        base = file_name
+        if base.startswith(".") and base.endswith(TEMP_SUFFIX):
+            base = base[1 : -len(TEMP_SUFFIX)]
+        if self.nested:
+            if in_stream_dir is None:
+                return None
+            if base == PLAYLIST or (base.endswith(".ts") and _FRAGMENT.fullmatch(base[:-3])):
+                return in_stream_dir
+            return None
+        if base.endswith(".m3u8"):
+            return base[:-5] or None
+        if base.endswith(".ts") and "-" in base:
+            name, fragment = base[:-3].rsplit("-", 1)
+            if name and _FRAGMENT.fullmatch(fragment):
+                return name
+        return None
+
+    def stream_files(self, name: str) -> list[Path]:
+        """Every file of ours that belongs to `name`."""
+        folder = self.stream_dir(name)
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            return []
+        inside = name if self.nested else None
+        return [folder / e for e in entries if self.owner(e, inside) == name]
+
+    def remove_stream(self, name: str) -> int:
+        """Delete a stream's files (and its folder when nested and empty); returns how many."""
+        removed = sum(unlink_quietly(path) for path in self.stream_files(name))
+        if self.nested:
+            with contextlib.suppress(OSError):
+                self.stream_dir(name).rmdir()
+        return removed
+
+    def names_on_disk(self) -> set[str]:
+        """Streams that have files of ours under the root."""
+        try:
+            entries = list(os.scandir(self.root))
+        except OSError:
+            return set()
+        names = set()
+        for entry in entries:
+            if self.nested:
+                if (
+                    entry.is_dir(follow_symlinks=False)
+                    and _is_safe(entry.name)
+                    and self.stream_files(entry.name)
+                ):
+                    names.add(entry.name)
+            elif entry.is_file(follow_symlinks=False):
+                owner = self.owner(entry.name)
+                if owner is not None and _is_safe(owner):
+                    names.add(owner)
+        return names
+
+
+def _is_safe(name: str) -> bool:
+    try:
+        check_name(name)
+    except ValueError:
+        return False
+    return True
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a small text file so readers see the old or the new version, never a mix."""
+    temp = Layout.temp_path(path)
+    try:
+        with open(temp, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.replace(temp, path)
+    except BaseException:
+        unlink_quietly(temp)
+        raise
+
+
+def unlink_quietly(path: Path) -> bool:
+    """Remove a file; a missing one is fine. Returns whether something was removed."""
+    try:
+        os.unlink(path)
+    except OSError:
+        return False
+    return True
