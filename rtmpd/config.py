@@ -80,6 +80,7 @@ class AuthSection:
 @dataclass(frozen=True, slots=True)
 class WebSection:
     hlsjs_url: str = DEFAULT_HLSJS_URL
+    hlsjs_file: str = ""  # a local hls.min.js to serve instead of hlsjs_url (self-hosting)
     public_rtmp_url: str = ""  # shown to streamers by `rtmpd users add`; derived from [rtmp] when empty
 
 
