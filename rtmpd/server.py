@@ -1,0 +1,507 @@
+"""The RTMP listener: the one module that owns sockets.
+
+Thin on purpose: bytes read go into the core's `ServerSession`, its events go to a
+`PublishHandler`, and what the session wants sent is written back. One `asyncio.Protocol` per
+connection keeps the hot path (data_received -> session -> on_media) free of task switches.
+Every failure is contained to its connection: a protocol violation, a timeout or an exception
+in the handler closes that connection with one log line and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from rtmpd.errors import ProtocolError
+from rtmpd.events import (
+    Audio,
+    AudioConfig,
+    Connect,
+    Metadata,
+    PlayRequest,
+    ProtocolViolation,
+    PublishEnd,
+    PublishRequest,
+    TimedOut,
+    Video,
+    VideoConfig,
+)
+from rtmpd.session import ServerSession, SessionConfig
+
+MediaEvent = VideoConfig | Video | AudioConfig | Audio | Metadata
+_MEDIA = (Video, Audio, VideoConfig, AudioConfig, Metadata)
+
+#: Kernel-side writes we queue before asking the session to stop producing (pause reading).
+WRITE_HIGH_WATER = 256 * 1024
+#: Output queued for a peer that does not read; past this it is disconnected.
+MAX_WRITE_BUFFER = 4 * 1024 * 1024
+#: A timer may fire this early (loop clock resolution) and still count as due.
+_TIMER_SLACK = 0.005
+
+
+def redact(key: str) -> str:
+    """What a log line may show of a stream key: its first 4 characters."""
+    return key[:4] + "…" if key else "(empty)"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    """Who is publishing: the peer and what it said in `connect`."""
+
+    peer: str
+    port: int
+    conn_id: int
+    app: str
+    tc_url: str | None
+    flashver: str | None
+    swf_url: str | None
+    page_url: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """Publish, under this public name (the key itself is never used past authorize)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    code: str
+    description: str
+
+
+class PublishHandle:
+    """One accepted publish. Hashable by identity, so handlers can key their state on it."""
+
+    __slots__ = ("name", "info", "stream_id", "started", "_conn")
+
+    def __init__(self, name: str, info: ConnectionInfo, stream_id: int, conn: _Connection) -> None:
+        self.name = name
+        self.info = info
+        self.stream_id = stream_id
+        self.started = time.monotonic()
+        self._conn = conn
+
+    @property
+    def bytes_received(self) -> int:
+        """Bytes read on this publisher's connection so far (handshake included)."""
+        return self._conn.bytes_received
+
+    def close(self, reason: str) -> None:
+        """Disconnect the publisher (takeover, ban, key rotation); ends with `reason`."""
+        self._conn.shutdown(reason)
+
+    def __repr__(self) -> str:
+        return f"<PublishHandle {self.name} conn={self.info.conn_id} stream={self.stream_id}>"
+
+
+class PublishHandler(Protocol):
+    async def authorize(self, info: ConnectionInfo, request: PublishRequest) -> Accept | Reject: ...
+
+    def on_media(self, publish: PublishHandle, event: MediaEvent) -> None: ...
+
+    async def on_publish_end(self, publish: PublishHandle, reason: str) -> None: ...
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP connection: feeds its session and acts on the events, in order."""
+
+    def __init__(self, server: RtmpServer, conn_id: int) -> None:
+        self.server = server
+        self.conn_id = conn_id
+        self.loop = asyncio.get_running_loop()
+        self.log = server.log
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.port = 0
+        self.where = f"conn {conn_id}"
+        self.session = ServerSession(server.session_config, self.loop.time())
+        self.info = ConnectionInfo("?", 0, conn_id, "", None, None, None, None)
+        self.publishes: dict[int, PublishHandle] = {}
+        self.closing = False
+        self.close_reason = ""
+        self.auth_pending = False
+        self.write_paused = False
+        self.reading = True
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
+        self.stall: asyncio.TimerHandle | None = None
+
+    @property
+    def bytes_received(self) -> int:
+        return int(self.session.bytes_received)
+
+    # -- asyncio.Protocol --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peername = transport.get_extra_info("peername")
+        if isinstance(peername, tuple):
+            self.peer, self.port = str(peername[0]), int(peername[1])
+        self.where = f"conn {self.conn_id} {self.peer}:{self.port}"
+        self.info = ConnectionInfo(self.peer, self.port, self.conn_id, "", None, None, None, None)
+        refusal = self.server._admit(self)
+        if refusal:
+            self.closing = True
+            self.log.warning("%s: refused: %s", self.where, refusal)
+            transport.close()
+            return
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        self._after_session()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        try:
+            self.session.receive_data(data, self.loop.time())
+        except ProtocolError as exc:
+            self._violation(f"protocol error: {exc}")
+            return
+        except Exception as exc:  # a core bug must cost one connection, not the server
+            self.log.error("%s: internal error: %s: %s", self.where, type(exc).__name__, exc)
+            self.log.debug("%s: internal error", self.where, exc_info=True)
+            self.shutdown(f"internal error: {type(exc).__name__}")
+            return
+        self._after_session()
+
+    def eof_received(self) -> bool:
+        self.shutdown("disconnected")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.shutdown(f"connection error: {exc}" if exc else "disconnected")
+        self.server._forget(self)
+
+    def pause_writing(self) -> None:
+        """Stop feeding the session until the peer catches up; give up if it never does."""
+        self.write_paused = True
+        self._update_reading()
+        if self.stall is None and not self.closing:
+            self.stall = self.loop.call_later(self.server.write_stall_timeout, self._stalled)
+
+    def _stalled(self) -> None:
+        self.stall = None
+        self.log.warning("%s: peer does not read; disconnecting", self.where)
+        self.shutdown("peer does not read", abort=True)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.stall is not None:
+            self.stall.cancel()
+            self.stall = None
+        self._update_reading()
+
+    # -- session events ----------------------------------------------------------------
+
+    def _after_session(self) -> None:
+        """Drain events (unless a decision is pending), write output, re-arm the timer."""
+        session = self.session
+        try:
+            while not self.closing and not self.auth_pending:
+                event = session.next_event()
+                if event is None:
+                    break
+                if isinstance(event, _MEDIA):
+                    handle = self.publishes.get(event.stream_id)
+                    if handle is not None:
+                        self.server.handler.on_media(handle, event)
+                else:
+                    self._control(event)
+        except Exception as exc:  # the handler's on_media (or the session) failed
+            self.log.error("%s: handler error: %s: %s", self.where, type(exc).__name__, exc)
+            self.log.debug("%s: handler error", self.where, exc_info=True)
+            self.shutdown(f"handler error: {type(exc).__name__}")
+            return
+        self._flush()
+        if session.closed and not self.auth_pending:
+            self.shutdown(self.close_reason or "session closed")
+        elif not self.closing:
+            self._arm_timer()
+
+    def _control(self, event: object) -> None:
+        if isinstance(event, Connect):
+            self.info = ConnectionInfo(
+                self.peer,
+                self.port,
+                self.conn_id,
+                event.app,
+                event.tc_url,
+                event.flashver,
+                event.swf_url,
+                event.page_url,
+            )
+        elif isinstance(event, PublishRequest):
+            self.auth_pending = True
+            self._update_reading()
+            self.server._spawn(self._authorize(event), auth=True)
+        elif isinstance(event, PlayRequest):
+            self.log.info("%s: play request for %s", self.where, redact(event.name))
+        elif isinstance(event, PublishEnd):
+            handle = self.publishes.pop(event.stream_id, None)
+            if handle is not None:
+                self.server._end(handle, event.reason)
+        elif isinstance(event, ProtocolViolation):
+            self._violation(f"protocol violation: {event.reason}")
+        elif isinstance(event, TimedOut):
+            self._violation(f"timed out: {event.reason}")
+
+    def _violation(self, reason: str) -> None:
+        self.log.warning("%s: %s", self.where, reason)
+        self._flush()
+        self.shutdown(reason)
+
+    async def _authorize(self, request: PublishRequest) -> None:
+        key = redact(request.name)
+        try:
+            decision = await self.server.handler.authorize(self.info, request)
+            if not isinstance(decision, Accept | Reject):
+                raise TypeError(f"authorize returned {type(decision).__name__}")
+        except Exception as exc:
+            self.log.error(
+                "%s: authorize %s failed: %s: %s", self.where, key, type(exc).__name__, exc
+            )
+            self.log.debug("%s: authorize failed", self.where, exc_info=True)
+            self.auth_pending = False
+            self.shutdown(f"handler error: {type(exc).__name__}")
+            return
+        self.auth_pending = False
+        if isinstance(decision, Reject):
+            self.log.info(
+                "%s: publish %s rejected: %s (%s)",
+                self.where,
+                key,
+                decision.code,
+                decision.description,
+            )
+            if not self.closing:
+                self.session.reject_publish(request.stream_id, decision.code, decision.description)
+                self.close_reason = f"rejected: {decision.code}"
+                self._after_session()
+            return
+        handle = PublishHandle(decision.name, self.info, request.stream_id, self)
+        if self.closing:  # gone while we waited: the accepted publish still ends, once
+            self.server._end(handle, self.close_reason)
+            return
+        self.log.info("%s: publishing %s as %s", self.where, key, decision.name)
+        self.publishes[request.stream_id] = handle
+        try:
+            started = self.session.accept_publish(request.stream_id)
+        except Exception as exc:  # a core bug: this connection only
+            self.log.error("%s: internal error: %s: %s", self.where, type(exc).__name__, exc)
+            self.shutdown(f"internal error: {type(exc).__name__}")
+            return
+        if not started and not self.session.closed:  # no longer pending in the session
+            self.publishes.pop(request.stream_id, None)
+            self.server._end(handle, "withdrawn before accept")
+        self._update_reading()
+        self._after_session()
+
+    # -- output, flow control, timers ---------------------------------------------------
+
+    def _flush(self) -> None:
+        out = self.session.data_to_send()
+        if not out or self.transport is None or self.transport.is_closing():
+            return
+        self.transport.write(out)
+        if self.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            self.log.warning("%s: peer does not read; disconnecting", self.where)
+            self.shutdown("peer does not read", abort=True)
+
+    def _update_reading(self) -> None:
+        transport = self.transport
+        if transport is None or self.closing:
+            return
+        want = not (self.auth_pending or self.write_paused)
+        if want != self.reading:
+            self.reading = want
+            if want:
+                transport.resume_reading()
+            else:
+                transport.pause_reading()
+
+    def _arm_timer(self) -> None:
+        """Keep one call_at; a later deadline waits for the current one to fire first."""
+        deadline = self.session.get_timer()
+        if deadline is None or (self.timer is not None and self.timer_at <= deadline):
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_at(deadline, self._on_timer)
+        self.timer_at = deadline
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        if self.closing or self.auth_pending:
+            return  # a pending decision re-arms when it lands
+        now = self.loop.time()
+        deadline = self.session.get_timer()
+        if deadline is not None and deadline <= now + _TIMER_SLACK:
+            self.session.handle_timer(max(now, deadline))
+        self._after_session()
+
+    def shutdown(self, reason: str, *, abort: bool = False) -> None:
+        """Close once: flush what the session has, end every publish with `reason`."""
+        if self.closing:
+            return
+        self.closing = True
+        self.close_reason = reason
+        self.log.debug("%s: closing: %s", self.where, reason)
+        for pending in (self.timer, self.stall):
+            if pending is not None:
+                pending.cancel()
+        self.timer = self.stall = None
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            if abort:
+                transport.abort()
+            else:
+                with contextlib.suppress(Exception):  # closing anyway
+                    out = self.session.data_to_send()
+                    if out:
+                        transport.write(out)
+                transport.close()
+        publishes, self.publishes = self.publishes, {}
+        for handle in publishes.values():
+            self.server._end(handle, reason)
+
+
+class RtmpServer:
+    """Listens for RTMP, enforces connection caps, and runs one `_Connection` per peer."""
+
+    #: Seconds a peer may leave our output unread (writes paused) before it is dropped.
+    write_stall_timeout = 30.0
+    #: Seconds close() lets pending authorize calls finish before cancelling them.
+    close_grace = 5.0
+
+    def __init__(
+        self,
+        handler: PublishHandler,
+        *,
+        host: str,
+        port: int,
+        session_config: SessionConfig | None = None,
+        max_connections: int = 1000,
+        max_connections_per_ip: int = 50,
+        log: logging.Logger | None = None,
+    ) -> None:
+        self.handler = handler
+        self.host = host
+        self._port = port
+        self.session_config = session_config or SessionConfig()
+        self.max_connections = max_connections
+        self.max_connections_per_ip = max_connections_per_ip
+        self.log = log or logging.getLogger("rtmpd.rtmp")
+        self._server: asyncio.Server | None = None
+        self._conns: dict[int, _Connection] = {}
+        self._per_ip: dict[str, int] = {}
+        self._next_id = 1
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._auth_tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._new_connection, self.host, self._port, reuse_address=True
+        )
+        sock: socket.socket = self._server.sockets[0]
+        self._port = int(sock.getsockname()[1])
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one when constructed with port 0)."""
+        return self._port
+
+    @property
+    def connections(self) -> int:
+        return len(self._conns)
+
+    def close_connection(self, conn_id: int, reason: str) -> bool:
+        """Disconnect one connection by id (e.g. a revocation during authorize)."""
+        conn = self._conns.get(conn_id)
+        if conn is None:
+            return False
+        conn.shutdown(reason)
+        return True
+
+    async def close(self) -> None:
+        """Stop listening, close every connection, and wait for every publish to end."""
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._conns.values()):
+            conn.shutdown("server shutting down")
+        # Decisions still pending are moot now; give them a moment, then cancel them.
+        if self._auth_tasks:
+            _, late = await asyncio.wait(list(self._auth_tasks), timeout=self.close_grace)
+            for task in late:
+                task.cancel()
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        for _ in range(50):  # let closed transports finish flushing, then cut the rest
+            if not self._conns:
+                break
+            await asyncio.sleep(0.02)
+        for conn in list(self._conns.values()):
+            if conn.transport is not None:
+                conn.transport.abort()
+        for _ in range(10):  # aborted transports report connection_lost on the next turns
+            if not self._conns:
+                break
+            await asyncio.sleep(0)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    # -- for _Connection ---------------------------------------------------------------
+
+    def _new_connection(self) -> _Connection:
+        conn_id = self._next_id
+        self._next_id += 1
+        return _Connection(self, conn_id)
+
+    def _admit(self, conn: _Connection) -> str:
+        """Count a new connection in; the reason to refuse it, or ''."""
+        if len(self._conns) >= self.max_connections:
+            return f"{self.max_connections} connections already open"
+        if self._per_ip.get(conn.peer, 0) >= self.max_connections_per_ip:
+            return f"{self.max_connections_per_ip} connections already open from {conn.peer}"
+        self._conns[conn.conn_id] = conn
+        self._per_ip[conn.peer] = self._per_ip.get(conn.peer, 0) + 1
+        return ""
+
+    def _forget(self, conn: _Connection) -> None:
+        if self._conns.pop(conn.conn_id, None) is None:
+            return
+        left = self._per_ip.get(conn.peer, 0) - 1
+        if left > 0:
+            self._per_ip[conn.peer] = left
+        else:
+            self._per_ip.pop(conn.peer, None)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], *, auth: bool = False) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if auth:
+            self._auth_tasks.add(task)
+            task.add_done_callback(self._auth_tasks.discard)
+
+    def _end(self, handle: PublishHandle, reason: str) -> None:
+        self.log.info("%s: publish of %s ended: %s", handle._conn.where, handle.name, reason)
+        self._spawn(self._call_end(handle, reason))
+
+    async def _call_end(self, handle: PublishHandle, reason: str) -> None:
+        try:
+            await self.handler.on_publish_end(handle, reason)
+        except Exception as exc:
+            self.log.error(
+                "%s: on_publish_end failed: %s: %s", handle._conn.where, type(exc).__name__, exc
+            )
+            self.log.debug("on_publish_end failed", exc_info=True)
