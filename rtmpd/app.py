@@ -1,0 +1,280 @@
+"""The composition root: builds auth, the HLS packager, the RTMP server and the web app from
+one Config, and carries media from the first to the second.
+
+This is the only module that knows every layer. It turns the core's publish requests into
+`rtmpd.auth` attempts, the decisions into packagers under the public name, and media events
+into packager calls. The stream key stops here: past `authorize`, only the public name is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from rtmpd.auth.service import Accepted, AuthConfig, AuthService, Lease, PublishAttempt
+from rtmpd.config import Config
+from rtmpd.events import Audio, AudioConfig, Metadata, PublishRequest, Video, VideoConfig
+from rtmpd.hls import HlsConfig, HlsService, SegmentWritten, StreamPackager
+from rtmpd.server import Accept, ConnectionInfo, PublishHandle, Reject, RtmpServer
+from rtmpd.session import SessionConfig
+from rtmpd.web import create_app, make_runner
+from rtmpd.web.metrics import Metrics
+
+from .directory import LiveDirectory
+
+log = logging.getLogger("rtmpd")
+
+AVC = 7
+AAC = 10
+TICK_SECONDS = 1.0
+
+
+class StartupError(Exception):
+    """Start-up failed for a reason the operator can fix (named in the message)."""
+
+
+def redact(key: str) -> str:
+    """At most the first 4 characters of a stream key, for logs."""
+    return key[:4] + "…" if key else "(empty)"
+
+
+@dataclass(slots=True)
+class Publish:
+    """One accepted publish: what its media feeds and what ends it."""
+
+    name: str
+    packager: StreamPackager
+    lease: Lease
+    warned: set[str]
+
+
+class Rtmpd:
+    """The whole server; `start()` binds every port, `stop()` finishes every stream."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        hls = config.hls
+        self.hls = HlsService(
+            HlsConfig(
+                path=config.hls_path,
+                fragment=hls.fragment,
+                playlist_length=hls.playlist_length,
+                naming=hls.naming,
+                nested=hls.nested,
+                cleanup=hls.cleanup,
+                endlist=hls.endlist,
+                max_fragment=hls.max_fragment or None,
+                max_segment_bytes=hls.max_segment_bytes,
+                grace=hls.grace or None,
+            ),
+            on_segment=self._segment_written,
+            log=logging.getLogger("rtmpd.hls"),
+        )
+        auth = config.auth
+        self.auth = AuthService(
+            AuthConfig(
+                app=config.rtmp.app,
+                duplicate=auth.duplicate,
+                on_publish=auth.on_publish or None,
+                on_publish_done=auth.on_publish_done or None,
+                callback_timeout=auth.callback_timeout,
+                max_failures=auth.max_failures,
+                failure_window=auth.failure_window,
+                backoff=auth.backoff,
+            ),
+            config.database_path,
+            log=logging.getLogger("rtmpd.auth"),
+        )
+        self.rtmp = RtmpServer(
+            self,
+            host=config.rtmp_address.host,
+            port=config.rtmp_address.port,
+            session_config=SessionConfig(allow_play=config.rtmp.allow_play),
+            max_connections=config.rtmp.max_connections,
+            max_connections_per_ip=config.rtmp.max_connections_per_ip,
+            log=logging.getLogger("rtmpd.rtmp"),
+        )
+        self.directory = LiveDirectory(self.auth, self.hls)
+        self._publishes: dict[PublishHandle, Publish] = {}
+        # accepted but not yet seen with a handle: (conn_id, stream_id) -> publish, handle slot
+        self._pending: dict[tuple[int, int], tuple[Publish, list[PublishHandle]]] = {}
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self.http_port = 0
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for folder in (self.config.hls_path, self.config.database_path.parent):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StartupError(f"cannot create {folder}: {exc.strerror}") from None
+        try:
+            await self.auth.start()
+        except Exception as exc:  # noqa: BLE001 - report any database failure in one line
+            raise StartupError(f"database {self.config.database_path}: {exc}") from None
+        self.hls.startup_cleanup(await self.auth.live_names())
+        addr = self.config.rtmp_address
+        try:
+            await self.rtmp.start()
+        except OSError as exc:
+            raise StartupError(f"cannot listen for RTMP on {addr}: {_why(exc)}") from None
+        log.info("RTMP listening on rtmp://%s:%d/%s", addr.host, self.rtmp.port, self.config.rtmp.app)
+        await self._start_http()
+        self._ticker = asyncio.create_task(self._tick())
+
+    async def _start_http(self) -> None:
+        addr = self.config.http_address
+        web_cfg = self.config.web
+        app = create_app(
+            hls_path=self.config.hls_path,
+            nested=self.config.hls.nested,
+            directory=self.directory,
+            hlsjs_url=self.config.web.hlsjs_url,
+            metrics=self.metrics,
+            access_log=logging.getLogger("rtmpd.access") if self.config.http.access_log else None,
+            hlsjs_file=self.config.resolve(web_cfg.hlsjs_file) if web_cfg.hlsjs_file else None,
+        )
+        self._runner = make_runner(app, handle_signals=False)
+        await self._runner.setup()
+        self._site = web.TCPSite(self._runner, addr.host, addr.port, reuse_address=True)
+        try:
+            await self._site.start()
+        except OSError as exc:
+            raise StartupError(f"cannot listen for HTTP on {addr}: {_why(exc)}") from None
+        server = self._site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.http_port = sockets[0].getsockname()[1] if sockets else addr.port
+        log.info("HTTP listening on http://%s:%d/", addr.host, self.http_port)
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        await self.rtmp.close()
+        self.hls.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.auth.stop()
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            try:
+                self.hls.tick(time.time())
+                self.metrics.set_live(len(self._publishes))
+            except Exception:  # a cleanup error must not end cleanup for good
+                log.exception("HLS cleanup failed")
+
+    # -- PublishHandler ----------------------------------------------------------------
+
+    async def authorize(self, info: ConnectionInfo, request: PublishRequest) -> Accept | Reject:
+        attempt = PublishAttempt(
+            app=info.app,
+            key=request.name,
+            query=request.query,
+            addr=info.peer,
+            tcurl=info.tc_url or "",
+            flashver=info.flashver or "",
+            swfurl=info.swf_url or "",
+            pageurl=info.page_url or "",
+            clientid=str(info.conn_id),
+            publish_type=request.publish_type,
+        )
+        handle_ref: list[PublishHandle] = []
+
+        def disconnect(reason: str) -> None:
+            if handle_ref:
+                handle_ref[0].close(reason)
+            else:
+                self.rtmp.close_connection(info.conn_id, reason)
+
+        decision = await self.auth.authorize(attempt, disconnect)
+        if not isinstance(decision, Accepted):
+            self.metrics.publish_attempt("denied")
+            return Reject(decision.code, decision.description)
+        self.metrics.publish_attempt("accepted")
+        packager = self.hls.open_stream(decision.name)
+        self._pending[info.conn_id, request.stream_id] = Publish(
+            decision.name, packager, decision.lease, set()
+        ), handle_ref
+        return Accept(decision.name)
+
+    def on_media(self, publish: PublishHandle, event: object) -> None:
+        state = self._publishes.get(publish)
+        if state is None:
+            state = self._adopt(publish)
+        packager = state.packager
+        kind = type(event)
+        if kind is Video:
+            assert isinstance(event, Video)
+            self.metrics.bytes_received(len(event.data) + 5)
+            if event.codec_id == AVC:
+                packager.video(event.timestamp, event.composition_offset, event.keyframe, event.data)
+            else:
+                self._warn_once(state, "video", f"video codec {event.codec_id} is not H.264")
+        elif kind is Audio:
+            assert isinstance(event, Audio)
+            self.metrics.bytes_received(len(event.data) + 2)
+            if event.codec_id == AAC:
+                packager.audio(event.timestamp, event.data)
+            else:
+                self._warn_once(state, "audio", f"audio codec {event.codec_id} is not AAC")
+        elif kind is VideoConfig:
+            assert isinstance(event, VideoConfig)
+            if event.codec_id == AVC:
+                packager.video_config(event.timestamp, event.data)
+        elif kind is AudioConfig:
+            assert isinstance(event, AudioConfig)
+            if event.codec_id == AAC:
+                packager.audio_config(event.timestamp, event.data)
+        elif kind is Metadata:
+            pass
+
+    async def on_publish_end(self, publish: PublishHandle, reason: str) -> None:
+        state = self._publishes.pop(publish, None)
+        if state is None:
+            pending = self._pending.pop((publish.info.conn_id, publish.stream_id), None)
+            state = pending[0] if pending else None
+        if state is None:
+            return
+        log.info("publish of %s ended: %s", state.name, reason)
+        state.packager.close()
+        await state.lease.end()
+        self.metrics.set_live(len(self._publishes))
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _adopt(self, publish: PublishHandle) -> Publish:
+        state, handle_ref = self._pending.pop((publish.info.conn_id, publish.stream_id))
+        handle_ref.append(publish)
+        self._publishes[publish] = state
+        return state
+
+    def _warn_once(self, state: Publish, kind: str, message: str) -> None:
+        if kind not in state.warned:
+            state.warned.add(kind)
+            log.warning("%s: %s; dropped", state.name, message)
+
+    def _segment_written(self, segment: SegmentWritten) -> None:
+        self.metrics.segment_written(segment.lag)
+
+
+def _why(exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return "address already in use"
+    if exc.errno == errno.EACCES:
+        return "permission denied (ports below 1024 need privileges)"
+    return exc.strerror or str(exc)
+
+

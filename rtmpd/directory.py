@@ -1,0 +1,69 @@
+"""The web layer's view of channels, built from auth (who exists, who is live) and hls (codecs,
+bitrates, keyframes). Lives in the composition root so that web, auth and hls stay unaware of
+each other.
+"""
+
+from __future__ import annotations
+
+from rtmpd.auth.service import AuthService
+from rtmpd.hls import HlsService, Keyframe, keyframe_to_jpeg
+from rtmpd.web.directory import Channel, StreamStats
+
+
+class LiveDirectory:
+    """Implements `rtmpd.web.directory.Directory`."""
+
+    def __init__(self, auth: AuthService, hls: HlsService) -> None:
+        self._auth = auth
+        self._hls = hls
+        # Keyframes snapshotted on the event loop; thumbnails decode them in a worker thread.
+        self._keyframes: dict[str, Keyframe] = {}
+
+    async def channel(self, name: str) -> Channel | None:
+        found = await self._auth.channel(name)
+        if found is None:
+            return None
+        live = found.live_since is not None and found.active
+        return Channel(found.name, live, found.live_since if live else None)
+
+    async def live_channels(self) -> list[Channel]:
+        channels = await self._auth.live_channels()
+        live = [Channel(c.name, True, c.live_since) for c in channels if c.live_since is not None]
+        for channel in live:
+            self._snapshot(channel.name)
+        return live
+
+    def stats(self, name: str) -> StreamStats | None:
+        info = self._hls.stream_info(name)
+        if info is None or not info.live:
+            return None
+        if info.keyframe is not None:
+            self._keyframes[name] = info.keyframe
+        return StreamStats(
+            video_codec=info.video_codec,
+            width=info.width,
+            height=info.height,
+            fps=info.fps,
+            video_kbps=info.video_kbps,
+            audio_codec=info.audio_codec,
+            sample_rate=info.sample_rate,
+            channels=info.channels,
+            audio_kbps=info.audio_kbps,
+        )
+
+    def thumbnail(self, name: str) -> bytes | None:
+        """Runs in a worker thread: decodes the immutable snapshot taken on the loop."""
+        keyframe = self._keyframes.get(name)
+        if keyframe is None:
+            return None
+        try:
+            return keyframe_to_jpeg(keyframe.avcc, keyframe.data)
+        except ValueError:
+            return None
+
+    def _snapshot(self, name: str) -> None:
+        info = self._hls.stream_info(name)
+        if info is not None and info.keyframe is not None:
+            self._keyframes[name] = info.keyframe
+        elif info is None or not info.live:
+            self._keyframes.pop(name, None)

@@ -1,0 +1,271 @@
+"""FLV audio/video tag bodies, which are exactly RTMP audio/video message payloads.
+
+Video: 1 byte (frame type << 4 | codec id); for AVC (7) then an AVC packet type and a signed
+24-bit composition time. Enhanced RTMP sets the top bit of the first byte: then the low nibble
+is a packet type and a FourCC follows; we pass the FourCC through as `codec_id` (as a 32-bit
+int) and never crash on codecs we do not package. Audio: 1 byte (format << 4 | rate << 2 |
+size << 1 | channels); for AAC (10) then an AAC packet type. Codec configurations are checked
+just enough (AVCDecoderConfigurationRecord walk, AudioSpecificConfig header) that garbage is an
+InvalidConfig error here and not a crash in the muxer later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from . import limits
+from .errors import ProtocolError
+
+Buffer = bytes | bytearray | memoryview
+
+
+class InvalidConfig(ProtocolError):
+    """A codec configuration record that cannot be right."""
+
+
+class VideoFrameType(IntEnum):
+    KEY = 1
+    INTER = 2
+    DISPOSABLE_INTER = 3
+    GENERATED_KEY = 4
+    INFO = 5
+
+
+class VideoCodec(IntEnum):
+    JPEG = 1
+    SORENSON_H263 = 2
+    SCREEN = 3
+    VP6 = 4
+    VP6_ALPHA = 5
+    SCREEN_V2 = 6
+    AVC = 7
+
+
+class AvcPacketType(IntEnum):
+    SEQUENCE_HEADER = 0
+    NALU = 1
+    END_OF_SEQUENCE = 2
+
+
+class ExVideoPacketType(IntEnum):
+    """Enhanced RTMP video packet types."""
+
+    SEQUENCE_START = 0
+    CODED_FRAMES = 1
+    SEQUENCE_END = 2
+    CODED_FRAMES_X = 3
+    METADATA = 4
+    MPEG2TS_SEQUENCE_START = 5
+
+
+class SoundFormat(IntEnum):
+    LINEAR_PCM = 0
+    ADPCM = 1
+    MP3 = 2
+    LINEAR_PCM_LE = 3
+    NELLYMOSER_16K = 4
+    NELLYMOSER_8K = 5
+    NELLYMOSER = 6
+    G711_ALAW = 7
+    G711_MULAW = 8
+    AAC = 10
+    SPEEX = 11
+    MP3_8K = 14
+
+
+class AacPacketType(IntEnum):
+    SEQUENCE_HEADER = 0
+    RAW = 1
+
+
+SOUND_RATES = (5512, 11025, 22050, 44100)
+AAC_SAMPLE_RATES = (
+    96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
+)  # fmt: skip
+
+
+def fourcc(code: bytes) -> int:
+    """The codec id an enhanced-RTMP FourCC is passed through as (b"hvc1" -> int)."""
+    return int.from_bytes(code, "big")
+
+
+# FourCCs whose CodedFrames packets carry a composition time offset.
+_CTS_FOURCCS = frozenset((fourcc(b"avc1"), fourcc(b"hvc1")))
+
+
+@dataclass(frozen=True, slots=True)
+class VideoTag:
+    """A parsed video body. `packet_type` is the AVC (or enhanced) packet type, None for
+    codecs without one; `data` is what follows the header."""
+
+    frame_type: int
+    codec_id: int
+    packet_type: int | None
+    composition_offset: int
+    data: Buffer
+    enhanced: bool = False
+
+    @property
+    def is_config(self) -> bool:
+        return self.packet_type == 0 and (self.codec_id == VideoCodec.AVC or self.enhanced)
+
+    @property
+    def is_frame(self) -> bool:
+        if self.frame_type == VideoFrameType.INFO:
+            return False
+        if self.enhanced:
+            return self.packet_type in (
+                ExVideoPacketType.CODED_FRAMES,
+                ExVideoPacketType.CODED_FRAMES_X,
+            )
+        return self.packet_type is None or self.packet_type == AvcPacketType.NALU
+
+
+@dataclass(frozen=True, slots=True)
+class AudioTag:
+    """A parsed audio body: rate in Hz, sample size in bits, channel count; `packet_type` is
+    the AAC packet type (None for other formats); `data` follows the header."""
+
+    sound_format: int
+    sound_rate: int
+    sound_size: int
+    channels: int
+    packet_type: int | None
+    data: Buffer
+
+
+def parse_video(body: Buffer) -> VideoTag:
+    n = len(body)
+    if n < 1:
+        raise ProtocolError("empty video message")
+    b0 = body[0]
+    view = memoryview(body)
+    if b0 & 0x80:  # enhanced RTMP
+        if n < 5:
+            raise ProtocolError("truncated enhanced video header")
+        frame_type = (b0 >> 4) & 0x07
+        ptype = b0 & 0x0F
+        codec = fourcc(bytes(view[1:5]))
+        if ptype == ExVideoPacketType.CODED_FRAMES and codec in _CTS_FOURCCS:
+            if n < 8:
+                raise ProtocolError("truncated enhanced video header")
+            return VideoTag(frame_type, codec, ptype, _s24(view, 5), view[8:], True)
+        return VideoTag(frame_type, codec, ptype, 0, view[5:], True)
+    frame_type = b0 >> 4
+    codec = b0 & 0x0F
+    # Info/command frames carry one command byte, not a codec packet, whatever the codec.
+    if codec != VideoCodec.AVC or frame_type == VideoFrameType.INFO:
+        return VideoTag(frame_type, codec, None, 0, view[1:])
+    if n < 5:
+        raise ProtocolError(f"truncated AVC video header ({n} bytes)")
+    return VideoTag(frame_type, codec, body[1], _s24(view, 2), view[5:])
+
+
+def _s24(view: memoryview, pos: int) -> int:
+    value = (view[pos] << 16) | (view[pos + 1] << 8) | view[pos + 2]
+    return value - 0x1000000 if value & 0x800000 else value
+
+
+def parse_audio(body: Buffer) -> AudioTag:
+    n = len(body)
+    if n < 1:
+        raise ProtocolError("empty audio message")
+    b0 = body[0]
+    view = memoryview(body)
+    fmt = b0 >> 4
+    rate = SOUND_RATES[(b0 >> 2) & 3]
+    size = 16 if b0 & 2 else 8
+    channels = 2 if b0 & 1 else 1
+    if fmt != SoundFormat.AAC:
+        return AudioTag(fmt, rate, size, channels, None, view[1:])
+    if n < 2:
+        raise ProtocolError("truncated AAC audio header")
+    return AudioTag(fmt, rate, size, channels, body[1], view[2:])
+
+
+@dataclass(frozen=True, slots=True)
+class AvcConfig:
+    profile: int
+    level: int
+    nal_length_size: int
+    sps: tuple[bytes, ...]
+    pps: tuple[bytes, ...]
+
+
+def parse_avc_config(data: Buffer) -> AvcConfig:
+    """Walk an AVCDecoderConfigurationRecord (ISO 14496-15) and check it holds together."""
+    n = len(data)
+    if n > limits.MAX_CONFIG_SIZE:
+        raise InvalidConfig(f"AVC configuration of {n} bytes is too large")
+    if n < 7:
+        raise InvalidConfig(f"AVC configuration too short ({n} bytes)")
+    if data[0] != 1:
+        raise InvalidConfig(f"AVC configuration version {data[0]}, expected 1")
+    nal_length_size = (data[4] & 0x03) + 1
+    if nal_length_size == 3:
+        raise InvalidConfig("AVC NAL length size of 3 bytes is not allowed")
+    pos = 5
+    sets: list[tuple[bytes, ...]] = []
+    for count_mask in (0x1F, 0xFF):
+        if pos >= n:
+            raise InvalidConfig("AVC configuration truncated")
+        count = data[pos] & count_mask
+        pos += 1
+        items = []
+        for _ in range(count):
+            if pos + 2 > n:
+                raise InvalidConfig("AVC configuration truncated")
+            size = (data[pos] << 8) | data[pos + 1]
+            pos += 2
+            if size == 0 or pos + size > n:
+                raise InvalidConfig("AVC parameter set length out of bounds")
+            items.append(bytes(data[pos : pos + size]))
+            pos += size
+        sets.append(tuple(items))
+    if not sets[0]:
+        raise InvalidConfig("AVC configuration without a sequence parameter set")
+    return AvcConfig(data[1], data[3], nal_length_size, sets[0], sets[1])
+
+
+@dataclass(frozen=True, slots=True)
+class AacConfig:
+    object_type: int
+    sample_rate: int
+    channels: int
+
+
+def parse_aac_config(data: Buffer) -> AacConfig:
+    """Read the head of an AudioSpecificConfig (ISO 14496-3): object type, rate, channels."""
+    n = len(data)
+    if n > limits.MAX_CONFIG_SIZE:
+        raise InvalidConfig(f"AAC configuration of {n} bytes is too large")
+    if n < 2:
+        raise InvalidConfig(f"AAC configuration too short ({n} bytes)")
+    bits = int.from_bytes(bytes(data[:8]), "big")
+    total = 8 * min(n, 8)
+    used = 0
+
+    def take(count: int) -> int:
+        nonlocal used
+        used += count
+        if used > total:
+            raise InvalidConfig("AAC configuration truncated")
+        return (bits >> (total - used)) & ((1 << count) - 1)
+
+    object_type = take(5)
+    if object_type == 31:
+        object_type = 32 + take(6)
+    if object_type == 0:
+        raise InvalidConfig("AAC audio object type 0")
+    index = take(4)
+    if index == 15:
+        rate = take(24)
+    elif index < len(AAC_SAMPLE_RATES):
+        rate = AAC_SAMPLE_RATES[index]
+    else:
+        raise InvalidConfig(f"reserved AAC sampling frequency index {index}")
+    if rate == 0:
+        raise InvalidConfig("AAC sampling rate 0")
+    channels = take(4)
+    return AacConfig(object_type, rate, channels)
