@@ -1,0 +1,106 @@
+"""A whole rtmpd (the composition root) in the test's event loop, and an in-process publisher.
+
+The in-process publisher drives rtmpd's own sans-I/O client over a real socket; unlike PyAV's
+publisher (which must run in a child process, see rtmp_fixtures) it can hold a publish open
+while the test acts (takeover, bans), and see exactly when the server closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from media import TAG_AUDIO, TAG_VIDEO, FlvTag, make_flv, read_flv_tags
+
+from rtmpd.app import Rtmpd
+from rtmpd.client import ClientSession, Status
+from rtmpd.config import from_dict
+
+
+def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Any:
+    data: dict[str, dict[str, Any]] = {
+        "rtmp": {"listen": "127.0.0.1:0"},
+        "http": {"listen": "127.0.0.1:0"},
+        "hls": {"fragment": 1.0, "playlist_length": 4.0},
+    }
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return from_dict(data, tmp_path)
+
+
+async def start_server(tmp_path: Path, **sections: dict[str, Any]) -> Rtmpd:
+    server = Rtmpd(make_config(tmp_path, **sections))
+    await server.start()
+    return server
+
+
+class HeldPublisher:
+    """Publishes with rtmpd's client and keeps the connection open until told otherwise."""
+
+    def __init__(self, port: int, key: str, app: str = "app") -> None:
+        self.port = port
+        self.key = key
+        self.app = app
+        self.session = ClientSession()
+        self.statuses: list[Status] = []
+        self.closed = asyncio.Event()
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._pump: asyncio.Task[None] | None = None
+
+    async def start(self, timeout: float = 10.0) -> Status:
+        """Connect and publish; returns the server's onStatus answer to publish."""
+        self._reader, self._writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.session.connect(self.app, f"rtmp://127.0.0.1:{self.port}/{self.app}")
+        self.session.create_stream()
+        self.session.publish(self.key)
+        self._flush()
+        self._pump = asyncio.create_task(self._read())
+        async with asyncio.timeout(timeout):
+            while not self.statuses:
+                if self.closed.is_set():
+                    raise ConnectionError("closed before any onStatus")
+                await asyncio.sleep(0.01)
+        return self.statuses[0]
+
+    def send_tags(self, tags: list[FlvTag], offset_ms: int = 0) -> None:
+        for tag in tags:
+            if tag.kind == TAG_VIDEO:
+                self.session.send_video(tag.timestamp + offset_ms, tag.body)
+            elif tag.kind == TAG_AUDIO:
+                self.session.send_audio(tag.timestamp + offset_ms, tag.body)
+        self._flush()
+
+    async def wait_closed(self, timeout: float) -> None:
+        await asyncio.wait_for(self.closed.wait(), timeout)
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._pump is not None:
+            self._pump.cancel()
+            await asyncio.gather(self._pump, return_exceptions=True)
+
+    def _flush(self) -> None:
+        data = self.session.data_to_send()
+        if data and self._writer is not None and not self._writer.is_closing():
+            self._writer.write(data)
+
+    async def _read(self) -> None:
+        assert self._reader is not None
+        try:
+            while data := await self._reader.read(65536):
+                self.session.receive_data(data)
+                while (event := self.session.next_event()) is not None:
+                    if isinstance(event, Status):
+                        self.statuses.append(event)
+                self._flush()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self.closed.set()
+
+
+def media_tags(**kwargs: Any) -> list[FlvTag]:
+    return [t for t in read_flv_tags(make_flv(**kwargs)) if t.kind in (TAG_AUDIO, TAG_VIDEO)]
