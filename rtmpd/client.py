@@ -328,7 +328,8 @@ class ClientSession:
                 else:
                     self._events.append(ConnectFailed(info))
             elif method == "createStream" and ok:
-                if not args or isinstance(args[0], bool) or not isinstance(args[0], int | float):
+                stream_id = args[0] if args else None
+                if not isinstance(stream_id, float) or not stream_id.is_integer():
                     raise ProtocolError("createStream result without a stream id")
                 self.stream_id = int(args[0])
                 self._events.append(StreamCreated(self.stream_id))

@@ -642,7 +642,9 @@ class ServerSession:
         target = cmd.args[0] if cmd.args else None
         if isinstance(target, bool) or not isinstance(target, int | float):
             raise ProtocolError("deleteStream without a stream id")
-        stream = self._streams.get(int(target)) if target == int(target) else None
+        # Any float can arrive here (inf, nan, 1.5): only whole numbers name a stream.
+        whole = isinstance(target, int) or target.is_integer()
+        stream = self._streams.get(int(target)) if whole else None
         if stream is not None:
             self._unpublish(stream, "delete", "deleteStream")
 

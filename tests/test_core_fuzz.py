@@ -294,7 +294,24 @@ NAMES = st.sampled_from(
 )  # fmt: skip
 ARG = st.one_of(
     st.none(),
-    st.sampled_from([0.0, 1.0, 2.0, 3.0, 1.5, -1.0, True, "key", "key?x=1", "", "k" * 300]),
+    st.sampled_from(
+        [
+            0.0,
+            1.0,
+            2.0,
+            3.0,
+            1.5,
+            -1.0,
+            math.inf,
+            math.nan,
+            1e300,
+            True,
+            "key",
+            "key?x=1",
+            "",
+            "k" * 300,
+        ]
+    ),
     st.fixed_dictionaries(
         {},
         optional={

@@ -233,6 +233,25 @@ def test_media_events(mode: str) -> None:
     assert video2.timestamp > 2**32  # unwrapped past 32 bits
 
 
+def test_other_codecs_pass_through() -> None:
+    client = publishing()
+    client.send(MessageType.VIDEO, h("22") + b"h263", 1, 10, 7)  # Sorenson H.263 inter frame
+    client.send(MessageType.AUDIO, h("2e fffb"), 1, 11, 6)  # MP3, 44.1 kHz, 16 bit, mono
+    client.send(MessageType.VIDEO, h("90") + b"hvc1" + h("0102"), 1, 12, 7)  # enhanced start
+    client.send(MessageType.VIDEO, h("91") + b"hvc1" + h("000021") + NAL, 1, 13, 7)
+    client.send(MessageType.VIDEO, h("17 02 000000"), 1, 14, 7)  # AVC end of sequence
+    client.send(MessageType.VIDEO, h("57 01"), 1, 15, 7)  # info frame
+    client.send(MessageType.AUDIO, h("af 05 00"), 1, 16, 6)  # unknown AAC packet type
+    hvc1 = int.from_bytes(b"hvc1", "big")
+    assert drain(client.server) == [
+        Video(1, 10, 2, False, 0, b"h263"),
+        Audio(1, 11, 2, 44100, 16, 1, h("fffb")),
+        VideoConfig(1, 12, hvc1, h("0102")),
+        Video(1, 13, hvc1, True, 33, NAL),
+    ]
+    assert not client.server.closed
+
+
 def test_metadata_forms() -> None:
     client = publishing()
     client.send(MessageType.DATA_AMF0, encode_data("onMetaData", {"a": 1.0}), 1, 0, 5)
@@ -313,6 +332,14 @@ def test_fcunpublish_then_delete_stream_ends_once() -> None:
     assert client.server.stream_state(1) is None
     assert not client.server.closed
     assert client.server.get_timer() is not None  # waiting for a new publish again
+
+
+@pytest.mark.parametrize("target", [float("inf"), float("nan"), 1.5, -1.0, 1e300])
+def test_delete_stream_with_odd_numbers_is_ignored(target: float) -> None:
+    client = publishing()
+    client.command("deleteStream", 0, None, target)
+    assert drain(client.server) == [] and not client.server.closed
+    assert client.server.stream_state(1) is StreamState.PUBLISHING
 
 
 def test_delete_stream_ends_publish() -> None:
