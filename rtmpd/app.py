@@ -13,13 +13,13 @@ import contextlib
 import errno
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from rtmpd.auth.service import Accepted, AuthConfig, AuthService, Lease, PublishAttempt
 from rtmpd.config import Config
-from rtmpd.events import Audio, AudioConfig, Metadata, PublishRequest, Video, VideoConfig
+from rtmpd.events import Audio, AudioConfig, PublishRequest, Video, VideoConfig
 from rtmpd.hls import HlsConfig, HlsService, SegmentWritten, StreamPackager
 from rtmpd.server import Accept, ConnectionInfo, PublishHandle, Reject, RtmpServer
 from rtmpd.session import SessionConfig
@@ -51,7 +51,8 @@ class Publish:
     name: str
     packager: StreamPackager
     lease: Lease
-    warned: set[str]
+    warned: set[str] = field(default_factory=set)
+    bytes_counted: int = 0
 
 
 class Rtmpd:
@@ -128,7 +129,9 @@ class Rtmpd:
             await self.rtmp.start()
         except OSError as exc:
             raise StartupError(f"cannot listen for RTMP on {addr}: {_why(exc)}") from None
-        log.info("RTMP listening on rtmp://%s:%d/%s", addr.host, self.rtmp.port, self.config.rtmp.app)
+        log.info(
+            "RTMP listening on rtmp://%s:%d/%s", addr.host, self.rtmp.port, self.config.rtmp.app
+        )
         await self._start_http()
         self._ticker = asyncio.create_task(self._tick())
 
@@ -172,6 +175,8 @@ class Rtmpd:
             await asyncio.sleep(TICK_SECONDS)
             try:
                 self.hls.tick(time.time())
+                for handle, state in self._publishes.items():
+                    self._count_bytes(handle, state)
                 self.metrics.set_live(len(self._publishes))
             except Exception:  # a cleanup error must not end cleanup for good
                 log.exception("HLS cleanup failed")
@@ -206,11 +211,12 @@ class Rtmpd:
         self.metrics.publish_attempt("accepted")
         packager = self.hls.open_stream(decision.name)
         self._pending[info.conn_id, request.stream_id] = Publish(
-            decision.name, packager, decision.lease, set()
+            decision.name, packager, decision.lease
         ), handle_ref
         return Accept(decision.name)
 
     def on_media(self, publish: PublishHandle, event: object) -> None:
+        """The hot path: one dict lookup and one packager call per media message."""
         state = self._publishes.get(publish)
         if state is None:
             state = self._adopt(publish)
@@ -218,14 +224,14 @@ class Rtmpd:
         kind = type(event)
         if kind is Video:
             assert isinstance(event, Video)
-            self.metrics.bytes_received(len(event.data) + 5)
             if event.codec_id == AVC:
-                packager.video(event.timestamp, event.composition_offset, event.keyframe, event.data)
+                packager.video(
+                    event.timestamp, event.composition_offset, event.keyframe, event.data
+                )
             else:
                 self._warn_once(state, "video", f"video codec {event.codec_id} is not H.264")
         elif kind is Audio:
             assert isinstance(event, Audio)
-            self.metrics.bytes_received(len(event.data) + 2)
             if event.codec_id == AAC:
                 packager.audio(event.timestamp, event.data)
             else:
@@ -238,8 +244,6 @@ class Rtmpd:
             assert isinstance(event, AudioConfig)
             if event.codec_id == AAC:
                 packager.audio_config(event.timestamp, event.data)
-        elif kind is Metadata:
-            pass
 
     async def on_publish_end(self, publish: PublishHandle, reason: str) -> None:
         state = self._publishes.pop(publish, None)
@@ -248,6 +252,7 @@ class Rtmpd:
             state = pending[0] if pending else None
         if state is None:
             return
+        self._count_bytes(publish, state)
         log.info("publish of %s ended: %s", state.name, reason)
         state.packager.close()
         await state.lease.end()
@@ -260,6 +265,11 @@ class Rtmpd:
         handle_ref.append(publish)
         self._publishes[publish] = state
         return state
+
+    def _count_bytes(self, handle: PublishHandle, state: Publish) -> None:
+        total = handle.bytes_received
+        self.metrics.bytes_received(total - state.bytes_counted)
+        state.bytes_counted = total
 
     def _warn_once(self, state: Publish, kind: str, message: str) -> None:
         if kind not in state.warned:

@@ -41,7 +41,7 @@ def _config_option(parser: argparse.ArgumentParser, *, top: bool) -> None:
         type=Path,
         metavar="FILE",
         help="configuration file (TOML); default ./rtmpd.toml when present",
-        **({} if top else {"default": argparse.SUPPRESS}),
+        default=None if top else argparse.SUPPRESS,
     )
 
 
@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rtmpd: cannot create {config.database_path.parent}: {exc.strerror}",
                   file=sys.stderr)
             return 1
-        return main_users(users_args, config.database_path, config.publish_url_hint())
+        status: int = main_users(users_args, config.database_path, config.publish_url_hint())
+        return status
     return serve(config)
 
 

@@ -81,7 +81,8 @@ class AuthSection:
 class WebSection:
     hlsjs_url: str = DEFAULT_HLSJS_URL
     hlsjs_file: str = ""  # a local hls.min.js to serve instead of hlsjs_url (self-hosting)
-    public_rtmp_url: str = ""  # shown to streamers by `rtmpd users add`; derived from [rtmp] when empty
+    # Shown to streamers by `rtmpd users add`; derived from [rtmp] when empty.
+    public_rtmp_url: str = ""
 
 
 @dataclass(frozen=True, slots=True)

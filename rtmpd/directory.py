@@ -57,7 +57,8 @@ class LiveDirectory:
         if keyframe is None:
             return None
         try:
-            return keyframe_to_jpeg(keyframe.avcc, keyframe.data)
+            jpeg: bytes = keyframe_to_jpeg(keyframe.avcc, keyframe.data)
+            return jpeg
         except ValueError:
             return None
 

@@ -29,9 +29,9 @@ def rtmp_url(srv: Rtmpd, key: str, app: str = "app") -> str:
 
 
 async def http_get(srv: Rtmpd, path: str) -> tuple[int, bytes, dict[str, str]]:
-    async with aiohttp.ClientSession() as client:
-        async with client.get(f"http://127.0.0.1:{srv.http_port}{path}") as resp:
-            return resp.status, await resp.read(), dict(resp.headers)
+    url = f"http://127.0.0.1:{srv.http_port}{path}"
+    async with aiohttp.ClientSession() as client, client.get(url) as resp:
+        return resp.status, await resp.read(), dict(resp.headers)
 
 
 async def wait_until(predicate, timeout: float = 10.0) -> None:
