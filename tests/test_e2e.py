@@ -4,6 +4,7 @@ stream key; HLS appears under the public name; the key appears nowhere public.""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from pathlib import Path
 
@@ -176,3 +177,87 @@ async def test_stream_time_past_the_extended_timestamp_threshold(server: Rtmpd) 
     with av.open(str(server.hls.playlist_path("late").parent / first)) as container:
         packet = next(p for p in container.demux(video=0) if p.pts is not None)
         assert packet.pts * packet.time_base > 4.6 * 3600
+
+
+async def test_live_channel_shows_on_pages_api_and_thumbnail(server: Rtmpd) -> None:
+    key = await server.auth.store.add_user("benw")
+    publisher = HeldPublisher(server.rtmp.port, key)
+    assert (await publisher.start()).code == "NetStream.Publish.Start"
+    publisher.send_tags(media_tags(seconds=3, width=320, height=240))
+
+    async def has_stats() -> bool:
+        status, body, _ = await http_get(server, "/api/streams/benw")
+        return status == 200 and b'"width": 320' in body
+
+    await wait_until(has_stats)
+    status, body, _ = await http_get(server, "/api/streams")
+    streams = json.loads(body)["streams"]
+    (stream,) = streams
+    assert stream["name"] == "benw" and stream["live"] is True
+    assert stream["playlist_url"] == "/live/benw/index.m3u8"
+    assert stream["video"]["codec"].startswith("avc1.") and stream["video"]["height"] == 240
+    assert stream["audio"]["codec"] == "mp4a.40.2" and stream["audio"]["channels"] == 2
+    status, page, _ = await http_get(server, "/")
+    assert status == 200 and b"/benw" in page and b"/thumb/benw.jpg" in page
+    status, jpeg, headers = await http_get(server, "/thumb/benw.jpg")
+    assert status == 200 and headers["Content-Type"] == "image/jpeg"
+    assert jpeg[:2] == b"\xff\xd8"
+    status, page, _ = await http_get(server, "/benw")
+    assert status == 200 and b"<video" in page
+    status, _, _ = await http_get(server, "/nobody")
+    assert status == 404
+    await publisher.close()
+
+
+async def test_nginx_rtmp_on_publish_callbacks_drive_decisions(tmp_path: Path) -> None:
+    """The recipe's Django views, played by a small aiohttp app: 302 to the public name."""
+    from aiohttp import web
+
+    calls: list[dict[str, str]] = []
+
+    async def on_publish(request: web.Request) -> web.Response:
+        form = dict(await request.post())
+        calls.append(form)
+        if form["name"] == "J42ninLbjl2E2V8ePqy7":
+            raise web.HTTPFound("benw")
+        raise web.HTTPNotFound()
+
+    async def on_publish_done(request: web.Request) -> web.Response:
+        calls.append(dict(await request.post()))
+        return web.Response(text="OK")
+
+    hook = web.Application()
+    hook.router.add_post("/on_publish", on_publish)
+    hook.router.add_post("/on_publish_done", on_publish_done)
+    runner = web.AppRunner(hook)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    srv = await start_server(
+        tmp_path,
+        auth={
+            "on_publish": f"http://127.0.0.1:{port}/on_publish",
+            "on_publish_done": f"http://127.0.0.1:{port}/on_publish_done",
+        },
+    )
+    try:
+        result = await run_publisher(rtmp_url(srv, "J42ninLbjl2E2V8ePqy7"), seconds=2)
+        assert result.returncode == 0, result.stderr
+        denied = await run_publisher(rtmp_url(srv, "wrong"), seconds=1)
+        assert denied.returncode != 0
+
+        async def done() -> bool:
+            return any(c.get("call") == "publish_done" for c in calls)
+
+        await wait_until(done)
+        assert (srv.config.hls_path / "benw" / "index.m3u8").exists()
+        assert not (srv.config.hls_path / "J42ninLbjl2E2V8ePqy7").exists()
+        publish = calls[0]
+        assert publish["call"] == "publish" and publish["app"] == "app"
+        assert publish["name"] == "J42ninLbjl2E2V8ePqy7" and publish["addr"] == "127.0.0.1"
+        finished = next(c for c in calls if c.get("call") == "publish_done")
+        assert finished["name"] == "J42ninLbjl2E2V8ePqy7"  # nginx-rtmp sends the original name
+    finally:
+        await srv.stop()
+        await runner.cleanup()
