@@ -1,0 +1,585 @@
+"""The benchmark scenarios; each prints a markdown table and appends JSON records to
+bench/results/results.jsonl.
+
+    python -m bench.run flat      [--servers rtmpd,nginx,pyrtmp] [--seconds 60] [--profile]
+    python -m bench.run realtime  [--servers rtmpd,nginx] [-n 10 50 100 200] [--steady 60]
+    python -m bench.run viewers   [--servers rtmpd,nginx] [-m 100 1000] [--seconds 30]
+
+flat: one publisher pushes the file as fast as the server reads it; server CPU seconds per hour
+of media. realtime: N publishers paced in real time; server CPU (share of one core) and RSS in
+the steady window, segment lag from outside (inotify, see hlswatch.py) and rtmpd's own
+histogram. viewers: M HLS viewers of one live stream. The server's numbers are its own process
+only (nginx: the worker); the load average is recorded with every result, since the machine is
+shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import av
+
+from bench.hlswatch import HlsWatcher, segment_lags
+from bench.loadgen import LoadGenerator, PreparedMedia
+from bench.media import SPECS, ensure_media
+from bench.servers import (
+    ROOT,
+    PyrtmpServer,
+    RtmpdServer,
+    Server,
+    cpu_seconds,
+    loadavg,
+    make_server,
+    rss_bytes,
+    wait_idle,
+)
+from bench.viewers import run_in_processes
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MIB = 1024 * 1024
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kb = int(f.readline().split()[1])
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "pyav": av.__version__,
+    }
+
+
+@dataclass(slots=True)
+class Sample:
+    t: float
+    cpu: float
+    rss: int
+
+
+class Sampler:
+    """CPU and RSS of one PID every `interval` seconds, on the running loop."""
+
+    def __init__(self, pid: int, interval: float = 0.5) -> None:
+        self.pid, self.interval = pid, interval
+        self.samples: list[Sample] = []
+        self.loads: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(OSError):
+                self.samples.append(
+                    Sample(time.monotonic(), cpu_seconds(self.pid), rss_bytes(self.pid))
+                )
+                self.loads.append(loadavg()[0])
+            await asyncio.sleep(self.interval)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def window(self, start: float, end: float) -> tuple[float, int, float]:
+        """(CPU share of one core, max RSS, seconds covered) between two monotonic times."""
+        inside = [s for s in self.samples if start <= s.t <= end]
+        if len(inside) < 2:
+            return float("nan"), 0, 0.0
+        first, last = inside[0], inside[-1]
+        span = last.t - first.t
+        return (last.cpu - first.cpu) / span, max(s.rss for s in inside), span
+
+
+def record(scenario: str, row: dict[str, Any]) -> dict[str, Any]:
+    row = {"scenario": scenario, "time": time.strftime("%Y-%m-%d %H:%M:%S"), **row}
+    RESULTS.mkdir(exist_ok=True)
+    with open(RESULTS / "results.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    return row
+
+
+def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+async def make_streams(server: Server, count: int) -> list[tuple[str, str]]:
+    """Keys for `count` publishers (rtmpd: `rtmpd users add`, four at a time)."""
+    if not isinstance(server, RtmpdServer) or count <= 4:
+        return await asyncio.to_thread(server.make_streams, count)
+    sem = asyncio.Semaphore(4)
+
+    async def one(i: int) -> tuple[str, str]:
+        name = f"bench{i:04d}"
+        async with sem:
+            return await asyncio.to_thread(server.add_user, name), name
+
+    return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+async def scrape_lag(server: Server) -> dict[str, Any] | None:
+    """rtmpd's own segment lag histogram (cumulative bucket counts) from /metrics."""
+    if not isinstance(server, RtmpdServer):
+        return None
+    url = f"http://127.0.0.1:{server.http_port}/metrics"
+    try:
+        async with aiohttp.ClientSession() as http, http.get(url) as resp:
+            text = await resp.text()
+    except aiohttp.ClientError as exc:
+        return {"error": str(exc)}
+    buckets: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("rtmpd_hls_segment_lag_seconds_bucket"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[le] = float(line.rsplit(" ", 1)[1])
+    count = buckets.get("+Inf", 0.0)
+    out: dict[str, Any] = {"count": int(count), "le": {k: int(v) for k, v in buckets.items()}}
+    for pct in (50, 99):
+        out[f"p{pct}_le"] = next(
+            (le for le, v in buckets.items() if count and v >= count * pct / 100), None
+        )
+    return out
+
+
+def _watcher(server: Server, streams: list[tuple[str, str]]) -> HlsWatcher | None:
+    if server.hls_dir is None or isinstance(server, PyrtmpServer):
+        return None
+    watcher = HlsWatcher(server.hls_dir, {name for _, name in streams})
+    watcher.start()
+    return watcher
+
+
+class Profiler:
+    """py-spy recording one PID (raw collapsed stacks, no pausing of the target)."""
+
+    def __init__(self, pid: int, out: Path, *, native: bool = False) -> None:
+        self.out = out
+        exe = Path(sys.executable).with_name("py-spy")
+        # --native pauses the target to unwind C stacks; without it sampling does not pause.
+        mode = ["--native"] if native else ["--nonblocking"]
+        self.proc = subprocess.Popen(
+            [str(exe), "record", "--pid", str(pid), "--rate", "200", *mode]
+            + ["--format", "raw", "-o", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def stop(self) -> list[tuple[str, float, float]]:
+        self.proc.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(30)
+        return hot_spots(self.out)
+
+
+def hot_spots(raw: Path, top: int = 15) -> list[tuple[str, float, float]]:
+    """(function (file), self %, inclusive %) from py-spy's collapsed stacks."""
+    selfc: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    if not raw.exists():
+        return []
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        count = int(n)
+        frames = [_frame(f) for f in stack.split(";") if f]
+        if not frames or frames[-1] in IDLE_FRAMES:  # no Python stack, or waiting in epoll
+            continue
+        total += count
+        if frames:
+            selfc[frames[-1]] = selfc.get(frames[-1], 0) + count
+        for fr in set(frames):
+            incl[fr] = incl.get(fr, 0) + count
+    if not total:
+        return []
+    ranked = sorted(selfc, key=lambda k: -selfc[k])[:top]
+    return [(k, 100 * selfc[k] / total, 100 * incl[k] / total) for k in ranked]
+
+
+#: Leaf frames that are the event loop waiting, which py-spy --nonblocking counts as active.
+IDLE_FRAMES = {"EpollSelector.select (selectors.py)"}
+
+
+def _frame(text: str) -> str:
+    """'func (path/to/file.py:123)' -> 'func (file.py)'; project paths made relative."""
+    name, _, where = text.partition(" (")
+    where = where.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("/site-packages/", "/lib/python3.11/", f"{ROOT}/"):
+        if marker in where:
+            where = where.split(marker, 1)[1]
+    return f"{name} ({where})" if where else name
+
+
+# --- scenarios -------------------------------------------------------------------------------
+
+
+async def scenario_flat(
+    label: str, args: argparse.Namespace, media: PreparedMedia
+) -> dict[str, Any]:
+    server = make_server(label)
+    server.start()
+    try:
+        streams = await make_streams(server, 1)
+        watcher = _watcher(server, streams)
+        load0 = loadavg()
+        prof = None
+        if args.profile and label == "rtmpd":
+            RESULTS.mkdir(exist_ok=True)
+            name = "profile-flat-native.txt" if args.native else "profile-flat.txt"
+            prof = Profiler(server.pid, RESULTS / name, native=args.native)
+            await asyncio.sleep(1.0)  # py-spy attached
+        c0 = cpu_seconds(server.pid)
+        gen = LoadGenerator(
+            "127.0.0.1",
+            server.rtmp_port,
+            streams,
+            media,
+            mode="flat" if args.speed is None else "realtime",
+            speed=args.speed or 1.0,
+            seconds=args.seconds,
+            lenient=label == "pyrtmp",
+        )
+        res = await gen.run()
+        c1 = await asyncio.to_thread(wait_idle, server.pid)
+        spots = prof.stop() if prof else []
+        if watcher:
+            await asyncio.sleep(0.5)
+            watcher.stop()
+        s = res.summary()
+        cpu = c1 - c0
+        media_s = res.media_seconds
+        listed = segments = ts_mb = None
+        if watcher:
+            segs = [seg for st in watcher.streams.values() for seg in st.segments.values()]
+            listed = round(sum(seg.duration for seg in segs), 1)
+            ts_mb = sum(sum(st.ts_sizes.values()) for st in watcher.streams.values()) / 1e6
+            segments = sum(
+                max(st.segments) - (st.first_seq or 0) + 1
+                for st in watcher.streams.values()
+                if st.segments
+            )
+        row = {
+            "server": server.label,
+            "media_s": media_s,
+            "wall_s": s["wall_seconds"],
+            "speed_x_realtime": round(media_s / s["wall_seconds"], 1)
+            if s["wall_seconds"]
+            else None,
+            "server_cpu_s": round(cpu, 2),
+            "cpu_s_per_media_hour": round(cpu / media_s * 3600, 1),
+            "hls_media_seen_s": listed,
+            "hls_segments": segments,
+            "hls_ts_mb": round(ts_mb, 1) if ts_mb is not None else None,
+            "pacing": "flat" if args.speed is None else f"{args.speed:g}x",
+            "errors": s["errors"],
+            "notes": s["notes"],
+            "rss_mib": round(rss_bytes(server.pid) / MIB, 1),
+            "loadavg": [load0, loadavg()],
+        }
+        if spots:
+            row["hot_spots"] = [(f, round(a, 1), round(b, 1)) for f, a, b in spots]
+        return row
+    finally:
+        server.stop()
+
+
+async def scenario_realtime(
+    label: str, n: int, args: argparse.Namespace, media: PreparedMedia
+) -> dict[str, Any]:
+    server = make_server(label)
+    server.start()
+    try:
+        streams = await make_streams(server, n)
+        watcher = _watcher(server, streams)
+        await asyncio.sleep(1.0)
+        base_rss = rss_bytes(server.pid)
+        ramp = args.ramp if args.ramp is not None else min(10.0, 0.05 * n)
+        total = ramp + args.warm + args.steady + 1
+        prof = None
+        if args.profile and isinstance(server, RtmpdServer):
+            RESULTS.mkdir(exist_ok=True)
+            prof = Profiler(server.pid, RESULTS / f"profile-realtime-{n}.txt")
+        sampler = Sampler(server.pid)
+        sampler.start()
+        t0, p0 = time.monotonic(), time.process_time()
+        gen = LoadGenerator(
+            "127.0.0.1",
+            server.rtmp_port,
+            streams,
+            media,
+            mode="realtime",
+            seconds=total,
+            ramp=ramp,
+            lenient=label == "pyrtmp",
+        )
+        res = await gen.run()
+        loadgen_share = (time.process_time() - p0) / (time.monotonic() - t0)
+        spots = prof.stop() if prof else []
+        await asyncio.sleep(1.0)
+        await sampler.stop()
+        lag_hist = await scrape_lag(server)
+        if watcher:
+            watcher.stop()
+        share, rss_max, span = sampler.window(
+            t0 + ramp + args.warm, t0 + ramp + args.warm + args.steady
+        )
+        s = res.summary()
+        row: dict[str, Any] = {
+            "server": server.label,
+            "publishers": n,
+            "steady_s": round(span, 1),
+            "cpu_share_of_core": round(share, 3),
+            "rss_mib": round(rss_max / MIB, 1),
+            "rss_base_mib": round(base_rss / MIB, 1),
+            "rss_per_publisher_mib": round((rss_max - base_rss) / n / MIB, 2),
+            "connect_to_publish_ms": s["connect_to_publish_ms"],
+            "max_send_backlog_kib": s["max_send_backlog_bytes"] // 1024,
+            "errors": len(s["errors"]),
+            "error_sample": s["errors"][:5],
+            "notes": s["notes"],
+            "loadavg_during": round(max(sampler.loads), 2) if sampler.loads else None,
+            "loadgen_cpu_share": round(loadgen_share, 3),
+        }
+        if watcher:
+            row.update(segment_lags(watcher, res.records, late=args.late).summary())
+        if lag_hist is not None:
+            row["rtmpd_lag_histogram"] = lag_hist
+        if spots:
+            row["hot_spots"] = [(f, round(a, 1), round(b, 1)) for f, a, b in spots]
+        return row
+    finally:
+        server.stop()
+
+
+async def _wait_playlist(url: str, segments: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(url) as resp:
+                    if resp.status == 200 and (await resp.text()).count("#EXTINF") >= segments:
+                        return
+            await asyncio.sleep(0.5)
+    raise TimeoutError(f"no playlist with {segments} segments at {url}")
+
+
+async def scenario_viewers(
+    label: str, m: int, args: argparse.Namespace, media: PreparedMedia
+) -> dict[str, Any]:
+    server = make_server(label)
+    server.start()
+    try:
+        streams = await make_streams(server, 1)
+        name = streams[0][1]
+        lead = 20.0
+        gen = LoadGenerator(
+            "127.0.0.1",
+            server.rtmp_port,
+            streams,
+            media,
+            mode="realtime",
+            seconds=lead + args.seconds + 15,
+        )
+        publishing = asyncio.create_task(gen.run())
+        base = f"http://127.0.0.1:{server.http_port}"
+        path = f"/live/{name}/index.m3u8"
+        await _wait_playlist(base + path, 2, lead + 10)
+        load0 = loadavg()
+        c0, t0 = cpu_seconds(server.pid), time.monotonic()
+        stats = await asyncio.to_thread(
+            run_in_processes,
+            base,
+            path,
+            m,
+            args.seconds,
+            processes=args.procs,
+            segments=not args.playlists_only,
+        )
+        c1, t1 = cpu_seconds(server.pid), time.monotonic()
+        load1 = loadavg()
+        rss = rss_bytes(server.pid)
+        for pub in list(gen.active):
+            pub.finish()
+        await publishing
+        row = {"server": server.label, **stats.summary(args.seconds, m)}
+        row["fetch"] = "playlists" if args.playlists_only else "playlists+segments"
+        row["server_cpu_share"] = round((c1 - c0) / (t1 - t0), 3)
+        row["rss_mib"] = round(rss / MIB, 1)
+        row["loadavg"] = [load0, load1]
+        return row
+    finally:
+        server.stop()
+
+
+# --- command line ----------------------------------------------------------------------------
+
+
+def _media(args: argparse.Namespace) -> PreparedMedia:
+    return PreparedMedia(ensure_media(SPECS[args.spec]), chunk_size=args.chunk_size)
+
+
+async def _main(args: argparse.Namespace) -> int:
+    info = machine()
+    cmd = "python -m bench.run " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    print(f"# {cmd}\n# {json.dumps(info)}", flush=True)
+    media = _media(args)
+    servers = args.servers.split(",")
+    rows = []
+    if args.scenario == "flat":
+        for label in servers:
+            row = record(
+                "flat", {**await scenario_flat(label, args, media), "command": cmd, "machine": info}
+            )
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        print(
+            table(
+                rows,
+                [
+                    "server",
+                    "media_s",
+                    "wall_s",
+                    "speed_x_realtime",
+                    "server_cpu_s",
+                    "cpu_s_per_media_hour",
+                    "pacing",
+                    "hls_media_seen_s",
+                    "hls_segments",
+                    "hls_ts_mb",
+                    "rss_mib",
+                    "errors",
+                ],
+            )
+        )
+    elif args.scenario == "realtime":
+        for n in args.n:
+            for label in servers:
+                row = record(
+                    "realtime",
+                    {
+                        **await scenario_realtime(label, n, args, media),
+                        "command": cmd,
+                        "machine": info,
+                    },
+                )
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+        print(
+            table(
+                rows,
+                [
+                    "server",
+                    "publishers",
+                    "cpu_share_of_core",
+                    "rss_mib",
+                    "rss_per_publisher_mib",
+                    "lag_ms_p50",
+                    "lag_ms_p99",
+                    "late_segments",
+                    "missing_segments",
+                    "errors",
+                    "loadavg_during",
+                ],
+            )
+        )
+    else:
+        for m in args.m:
+            for label in servers:
+                row = record(
+                    "viewers",
+                    {
+                        **await scenario_viewers(label, m, args, media),
+                        "command": cmd,
+                        "machine": info,
+                    },
+                )
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+        print(
+            table(
+                rows,
+                [
+                    "server",
+                    "viewers",
+                    "fetch",
+                    "requests_per_s",
+                    "playlist_ttfb_ms_p50",
+                    "playlist_ttfb_ms_p99",
+                    "segment_ttfb_ms_p99",
+                    "throughput_mbps",
+                    "errors",
+                    "server_cpu_share",
+                ],
+            )
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench.run", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="scenario", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--spec", choices=sorted(SPECS), default="720p30")
+    common.add_argument("--chunk-size", type=int, default=4096)
+    flat = sub.add_parser("flat", parents=[common], help="one publisher, flat out")
+    flat.add_argument("--servers", default="rtmpd,nginx,pyrtmp")
+    flat.add_argument("--seconds", type=float, default=None, help="media seconds (default: file)")
+    flat.add_argument("--profile", action="store_true", help="py-spy the rtmpd run")
+    flat.add_argument("--native", action="store_true", help="with --profile: C frames too")
+    flat.add_argument(
+        "--speed", type=float, default=None, help="pace at this many times real time, not flat"
+    )
+    rt = sub.add_parser("realtime", parents=[common], help="N publishers in real time")
+    rt.add_argument("--servers", default="rtmpd,nginx")
+    rt.add_argument("-n", type=int, nargs="+", default=[10, 50, 100, 200])
+    rt.add_argument("--steady", type=float, default=60.0, help="measured seconds")
+    rt.add_argument("--warm", type=float, default=10.0, help="seconds after the ramp, unmeasured")
+    rt.add_argument("--ramp", type=float, default=None, help="connects spread (default 0.05 s x N)")
+    rt.add_argument("--late", type=float, default=1.0, help="a segment listed later is late")
+    rt.add_argument("--profile", action="store_true", help="py-spy the rtmpd runs")
+    vw = sub.add_parser("viewers", parents=[common], help="M HLS viewers of one stream")
+    vw.add_argument("--servers", default="rtmpd,nginx")
+    vw.add_argument("-m", type=int, nargs="+", default=[100, 1000])
+    vw.add_argument("--seconds", type=float, default=30.0)
+    vw.add_argument("--procs", type=int, default=2, help="viewer processes")
+    vw.add_argument(
+        "--playlists-only", action="store_true", help="viewers reload playlists, skip segments"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return asyncio.run(_main(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

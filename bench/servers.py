@@ -1,0 +1,280 @@
+"""The servers under test, started and measured the same way: rtmpd, nginx-rtmp, pyrtmp.
+
+Each `Server` knows its RTMP and HTTP ports, where its HLS files land, the PID whose CPU time
+and RSS count (nginx: the worker, which does all the work), and how to make stream keys.
+CPU is utime + stime from /proc/<pid>/stat; memory is VmRSS from /proc/<pid>/status.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+#: The reference nginx-rtmp script (start|stop|status), given by the environment.
+NGINX_ENV = "NGINX_RTMP_SH"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def rtmpd_command() -> list[str]:
+    """The installed `rtmpd` next to this interpreter, else `python -m rtmpd`."""
+    exe = Path(sys.executable).with_name("rtmpd")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "rtmpd"]
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process (not its children), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def loadavg() -> list[float]:
+    with open("/proc/loadavg") as f:
+        return [float(x) for x in f.read().split()[:3]]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 15.0, alive: Callable[[], bool] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if alive is not None and not alive():
+            raise TimeoutError(f"the server exited before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on port {port}") from None
+            time.sleep(0.1)
+
+
+def wait_idle(
+    pid: int, *, quiet: float = 0.3, threshold: float = 0.02, timeout: float = 60.0
+) -> float:
+    """Wait until `pid` burns less than `threshold` CPU seconds per `quiet` seconds; returns its
+    CPU time then (so work queued in socket buffers is counted)."""
+    deadline = time.monotonic() + timeout
+    last = cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = cpu_seconds(pid)
+        if now - last < threshold:
+            return now
+        last = now
+    return last
+
+
+@dataclass(slots=True)
+class Server:
+    """Common shape; subclasses start/stop and make keys."""
+
+    label: str
+    rtmp_port: int = 0
+    http_port: int = 0
+    hls_dir: Path | None = None
+    app: str = "app"
+
+    @property
+    def pid(self) -> int:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def make_streams(self, count: int, prefix: str = "bench") -> list[tuple[str, str]]:
+        """`count` (stream key, public name) pairs the server accepts."""
+        raise NotImplementedError
+
+
+class RtmpdServer(Server):
+    """`rtmpd -c <generated toml>` in a temporary folder, HLS written, logs at warning."""
+
+    def __init__(self, *, fragment: float = 5.0, playlist_length: float = 30.0) -> None:
+        super().__init__("rtmpd")
+        self.tmp = Path(tempfile.mkdtemp(prefix="rtmpd-bench-"))
+        self.rtmp_port, self.http_port = free_port(), free_port()
+        self.hls_dir = self.tmp / "hls"
+        self.config = self.tmp / "rtmpd.toml"
+        self.config.write_text(
+            f'[rtmp]\nlisten = "127.0.0.1:{self.rtmp_port}"\n'
+            "max_connections = 5000\nmax_connections_per_ip = 5000\n"
+            f'[http]\nlisten = "127.0.0.1:{self.http_port}"\naccess_log = false\n'
+            f'[hls]\npath = "hls"\nfragment = {fragment}\nplaylist_length = {playlist_length}\n'
+            '[database]\npath = "rtmpd.sqlite3"\n'
+            "[auth]\nmax_failures = 1000\n"
+            '[log]\nlevel = "warning"\n'
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = self.tmp / "rtmpd.log"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> None:
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [*rtmpd_command(), "-c", str(self.config)], stdout=log, stderr=log, cwd=self.tmp
+            )
+        try:
+            wait_port(
+                self.rtmp_port, alive=lambda: self.proc is not None and self.proc.poll() is None
+            )
+            wait_port(self.http_port)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"rtmpd did not start: {self.log_tail()}") from None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """Stop rtmpd and remove its folder (set BENCH_KEEP=1 to keep it, log included)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if not os.environ.get("BENCH_KEEP"):
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def add_user(self, name: str) -> str:
+        """`rtmpd users add NAME`; returns the key it prints."""
+        done = subprocess.run(
+            [*rtmpd_command(), "-c", str(self.config), "users", "add", name],
+            capture_output=True,
+            text=True,
+            cwd=self.tmp,
+        )
+        lines = done.stdout.strip().splitlines()
+        if done.returncode != 0 or not lines:
+            raise RuntimeError(f"users add {name}: {done.stderr.strip()}")
+        return lines[-1].strip()
+
+    def make_streams(self, count: int, prefix: str = "bench") -> list[tuple[str, str]]:
+        names = [f"{prefix}{i:04d}" for i in range(count)]
+        return [(self.add_user(name), name) for name in names]
+
+
+class NginxServer(Server):
+    """The shared reference nginx-rtmp (the seed's configuration), driven by its script (path in
+    $NGINX_RTMP_SH): ports and folder come from `status`, stream keys go into its keys.txt."""
+
+    def __init__(self) -> None:
+        script = os.environ.get(NGINX_ENV)
+        if not script:
+            raise RuntimeError(f"set {NGINX_ENV} to the reference nginx-rtmp.sh to compare with it")
+        self.script = Path(script)
+        status = self._run("status").split()
+        info = dict(zip(status[::2], status[1::2], strict=False))
+        self.ref_dir = Path(info["dir"])
+        super().__init__("nginx-rtmp", int(info["rtmp"]), int(info["http"]), self.ref_dir / "live")
+        self._added: list[str] = []
+
+    def _run(self, command: str) -> str:
+        done = subprocess.run(
+            ["bash", str(self.script), command], check=True, capture_output=True, text=True
+        )
+        return done.stdout
+
+    @property
+    def pid(self) -> int:
+        return int((self.ref_dir / "worker.pid").read_text().split()[0])
+
+    def start(self) -> None:
+        """Start it unless it runs; left running afterwards (other people use it too)."""
+        worker = self.ref_dir / "worker.pid"
+        if not worker.exists() or not Path(f"/proc/{self.pid}").exists():
+            self._run("start")
+        wait_port(self.rtmp_port)
+
+    def stop(self) -> None:
+        """Drop only the keys this run added."""
+        keys = self.ref_dir / "keys.txt"
+        if self._added and keys.exists():
+            drop_lists = [[k] for k in self._added]
+            kept = [ln for ln in keys.read_text().splitlines() if ln.split()[:1] not in drop_lists]
+            keys.write_text("".join(f"{ln}\n" for ln in kept))
+        self._added = []
+
+    def make_streams(self, count: int, prefix: str = "") -> list[tuple[str, str]]:
+        """Names are new for every run: nginx-rtmp continues an old playlist of the same name."""
+        prefix = prefix or f"b{int(time.time() * 10) % 1_000_000}_"
+        out = [(secrets.token_urlsafe(15), f"{prefix}{i:04d}") for i in range(count)]
+        with open(self.ref_dir / "keys.txt", "a") as f:
+            for key, name in out:
+                f.write(f"{key} {name}\n")
+        self._added += [k for k, _ in out]
+        return out
+
+
+class PyrtmpServer(Server):
+    """pyrtmp accepting any publish and discarding the media (ingest only, no HLS)."""
+
+    def __init__(self) -> None:
+        super().__init__("pyrtmp", free_port())
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.pyrtmp_sink", str(self.rtmp_port)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_port(self.rtmp_port)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def make_streams(self, count: int, prefix: str = "bench") -> list[tuple[str, str]]:
+        return [(secrets.token_urlsafe(15), f"{prefix}{i:04d}") for i in range(count)]
+
+
+def make_server(label: str) -> Server:
+    if label == "rtmpd":
+        return RtmpdServer()
+    if label == "nginx":
+        return NginxServer()
+    if label == "pyrtmp":
+        return PyrtmpServer()
+    raise ValueError(f"unknown server {label!r}")

@@ -1,0 +1,129 @@
+"""A few-second run of the benchmark harness against a real rtmpd, and its pure parts.
+
+Not a benchmark: nothing here is timed. It checks that the harness produces complete result
+records with no errors, so the real runs (python -m bench.run ...) do not break silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.hlswatch import HlsWatcher, parse_playlist, segment_lags  # noqa: E402
+from bench.loadgen import LoadGenerator, PreparedMedia, PublisherRecord, read_flv  # noqa: E402
+from bench.media import MediaSpec, ensure_media  # noqa: E402
+from bench.run import hot_spots  # noqa: E402
+from bench.servers import RtmpdServer, cpu_seconds, rss_bytes  # noqa: E402
+
+TINY = MediaSpec(320, 240, 15, 2.0, 300_000, gop_seconds=1.0, preset="ultrafast")
+
+
+@pytest.fixture(scope="module")
+def tiny_flv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return ensure_media(TINY, tmp_path_factory.mktemp("media"), quiet=True)
+
+
+def test_media_has_keyframes_on_the_gop_and_both_codecs(tiny_flv: Path) -> None:
+    tags = read_flv(tiny_flv.read_bytes())
+    keyframes = [t.timestamp for t in tags if t.is_keyframe]
+    assert len(keyframes) >= 2  # 2 s at a 1 s GOP (x264 may end on one more)
+    assert 990 <= keyframes[1] - keyframes[0] <= 1010
+    assert {t.kind for t in tags if t.is_header} == {8, 9, 18}
+
+
+def test_media_is_cut_once_and_shared_between_loops(tiny_flv: Path) -> None:
+    media = PreparedMedia(tiny_flv)
+    first, again = media.loop(0), media.loop(0)
+    assert first.data is again.data
+    second = media.loop(1)
+    assert second.ts[0] == first.ts[0] + media.period_ms
+    assert len(second.data) == len(first.data)
+
+
+async def test_two_publishers_against_rtmpd(tiny_flv: Path) -> None:
+    server = RtmpdServer(fragment=1.0)
+    server.start()
+    try:
+        streams = server.make_streams(2)
+        assert all(len(key) >= 16 and key != name for key, name in streams)
+        assert server.hls_dir is not None
+        watcher = HlsWatcher(server.hls_dir)
+        watcher.start()
+        gen = LoadGenerator(
+            "127.0.0.1", server.rtmp_port, streams, PreparedMedia(tiny_flv), mode="flat", settle=0
+        )
+        result = await gen.run(timeout=30)
+        summary = result.summary()
+        assert summary["errors"] == []
+        assert summary["published"] == 2
+        assert summary["connect_to_publish_ms"]["max"] > 0
+        assert all(r.bytes_sent > 100_000 for r in result.records)
+        assert cpu_seconds(server.pid) > 0  # start-up alone takes CPU ticks
+        assert rss_bytes(server.pid) > 0
+        for _ in range(50):  # the last segments are listed when the publishes end
+            if all(st.endlist for st in watcher.streams.values()) and len(watcher.streams) == 2:
+                break
+            await asyncio.sleep(0.1)
+        watcher.stop()
+        assert sorted(watcher.streams) == [name for _, name in streams]
+        listed = sum(s.duration for st in watcher.streams.values() for s in st.segments.values())
+        assert 3.0 <= listed <= 4.5  # 2 x ~2 s of media
+    finally:
+        server.stop()
+
+
+def test_refused_key_is_an_error_in_the_record(tiny_flv: Path) -> None:
+    server = RtmpdServer()
+    server.start()
+    try:
+        gen = LoadGenerator(
+            "127.0.0.1",
+            server.rtmp_port,
+            [("not-a-key-of-anyone", "ghost")],
+            PreparedMedia(tiny_flv),
+            mode="flat",
+            settle=0,
+        )
+        result = asyncio.run(gen.run(timeout=20))
+        assert result.summary()["published"] == 0
+        assert len(result.errors) == 1
+        assert "not-a-key" not in result.errors[0]
+    finally:
+        server.stop()
+
+
+def test_parse_playlist() -> None:
+    seq, items, endlist = parse_playlist(
+        "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:7\n#EXT-X-TARGETDURATION:6\n"
+        "#EXTINF:6.000,\na.ts\n#EXT-X-DISCONTINUITY\n#EXTINF:4.5,\nb.ts\n#EXT-X-ENDLIST\n"
+    )
+    assert (seq, items, endlist) == (7, [(6.0, "a.ts"), (4.5, "b.ts")], True)
+
+
+def test_segment_lag_matches_closing_keyframes(tmp_path: Path) -> None:
+    from bench.hlswatch import Listed, StreamSegments
+
+    watcher = HlsWatcher(tmp_path)
+    st = watcher.streams["a"] = StreamSegments("a", first_seq=0)
+    st.segments[0] = Listed(0, 6.0, "0.ts", 106.1)  # closed by the keyframe at 6021 ms
+    st.segments[2] = Listed(2, 6.0, "2.ts", 120.0)
+    rec = PublisherRecord(0, "a", media_ms_sent=20_000)
+    rec.keyframes = [(21 + 2000 * i, 100.0 + 2 * i) for i in range(10)]
+    report = segment_lags(watcher, [rec], late=0.05).summary()
+    assert report["segments_matched"] == 1
+    assert report["lag_ms_p50"] == pytest.approx(100.0, abs=0.5)
+    assert report["late_segments"] == 1
+    assert report["missing_segments"] == 1  # sequence 1 never listed
+
+
+def test_hot_spots_from_collapsed_stacks(tmp_path: Path) -> None:
+    raw = tmp_path / "p.txt"
+    raw.write_text("main (x.py:1);f (x.py:5) 3\nmain (x.py:1);g (y.py:9) 1\n")
+    spots = hot_spots(raw)
+    assert spots[0] == ("f (x.py)", 75.0, 75.0)
+    assert ("main (x.py)" in {s[0] for s in spots}) is False  # never a leaf
