@@ -4,7 +4,8 @@ Takes ints, bytes and paths only: it never imports the RTMP core, auth or web.
 """
 
 from .model import HlsConfig, Keyframe, SegmentWritten, StreamInfo
-from .packager import HlsService, StreamPackager
+from .packager import StreamPackager
+from .service import HlsService
 from .thumbnail import keyframe_to_jpeg
 
 __all__ = [

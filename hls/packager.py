@@ -1,8 +1,8 @@
-"""The HLS service: one `StreamPackager` per publish, one playlist per public name.
+"""Packaging one public name: its playlist state, and one `StreamPackager` per publish.
 
-Glue between the pure parts (segmenter, playlist window) and the I/O parts (muxer, storage).
-The event loop calls everything here synchronously; disk work per packet is the muxer's
-buffered write, per segment a rename and one small playlist rewrite.
+Glue between the pure parts (segmenter, playlist window) and the I/O parts (muxer, storage);
+`HlsService` (rtmpd.hls.service) opens the packagers and keeps the names. Disk work per packet
+is the muxer's buffered write, per segment a rename and one small playlist rewrite.
 
 Bad input never raises out of the media methods: an unusable sequence header is logged once
 and ignored (the previous valid one stays in force; with none, that track's frames are
@@ -13,23 +13,24 @@ at the next segment that can be opened, with a discontinuity.
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import logging
 import os
-import time
 from collections import deque
-from collections.abc import Callable, Collection
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 
 from .codecs import AacConfig, AvcConfig, parse_asc, parse_avcc
-from .model import HlsConfig, Keyframe, SegmentWritten, StreamInfo
+from .model import Keyframe, StreamInfo
 from .muxer import SegmentMuxer, Template, audio_template, video_template
 from .playlist import PlaylistWindow
 from .segmenter import Action, Segmenter, Track
-from .storage import TEMP_SUFFIX, Layout, check_name, unlink_quietly, write_atomic
+from .storage import Layout, write_atomic
+
+if TYPE_CHECKING:
+    from .service import HlsService
 
 _STATS_SEGMENTS = 3  # bitrates and fps are measured over this many recent segments
 _PDT_MAX_DRIFT = 30.0  # re-anchor program date-time when stream time and wall clock part more
@@ -38,7 +39,7 @@ _WRITE, _DROP, _CUT, _CLOSE = Action.WRITE, Action.DROP, Action.CUT, Action.CLOS
 _VIDEO, _AUDIO = Track.VIDEO, Track.AUDIO
 
 
-class _Segment:
+class OpenSegment:
     """The segment being written."""
 
     __slots__ = (
@@ -61,7 +62,7 @@ class _Segment:
         self.vlast = -1
 
 
-class _NameState:
+class NameState:
     """What outlives a single publish of a public name: the playlist and its counters."""
 
     __slots__ = (
@@ -79,185 +80,24 @@ class _NameState:
         self.listed: set[str] = set()
         self.playlist_failed = False
 
-
-class HlsService:
-    """All HLS output under one folder. Not thread-safe: call from the event loop."""
-
-    def __init__(
-        self,
-        config: HlsConfig,
-        *,
-        clock: Callable[[], float] = time.time,
-        on_segment: Callable[[SegmentWritten], None] | None = None,
-        log: logging.Logger | None = None,
-    ) -> None:
-        self.config = config
-        self.layout = Layout(config.path, config.nested)
-        self._clock = clock
-        self._on_segment = on_segment
-        self._log = log or logging.getLogger("rtmpd.hls")
-        self._states: dict[str, _NameState] = {}
-        self._retired: dict[str, PlaylistWindow] = {}  # counters of names whose files went
-        self._heap: list[tuple[float, int, str, str, int]] = []
-        self._counter = itertools.count()
-        try:
-            self.layout.root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            self._log.error("HLS folder %s is not usable: %s", self.layout.root, exc)
-
-    # -- public API -------------------------------------------------------------------------
-
-    def startup_cleanup(self, live_names: Collection[str] = ()) -> None:
-        """Remove leftovers of streams that are not live, and unfinished temp files of any.
-        With `cleanup` off, only the temp files go."""
-        live = set(live_names) | {n for n, s in self._states.items() if s.packager is not None}
-        for name in self.layout.names_on_disk():
-            if name not in live and self.config.cleanup:
-                count = self.layout.remove_stream(name)
-                self._log.info("HLS: removed %d leftover file(s) of %s", count, name)
-            else:
-                for path in self.layout.stream_files(name):
-                    if path.name.endswith(TEMP_SUFFIX):
-                        unlink_quietly(path)
-
-    def open_stream(self, name: str) -> StreamPackager:
-        """Start packaging a publish under `name`; an open publish of it is taken over."""
-        check_name(name)
-        state = self._states.get(name)
-        if state is None:
-            state = self._states[name] = _NameState(name, self._new_window(name))
-            state.listed.update(s.uri for s in state.window.segments)
-        old = state.packager
-        if old is not None:
-            self._log.info("HLS %s: taken over by a new publish", name)
-            old._detach()
-        state.generation += 1
-        packager = StreamPackager(self, state)
-        state.packager = state.info = packager
-        return packager
-
-    def tick(self, now: float | None = None) -> None:
-        """Run due cleanup: segments that left the window, streams past their grace."""
-        now = self._clock() if now is None else now
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            _, _, name, file, generation = heapq.heappop(heap)
-            state = self._states.get(name)
-            if file:
-                if state is None or file not in state.listed:
-                    unlink_quietly(self.layout.stream_dir(name) / file)
-            elif state is not None and state.generation == generation and state.packager is None:
-                self._remove_stream(state)
-
-    def stream_info(self, name: str) -> StreamInfo | None:
-        state = self._states.get(name)
-        if state is None or state.info is None:
-            return None
-        return state.info._stream_info(live=state.packager is not None)
-
-    def playlist_path(self, name: str) -> Path:
-        """Where the playlist of `name` is (ValueError for a name that could escape the root)."""
-        return self.layout.playlist_path(check_name(name))
-
-    def segment_dir(self, name: str) -> Path:
-        """The folder holding the segments of `name` (the root itself when not nested)."""
-        return self.layout.stream_dir(check_name(name))
-
-    def close(self) -> None:
-        """Server shutdown: finish every open stream (segments listed, ENDLIST)."""
-        for state in list(self._states.values()):
-            if state.packager is not None:
-                state.packager.close()
-
-    # -- used by StreamPackager -------------------------------------------------------------
-
-    def _new_window(self, name: str) -> PlaylistWindow:
-        window = self._retired.pop(name, None)
-        if window is None:
-            window = self._window_on_disk(name)
-        if window is None:
-            window = PlaylistWindow(round(self.config.playlist_length * 1000))
-        return window
-
-    def _window_on_disk(self, name: str) -> PlaylistWindow | None:
-        """Resume a playlist left by an earlier run of the server: clients may be polling it.
-        Files on disk that it does not list are removed after a playlist length."""
-        try:
-            text = self.layout.playlist_path(name).read_text(encoding="utf-8", errors="replace")
-            window = PlaylistWindow.restore(text, round(self.config.playlist_length * 1000))
-        except (OSError, ValueError):
-            return None
-        folder = self.layout.stream_dir(name)
-        if not all((folder / s.uri).is_file() for s in window.segments):
-            window = window.successor()  # files are missing: keep only the counters
-        listed = {s.uri for s in window.segments}
-        due = self._clock() + self.config.playlist_length
-        for path in self.layout.stream_files(name):
-            if self.config.cleanup and path.name.endswith(".ts") and path.name not in listed:
-                self._schedule(due, name, path.name)
-        return window
-
-    def _schedule(self, due: float, name: str, file: str = "", generation: int = 0) -> None:
-        heapq.heappush(self._heap, (due, next(self._counter), name, file, generation))
-
-    def _list_segment(
-        self, state: _NameState, seg: _Segment, duration_ms: int, size: int, t0: float
-    ) -> None:
-        window = state.window
-        segment, removed = window.add(
-            seg.file, duration_ms, discontinuity=seg.discontinuity, program_date_time=seg.pdt
-        )
-        state.listed.add(seg.file)
-        if removed:
-            now = self._clock()
-            longest = max(self.config.playlist_length, window.duration_ms / 1000)
-            longest += sum(old.duration_ms for old in removed) / 1000
-            for old in removed:
-                state.listed.discard(old.uri)
-                if self.config.cleanup:
-                    self._schedule(now + old.duration_ms / 1000 + longest, state.name, old.uri)
-        self._write_playlist(state)
-        if self._on_segment is not None:
-            event = SegmentWritten(
-                state.name, segment.sequence, duration_ms / 1000, size, self._clock() - t0
-            )
-            try:
-                self._on_segment(event)
-            except Exception:
-                self._log.exception("HLS on_segment callback failed")
-
-    def _write_playlist(self, state: _NameState) -> None:
-        if not state.window.segments:
+    def write_playlist(self, layout: Layout, log: logging.Logger) -> None:
+        """Rewrite the playlist once it lists anything; a failure is logged once per outage."""
+        if not self.window.segments:
             return
         try:
-            write_atomic(self.layout.playlist_path(state.name), state.window.render())
+            write_atomic(layout.playlist_path(self.name), self.window.render())
         except OSError as exc:
-            if not state.playlist_failed:
-                self._log.error("HLS %s: cannot write the playlist: %s", state.name, exc)
-                state.playlist_failed = True
+            if not self.playlist_failed:
+                log.error("HLS %s: cannot write the playlist: %s", self.name, exc)
+                self.playlist_failed = True
             return
-        state.playlist_failed = False
-
-    def _end_stream(self, state: _NameState, ended: bool) -> None:
-        """A publish stopped (`ended`) or was taken over: rewrite its playlist."""
-        if ended and self.config.endlist:
-            state.window.endlist = True
-        self._write_playlist(state)
-        if ended and self.config.cleanup:
-            due = self._clock() + self.config.effective_grace
-            self._schedule(due, state.name, "", state.generation)
-
-    def _remove_stream(self, state: _NameState) -> None:
-        count = self.layout.remove_stream(state.name)
-        self._retired[state.name] = state.window.successor()
-        del self._states[state.name]
-        self._log.info("HLS %s: removed %d file(s) after the grace period", state.name, count)
+        self.playlist_failed = False
 
 
 class StreamPackager:
     """Packages one publish. Media methods never raise for bad input (see module doc)."""
 
-    def __init__(self, service: HlsService, state: _NameState) -> None:
+    def __init__(self, service: HlsService, state: NameState) -> None:
         config = service.config
         self.name = state.name
         self._service = service
@@ -272,7 +112,7 @@ class StreamPackager:
         if state.window.next_sequence > 0:
             self._seg.mark_discontinuity()  # a re-publish or takeover: new timeline
         self._done = False
-        self._current: _Segment | None = None
+        self._current: OpenSegment | None = None
         self._vtemplate: Template | None = None
         self._atemplate: Template | None = None
         self._vconfig: AvcConfig | None = None
@@ -437,7 +277,7 @@ class StreamPackager:
             fragment = f"{base}_{n}"
             path = layout.segment_path(self.name, fragment)
         file = layout.segment_file(self.name, fragment)
-        seg = _Segment(file, path, timestamp, pdt, new_timeline or self._gap)
+        seg = OpenSegment(file, path, timestamp, pdt, new_timeline or self._gap)
         self._current = seg
         try:
             layout.ensure_dir(self.name)
@@ -447,7 +287,7 @@ class StreamPackager:
         except (ValueError, av.FFmpegError) as exc:
             self._warn("open", "cannot start a segment (%s); media is lost", exc)
 
-    def _finish_segment(self, seg: _Segment, duration_ms: int, t0: float) -> None:
+    def _finish_segment(self, seg: OpenSegment, duration_ms: int, t0: float) -> None:
         self._stats.append((duration_ms, seg.vbytes, seg.abytes, seg.vframes))
         muxer = seg.muxer
         if muxer is None:
@@ -472,7 +312,7 @@ class StreamPackager:
             self._log.info("HLS %s: writing segments again", self.name)
         self._service._list_segment(self._state, seg, duration_ms, size, t0)
 
-    def _mux_failed(self, seg: _Segment, exc: Exception) -> None:
+    def _mux_failed(self, seg: OpenSegment, exc: Exception) -> None:
         if isinstance(exc, OSError):
             self._disk_error(exc)
             if seg.muxer is not None:
