@@ -129,8 +129,7 @@ class Segmenter:
                 return Action.CUT
             if track in self._resync:
                 return Action.DROP
-            self._advance(track, dts, size)
-            return Action.WRITE
+            # The other track goes on into the old segment, within the usual forced cuts.
 
         elapsed = dts - self.start
         if start_point and elapsed >= self.fragment:
@@ -143,6 +142,8 @@ class Segmenter:
             self._advance(track, dts, size)
             return Action.WRITE
         self.closed_duration = max(elapsed, 1)
+        if self._pending_config:  # a forced cut before the start point: new extradata
+            self._pending_disc = True
         self._begin(dts, size, track, reason)
         return Action.CUT
 
