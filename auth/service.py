@@ -13,9 +13,10 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import keys
 from .callbacks import CallbackAccept, CallbackClient
@@ -137,6 +138,7 @@ class AuthService:
                 config.on_publish, config.on_publish_done, config.callback_timeout, self._log
             )
         self._live: dict[str, Lease] = {}
+        self._turns: dict[str, list[Any]] = {}  # host -> [lock, holders and waiters]
         self._accept_lock = asyncio.Lock()
         self._watcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -195,21 +197,41 @@ class AuthService:
             return await self._authorize_callback(attempt, key, query, host, disconnect)
         if not key or len(key) > keys.MAX_KEY_CHARS:
             return self._failed(host, key, UNKNOWN_KEY)
-        try:
-            owner = await self.store.find_by_key(key)
-        except StoreError as exc:
-            self._log.error("publish from %s not decided: %s", host, exc)
-            return UNAVAILABLE
-        if owner is None:
-            return self._failed(host, key, UNKNOWN_KEY)
-        if not owner.active:
-            return self._failed(host, key, INACTIVE)
-        self._limiter.success(host)
+        # One lookup at a time per address: concurrent guesses would otherwise all pass the
+        # check above before the first of them fails, and outrun max_failures.
+        async with self._turn(host):
+            if self._limiter.blocked(host):
+                return RATE_LIMITED
+            try:
+                owner = await self.store.find_by_key(key)
+            except StoreError as exc:
+                self._log.error("publish from %s not decided: %s", host, exc)
+                return UNAVAILABLE
+            if owner is None:
+                return self._failed(host, key, UNKNOWN_KEY)
+            if not owner.active:
+                return self._failed(host, key, INACTIVE)
+            self._limiter.success(host)
         lease = Lease(
             self, owner.name, self._clock(), disconnect, user_id=owner.user_id,
             digest=owner.key_digest,
         )  # fmt: skip
         return await self._grant(lease, attempt.addr, key)
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, host: str) -> AsyncIterator[None]:
+        """Hold the per-address lookup lock (kept only while someone holds or awaits it)."""
+        turn = self._turns.get(host)
+        if turn is None:
+            turn = self._turns[host] = [asyncio.Lock(), 0]
+        turn[1] += 1
+        try:
+            async with turn[0]:
+                yield
+        finally:
+            turn[1] -= 1
+            if not turn[1]:
+                del self._turns[host]
 
     async def _authorize_callback(
         self,
