@@ -46,8 +46,11 @@ _TIMER_SLACK = 0.005
 
 
 def redact(key: str) -> str:
-    """What a log line may show of a stream key: its first 4 characters."""
-    return key[:4] + "…" if key else "(empty)"
+    """What a log line may show of a stream key: its first 4 characters, and no control
+    characters (a peer's bytes must not forge log lines)."""
+    if not key:
+        return "(empty)"
+    return "".join(c if c.isprintable() and not c.isspace() else "?" for c in key[:4]) + "…"
 
 
 @dataclass(frozen=True, slots=True)
