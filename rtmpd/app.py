@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import resource
 import time
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ from rtmpd.hls import HlsConfig, HlsService, SegmentWritten, StreamPackager
 from rtmpd.server import Accept, ConnectionInfo, PublishHandle, Reject, RtmpServer
 from rtmpd.session import SessionConfig
 from rtmpd.web import create_app, make_runner
+from rtmpd.web.guard import ConnectionGuard, GuardedSite
 from rtmpd.web.metrics import Metrics
 
 from .directory import LiveDirectory
@@ -33,6 +35,9 @@ log = logging.getLogger("rtmpd")
 AVC = 7
 AAC = 10
 TICK_SECONDS = 1.0
+#: File descriptors kept free beyond the connection caps: database, segments being written,
+#: listening sockets, logs.
+FD_RESERVE = 256
 
 
 class StartupError(Exception):
@@ -103,17 +108,27 @@ class Rtmpd:
             log=logging.getLogger("rtmpd.rtmp"),
         )
         self.directory = LiveDirectory(self.auth, self.hls)
+        #: HTTP connection caps and the request-head/keep-alive timeout (see rtmpd.web.guard).
+        self.http_guard = ConnectionGuard(
+            config.http.max_connections,
+            config.http.max_connections_per_ip,
+            log=logging.getLogger("rtmpd.http"),
+        )
+        self.http_keepalive_timeout = config.http.keepalive_timeout
         self._publishes: dict[PublishHandle, Publish] = {}
         # accepted but not yet seen with a handle: (conn_id, stream_id) -> publish, handle slot
         self._pending: dict[tuple[int, int], tuple[Publish, list[PublishHandle]]] = {}
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._site: GuardedSite | None = None
         self._ticker: asyncio.Task[None] | None = None
         self.http_port = 0
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
+        _raise_file_limit(
+            self.config.rtmp.max_connections + self.http_guard.max_connections + FD_RESERVE
+        )
         for folder in (self.config.hls_path, self.config.database_path.parent):
             try:
                 folder.mkdir(parents=True, exist_ok=True)
@@ -147,16 +162,18 @@ class Rtmpd:
             access_log=logging.getLogger("rtmpd.access") if self.config.http.access_log else None,
             hlsjs_file=self.config.resolve(web_cfg.hlsjs_file) if web_cfg.hlsjs_file else None,
         )
-        self._runner = make_runner(app, handle_signals=False)
+        self._runner = make_runner(
+            app, handle_signals=False, keepalive_timeout=self.http_keepalive_timeout
+        )
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, addr.host, addr.port, reuse_address=True)
+        self._site = GuardedSite(
+            self._runner, addr.host, addr.port, guard=self.http_guard, reuse_address=True
+        )
         try:
             await self._site.start()
         except OSError as exc:
             raise StartupError(f"cannot listen for HTTP on {addr}: {_why(exc)}") from None
-        server = self._site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.http_port = sockets[0].getsockname()[1] if sockets else addr.port
+        self.http_port = self._site.port
         log.info("HTTP listening on http://%s:%d/", addr.host, self.http_port)
 
     async def stop(self) -> None:
@@ -278,6 +295,28 @@ class Rtmpd:
 
     def _segment_written(self, segment: SegmentWritten) -> None:
         self.metrics.segment_written(segment.lag)
+
+
+def _raise_file_limit(needed: int) -> None:
+    """Let the connection caps, not the open-file limit, be what bounds connections: at the
+    limit, accept() fails on every port and no segment file can be opened."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError) as exc:
+            log.debug("cannot raise the open file limit: %s", exc)
+            target = soft
+    if target < needed:
+        log.warning(
+            "the open file limit (%d) is below what the connection caps need (%d); "
+            "raise it (ulimit -n, systemd LimitNOFILE=) or lower [rtmp] max_connections",
+            target,
+            needed,
+        )
 
 
 def _why(exc: OSError) -> str:

@@ -45,6 +45,9 @@ class RtmpSection:
 class HttpSection:
     listen: str = "0.0.0.0:8080"
     access_log: bool = True
+    keepalive_timeout: float = 15.0
+    max_connections: int = 4096
+    max_connections_per_ip: int = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +215,8 @@ def _validate(config: Config) -> None:
     config.http_address  # noqa: B018
     if not config.rtmp.app or "/" in config.rtmp.app:
         raise ConfigError("[rtmp] app: must be a non-empty name without '/'")
+    if config.http.keepalive_timeout <= 0:
+        raise ConfigError("[http] keepalive_timeout: must be greater than 0")
     if config.hls.fragment <= 0:
         raise ConfigError("[hls] fragment: must be greater than 0")
     if config.hls.playlist_length < config.hls.fragment:
