@@ -10,7 +10,8 @@ the 32-bit RTMP timestamp wraps (49.7 days). Every `--sample` seconds it records
 RSS, CPU time, open file descriptors and the number of files under the HLS folder. At the end
 every playlist must be valid and finished, the two late streams' last segments must carry their
 late times, and the log must hold no warning or error. It prints a summary and exits 1 if a
-check failed; with `--out`, the samples and the summary go to FILE as JSON.
+check failed; with `--out`, the samples and the summary go to FILE as JSON. The server's
+temporary folder (HLS files, database, log) is removed at the end unless `--keep`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -155,6 +157,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         problems += [f"log: {line}" for line in noisy[:20]]
     finally:
         server.stop()
+        if not args.keep:
+            shutil.rmtree(server.tmp, ignore_errors=True)
     steady = [s for s in samples if s.t >= min(120.0, seconds / 4)] or samples
     third = max(1, len(steady) // 3)
     first_rss = statistics.median(s.rss_mib for s in steady[:third])
@@ -186,6 +190,7 @@ def main() -> int:
     parser.add_argument("--sample", type=float, default=30.0, help="seconds between samples")
     parser.add_argument("--fragment", type=float, default=5.0)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--keep", action="store_true", help="keep the server's folder")
     args = parser.parse_args()
     report = asyncio.run(run(args))
     summary = report["summary"]

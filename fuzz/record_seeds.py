@@ -1,0 +1,233 @@
+"""Record the seed corpus: real RTMP sessions, cut into inputs for every fuzz target.
+
+Starts an rtmpd in this process, puts a recording TCP relay in front of it and publishes
+through the relay twice: with FFmpeg's RTMP client (PyAV, in a child process) and with rtmpd's
+own client (digest handshake, metadata, an AMF3 command, small chunks, timestamps past 24 and
+32 bits). The client-to-server bytes of each session become seeds; their messages, codec
+records and media timelines become seeds for the other targets. Run from the repository root:
+
+    .venv/bin/python fuzz/record_seeds.py        # rewrites fuzz/corpus/*/seed-*
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
+
+from media import TAG_AUDIO, TAG_VIDEO, FlvTag, make_flv, read_flv_tags  # noqa: E402
+from targets import HANDSHAKE_BYTES  # noqa: E402
+
+from rtmpd import amf0, amf3  # noqa: E402
+from rtmpd.app import Rtmpd  # noqa: E402
+from rtmpd.chunk import ChunkReader  # noqa: E402
+from rtmpd.client import ClientSession, Status  # noqa: E402
+from rtmpd.config import from_dict  # noqa: E402
+from rtmpd.messages import MessageType, encode_command  # noqa: E402
+
+CORPUS = HERE / "corpus"
+MEDIA = {"seconds": 1.2, "fps": 10, "width": 96, "height": 64, "gop": 5, "bitrate": 100_000}
+
+PUBLISH_CHILD = """
+import sys, json
+sys.path.insert(0, sys.argv[3])
+import av
+from media import encode_into
+encode_into(av.open(sys.argv[1], "w", format="flv"), **json.loads(sys.argv[2]))
+"""
+
+
+class Relay:
+    """Forwards one TCP connection at a time to `target`, keeping what the client sent."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.sessions: list[bytearray] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        record = bytearray()
+        self.sessions.append(record)
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, keep: bool) -> None:
+            try:
+                while data := await src.read(65536):
+                    if keep:
+                        record.extend(data)
+                    dst.write(data)
+                    await dst.drain()
+            except ConnectionError:
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+async def ffmpeg_session(port: int, key: str) -> None:
+    import json
+
+    url = f"rtmp://127.0.0.1:{port}/app/{key}"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PUBLISH_CHILD, url, json.dumps(MEDIA), str(HERE.parent / "tests"),
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    await asyncio.wait_for(proc.wait(), 60)
+
+
+async def client_session(port: int, key: str, tags: list[FlvTag]) -> None:
+    """rtmpd's client: digest handshake, small chunks, AMF3, extended and wrapping times."""
+    session = ClientSession(digest=True, chunk_size=200)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    session.connect("app", f"rtmp://127.0.0.1:{port}/app")
+    session.create_stream()
+    session.publish(key)
+    writer.write(session.data_to_send())
+    status = None
+    while status is None:
+        data = await asyncio.wait_for(reader.read(65536), 10)
+        if not data:
+            raise ConnectionError("closed before publish was answered")
+        session.receive_data(data)
+        while (event := session.next_event()) is not None:
+            if isinstance(event, Status):
+                status = event
+        writer.write(session.data_to_send())
+    amf3_call = b"\x00" + encode_command("FCPublish", 0.0, None, key)
+    session.send_message(3, MessageType.COMMAND_AMF3, 0, 0, amf3_call)
+    session.send_metadata({"width": 96.0, "height": 64.0, "encoder": "seed"})
+    offset = 0xFFFFFFFF - 400  # crosses 2**24 long before and 2**32 during the run
+    for tag in tags:
+        send = session.send_video if tag.kind == TAG_VIDEO else session.send_audio
+        send(tag.timestamp + offset, tag.body)
+    session.set_chunk_size(7)
+    for tag in tags[:6]:
+        send = session.send_video if tag.kind == TAG_VIDEO else session.send_audio
+        send(tag.timestamp + offset + 2000, tag.body)
+    session.delete_stream()
+    writer.write(session.data_to_send())
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    writer.close()
+
+
+def messages(stream: bytes) -> list[tuple[int, bytes]]:
+    reader = ChunkReader()
+    reader.feed(stream[HANDSHAKE_BYTES:])
+    out = []
+    while (msg := reader.next_message()) is not None:
+        out.append((msg.msg_type, bytes(msg.payload)))
+    return out
+
+
+def segmenter_program(
+    tags: list[FlvTag], *, change_at: int | None = None, jump_at: int | None = None
+) -> bytes:
+    """The media timeline as segmenter steps (see targets.segmenter)."""
+    out = bytearray()
+    last = 0
+    for i, tag in enumerate(tags):
+        if tag.kind not in (TAG_AUDIO, TAG_VIDEO):
+            continue
+        video = tag.kind == TAG_VIDEO
+        step = tag.timestamp - last
+        last = tag.timestamp
+        if i == jump_at:
+            step -= 5000
+        if tag.is_sequence_header or i == change_at:
+            kind = (2 if video else 3) | (8 if i == change_at else 0)
+            out += struct.pack(">BhB", kind, 0, 0)
+            if tag.is_sequence_header:
+                continue
+        kind = (0 if video else 1) | (4 if tag.is_keyframe else 0)
+        out += struct.pack(
+            ">BhB", kind, max(-32768, min(32767, step)), min(255, len(tag.body) // 97)
+        )
+    return bytes(out)
+
+
+def write(target: str, name: str, data: bytes) -> None:
+    folder = CORPUS / target
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"seed-{name}").write_bytes(data)
+
+
+async def record() -> tuple[bytes, bytes, list[FlvTag]]:
+    flv = make_flv(**MEDIA)
+    tags = [t for t in read_flv_tags(flv) if t.kind in (TAG_AUDIO, TAG_VIDEO)]
+    with tempfile.TemporaryDirectory() as tmp:
+        config = from_dict(
+            {"rtmp": {"listen": "127.0.0.1:0"}, "http": {"listen": "127.0.0.1:0"}}, Path(tmp)
+        )
+        server = Rtmpd(config)
+        await server.start()
+        relay = Relay(server.rtmp.port)
+        await relay.start()
+        try:
+            key = await server.auth.store.add_user("seed")
+            await ffmpeg_session(relay.port, key)
+            await asyncio.sleep(0.3)
+            await client_session(relay.port, key, tags)
+            await asyncio.sleep(0.3)
+        finally:
+            await relay.close()
+            await server.stop()
+    ffmpeg, client = (bytes(s) for s in relay.sessions[:2])
+    return ffmpeg, client, tags
+
+
+def main() -> None:
+    ffmpeg, client, tags = asyncio.run(record())
+    for path in CORPUS.glob("*/seed-*"):
+        path.unlink()
+    for name, stream in (("ffmpeg", ffmpeg), ("client", client)):
+        write("session", name, b"\x00" + stream[HANDSHAKE_BYTES:])
+        write("session", f"{name}-bytewise", b"\x04" + stream[HANDSHAKE_BYTES:][:4000])
+        write("session", f"{name}-rejected", b"\x01" + stream[HANDSHAKE_BYTES:][:4000])
+        write("handshake", name, b"\x00" + stream[: HANDSHAKE_BYTES + 300])
+        write("handshake", f"{name}-sevens", b"\x08" + stream[: HANDSHAKE_BYTES + 300])
+        for i, (kind, payload) in enumerate(messages(stream)):
+            if kind in (MessageType.COMMAND_AMF0, MessageType.DATA_AMF0):
+                write("amf0", f"{name}-{i}", payload)
+            elif kind == MessageType.COMMAND_AMF3:
+                write("amf3", f"{name}-{i}", payload[1:])
+    write("session", "late-accept-sevens", b"\x0a" + client[HANDSHAKE_BYTES:][:6000])
+    write("amf3", "values", amf3.encode({"a": [1, 2.5, "x", None, True], "b": b"\x00\x01"}))
+    write("amf3", "typed", amf3.encode(amf0.TypedObject("Klass", {"k": amf0.Date(1e12, 0)})))
+    write("amf0", "values", amf0.encode_all(amf0.EcmaArray({"a": 1.0}), [None, "s" * 70], {}))
+    video = [t for t in tags if t.kind == TAG_VIDEO]
+    audio = [t for t in tags if t.kind == TAG_AUDIO]
+    write("flv", "avc-config", video[0].body)
+    write("flv", "avc-keyframe", video[1].body[:4096])
+    write("flv", "avc-inter", video[2].body[:2048])
+    write("flv", "aac-config", audio[0].body)
+    write("flv", "aac-frame", audio[1].body)
+    write("flv", "avcc-record", video[0].body[5:])
+    write("flv", "asc-record", audio[0].body[2:])
+    write("segmenter", "steady", segmenter_program(tags))
+    write("segmenter", "config-change", segmenter_program(tags, change_at=len(tags) // 2))
+    write("segmenter", "jump-back", segmenter_program(tags, jump_at=len(tags) // 2))
+    for folder in sorted(CORPUS.iterdir()):
+        files = list(folder.glob("seed-*"))
+        print(f"{folder.name}: {len(files)} seeds, {sum(f.stat().st_size for f in files)} bytes")
+
+
+if __name__ == "__main__":
+    main()
