@@ -95,19 +95,18 @@ def _check_version(byte: int, who: str) -> None:
         raise HandshakeError(f"unsupported RTMP version {byte} in {who}")
 
 
-class ServerHandshake:
-    """Server side: read C0+C1, answer S0+S1+S2 at once, then wait for C2 (length only)."""
+class _Handshake:
+    """What both sides share: wait for the peer's version byte and first packet, answer it,
+    wait for its second packet, then hand every later byte to the chunk stream."""
 
-    __slots__ = ("_now_ms", "_buf", "_out", "_stage", "_remainder", "digest")
+    __slots__ = ("_buf", "_out", "_stage", "_remainder")
+    _peer = ("S0", "S1")  # names of the peer's packets, for error messages
 
-    def __init__(self, *, now_ms: int = 0) -> None:
-        self._now_ms = now_ms
+    def __init__(self, first_output: bytes = b"") -> None:
         self._buf = bytearray()
-        self._out = bytearray()
-        self._stage = 0  # 0: want C0+C1, 1: want C2, 2: complete
+        self._out = bytearray(first_output)
+        self._stage = 0  # 0: want version + first packet, 1: want second packet, 2: complete
         self._remainder = bytearray()
-        #: Whether the client used the digest form (known once C1 is in).
-        self.digest = False
 
     @property
     def complete(self) -> bool:
@@ -120,17 +119,51 @@ class ServerHandshake:
         self._buf += data
         if self._stage == 0:
             if self._buf:
-                _check_version(self._buf[0], "C0")
+                _check_version(self._buf[0], self._peer[0])
             if len(self._buf) < 1 + PACKET_SIZE:
                 return
-            c1 = bytes(self._buf[1 : 1 + PACKET_SIZE])
+            first = bytes(self._buf[1 : 1 + PACKET_SIZE])
             del self._buf[: 1 + PACKET_SIZE]
-            self._out += bytes((RTMP_VERSION,)) + self._answer(c1)
+            self._out += self._on_first(first)
             self._stage = 1
         if self._stage == 1 and len(self._buf) >= PACKET_SIZE:
+            self._on_second(bytes(self._buf[:PACKET_SIZE]))
             self._remainder += self._buf[PACKET_SIZE:]
             self._buf = bytearray()
             self._stage = 2
+
+    def _on_first(self, packet: bytes) -> bytes:
+        """The answer to the peer's first packet (C1 or S1)."""
+        raise NotImplementedError
+
+    def _on_second(self, packet: bytes) -> None:
+        """Check the peer's second packet (C2 or S2); raise HandshakeError to refuse it."""
+
+    def data_to_send(self) -> bytes:
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def take_remainder(self) -> bytes:
+        rest = bytes(self._remainder)
+        self._remainder.clear()
+        return rest
+
+
+class ServerHandshake(_Handshake):
+    """Server side: read C0+C1, answer S0+S1+S2 at once, then wait for C2 (length only)."""
+
+    __slots__ = ("_now_ms", "digest")
+    _peer = ("C0", "C1")
+
+    def __init__(self, *, now_ms: int = 0) -> None:
+        super().__init__()
+        self._now_ms = now_ms
+        #: Whether the client used the digest form (known once C1 is in).
+        self.digest = False
+
+    def _on_first(self, packet: bytes) -> bytes:
+        return bytes((RTMP_VERSION,)) + self._answer(packet)
 
     def _answer(self, c1: bytes) -> bytes:
         """S1+S2 for this C1: digest form when C1 carries a valid client digest."""
@@ -143,18 +176,8 @@ class ServerHandshake:
         client_digest = c1[offset : offset + DIGEST_SIZE]
         return s1 + make_response(client_digest, SERVER_KEY)
 
-    def data_to_send(self) -> bytes:
-        out = bytes(self._out)
-        self._out.clear()
-        return out
 
-    def take_remainder(self) -> bytes:
-        rest = bytes(self._remainder)
-        self._remainder.clear()
-        return rest
-
-
-class ClientHandshake:
+class ClientHandshake(_Handshake):
     """Client side: C0+C1 up front, C2 once S1 is in, complete once S2 is in.
 
     With `digest=True`, C1 carries a client digest and the server must answer in the digest
@@ -162,7 +185,7 @@ class ClientHandshake:
     servers) an echo of C1.
     """
 
-    __slots__ = ("_want_digest", "_c1", "_c1_digest", "_buf", "_out", "_stage", "_remainder")
+    __slots__ = ("_want_digest", "_c1", "_c1_digest")
 
     def __init__(self, *, now_ms: int = 0, digest: bool = False) -> None:
         self._want_digest = digest
@@ -173,40 +196,18 @@ class ClientHandshake:
         else:
             self._c1 = _plain_packet(now_ms)
             self._c1_digest = b""
-        self._buf = bytearray()
-        self._out = bytearray(bytes((RTMP_VERSION,)) + self._c1)
-        self._stage = 0  # 0: want S0+S1, 1: want S2, 2: complete
-        self._remainder = bytearray()
+        super().__init__(bytes((RTMP_VERSION,)) + self._c1)
 
-    @property
-    def complete(self) -> bool:
-        return self._stage == 2
+    def _on_first(self, packet: bytes) -> bytes:
+        return self._c2(packet)
 
-    def receive_data(self, data: bytes) -> None:
-        if self._stage == 2:
-            self._remainder += data
-            return
-        self._buf += data
-        if self._stage == 0:
-            if self._buf:
-                _check_version(self._buf[0], "S0")
-            if len(self._buf) < 1 + PACKET_SIZE:
-                return
-            s1 = bytes(self._buf[1 : 1 + PACKET_SIZE])
-            del self._buf[: 1 + PACKET_SIZE]
-            self._out += self._c2(s1)
-            self._stage = 1
-        if self._stage == 1 and len(self._buf) >= PACKET_SIZE:
-            s2 = bytes(self._buf[:PACKET_SIZE])
-            if (
-                self._want_digest
-                and s2 != self._c1
-                and not response_valid(s2, self._c1_digest, SERVER_KEY)
-            ):
-                raise HandshakeError("S2 is neither signed from our digest nor an echo of C1")
-            self._remainder += self._buf[PACKET_SIZE:]
-            self._buf = bytearray()
-            self._stage = 2
+    def _on_second(self, packet: bytes) -> None:
+        if (
+            self._want_digest
+            and packet != self._c1
+            and not response_valid(packet, self._c1_digest, SERVER_KEY)
+        ):
+            raise HandshakeError("S2 is neither signed from our digest nor an echo of C1")
 
     def _c2(self, s1: bytes) -> bytes:
         if not self._want_digest:
@@ -216,13 +217,3 @@ class ClientHandshake:
             raise HandshakeError("S1 carries no valid server digest")
         _, offset = found
         return make_response(s1[offset : offset + DIGEST_SIZE], CLIENT_KEY)
-
-    def data_to_send(self) -> bytes:
-        out = bytes(self._out)
-        self._out.clear()
-        return out
-
-    def take_remainder(self) -> bytes:
-        rest = bytes(self._remainder)
-        self._remainder.clear()
-        return rest
