@@ -253,7 +253,7 @@ def amf3_values(data: bytes) -> None:
 def flv_bodies(data: bytes) -> None:
     """Audio/video message bodies and codec configuration records, as the core parses them
     and as the packager parses them again before muxing."""
-    for parse in (flv.parse_video, flv.parse_audio, flv.parse_avc_config, flv.parse_aac_config):
+    for parse in (flv.parse_video, flv.parse_audio):
         with contextlib.suppress(ProtocolError):
             parse(data)
     try:

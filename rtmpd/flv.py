@@ -4,9 +4,9 @@ Video: 1 byte (frame type << 4 | codec id); for AVC (7) then an AVC packet type 
 24-bit composition time. Enhanced RTMP sets the top bit of the first byte: then the low nibble
 is a packet type and a FourCC follows; we pass the FourCC through as `codec_id` (as a 32-bit
 int) and never crash on codecs we do not package. Audio: 1 byte (format << 4 | rate << 2 |
-size << 1 | channels); for AAC (10) then an AAC packet type. Codec configurations are checked
-just enough (AVCDecoderConfigurationRecord walk, AudioSpecificConfig header) that garbage is an
-InvalidConfig error here and not a crash in the muxer later.
+size << 1 | channels); for AAC (10) then an AAC packet type. Codec configuration records are
+only bounded in size here: whether one is usable is the packager's call, and an unusable one
+costs the track it configures, not the publish.
 """
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
-from . import limits
 from .errors import ProtocolError
 
 Buffer = bytes | bytearray | memoryview
 
 
 class InvalidConfig(ProtocolError):
-    """A codec configuration record that cannot be right."""
+    """A codec configuration record past the size bound."""
 
 
 class VideoFrameType(IntEnum):
@@ -80,9 +79,6 @@ class AacPacketType(IntEnum):
 
 
 SOUND_RATES = (5512, 11025, 22050, 44100)
-AAC_SAMPLE_RATES = (
-    96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
-)  # fmt: skip
 
 
 def fourcc(code: bytes) -> int:
@@ -182,90 +178,3 @@ def parse_audio(body: Buffer) -> AudioTag:
     if n < 2:
         raise ProtocolError("truncated AAC audio header")
     return AudioTag(fmt, rate, size, channels, body[1], view[2:])
-
-
-@dataclass(frozen=True, slots=True)
-class AvcConfig:
-    profile: int
-    level: int
-    nal_length_size: int
-    sps: tuple[bytes, ...]
-    pps: tuple[bytes, ...]
-
-
-def parse_avc_config(data: Buffer) -> AvcConfig:
-    """Walk an AVCDecoderConfigurationRecord (ISO 14496-15) and check it holds together."""
-    n = len(data)
-    if n > limits.MAX_CONFIG_SIZE:
-        raise InvalidConfig(f"AVC configuration of {n} bytes is too large")
-    if n < 7:
-        raise InvalidConfig(f"AVC configuration too short ({n} bytes)")
-    if data[0] != 1:
-        raise InvalidConfig(f"AVC configuration version {data[0]}, expected 1")
-    nal_length_size = (data[4] & 0x03) + 1
-    if nal_length_size == 3:
-        raise InvalidConfig("AVC NAL length size of 3 bytes is not allowed")
-    pos = 5
-    sets: list[tuple[bytes, ...]] = []
-    for count_mask in (0x1F, 0xFF):
-        if pos >= n:
-            raise InvalidConfig("AVC configuration truncated")
-        count = data[pos] & count_mask
-        pos += 1
-        items = []
-        for _ in range(count):
-            if pos + 2 > n:
-                raise InvalidConfig("AVC configuration truncated")
-            size = (data[pos] << 8) | data[pos + 1]
-            pos += 2
-            if size == 0 or pos + size > n:
-                raise InvalidConfig("AVC parameter set length out of bounds")
-            items.append(bytes(data[pos : pos + size]))
-            pos += size
-        sets.append(tuple(items))
-    if not sets[0]:
-        raise InvalidConfig("AVC configuration without a sequence parameter set")
-    return AvcConfig(data[1], data[3], nal_length_size, sets[0], sets[1])
-
-
-@dataclass(frozen=True, slots=True)
-class AacConfig:
-    object_type: int
-    sample_rate: int
-    channels: int
-
-
-def parse_aac_config(data: Buffer) -> AacConfig:
-    """Read the head of an AudioSpecificConfig (ISO 14496-3): object type, rate, channels."""
-    n = len(data)
-    if n > limits.MAX_CONFIG_SIZE:
-        raise InvalidConfig(f"AAC configuration of {n} bytes is too large")
-    if n < 2:
-        raise InvalidConfig(f"AAC configuration too short ({n} bytes)")
-    bits = int.from_bytes(bytes(data[:8]), "big")
-    total = 8 * min(n, 8)
-    used = 0
-
-    def take(count: int) -> int:
-        nonlocal used
-        used += count
-        if used > total:
-            raise InvalidConfig("AAC configuration truncated")
-        return (bits >> (total - used)) & ((1 << count) - 1)
-
-    object_type = take(5)
-    if object_type == 31:
-        object_type = 32 + take(6)
-    if object_type == 0:
-        raise InvalidConfig("AAC audio object type 0")
-    index = take(4)
-    if index == 15:
-        rate = take(24)
-    elif index < len(AAC_SAMPLE_RATES):
-        rate = AAC_SAMPLE_RATES[index]
-    else:
-        raise InvalidConfig(f"reserved AAC sampling frequency index {index}")
-    if rate == 0:
-        raise InvalidConfig("AAC sampling rate 0")
-    channels = take(4)
-    return AacConfig(object_type, rate, channels)

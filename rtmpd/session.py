@@ -273,9 +273,9 @@ class ServerSession(CommandHandler):
                 return
             tag = flv.parse_video(payload)
             if tag.is_config:
-                if tag.codec_id == flv.VideoCodec.AVC:
-                    flv.parse_avc_config(tag.data)
-                elif len(tag.data) > limits.MAX_CONFIG_SIZE:
+                # Only bounded here: a record the packager cannot use costs that track (one
+                # log line there), not the publish; some encoders send an empty one first.
+                if len(tag.data) > limits.MAX_CONFIG_SIZE:
                     raise flv.InvalidConfig("video configuration too large")
                 self._events.append(VideoConfig(stream_id, ts, tag.codec_id, bytes(tag.data)))
             elif tag.is_frame:
@@ -292,7 +292,8 @@ class ServerSession(CommandHandler):
                 return
             a = flv.parse_audio(payload)
             if a.packet_type == flv.AacPacketType.SEQUENCE_HEADER:
-                flv.parse_aac_config(a.data)
+                if len(a.data) > limits.MAX_CONFIG_SIZE:
+                    raise flv.InvalidConfig("audio configuration too large")
                 self._events.append(AudioConfig(stream_id, ts, a.sound_format, bytes(a.data)))
             elif a.packet_type is None or a.packet_type == flv.AacPacketType.RAW:
                 self._events.append(

@@ -6,11 +6,10 @@ from __future__ import annotations
 import struct
 
 import pytest
-from core_fixtures import real_configs
 
 from rtmpd import flv, limits, messages
 from rtmpd.errors import ProtocolError
-from rtmpd.flv import InvalidConfig, fourcc
+from rtmpd.flv import fourcc
 from rtmpd.messages import PeerBandwidthLimit, UserControlEvent
 
 
@@ -177,41 +176,3 @@ def test_audio_bodies() -> None:
     for bad in ("", "af"):
         with pytest.raises(ProtocolError):
             flv.parse_audio(h(bad))
-
-
-def test_real_avc_config() -> None:
-    avc, _ = real_configs()
-    config = flv.parse_avc_config(avc)
-    assert config.nal_length_size == 4
-    assert len(config.sps) == 1 and config.sps[0][0] & 0x1F == 7  # NAL type 7: SPS
-    assert len(config.pps) == 1 and config.pps[0][0] & 0x1F == 8  # NAL type 8: PPS
-
-
-def test_garbage_avcreal_configs() -> None:
-    avc, _ = real_configs()
-    bad = {
-        "empty": b"",
-        "short": avc[:6],
-        "version 0": b"\x00" + avc[1:],
-        "sps overruns": avc[:6] + b"\xff\xff",
-        "truncated pps": avc[: len(avc) - 2],
-        "no sps": h("01640016 ff e0 00"),
-        "nal length 3": avc[:4] + b"\xfe" + avc[5:],
-        "huge": b"\x01" + bytes(limits.MAX_CONFIG_SIZE),
-    }
-    for name, data in bad.items():
-        with pytest.raises(InvalidConfig):
-            flv.parse_avc_config(data)
-        assert name  # each case raised
-
-
-def test_aacreal_configs() -> None:
-    _, asc = real_configs()
-    assert flv.parse_aac_config(asc) == flv.AacConfig(2, 44100, 2)
-    assert flv.parse_aac_config(h("1210")) == flv.AacConfig(2, 44100, 2)
-    assert flv.parse_aac_config(h("f80840")) == flv.AacConfig(32, 44100, 2)  # escaped type
-    explicit = (2 << 32) | (15 << 28) | (48000 << 4) | 2  # 37 bits: type, index 15, rate, ch
-    assert flv.parse_aac_config((explicit << 3).to_bytes(5, "big")) == flv.AacConfig(2, 48000, 2)
-    for bad in ("", "12", "0010", "1690", "17800000"):
-        with pytest.raises(InvalidConfig):
-            flv.parse_aac_config(h(bad))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from core_fixtures import FEEDS, RawClient, drain, real_configs
 
-from rtmpd import amf0, messages
+from rtmpd import amf0, limits, messages
 from rtmpd.chunk import Message
 from rtmpd.events import (
     Audio,
@@ -492,13 +492,26 @@ def test_names_are_bounded() -> None:
     assert "too long" in violation(app)
 
 
-def test_invalid_codec_config_is_a_violation() -> None:
+def test_unreadable_codec_config_is_passed_on_for_the_packager_to_judge() -> None:
+    """The core bounds a codec record's size but does not judge its content: an empty or
+    garbage record costs the track it configures (the packager logs and drops it), not the
+    publish."""
     client = publishing()
     client.send(MessageType.VIDEO, h("17 00 000000 00 64 00 16"), 1, 0, 7)
-    assert "AVC configuration" in violation(client)
+    client.send(MessageType.AUDIO, h("af 00"), 1, 0, 6)
+    events = drain(client.server)
+    assert not client.server.closed
+    assert [type(e) for e in events] == [VideoConfig, AudioConfig]
+    assert events[0].data == h("00 64 00 16") and events[1].data == b""
+
+
+def test_oversized_codec_config_is_a_violation() -> None:
+    client = publishing()
+    client.send(MessageType.VIDEO, h("17 00 000000") + bytes(limits.MAX_CONFIG_SIZE + 1), 1, 0, 7)
+    assert "video configuration too large" in violation(client)
     client2 = publishing()
-    client2.send(MessageType.AUDIO, h("af 00 00"), 1, 0, 6)
-    assert "AAC configuration" in violation(client2)
+    client2.send(MessageType.AUDIO, h("af 00") + bytes(limits.MAX_CONFIG_SIZE + 1), 1, 0, 6)
+    assert "audio configuration too large" in violation(client2)
 
 
 @pytest.mark.parametrize("mode", FEEDS)
