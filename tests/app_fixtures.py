@@ -38,10 +38,11 @@ async def start_server(tmp_path: Path, **sections: dict[str, Any]) -> Rtmpd:
 class HeldPublisher:
     """Publishes with rtmpd's client and keeps the connection open until told otherwise."""
 
-    def __init__(self, port: int, key: str, app: str = "app") -> None:
+    def __init__(self, port: int, key: str, app: str = "app", source: str = "127.0.0.1") -> None:
         self.port = port
         self.key = key
         self.app = app
+        self.source = source  # the local (client) address: 127.x addresses are distinct peers
         self.session = ClientSession()
         self.statuses: list[Status] = []
         self.closed = asyncio.Event()
@@ -51,7 +52,9 @@ class HeldPublisher:
 
     async def start(self, timeout: float = 10.0) -> Status:
         """Connect and publish; returns the server's onStatus answer to publish."""
-        self._reader, self._writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self._reader, self._writer = await asyncio.open_connection(
+            "127.0.0.1", self.port, local_addr=(self.source, 0)
+        )
         self.session.connect(self.app, f"rtmp://127.0.0.1:{self.port}/{self.app}")
         self.session.create_stream()
         self.session.publish(self.key)

@@ -22,7 +22,6 @@ from m3u8_validator import MediaPlaylist, validate
 from media import TAG_AUDIO, TAG_VIDEO, FlvTag
 
 from rtmpd.app import Rtmpd
-from rtmpd.client import Status
 
 SMALL: dict[str, Any] = {"fps": 25, "width": 160, "height": 120, "gop": 25}
 
@@ -83,26 +82,6 @@ async def processed(server: Rtmpd, baseline: int, tags: list[FlvTag]) -> None:
 
 class Publisher(HeldPublisher):
     """A held publish from `source` (a 127.x address), which can also vanish or go silent."""
-
-    def __init__(self, port: int, key: str, app: str = "app", source: str = "127.0.0.1"):
-        super().__init__(port, key, app)
-        self.source = source
-
-    async def start(self, timeout: float = 10.0) -> Status:
-        self._reader, self._writer = await asyncio.open_connection(
-            "127.0.0.1", self.port, local_addr=(self.source, 0)
-        )
-        self.session.connect(self.app, f"rtmp://127.0.0.1:{self.port}/{self.app}")
-        self.session.create_stream()
-        self.session.publish(self.key)
-        self._flush()
-        self._pump = asyncio.create_task(self._read())
-        async with asyncio.timeout(timeout):
-            while not self.statuses:
-                if self.closed.is_set():
-                    raise ConnectionError("closed before any onStatus")
-                await asyncio.sleep(0.01)
-        return self.statuses[0]
 
     def vanish(self) -> None:
         """The connection drops: a reset, no FIN, no deleteStream."""
