@@ -442,6 +442,50 @@ async def scenario_viewers(
 # --- command line ----------------------------------------------------------------------------
 
 
+#: The columns of each scenario's summary table.
+COLUMNS: dict[str, list[str]] = {
+    "flat": [
+        "server",
+        "media_s",
+        "wall_s",
+        "speed_x_realtime",
+        "server_cpu_s",
+        "cpu_s_per_media_hour",
+        "pacing",
+        "hls_media_seen_s",
+        "hls_segments",
+        "hls_ts_mb",
+        "rss_mib",
+        "errors",
+    ],
+    "realtime": [
+        "server",
+        "publishers",
+        "cpu_share_of_core",
+        "rss_mib",
+        "rss_per_publisher_mib",
+        "lag_ms_p50",
+        "lag_ms_p99",
+        "late_segments",
+        "missing_segments",
+        "errors",
+        "loadavg_during",
+    ],
+    "viewers": [
+        "server",
+        "viewers",
+        "fetch",
+        "requests_per_s",
+        "playlist_ttfb_ms_p50",
+        "playlist_ttfb_ms_p99",
+        "segment_ttfb_ms_p99",
+        "throughput_mbps",
+        "errors",
+        "server_cpu_share",
+    ],
+}
+
+
 def _media(args: argparse.Namespace) -> PreparedMedia:
     return PreparedMedia(ensure_media(SPECS[args.spec]), chunk_size=args.chunk_size)
 
@@ -452,94 +496,25 @@ async def _main(args: argparse.Namespace) -> int:
     print(f"# {cmd}\n# {json.dumps(info)}", flush=True)
     media = _media(args)
     servers = args.servers.split(",")
-    rows = []
+    runs: list[tuple[Any, Any]]
     if args.scenario == "flat":
-        for label in servers:
-            row = record(
-                "flat", {**await scenario_flat(label, args, media), "command": cmd, "machine": info}
-            )
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-        print(
-            table(
-                rows,
-                [
-                    "server",
-                    "media_s",
-                    "wall_s",
-                    "speed_x_realtime",
-                    "server_cpu_s",
-                    "cpu_s_per_media_hour",
-                    "pacing",
-                    "hls_media_seen_s",
-                    "hls_segments",
-                    "hls_ts_mb",
-                    "rss_mib",
-                    "errors",
-                ],
-            )
-        )
+        runs = [(None, label) for label in servers]
     elif args.scenario == "realtime":
-        for n in args.n:
-            for label in servers:
-                row = record(
-                    "realtime",
-                    {
-                        **await scenario_realtime(label, n, args, media),
-                        "command": cmd,
-                        "machine": info,
-                    },
-                )
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-        print(
-            table(
-                rows,
-                [
-                    "server",
-                    "publishers",
-                    "cpu_share_of_core",
-                    "rss_mib",
-                    "rss_per_publisher_mib",
-                    "lag_ms_p50",
-                    "lag_ms_p99",
-                    "late_segments",
-                    "missing_segments",
-                    "errors",
-                    "loadavg_during",
-                ],
-            )
-        )
+        runs = [(n, label) for n in args.n for label in servers]
     else:
-        for m in args.m:
-            for label in servers:
-                row = record(
-                    "viewers",
-                    {
-                        **await scenario_viewers(label, m, args, media),
-                        "command": cmd,
-                        "machine": info,
-                    },
-                )
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-        print(
-            table(
-                rows,
-                [
-                    "server",
-                    "viewers",
-                    "fetch",
-                    "requests_per_s",
-                    "playlist_ttfb_ms_p50",
-                    "playlist_ttfb_ms_p99",
-                    "segment_ttfb_ms_p99",
-                    "throughput_mbps",
-                    "errors",
-                    "server_cpu_share",
-                ],
-            )
-        )
+        runs = [(m, label) for m in args.m for label in servers]
+    rows = []
+    for size, label in runs:
+        if args.scenario == "flat":
+            result = await scenario_flat(label, args, media)
+        elif args.scenario == "realtime":
+            result = await scenario_realtime(label, size, args, media)
+        else:
+            result = await scenario_viewers(label, size, args, media)
+        row = record(args.scenario, {**result, "command": cmd, "machine": info})
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print(table(rows, COLUMNS[args.scenario]))
     return 0
 
 
