@@ -1,7 +1,7 @@
 """RTMP load generator: N concurrent publishers of one FLV file, in one asyncio process.
 
 The file is parsed once and every media message is cut into chunks once
-(`rtmpd.chunk.serialize_message`: a fmt 0 header with the absolute timestamp, so the same bytes
+(`rtmpd.rtmp.chunk.serialize_message`: a fmt 0 header with the absolute timestamp, so the same bytes
 are valid on every connection); all publishers write those shared bytes. The control exchange
 (handshake, connect, createStream, publish) runs through rtmpd's sans-I/O `ClientSession`;
 after NetStream.Publish.Start the publisher writes the pre-cut media straight to the socket
@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rtmpd import amf0
-from rtmpd.chunk import serialize_message
-from rtmpd.client import ClientSession, ConnectFailed, Status
-from rtmpd.errors import ProtocolError
-from rtmpd.messages import ChunkStreamId, MessageType
+from rtmpd.rtmp import amf0
+from rtmpd.rtmp.chunk import serialize_message
+from rtmpd.rtmp.client import ClientSession, ConnectFailed, Status
+from rtmpd.rtmp.errors import ProtocolError
+from rtmpd.rtmp.messages import ChunkStreamId, MessageType
 
 TAG_AUDIO, TAG_VIDEO, TAG_SCRIPT = 8, 9, 18
 STREAM_ID = 1  # what createStream answers first on rtmpd, nginx-rtmp and pyrtmp

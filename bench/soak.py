@@ -36,7 +36,7 @@ from bench.media import SPECS, ensure_media
 from bench.servers import RtmpdServer, cpu_seconds, loadavg, rss_bytes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from m3u8_validator import validate  # noqa: E402
+from tests.support.m3u8_validator import validate  # noqa: E402
 
 EXTENDED_START_MS = round(4.65 * 3600 * 1000)  # 0xFFFFFF ms (4.66 h) is crossed after ~36 s
 WRAP_START_MS = 2**32 - 60_000  # the 32-bit RTMP clock wraps after a minute

@@ -6,7 +6,7 @@ own client (digest handshake, metadata, an AMF3 command, small chunks, timestamp
 32 bits). The client-to-server bytes of each session become seeds; their messages, codec
 records and media timelines become seeds for the other targets. Run from the repository root:
 
-    .venv/bin/python fuzz/record_seeds.py        # rewrites fuzz/corpus/*/seed-*
+    .venv/bin/python -m fuzz.record_seeds      # rewrites fuzz/corpus/*/seed-*
 """
 
 from __future__ import annotations
@@ -18,18 +18,16 @@ import sys
 import tempfile
 from pathlib import Path
 
+from fuzz.targets import HANDSHAKE_BYTES
+from rtmpd.app import Rtmpd
+from rtmpd.config import from_dict
+from rtmpd.rtmp import amf0, amf3
+from rtmpd.rtmp.chunk import ChunkReader
+from rtmpd.rtmp.client import ClientSession, Status
+from rtmpd.rtmp.messages import MessageType, encode_command
+from tests.support.media import TAG_AUDIO, TAG_VIDEO, FlvTag, make_flv, read_flv_tags
+
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
-
-from media import TAG_AUDIO, TAG_VIDEO, FlvTag, make_flv, read_flv_tags  # noqa: E402
-from targets import HANDSHAKE_BYTES  # noqa: E402
-
-from rtmpd import amf0, amf3  # noqa: E402
-from rtmpd.app import Rtmpd  # noqa: E402
-from rtmpd.chunk import ChunkReader  # noqa: E402
-from rtmpd.client import ClientSession, Status  # noqa: E402
-from rtmpd.config import from_dict  # noqa: E402
-from rtmpd.messages import MessageType, encode_command  # noqa: E402
 
 CORPUS = HERE / "corpus"
 MEDIA = {"seconds": 1.2, "fps": 10, "width": 96, "height": 64, "gop": 5, "bitrate": 100_000}
@@ -38,7 +36,7 @@ PUBLISH_CHILD = """
 import sys, json
 sys.path.insert(0, sys.argv[3])
 import av
-from media import encode_into
+from tests.support.media import encode_into
 encode_into(av.open(sys.argv[1], "w", format="flv"), **json.loads(sys.argv[2]))
 """
 
@@ -86,7 +84,7 @@ async def ffmpeg_session(port: int, key: str) -> None:
 
     url = f"rtmp://127.0.0.1:{port}/app/{key}"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", PUBLISH_CHILD, url, json.dumps(MEDIA), str(HERE.parent / "tests"),
+        sys.executable, "-c", PUBLISH_CHILD, url, json.dumps(MEDIA), str(HERE.parent),
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     await asyncio.wait_for(proc.wait(), 60)

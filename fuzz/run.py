@@ -1,7 +1,7 @@
 """Coverage-guided fuzzing of one target with atheris (libFuzzer), off CI.
 
     pip install atheris                      # into the project's virtualenv
-    python fuzz/run.py TARGET [SECONDS] [libFuzzer options...]
+    python -m fuzz.run TARGET [SECONDS] [libFuzzer options...]
 
 TARGET is one of fuzz/targets.py's TARGETS (session, handshake, amf0, amf3, flv, segmenter).
 The run starts from the committed seeds in fuzz/corpus/TARGET, keeps the inputs it finds in a
@@ -21,10 +21,9 @@ from pathlib import Path
 import atheris
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 
-with atheris.instrument_imports(include=["rtmpd", "targets"]):
-    import targets
+with atheris.instrument_imports(include=["rtmpd", "fuzz.targets"]):
+    from fuzz import targets
 
 
 def main() -> None:

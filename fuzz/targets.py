@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from rtmpd.hls import codecs
 from rtmpd.hls.segmenter import Action, Segmenter, Track
 
-from rtmpd import amf0, amf3, flv, limits
-from rtmpd.chunk import ChunkReader
-from rtmpd.errors import ProtocolError
-from rtmpd.events import ProtocolViolation, PublishEnd, PublishRequest, TimedOut
-from rtmpd.handshake import (
+from rtmpd.rtmp import amf0, amf3, flv, limits
+from rtmpd.rtmp.chunk import ChunkReader
+from rtmpd.rtmp.errors import ProtocolError
+from rtmpd.rtmp.events import ProtocolViolation, PublishEnd, PublishRequest, TimedOut
+from rtmpd.rtmp.handshake import (
     CLIENT_PARTIAL_KEY,
     PACKET_SIZE,
     SERVER_PARTIAL_KEY,
@@ -32,8 +32,9 @@ from rtmpd.handshake import (
     ServerHandshake,
     find_digest,
 )
-from rtmpd.messages import MessageType, parse_command, parse_data, parse_user_control
-from rtmpd.session import ServerSession
+from rtmpd.rtmp.messages import MessageType, parse_command, parse_data, parse_user_control
+from rtmpd.rtmp.session import ServerSession
+from tests.support.pieces import mode_from_flags, pieces
 
 #: What one connection may make the parser hold: partial chunk header, and preallocated
 #: payload of the messages being assembled.
@@ -49,23 +50,6 @@ class Finding(AssertionError):
 def check(condition: bool, what: str) -> None:
     if not condition:
         raise Finding(what)
-
-
-def pieces(data: bytes, flags: int) -> Iterator[bytes]:
-    """Cut `data` as reads from a socket might: whole, byte by byte at the start, in 7s, in
-    1000s (bits 2-3 of `flags`)."""
-    mode = (flags >> 2) & 3
-    if mode == 0:
-        yield data
-    elif mode == 1:
-        head = min(len(data), 600)
-        for i in range(head):
-            yield data[i : i + 1]
-        yield data[head:]
-    else:
-        step = 7 if mode == 2 else 1000
-        for i in range(0, len(data), step):
-            yield data[i : i + step]
 
 
 # --- chunk stream + session -----------------------------------------------------------------
@@ -122,7 +106,7 @@ def session(data: bytes) -> None:
     late: list[int] = []
     closing_events: list[object] = []
     now = 0.0
-    for piece in pieces(body, flags):
+    for piece in pieces(body, mode_from_flags(flags)):
         now += 0.01
         server.receive_data(piece, now)
         if reader_ok:
@@ -171,7 +155,7 @@ def handshake(data: bytes) -> None:
     hs = ServerHandshake(now_ms=12345)
     out = b""
     try:
-        for piece in pieces(body, flags):
+        for piece in pieces(body, mode_from_flags(flags)):
             hs.receive_data(piece)
             out += hs.data_to_send()
     except ProtocolError:
@@ -185,7 +169,7 @@ def handshake(data: bytes) -> None:
             check(len(body) < HANDSHAKE_BYTES, "complete handshake not recognised")
 
     server = ServerSession()
-    for piece in pieces(body, flags):
+    for piece in pieces(body, mode_from_flags(flags)):
         server.receive_data(piece, 0.0)
     events = []
     while (event := server.next_event()) is not None:
@@ -197,7 +181,7 @@ def handshake(data: bytes) -> None:
     client = ClientHandshake(digest=bool(flags & 16))
     client.data_to_send()
     try:
-        for piece in pieces(body, flags):
+        for piece in pieces(body, mode_from_flags(flags)):
             client.receive_data(piece)
             client.data_to_send()
     except ProtocolError:

@@ -20,15 +20,15 @@ from aiohttp import web
 
 from rtmpd.auth.service import Accepted, AuthConfig, AuthService, Lease, PublishAttempt
 from rtmpd.config import Config
-from rtmpd.events import Audio, AudioConfig, PublishRequest, Video, VideoConfig
 from rtmpd.hls import HlsConfig, HlsService, SegmentWritten, StreamPackager
+from rtmpd.rtmp.events import Audio, AudioConfig, PublishRequest, Video, VideoConfig
+from rtmpd.rtmp.session import SessionConfig
 from rtmpd.server import Accept, ConnectionInfo, PublishHandle, Reject, RtmpServer
-from rtmpd.session import SessionConfig
 from rtmpd.web import create_app, make_runner
 from rtmpd.web.guard import ConnectionGuard, GuardedSite
 from rtmpd.web.metrics import Metrics
 
-from .directory import LiveDirectory
+from .channels import ChannelDirectory
 
 log = logging.getLogger("rtmpd")
 
@@ -107,7 +107,7 @@ class Rtmpd:
             max_connections_per_ip=config.rtmp.max_connections_per_ip,
             log=logging.getLogger("rtmpd.rtmp"),
         )
-        self.directory = LiveDirectory(self.auth, self.hls)
+        self.directory = ChannelDirectory(self.auth, self.hls)
         #: HTTP connection caps and the request-head/keep-alive timeout (see rtmpd.web.guard).
         self.http_guard = ConnectionGuard(
             config.http.max_connections,
@@ -227,9 +227,10 @@ class Rtmpd:
             return Reject(decision.code, decision.description)
         self.metrics.publish_attempt("accepted")
         packager = self.hls.open_stream(decision.name)
-        self._pending[info.conn_id, request.stream_id] = Publish(
-            decision.name, packager, decision.lease
-        ), handle_ref
+        self._pending[info.conn_id, request.stream_id] = (
+            Publish(decision.name, packager, decision.lease),
+            handle_ref,
+        )
         return Accept(decision.name)
 
     def on_media(self, publish: PublishHandle, event: object) -> None:
@@ -325,5 +326,3 @@ def _why(exc: OSError) -> str:
     if exc.errno == errno.EACCES:
         return "permission denied (ports below 1024 need privileges)"
     return exc.strerror or str(exc)
-
-

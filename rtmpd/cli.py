@@ -102,8 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             config.database_path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            print(f"rtmpd: cannot create {config.database_path.parent}: {exc.strerror}",
-                  file=sys.stderr)
+            print(
+                f"rtmpd: cannot create {config.database_path.parent}: {exc.strerror}",
+                file=sys.stderr,
+            )
             return 1
         status: int = main_users(users_args, config.database_path, config.publish_url_hint())
         return status

@@ -18,8 +18,8 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from rtmpd.errors import ProtocolError
-from rtmpd.events import (
+from rtmpd.rtmp.errors import ProtocolError
+from rtmpd.rtmp.events import (
     Audio,
     AudioConfig,
     Connect,
@@ -32,7 +32,7 @@ from rtmpd.events import (
     Video,
     VideoConfig,
 )
-from rtmpd.session import ServerSession, SessionConfig
+from rtmpd.rtmp.session import ServerSession, SessionConfig
 
 MediaEvent = VideoConfig | Video | AudioConfig | Audio | Metadata
 _MEDIA = (Video, Audio, VideoConfig, AudioConfig, Metadata)

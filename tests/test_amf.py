@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from rtmpd import amf0, amf3, limits
-from rtmpd.amf0 import UNDEFINED, UNSUPPORTED, Date, EcmaArray, TypedObject, XmlDocument
-from rtmpd.errors import ProtocolError
-from rtmpd.messages import parse_command
+from rtmpd.rtmp import amf0, amf3, limits
+from rtmpd.rtmp.amf0 import UNDEFINED, UNSUPPORTED, Date, EcmaArray, TypedObject, XmlDocument
+from rtmpd.rtmp.errors import ProtocolError
+from rtmpd.rtmp.messages import parse_command
 
 
 def h(text: str) -> bytes:

@@ -12,9 +12,10 @@ from urllib.parse import parse_qsl
 
 import pytest
 from aiohttp import web
-from auth_fixtures import Disconnects, attempt, wait_until
 from rtmpd.auth import BAD_NAME, DENIED, TAKEN_OVER, Accepted, AuthConfig, AuthService, Denied
 from rtmpd.auth.callbacks import redirect_name
+
+from tests.support.auth import Disconnects, attempt, wait_until
 
 KEY = "J42ninLbjl2E2V8ePqy7"
 BANNED_KEY = "BannedKeyBannedKey00"

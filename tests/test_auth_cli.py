@@ -7,9 +7,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from auth_fixtures import run_cli
 from rtmpd.auth import Store
 from rtmpd.auth.cli import main_users
+
+from tests.support.auth import run_cli
 
 HINT = "rtmp://example.com:1935/app"
 

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from auth_fixtures import Clock, Disconnects, attempt, live_row, run_cli, wait_until
 from rtmpd.auth import (
     BAD_NAME,
     DENIED,
@@ -24,6 +23,8 @@ from rtmpd.auth import (
     Store,
 )
 from rtmpd.auth.limiter import FailureLimiter, client_host
+
+from tests.support.auth import Clock, Disconnects, attempt, live_row, run_cli, wait_until
 
 
 async def make_users(db: Path, *names: str) -> dict[str, str]:

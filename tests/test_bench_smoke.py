@@ -7,18 +7,15 @@ records with no errors, so the real runs (python -m bench.run ...) do not break 
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.hlswatch import HlsWatcher, parse_playlist, segment_lags  # noqa: E402
-from bench.loadgen import LoadGenerator, PreparedMedia, PublisherRecord, read_flv  # noqa: E402
-from bench.media import MediaSpec, ensure_media  # noqa: E402
-from bench.run import hot_spots  # noqa: E402
-from bench.servers import RtmpdServer, cpu_seconds, rss_bytes  # noqa: E402
+from bench.hlswatch import HlsWatcher, parse_playlist, segment_lags
+from bench.loadgen import LoadGenerator, PreparedMedia, PublisherRecord, read_flv
+from bench.media import MediaSpec, ensure_media
+from bench.run import hot_spots
+from bench.servers import RtmpdServer, cpu_seconds, rss_bytes
 
 TINY = MediaSpec(320, 240, 15, 2.0, 300_000, gop_seconds=1.0, preset="ultrafast")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rtmpd.buffer import ReceiveBuffer
-from rtmpd.errors import ProtocolError
+from rtmpd.rtmp.buffer import ReceiveBuffer
+from rtmpd.rtmp.errors import ProtocolError
 
 
 def test_reads_and_commit() -> None:

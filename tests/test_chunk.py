@@ -7,11 +7,12 @@ import logging
 from collections.abc import Iterator
 
 import pytest
-from core_fixtures import FEEDS, as_tuples, read_messages
 
-from rtmpd import limits
-from rtmpd.chunk import ChunkReader, ChunkWriter, basic_header, serialize_message
-from rtmpd.errors import ProtocolError
+from rtmpd.rtmp import limits
+from rtmpd.rtmp.chunk import ChunkReader, ChunkWriter, basic_header, serialize_message
+from rtmpd.rtmp.errors import ProtocolError
+from tests.support.core import as_tuples, read_messages
+from tests.support.pieces import FEEDS
 
 P300 = bytes(i % 256 for i in range(300))
 P200 = bytes((i * 7) % 256 for i in range(200))

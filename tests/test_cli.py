@@ -18,9 +18,7 @@ RTMPD = shutil.which("rtmpd", path=str(Path(sys.executable).parent)) or "rtmpd"
 
 
 def run(*args: str, cwd: Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [RTMPD, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run([RTMPD, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 def write_config(folder: Path, rtmp: str = "127.0.0.1:0", http: str = "127.0.0.1:0") -> Path:

@@ -11,14 +11,12 @@ from functools import cache
 from typing import Any
 
 import pytest
-from core_fixtures import client_events, drain, pump
-from media import FlvTag, make_flv, read_flv_tags
 
-from rtmpd import amf0
-from rtmpd.chunk import ChunkWriter, SerializedMessage, serialize_message
-from rtmpd.client import ClientSession, CommandResult, Connected, ServerCommand, StreamCreated
-from rtmpd.client import Status as ClientStatus
-from rtmpd.events import (
+from rtmpd.rtmp import amf0
+from rtmpd.rtmp.chunk import ChunkWriter, SerializedMessage, serialize_message
+from rtmpd.rtmp.client import ClientSession, CommandResult, Connected, ServerCommand, StreamCreated
+from rtmpd.rtmp.client import Status as ClientStatus
+from rtmpd.rtmp.events import (
     Audio,
     AudioConfig,
     Connect,
@@ -29,9 +27,11 @@ from rtmpd.events import (
     Video,
     VideoConfig,
 )
-from rtmpd.handshake import ClientHandshake
-from rtmpd.messages import ChunkStreamId, MessageType, ping_request
-from rtmpd.session import ServerSession
+from rtmpd.rtmp.handshake import ClientHandshake
+from rtmpd.rtmp.messages import ChunkStreamId, MessageType, ping_request
+from rtmpd.rtmp.session import ServerSession
+from tests.support.core import client_events, drain, pump
+from tests.support.media import FlvTag, make_flv, read_flv_tags
 
 
 @cache

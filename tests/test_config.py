@@ -85,8 +85,12 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("value", "host", "port"),
-    [("0.0.0.0:1935", "0.0.0.0", 1935), ("[::1]:80", "::1", 80), (":8080", "0.0.0.0", 8080),
-     ("localhost:0", "localhost", 0)],
+    [
+        ("0.0.0.0:1935", "0.0.0.0", 1935),
+        ("[::1]:80", "::1", 80),
+        (":8080", "0.0.0.0", 8080),
+        ("localhost:0", "localhost", 0),
+    ],
 )
 def test_addresses(value: str, host: str, port: int) -> None:
     addr = config.parse_address(value, "k")

@@ -8,32 +8,23 @@ import contextlib
 import math
 from typing import Any
 
-from core_fixtures import RawClient, drain, pump
 from hypothesis import HealthCheck, given, settings, target
 from hypothesis import event as note_event
 from hypothesis import strategies as st
 
-from rtmpd import amf0, amf3, flv, limits
-from rtmpd.chunk import ChunkReader, ChunkWriter
-from rtmpd.client import ClientSession
-from rtmpd.errors import ProtocolError
-from rtmpd.events import ProtocolViolation, PublishEnd, PublishRequest, TimedOut
-from rtmpd.handshake import ClientHandshake
-from rtmpd.messages import MessageType, set_chunk_size
-from rtmpd.session import ServerSession
+from rtmpd.rtmp import amf0, amf3, flv, limits
+from rtmpd.rtmp.chunk import ChunkReader, ChunkWriter
+from rtmpd.rtmp.client import ClientSession
+from rtmpd.rtmp.errors import ProtocolError
+from rtmpd.rtmp.events import ProtocolViolation, PublishEnd, PublishRequest, TimedOut
+from rtmpd.rtmp.handshake import ClientHandshake
+from rtmpd.rtmp.messages import MessageType, set_chunk_size
+from rtmpd.rtmp.session import ServerSession
+from tests.support.core import RawClient, drain, pump
+from tests.support.pieces import cut
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FEW = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def split(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    out, last = [], 0
-    for p in points:
-        out.append(data[last:p])
-        last = p
-    out.append(data[last:])
-    return out
 
 
 # --- chunk stream -----------------------------------------------------------------------------
@@ -64,7 +55,7 @@ def chunky(draw: st.DrawFn) -> bytes:
 def test_chunk_reader_never_crashes(data: bytes, cuts: list[int]) -> None:
     reader = ChunkReader(max_pending=1 << 20)
     try:
-        for piece in split(data, cuts):
+        for piece in cut(data, cuts):
             reader.feed(piece)
             while (msg := reader.next_message()) is not None:
                 assert len(msg.payload) <= limits.MAX_MESSAGE_SIZE
@@ -108,7 +99,7 @@ def test_writer_then_reader_round_trip(run: Any, cuts: list[int]) -> None:
             data += writer.write(2, MessageType.SET_CHUNK_SIZE, 0, 0, set_chunk_size(new_size))
             writer.set_chunk_size(new_size)
     got = []
-    for piece in split(data, cuts):
+    for piece in cut(data, cuts):
         reader.feed(piece)
         while (m := reader.next_message()) is not None:
             got.append((m.csid, m.msg_type, m.stream_id, m.timestamp, bytes(m.payload)))
@@ -230,7 +221,7 @@ def _check_closed_cleanly(server: ServerSession, events: list[Any]) -> None:
 def test_session_never_raises_after_publish(data: bytes, cuts: list[int]) -> None:
     _, server = _published()
     events = []
-    for piece in split(data, cuts):
+    for piece in cut(data, cuts):
         server.receive_data(piece, 1.0)
         events += drain(server)
     _check_closed_cleanly(server, events)
@@ -281,7 +272,7 @@ def test_session_never_raises_before_connect(data: bytes, cuts: list[int]) -> No
     hs.receive_data(server.data_to_send())
     server.receive_data(hs.data_to_send(), 0.0)
     events = []
-    for piece in split(data, cuts):
+    for piece in cut(data, cuts):
         server.receive_data(piece, 0.5)
         events += drain(server)
     assert all(isinstance(e, ProtocolViolation) for e in events)

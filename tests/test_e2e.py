@@ -11,11 +11,11 @@ from pathlib import Path
 import aiohttp
 import av
 import pytest
-from app_fixtures import HeldPublisher, media_tags, start_server
-from m3u8_validator import validate as validate_playlist
-from rtmp_fixtures import run_publisher
 
 from rtmpd.app import Rtmpd
+from tests.support.app import HeldPublisher, media_tags, start_server
+from tests.support.m3u8_validator import validate as validate_playlist
+from tests.support.publisher import run_publisher
 
 
 @pytest.fixture

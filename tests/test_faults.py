@@ -20,9 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from app_fixtures import make_config, start_server
-from hls_fixtures import decode_segment
-from hostile_fixtures import (
+from rtmpd.hls import packager as packager_module
+from rtmpd.hls.muxer import SegmentMuxer
+
+from rtmpd.app import Rtmpd
+from rtmpd.rtmp.limits import MAX_CONFIG_SIZE
+from rtmpd.rtmp.session import SessionConfig
+from tests.support.app import make_config, start_server
+from tests.support.hls import decode_segment
+from tests.support.hostile import (
     Publisher,
     Stream,
     lines,
@@ -34,14 +40,8 @@ from hostile_fixtures import (
     tags_of,
     until,
 )
-from m3u8_validator import validate
-from media import TAG_AUDIO, TAG_VIDEO, FlvTag
-from rtmpd.hls import packager as packager_module
-from rtmpd.hls.muxer import SegmentMuxer
-
-from rtmpd.app import Rtmpd
-from rtmpd.limits import MAX_CONFIG_SIZE
-from rtmpd.session import SessionConfig
+from tests.support.m3u8_validator import validate
+from tests.support.media import TAG_AUDIO, TAG_VIDEO, FlvTag
 
 RTMPD = shutil.which("rtmpd", path=str(Path(sys.executable).parent)) or "rtmpd"
 START = "NetStream.Publish.Start"

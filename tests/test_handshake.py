@@ -8,10 +8,9 @@ import hmac
 import struct
 
 import pytest
-from rtmp_fixtures import run_publisher
 
-from rtmpd.errors import HandshakeError, ProtocolError
-from rtmpd.handshake import (
+from rtmpd.rtmp.errors import HandshakeError, ProtocolError
+from rtmpd.rtmp.handshake import (
     CLIENT_KEY,
     CLIENT_PARTIAL_KEY,
     PACKET_SIZE,
@@ -23,6 +22,7 @@ from rtmpd.handshake import (
     ServerHandshake,
     find_digest,
 )
+from tests.support.publisher import run_publisher
 
 KEY_TAIL = bytes.fromhex("f0eec24a8068bee82e00d0d1029e7e576eec5d2d29806fab93b8e636cfeb31ae")
 

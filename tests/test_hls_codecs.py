@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from hls_fixtures import Event, encode_h264, media
 from rtmpd.hls.codecs import _unescape, parse_asc, parse_avcc, parse_sps
+
+from tests.support.hls import Event, encode_h264, media
 
 
 def avcc_of(events: Sequence[Event]) -> bytes:

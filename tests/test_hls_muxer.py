@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hls_fixtures import decode_segment, media, shift
 from rtmpd.hls.muxer import SegmentMuxer, audio_template, video_template
+
+from tests.support.hls import decode_segment, media, shift
 
 EVENTS = media(seconds=4)
 AVCC = next(e[2] for e in EVENTS if e[0] == "video_config")

@@ -11,7 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hls_fixtures import (
+from rtmpd.hls import HlsConfig, HlsService, StreamPackager
+from rtmpd.hls import packager as packager_module
+from rtmpd.hls.muxer import SegmentMuxer
+
+from tests.support.hls import (
     FakeClock,
     Recorder,
     decode_segment,
@@ -21,10 +25,7 @@ from hls_fixtures import (
     shift,
     span_ms,
 )
-from m3u8_validator import MediaPlaylist, PlaylistSegment
-from rtmpd.hls import HlsConfig, HlsService, StreamPackager
-from rtmpd.hls import packager as packager_module
-from rtmpd.hls.muxer import SegmentMuxer
+from tests.support.m3u8_validator import MediaPlaylist, PlaylistSegment
 
 Factory = Callable[..., tuple[HlsService, Recorder, FakeClock]]
 FOUR = {"seconds": 4}  # 4 s, 25 fps, 1 s GOP, AAC 44.1 kHz stereo

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from m3u8_validator import PlaylistError, PlaylistHistory, parse, validate
 from rtmpd.hls.playlist import (
     PlaylistWindow,
     Segment,
@@ -12,6 +11,8 @@ from rtmpd.hls.playlist import (
     render,
     target_duration_for,
 )
+
+from tests.support.m3u8_validator import PlaylistError, PlaylistHistory, parse, validate
 
 T0 = 1477168823.630
 

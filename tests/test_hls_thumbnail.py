@@ -7,8 +7,9 @@ from pathlib import Path
 
 import av
 import pytest
-from hls_fixtures import encode_h264, feed, media
 from rtmpd.hls import HlsConfig, HlsService, Keyframe, keyframe_to_jpeg
+
+from tests.support.hls import encode_h264, feed, media
 
 
 def latest_keyframe(tmp_path: Path, **media_args: object) -> Keyframe:

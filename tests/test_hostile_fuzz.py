@@ -5,29 +5,16 @@ invariant). The long runs are `-m slow` here and atheris (fuzz/run.py) off CI.""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rtmpd.hls.segmenter import Action, Segmenter, Track
 
+from fuzz import targets
+
 FUZZ = Path(__file__).resolve().parents[1] / "fuzz"
-
-
-def _load_targets() -> Any:
-    spec = importlib.util.spec_from_file_location("rtmpd_fuzz_targets", FUZZ / "targets.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-targets = _load_targets()
 NAMES = sorted(targets.TARGETS)
 INPUTS = sorted(
     p for kind in ("corpus", "crashes") for p in FUZZ.glob(f"{kind}/*/*") if p.is_file()

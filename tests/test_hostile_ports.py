@@ -12,8 +12,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from app_fixtures import make_config, start_server
-from hostile_fixtures import (
+from rtmpd.web.guard import ConnectionGuard
+
+from rtmpd.app import FD_RESERVE, Rtmpd
+from rtmpd.rtmp.client import ClientSession, Status
+from rtmpd.rtmp.session import SessionConfig
+from tests.support.app import make_config, start_server
+from tests.support.hostile import (
     Publisher,
     Stream,
     lines,
@@ -23,12 +28,7 @@ from hostile_fixtures import (
     split_at,
     until,
 )
-from media import FlvTag
-from rtmpd.web.guard import ConnectionGuard
-
-from rtmpd.app import FD_RESERVE, Rtmpd
-from rtmpd.client import ClientSession, Status
-from rtmpd.session import SessionConfig
+from tests.support.media import FlvTag
 
 START = "NetStream.Publish.Start"
 ATTACKER = "127.0.0.9"

@@ -7,10 +7,10 @@ import struct
 
 import pytest
 
-from rtmpd import flv, limits, messages
-from rtmpd.errors import ProtocolError
-from rtmpd.flv import fourcc
-from rtmpd.messages import PeerBandwidthLimit, UserControlEvent
+from rtmpd.rtmp import flv, limits, messages
+from rtmpd.rtmp.errors import ProtocolError
+from rtmpd.rtmp.flv import fourcc
+from rtmpd.rtmp.messages import PeerBandwidthLimit, UserControlEvent
 
 
 def h(text: str) -> bytes:

@@ -37,6 +37,7 @@ def test_wheel_holds_only_rtmpd_with_templates_and_static_files(tmp_path: Path) 
     tops = {name.split("/")[0] for name in names}
     assert tops == {"rtmpd", next(t for t in tops if t.endswith(".dist-info"))}
     for needed in (
+        "rtmpd/rtmp/session.py",
         "rtmpd/hls/packager.py",
         "rtmpd/auth/store.py",
         "rtmpd/web/app.py",

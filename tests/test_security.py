@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from app_fixtures import start_server
-from hostile_fixtures import Publisher, Stream, lines, small_tags, until
-from rtmp_fixtures import run_publisher
 from rtmpd.auth.keys import new_key
 
 from rtmpd.app import Rtmpd
-from rtmpd.chunk import serialize_message
-from rtmpd.handshake import ClientHandshake
-from rtmpd.messages import MessageType, encode_command
+from rtmpd.rtmp.chunk import serialize_message
+from rtmpd.rtmp.handshake import ClientHandshake
+from rtmpd.rtmp.messages import MessageType, encode_command
+from tests.support.app import start_server
+from tests.support.hostile import Publisher, Stream, lines, small_tags, until
+from tests.support.publisher import run_publisher
 
 FindLeaks = Callable[[Iterable[str], dict[str, list[str]]], list[str]]
 

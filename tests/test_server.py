@@ -10,12 +10,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from media import make_flv, read_flv_tags
-from rtmp_fixtures import make_flv_shifted, run_publisher, start_publisher
 
-from rtmpd.chunk import serialize_message
-from rtmpd.client import ClientEvent, ClientSession, Status, StreamCreated
-from rtmpd.events import (
+from rtmpd.rtmp.chunk import serialize_message
+from rtmpd.rtmp.client import ClientEvent, ClientSession, Status, StreamCreated
+from rtmpd.rtmp.events import (
     Audio,
     AudioConfig,
     Metadata,
@@ -23,10 +21,12 @@ from rtmpd.events import (
     Video,
     VideoConfig,
 )
-from rtmpd.handshake import ClientHandshake
-from rtmpd.messages import MessageType, encode_command
+from rtmpd.rtmp.handshake import ClientHandshake
+from rtmpd.rtmp.messages import MessageType, encode_command
+from rtmpd.rtmp.session import SessionConfig
 from rtmpd.server import Accept, ConnectionInfo, PublishHandle, Reject, RtmpServer
-from rtmpd.session import SessionConfig
+from tests.support.media import make_flv, read_flv_tags
+from tests.support.publisher import make_flv_shifted, run_publisher, start_publisher
 
 KEY = "sk9Xq2secretstreamkey"
 SMALL: dict[str, Any] = {"seconds": 1.0, "fps": 25, "width": 160, "height": 120}
@@ -141,7 +141,7 @@ async def until(check: Callable[[], bool], timeout: float = 15.0) -> None:
 async def raw_handshake(
     port: int, source: str = "127.0.0.1"
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Connect and complete a digest handshake with nothing but rtmpd.handshake."""
+    """Connect and complete a digest handshake with nothing but rtmpd.rtmp.handshake."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
     hs = ClientHandshake(digest=True)
     writer.write(hs.data_to_send())
@@ -167,7 +167,7 @@ async def closed_by_server(reader: asyncio.StreamReader, timeout: float = 10.0) 
 
 
 class RawClient:
-    """rtmpd.client.ClientSession over a real socket, for what FFmpeg will not do."""
+    """rtmpd.rtmp.client.ClientSession over a real socket, for what FFmpeg will not do."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer

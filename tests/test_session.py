@@ -4,11 +4,10 @@ state transitions, limits, timers, and hostile input turning into ProtocolViolat
 from __future__ import annotations
 
 import pytest
-from core_fixtures import FEEDS, RawClient, drain, real_configs
 
-from rtmpd import amf0, limits, messages
-from rtmpd.chunk import Message
-from rtmpd.events import (
+from rtmpd.rtmp import amf0, limits, messages
+from rtmpd.rtmp.chunk import Message
+from rtmpd.rtmp.events import (
     Audio,
     AudioConfig,
     Connect,
@@ -21,8 +20,10 @@ from rtmpd.events import (
     Video,
     VideoConfig,
 )
-from rtmpd.messages import MessageType, encode_command, encode_data, parse_command
-from rtmpd.session import ConnState, ServerSession, SessionConfig, StreamState
+from rtmpd.rtmp.messages import MessageType, encode_command, encode_data, parse_command
+from rtmpd.rtmp.session import ConnState, ServerSession, SessionConfig, StreamState
+from tests.support.core import RawClient, drain, real_configs
+from tests.support.pieces import FEEDS
 
 
 def h(text: str) -> bytes:
@@ -587,7 +588,7 @@ def test_no_publish_timeout() -> None:
 
 
 def test_transitions_table_is_consistent() -> None:
-    from rtmpd.session import STREAM_TRANSITIONS
+    from rtmpd.rtmp.session import STREAM_TRANSITIONS
 
     reachable = {StreamState.IDLE} | set(STREAM_TRANSITIONS.values())
     assert set(StreamState) == reachable

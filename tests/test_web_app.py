@@ -17,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from rtmpd.web import Metrics, StreamStats
 from rtmpd.web.thumbnails import ThumbnailCache
 from rtmpd.web.viewers import ViewerTracker
-from web_fixtures import MemoryDirectory, serve
+
+from tests.support.web import MemoryDirectory, serve
 
 STATS = StreamStats("avc1.64001f", 1280, 720, 30.0, 2500.0, "mp4a.40.2", 44100, 2, 128.0)
 EVIL = '"><script>alert(1)</script>'

@@ -13,11 +13,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from browser.cdp import HLSJS, Page, chromium
-from media import TAG_AUDIO, TAG_VIDEO, FlvTag, make_flv, read_flv_tags
 from rtmpd.hls import HlsConfig, HlsService, Keyframe, StreamPackager, keyframe_to_jpeg
 from rtmpd.web import StreamStats
-from web_fixtures import MemoryDirectory, Served, serve
+
+from tests.support.browser.cdp import HLSJS, Page, chromium
+from tests.support.media import TAG_AUDIO, TAG_VIDEO, FlvTag, make_flv, read_flv_tags
+from tests.support.web import MemoryDirectory, Served, serve
 
 pytestmark = pytest.mark.browser
 

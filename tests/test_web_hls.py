@@ -10,7 +10,8 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
-from web_fixtures import raw_get, raw_request, serve
+
+from tests.support.web import raw_get, raw_request, serve
 
 # 2024-01-02 03:04:05 UTC: the reference nginx 1.22 (shared/reference/nginx-rtmp.sh, the seed's
 # server block) answered for a 1000-byte segment with this mtime: ETag "65937d25-3e8".

@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
-from media import make_flv, read_flv_tags
-
-from rtmpd.chunk import ChunkReader, ChunkWriter, Message
-from rtmpd.client import ClientEvent, ClientSession
-from rtmpd.events import Event
-from rtmpd.handshake import ClientHandshake
-from rtmpd.messages import ChunkStreamId, MessageType, encode_command
-from rtmpd.session import ServerSession
-
-#: How a byte string is delivered: all at once, one byte at a time, or in 7-byte pieces.
-FEEDS = ["whole", "bytewise", "sevens"]
-
-
-def pieces(data: bytes, mode: str) -> Iterator[bytes]:
-    if mode == "whole":
-        yield data
-    elif mode == "bytewise":
-        for i in range(len(data)):
-            yield data[i : i + 1]
-    elif mode == "sevens":
-        for i in range(0, len(data), 7):
-            yield data[i : i + 7]
-    else:
-        raise ValueError(mode)
+from rtmpd.rtmp.chunk import ChunkReader, ChunkWriter, Message
+from rtmpd.rtmp.client import ClientEvent, ClientSession
+from rtmpd.rtmp.events import Event
+from rtmpd.rtmp.handshake import ClientHandshake
+from rtmpd.rtmp.messages import ChunkStreamId, MessageType, encode_command
+from rtmpd.rtmp.session import ServerSession
+from tests.support.media import make_flv, read_flv_tags
+from tests.support.pieces import pieces
 
 
 def read_messages(data: bytes, mode: str, reader: ChunkReader | None = None) -> list[Message]:

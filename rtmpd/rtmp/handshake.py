@@ -18,7 +18,7 @@ import hmac
 import os
 import struct
 
-from rtmpd.errors import HandshakeError
+from rtmpd.rtmp.errors import HandshakeError
 
 RTMP_VERSION = 3
 PACKET_SIZE = 1536

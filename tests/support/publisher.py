@@ -4,7 +4,7 @@ Why a process and not a thread: PyAV opens the output (`avio_open`, which for rt
 whole handshake/connect/publish exchange) while holding the GIL, so an asyncio server in the
 same process could never answer it. Run as a script, this module publishes once:
 
-    python rtmp_fixtures.py URL '{"seconds": 1, ...}' [OFFSET_MS]
+    python -m tests.support.publisher URL '{"seconds": 1, ...}' [OFFSET_MS]
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import av
-from media import encode_into
 
-HERE = Path(__file__).resolve().parent
+from tests.support.media import encode_into
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class _Shifted:
@@ -64,12 +65,14 @@ async def start_publisher(url: str, *, offset_ms: int = 0, **media: Any) -> Proc
     """Start publishing generated media to `url` from a child process (stderr piped)."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
-        str(HERE / "rtmp_fixtures.py"),
+        "-m",
+        "tests.support.publisher",
         url,
         json.dumps(media),
         str(offset_ms),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
     )
 
 

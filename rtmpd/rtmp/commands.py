@@ -3,7 +3,7 @@
 connect, releaseStream, FCPublish, createStream, publish, play, FCUnpublish, closeStream and
 deleteStream each have a handler below; replies and notifications a peer sends (`_QUIET`) are
 ignored, and any other command is answered with `_error` (NetConnection.Call.Failed). Every
-state change goes through the tables in `rtmpd.states`, so a command the current state does not
+state change goes through the tables in `rtmpd.rtmp.states`, so a command the current state does not
 allow raises ProtocolError, which the session turns into a ProtocolViolation.
 """
 

@@ -1,7 +1,7 @@
 """The server side of one RTMP connection, sans-I/O: bytes and time in, events and bytes out.
 
-The glue of three layers: `rtmpd.states` holds the rules (states, transition tables, and why
-they are what they are), `rtmpd.commands` answers NetConnection/NetStream commands, and this
+The glue of three layers: `rtmpd.rtmp.states` holds the rules (states, transition tables, and why
+they are what they are), `rtmpd.rtmp.commands` answers NetConnection/NetStream commands, and this
 module feeds bytes through the handshake and the chunk reader, dispatches messages, turns media
 into events (the hot path) and runs the timers.
 

@@ -10,7 +10,7 @@ from rtmpd.hls import HlsService, Keyframe, keyframe_to_jpeg
 from rtmpd.web.directory import Channel, StreamStats
 
 
-class LiveDirectory:
+class ChannelDirectory:
     """Implements `rtmpd.web.directory.Directory`."""
 
     def __init__(self, auth: AuthService, hls: HlsService) -> None:

@@ -11,11 +11,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from media import TAG_AUDIO, TAG_VIDEO, FlvTag, make_flv, read_flv_tags
-
 from rtmpd.app import Rtmpd
-from rtmpd.client import ClientSession, Status
 from rtmpd.config import from_dict
+from rtmpd.rtmp.client import ClientSession, Status
+from tests.support.media import TAG_AUDIO, TAG_VIDEO, FlvTag, make_flv, read_flv_tags
 
 
 def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Any:

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from app_fixtures import HeldPublisher, media_tags
-from m3u8_validator import MediaPlaylist, validate
-from media import TAG_AUDIO, TAG_VIDEO, FlvTag
 
 from rtmpd.app import Rtmpd
+from tests.support.app import HeldPublisher, media_tags
+from tests.support.m3u8_validator import MediaPlaylist, validate
+from tests.support.media import TAG_AUDIO, TAG_VIDEO, FlvTag
 
 SMALL: dict[str, Any] = {"fps": 25, "width": 160, "height": 120, "gop": 25}
 

@@ -13,9 +13,10 @@ from typing import Any
 import av
 import av.logging
 import numpy as np
-from m3u8_validator import MediaPlaylist, PlaylistHistory
-from media import TAG_AUDIO, TAG_VIDEO, make_flv, read_flv_tags
 from rtmpd.hls import HlsService, SegmentWritten
+
+from tests.support.m3u8_validator import MediaPlaylist, PlaylistHistory
+from tests.support.media import TAG_AUDIO, TAG_VIDEO, make_flv, read_flv_tags
 
 Event = tuple[Any, ...]  # ("video", ts, cto, key, data) | ("video_config", ts, avcc) | ...
 

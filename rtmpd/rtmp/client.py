@@ -4,7 +4,7 @@ Used by the tests (driven against a ServerSession without sockets) and by the be
 generator. Calls queue what they can: `connect`, `create_stream` and `publish` may all be made
 before the handshake is done, and `publish` waits for createStream's stream id. Media goes out
 as given (timestamps are unbounded ints, sent modulo 2**32). For many publishers sending the
-same media, cut each frame once with `rtmpd.chunk.serialize_message` (fmt 0 header, so it
+same media, cut each frame once with `rtmpd.rtmp.chunk.serialize_message` (fmt 0 header, so it
 needs no per-connection context) and hand it to `send_serialized`: no per-client copy.
 
 Anything malformed from the server raises ProtocolError out of `receive_data`.

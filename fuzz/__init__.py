@@ -1,0 +1,1 @@
+"""Fuzz targets for the parsers, their seed corpus and the atheris runner."""

@@ -1,0 +1,6 @@
+"""The RTMP protocol core, sans-I/O: bytes and time in, events and bytes out.
+
+One module per wire layer (buffer, handshake, chunk, amf0/amf3, messages, flv), the session
+state machine (states, commands, session) and a publishing client. Nothing here imports
+asyncio, sqlite, PyAV or aiohttp; `rtmpd.server` is the one module that joins it to sockets.
+"""

@@ -1,0 +1,1 @@
+"""The rtmpd test suite."""
