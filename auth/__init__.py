@@ -1,7 +1,8 @@
 """Accounts, stream keys, live state and publish decisions."""
 
+from .config import AuthConfig, DatabaseConfig, Duplicate
 from .model import BAD_NAME, DENIED, Channel, Denied, PublishAttempt
-from .service import TAKEN_OVER, Accepted, AuthConfig, AuthService, Lease
+from .service import TAKEN_OVER, Accepted, AuthService, Lease
 from .store import (
     InvalidName,
     NameTaken,
@@ -21,7 +22,9 @@ __all__ = [
     "AuthConfig",
     "AuthService",
     "Channel",
+    "DatabaseConfig",
     "Denied",
+    "Duplicate",
     "InvalidName",
     "Lease",
     "NameTaken",

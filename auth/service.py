@@ -20,6 +20,7 @@ from typing import Any
 
 from . import keys
 from .callbacks import CallbackAccept, CallbackClient
+from .config import AuthConfig, Duplicate
 from .limiter import FailureLimiter, client_host
 from .model import (
     ALREADY_LIVE,
@@ -36,23 +37,13 @@ from .names import valid_path_name, valid_public_name
 from .store import Store, StoreError
 
 TAKEN_OVER = "taken over by a new connection"
+#: Seconds between checks for bans, removals and new keys made by other processes.
+REVOKE_POLL = 0.5
+#: Seconds a database write waits for another writer before the decision is "unavailable".
+DB_BUSY_TIMEOUT = 5.0
 
-__all__ = ["Accepted", "AuthConfig", "AuthService", "Channel", "Denied", "Lease",
+__all__ = ["Accepted", "AuthService", "Channel", "Denied", "Lease",
            "PublishAttempt", "TAKEN_OVER"]  # fmt: skip
-
-
-@dataclass(slots=True)
-class AuthConfig:
-    app: str = "app"
-    duplicate: str = "takeover"  # "takeover" | "reject"
-    on_publish: str | None = None
-    on_publish_done: str | None = None
-    callback_timeout: float = 10.0
-    max_failures: int = 5
-    failure_window: float = 60.0
-    backoff: float = 60.0
-    revoke_poll: float = 0.5
-    db_busy_timeout: float = 5.0
 
 
 class Lease:
@@ -120,22 +111,28 @@ class AuthService:
         config: AuthConfig,
         db_path: Path,
         *,
+        app: str = "app",
+        revoke_poll: float = REVOKE_POLL,
+        db_busy_timeout: float = DB_BUSY_TIMEOUT,
         clock: Callable[[], float] = time.time,
         log: logging.Logger | None = None,
     ) -> None:
-        if config.duplicate not in ("takeover", "reject"):
-            raise ValueError(f"duplicate must be 'takeover' or 'reject', not {config.duplicate!r}")
         self.config = config
+        self.app = app
+        self._revoke_poll = revoke_poll
         self._clock = clock
         self._log = log or logging.getLogger("rtmpd.auth")
-        self.store = Store(db_path, busy_timeout=config.db_busy_timeout, clock=clock)
+        self.store = Store(db_path, busy_timeout=db_busy_timeout, clock=clock)
         self._limiter = FailureLimiter(
             config.max_failures, config.failure_window, config.backoff, clock=clock
         )
         self._callbacks: CallbackClient | None = None
         if config.on_publish:
             self._callbacks = CallbackClient(
-                config.on_publish, config.on_publish_done, config.callback_timeout, self._log
+                config.on_publish,
+                config.on_publish_done or None,
+                config.callback_timeout,
+                self._log,
             )
         self._live: dict[str, Lease] = {}
         self._turns: dict[str, list[Any]] = {}  # host -> [lock, holders and waiters]
@@ -191,7 +188,7 @@ class AuthService:
             return RATE_LIMITED
         key, _, extra = attempt.key.partition("?")  # defensive: the caller already split it
         query = attempt.query or extra
-        if _app_name(attempt.app) != self.config.app:
+        if _app_name(attempt.app) != self.app:
             return self._failed(host, key, UNKNOWN_APP)
         if self._callbacks is not None:
             return await self._authorize_callback(attempt, key, query, host, disconnect)
@@ -256,7 +253,7 @@ class AuthService:
     async def _grant(self, lease: Lease, addr: str, key: str) -> Accepted | Denied:
         async with self._accept_lock:
             current = self._live.get(lease.name)
-            if current is not None and self.config.duplicate == "reject":
+            if current is not None and self.config.duplicate is Duplicate.REJECT:
                 self._log.info("publish to %s from %s refused: already live", lease.name, addr)
                 return ALREADY_LIVE
             if self._callbacks is None:
@@ -313,7 +310,7 @@ class AuthService:
 
     async def _watch(self) -> None:
         while True:
-            await asyncio.sleep(self.config.revoke_poll)
+            await asyncio.sleep(self._revoke_poll)
             try:
                 await self._retry_pending_clears()
                 await self.check_revocations()

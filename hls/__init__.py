@@ -3,7 +3,8 @@
 Takes ints, bytes and paths only: it never imports the RTMP core, auth or web.
 """
 
-from .model import HlsConfig, Keyframe, SegmentWritten, StreamInfo
+from .config import HlsConfig, Naming
+from .model import Keyframe, SegmentWritten, StreamInfo
 from .packager import StreamPackager
 from .service import HlsService
 from .thumbnail import keyframe_to_jpeg
@@ -12,6 +13,7 @@ __all__ = [
     "HlsConfig",
     "HlsService",
     "Keyframe",
+    "Naming",
     "SegmentWritten",
     "StreamInfo",
     "StreamPackager",

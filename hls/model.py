@@ -1,54 +1,9 @@
-"""The values the HLS package exchanges with its callers: configuration, segment events and
-stream info. Plain data, no behaviour beyond validation."""
+"""The values the HLS package exchanges with its callers: segment events and stream info.
+Plain data, no behaviour."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-
-NAMINGS = ("system", "sequential", "timestamp")
-
-
-@dataclass(slots=True)
-class HlsConfig:
-    """HLS output settings; times in seconds. Names follow nginx-rtmp's hls_* directives:
-    `naming` is hls_fragment_naming ("system": wall-clock ms of the segment start,
-    "sequential": media sequence number, "timestamp": stream ms); `grace` is how long a
-    finished stream's files stay before they are removed."""
-
-    path: Path
-    fragment: float = 5.0
-    playlist_length: float = 30.0
-    naming: str = "system"
-    nested: bool = True
-    cleanup: bool = True
-    endlist: bool = True
-    max_fragment: float | None = None  # None: 10 x fragment
-    max_segment_bytes: int = 64 * 1024 * 1024
-    grace: float | None = None  # None: 2 x playlist_length
-
-    def __post_init__(self) -> None:
-        self.path = Path(self.path)
-        if not self.fragment > 0:
-            raise ValueError("hls fragment must be positive")
-        if self.playlist_length < self.fragment:
-            raise ValueError("hls playlist_length must be at least one fragment")
-        if self.naming not in NAMINGS:
-            raise ValueError(f"hls naming must be one of {', '.join(NAMINGS)}")
-        if self.max_fragment is not None and self.max_fragment < self.fragment:
-            raise ValueError("hls max_fragment must be at least fragment")
-        if self.max_segment_bytes <= 0:
-            raise ValueError("hls max_segment_bytes must be positive")
-        if self.grace is not None and self.grace < 0:
-            raise ValueError("hls grace must not be negative")
-
-    @property
-    def effective_max_fragment(self) -> float:
-        return self.max_fragment if self.max_fragment is not None else 10 * self.fragment
-
-    @property
-    def effective_grace(self) -> float:
-        return self.grace if self.grace is not None else 2 * self.playlist_length
 
 
 @dataclass(frozen=True, slots=True)

@@ -157,7 +157,11 @@ class StreamPackager:
         self._seg.configure(_AUDIO, changed=True)
 
     def video(
-        self, timestamp: int, composition_offset: int, keyframe: bool, data: bytes | memoryview
+        self,
+        timestamp: int,
+        composition_offset: int,
+        keyframe: bool,
+        data: bytes | bytearray | memoryview,
     ) -> None:
         if self._vtemplate is None or self._done:
             if not self._done:
@@ -191,7 +195,7 @@ class StreamPackager:
             except _MEDIA_ERRORS as exc:
                 self._mux_failed(seg, exc)
 
-    def audio(self, timestamp: int, data: bytes | memoryview) -> None:
+    def audio(self, timestamp: int, data: bytes | bytearray | memoryview) -> None:
         if self._atemplate is None or self._done:
             if not self._done:
                 self._warn("audio", "dropping audio: no usable AAC sequence header")

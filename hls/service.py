@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 
-from .model import HlsConfig, SegmentWritten, StreamInfo
+from .config import HlsConfig
+from .model import SegmentWritten, StreamInfo
 from .packager import NameState, OpenSegment, StreamPackager
 from .playlist import PlaylistWindow
 from .storage import TEMP_SUFFIX, Layout, check_name, unlink_quietly

@@ -15,12 +15,13 @@ import logging
 import resource
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
 
-from rtmpd.auth.service import Accepted, AuthConfig, AuthService, Lease, PublishAttempt
+from rtmpd.auth.service import Accepted, AuthService, Lease, PublishAttempt
 from rtmpd.config import Config
-from rtmpd.hls import HlsConfig, HlsService, SegmentWritten, StreamPackager
+from rtmpd.hls import HlsService, SegmentWritten, StreamPackager
 from rtmpd.rtmp.events import Audio, AudioConfig, PublishRequest, Video, VideoConfig
 from rtmpd.rtmp.session import SessionConfig
 from rtmpd.server import Accept, ConnectionInfo, PublishHandle, Reject, RtmpServer
@@ -66,36 +67,13 @@ class Rtmpd:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.metrics = Metrics()
-        hls = config.hls
         self.hls = HlsService(
-            HlsConfig(
-                path=config.hls_path,
-                fragment=hls.fragment,
-                playlist_length=hls.playlist_length,
-                naming=hls.naming,
-                nested=hls.nested,
-                cleanup=hls.cleanup,
-                endlist=hls.endlist,
-                max_fragment=hls.max_fragment or None,
-                max_segment_bytes=hls.max_segment_bytes,
-                grace=hls.grace or None,
-            ),
-            on_segment=self._segment_written,
-            log=logging.getLogger("rtmpd.hls"),
+            config.hls, on_segment=self._segment_written, log=logging.getLogger("rtmpd.hls")
         )
-        auth = config.auth
         self.auth = AuthService(
-            AuthConfig(
-                app=config.rtmp.app,
-                duplicate=auth.duplicate,
-                on_publish=auth.on_publish or None,
-                on_publish_done=auth.on_publish_done or None,
-                callback_timeout=auth.callback_timeout,
-                max_failures=auth.max_failures,
-                failure_window=auth.failure_window,
-                backoff=auth.backoff,
-            ),
-            config.database_path,
+            config.auth,
+            config.database.path,
+            app=config.rtmp.app,
             log=logging.getLogger("rtmpd.auth"),
         )
         self.rtmp = RtmpServer(
@@ -160,7 +138,7 @@ class Rtmpd:
             hlsjs_url=self.config.web.hlsjs_url,
             metrics=self.metrics,
             access_log=logging.getLogger("rtmpd.access") if self.config.http.access_log else None,
-            hlsjs_file=self.config.resolve(web_cfg.hlsjs_file) if web_cfg.hlsjs_file else None,
+            hlsjs_file=Path(web_cfg.hlsjs_file) if web_cfg.hlsjs_file else None,
         )
         self._runner = make_runner(
             app, handle_signals=False, keepalive_timeout=self.http_keepalive_timeout

@@ -1,25 +1,42 @@
-"""Configuration: TOML in, one frozen tree of dataclasses out, with every default in code.
+"""Configuration: one TOML file, each section loaded straight into the object of the layer that
+owns it and checked once, there (msgspec does the typed, strict loading).
 
 The file is `-c FILE`, else `./rtmpd.toml` when present, else the built-in defaults. Relative
 paths resolve against the config file's folder (the working directory without a file). A bad
 file stops start-up with one line naming the key: operators fix what the message names.
+
+- [rtmp], [http], [log]: `RtmpSection`, `HttpSection`, `LogSection` here (the listeners and
+  the log, which the composition root opens);
+- [hls]: `rtmpd.hls.HlsConfig` (the packager);
+- [auth], [database]: `rtmpd.auth.AuthConfig`, `rtmpd.auth.DatabaseConfig` (publish decisions);
+- [web]: `rtmpd.web.WebConfig` (the pages).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 import tomllib
+import typing
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from rtmpd.auth.config import AuthConfig, DatabaseConfig
+from rtmpd.hls.config import HlsConfig
+from rtmpd.web.config import WebConfig
 
 DEFAULT_FILE = "rtmpd.toml"
-DEFAULT_DATA = "rtmpd-data"
-DEFAULT_HLSJS_URL = "https://cdn.jsdelivr.net/npm/hls.js@1/dist/hls.min.js"
+
+Count = Annotated[int, msgspec.Meta(ge=0)]
+Seconds = Annotated[float, msgspec.Meta(ge=0)]
 
 
-class ConfigError(Exception):
+class ConfigError(ValueError):
     """The configuration cannot be used; the message names the key or the cause."""
 
 
@@ -30,120 +47,6 @@ class Address:
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class RtmpSection:
-    listen: str = "0.0.0.0:1935"
-    app: str = "app"
-    allow_play: bool = False
-    max_connections: int = 1000
-    max_connections_per_ip: int = 50
-
-
-@dataclass(frozen=True, slots=True)
-class HttpSection:
-    listen: str = "0.0.0.0:8080"
-    access_log: bool = True
-    keepalive_timeout: float = 15.0
-    max_connections: int = 4096
-    max_connections_per_ip: int = 256
-
-
-@dataclass(frozen=True, slots=True)
-class HlsSection:
-    path: str = f"{DEFAULT_DATA}/hls"
-    fragment: float = 5.0
-    playlist_length: float = 30.0
-    naming: str = "system"
-    nested: bool = True
-    cleanup: bool = True
-    endlist: bool = True
-    max_fragment: float = 0.0  # 0: ten fragments, as nginx-rtmp
-    max_segment_bytes: int = 64 * 1024 * 1024
-    grace: float = 0.0  # 0: two playlist lengths
-
-
-@dataclass(frozen=True, slots=True)
-class DatabaseSection:
-    path: str = f"{DEFAULT_DATA}/rtmpd.sqlite3"
-
-
-@dataclass(frozen=True, slots=True)
-class AuthSection:
-    duplicate: str = "takeover"
-    on_publish: str = ""
-    on_publish_done: str = ""
-    callback_timeout: float = 10.0
-    max_failures: int = 5
-    failure_window: float = 60.0
-    backoff: float = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class WebSection:
-    hlsjs_url: str = DEFAULT_HLSJS_URL
-    hlsjs_file: str = ""  # a local hls.min.js to serve instead of hlsjs_url (self-hosting)
-    # Shown to streamers by `rtmpd users add`; derived from [rtmp] when empty.
-    public_rtmp_url: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class LogSection:
-    level: str = "info"
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    rtmp: RtmpSection = field(default_factory=RtmpSection)
-    http: HttpSection = field(default_factory=HttpSection)
-    hls: HlsSection = field(default_factory=HlsSection)
-    database: DatabaseSection = field(default_factory=DatabaseSection)
-    auth: AuthSection = field(default_factory=AuthSection)
-    web: WebSection = field(default_factory=WebSection)
-    log: LogSection = field(default_factory=LogSection)
-    base_dir: Path = field(default_factory=Path.cwd)
-    source: Path | None = None
-
-    @property
-    def rtmp_address(self) -> Address:
-        return parse_address(self.rtmp.listen, "[rtmp] listen")
-
-    @property
-    def http_address(self) -> Address:
-        return parse_address(self.http.listen, "[http] listen")
-
-    @property
-    def hls_path(self) -> Path:
-        return self.resolve(self.hls.path)
-
-    @property
-    def database_path(self) -> Path:
-        return self.resolve(self.database.path)
-
-    def resolve(self, value: str) -> Path:
-        path = Path(value).expanduser()
-        return path if path.is_absolute() else self.base_dir / path
-
-    def publish_url_hint(self) -> str:
-        if self.web.public_rtmp_url:
-            return self.web.public_rtmp_url.rstrip("/")
-        addr = self.rtmp_address
-        host = "HOST" if addr.host in ("0.0.0.0", "::") else addr.host
-        return f"rtmp://{host}:{addr.port}/{self.rtmp.app}"
-
-
-_SECTIONS: dict[str, type[Any]] = {
-    f.name: f.type if isinstance(f.type, type) else globals()[str(f.type)]
-    for f in dataclasses.fields(Config)
-    if f.name not in ("base_dir", "source")
-}
-
-_CHOICES = {
-    ("hls", "naming"): ("system", "sequential", "timestamp"),
-    ("auth", "duplicate"): ("takeover", "reject"),
-    ("log", "level"): ("debug", "info", "warning", "error"),
-}
 
 
 def parse_address(value: str, key: str) -> Address:
@@ -165,68 +68,119 @@ def parse_address(value: str, key: str) -> Address:
     return Address(host, port)
 
 
-def _check_value(section: str, key: str, value: Any, default: Any) -> Any:
-    name = f"[{section}] {key}"
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{name}: expected true or false, got {value!r}")
-    elif isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{name}: expected an integer, got {value!r}")
-        if value < 0:
-            raise ConfigError(f"{name}: must not be negative")
-    elif isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{name}: expected a number, got {value!r}")
-        value = float(value)
-        if value < 0:
-            raise ConfigError(f"{name}: must not be negative")
-    elif isinstance(default, str) and not isinstance(value, str):
-        raise ConfigError(f"{name}: expected a string, got {value!r}")
-    choices = _CHOICES.get((section, key))
-    if choices and value not in choices:
-        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(choices)}")
-    return value
+class RtmpSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    listen: str = "0.0.0.0:1935"
+    app: str = "app"
+    allow_play: bool = False
+    max_connections: Count = 1000
+    max_connections_per_ip: Count = 50
+
+    def __post_init__(self) -> None:
+        parse_address(self.listen, "listen")
+        if not self.app or "/" in self.app:
+            raise ValueError("app: must be a non-empty name without '/'")
+
+    @property
+    def address(self) -> Address:
+        return parse_address(self.listen, "[rtmp] listen")
+
+
+class HttpSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    listen: str = "0.0.0.0:8080"
+    access_log: bool = True
+    keepalive_timeout: Seconds = 15.0
+    max_connections: Count = 4096
+    max_connections_per_ip: Count = 256
+
+    def __post_init__(self) -> None:
+        parse_address(self.listen, "listen")
+        if self.keepalive_timeout <= 0:
+            raise ValueError("keepalive_timeout: must be greater than 0")
+
+    @property
+    def address(self) -> Address:
+        return parse_address(self.listen, "[http] listen")
+
+
+class LogSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class _File(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The file as written: one table per section."""
+
+    rtmp: RtmpSection = msgspec.field(default_factory=RtmpSection)
+    http: HttpSection = msgspec.field(default_factory=HttpSection)
+    hls: HlsConfig = msgspec.field(default_factory=HlsConfig)
+    database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    web: WebConfig = msgspec.field(default_factory=WebConfig)
+    log: LogSection = msgspec.field(default_factory=LogSection)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Every section, with relative paths resolved against `base_dir`."""
+
+    rtmp: RtmpSection = field(default_factory=RtmpSection)
+    http: HttpSection = field(default_factory=HttpSection)
+    hls: HlsConfig = field(default_factory=HlsConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    web: WebConfig = field(default_factory=WebConfig)
+    log: LogSection = field(default_factory=LogSection)
+    base_dir: Path = field(default_factory=Path.cwd)
+    source: Path | None = None
+
+    def __post_init__(self) -> None:
+        resolved = {
+            "hls": msgspec.structs.replace(self.hls, path=self.resolve(self.hls.path)),
+            "database": msgspec.structs.replace(
+                self.database, path=self.resolve(self.database.path)
+            ),
+        }
+        if self.web.hlsjs_file:
+            hlsjs = str(self.resolve(self.web.hlsjs_file))
+            resolved["web"] = msgspec.structs.replace(self.web, hlsjs_file=hlsjs)
+        for name, value in resolved.items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def rtmp_address(self) -> Address:
+        return self.rtmp.address
+
+    @property
+    def http_address(self) -> Address:
+        return self.http.address
+
+    @property
+    def hls_path(self) -> Path:
+        return self.hls.path
+
+    @property
+    def database_path(self) -> Path:
+        return self.database.path
+
+    def resolve(self, value: str | Path) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+    def publish_url_hint(self) -> str:
+        if self.web.public_rtmp_url:
+            return self.web.public_rtmp_url.rstrip("/")
+        addr = self.rtmp_address
+        host = "HOST" if addr.host in ("0.0.0.0", "::") else addr.host
+        return f"rtmp://{host}:{addr.port}/{self.rtmp.app}"
 
 
 def from_dict(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> Config:
-    sections: dict[str, Any] = {}
-    for section, values in data.items():
-        cls = _SECTIONS.get(section)
-        if cls is None:
-            raise ConfigError(f"unknown section [{section}]")
-        if not isinstance(values, dict):
-            raise ConfigError(f"[{section}] must be a table")
-        defaults = cls()
-        known = {f.name for f in dataclasses.fields(cls)}
-        checked = {}
-        for key, value in values.items():
-            if key not in known:
-                raise ConfigError(f"unknown key [{section}] {key}")
-            checked[key] = _check_value(section, key, value, getattr(defaults, key))
-        sections[section] = cls(**checked)
-    config = Config(**sections, base_dir=base_dir, source=source)
-    _validate(config)
-    return config
-
-
-def _validate(config: Config) -> None:
-    config.rtmp_address  # noqa: B018 - parse to validate
-    config.http_address  # noqa: B018
-    if not config.rtmp.app or "/" in config.rtmp.app:
-        raise ConfigError("[rtmp] app: must be a non-empty name without '/'")
-    if config.http.keepalive_timeout <= 0:
-        raise ConfigError("[http] keepalive_timeout: must be greater than 0")
-    if config.hls.fragment <= 0:
-        raise ConfigError("[hls] fragment: must be greater than 0")
-    if config.hls.playlist_length < config.hls.fragment:
-        raise ConfigError("[hls] playlist_length: must be at least one fragment")
-    if config.hls.max_fragment and config.hls.max_fragment < config.hls.fragment:
-        raise ConfigError("[hls] max_fragment: must be at least [hls] fragment")
-    for key in ("on_publish", "on_publish_done"):
-        url = getattr(config.auth, key)
-        if url and not url.startswith(("http://", "https://")):
-            raise ConfigError(f"[auth] {key}: {url!r} is not an http:// or https:// URL")
+    try:
+        parsed = msgspec.convert(data, _File, dec_hook=_decode_path)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_explain(str(exc), data)) from None
+    sections = {f.name: getattr(parsed, f.name) for f in dataclasses.fields(Config)
+                if f.name not in ("base_dir", "source")}  # fmt: skip
+    return Config(**sections, base_dir=base_dir, source=source)
 
 
 def load(path: Path | None) -> Config:
@@ -246,3 +200,61 @@ def load(path: Path | None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
     return from_dict(data, path.resolve().parent, path)
+
+
+# -- msgspec's messages in the words of a config file ---------------------------------------
+
+_TYPE_WORDS = {"float": "a number", "int": "an integer", "bool": "true or false",
+               "str": "a string", "object": "a table", "array": "a list"}  # fmt: skip
+_AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$")
+_EXPECTED = re.compile(r"^Expected `(?P<type>\w+)`(?:, got `\w+`| (?P<op>[<>]=?) (?P<bound>\S+))$")
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<key>[^`]*)`$")
+
+
+def _decode_path(kind: type, value: Any) -> Any:
+    if kind is Path and isinstance(value, str):
+        return Path(value)
+    raise TypeError(f"expected a path, got {value!r}")
+
+
+def _explain(message: str, data: dict[str, Any]) -> str:
+    """'Expected `float`, got `str` - at `$.hls.fragment`' -> "[hls] fragment: expected a
+    number, got '5'"; likewise for unknown keys, bounds, choices and checks of the sections."""
+    m = _AT.match(message)
+    assert m is not None
+    what, path = m["what"], [p for p in (m["path"] or "").split(".") if p]
+    section = path[0] if path else ""
+    key = path[1] if len(path) > 1 else ""
+    if (unknown := _UNKNOWN.match(what)) is not None:
+        if not section:
+            return f"unknown section [{unknown['key']}]"
+        return f"unknown key [{section}] {unknown['key']}"
+    where = f"[{section}] {key}".strip()
+    if (expected := _EXPECTED.match(what)) is not None:
+        if expected["op"] is not None:
+            bound = expected["bound"].removesuffix(".0")
+            if expected["op"] == ">=" and bound == "0":
+                return f"{where}: must not be negative"
+            return f"{where}: must be {expected['op']} {bound}"
+        words = _TYPE_WORDS.get(expected["type"], expected["type"])
+        if not key:
+            return f"[{section}] must be a table" if words == "a table" else f"{where}: {what}"
+        return f"{where}: expected {words}, got {_value(data, section, key)!r}"
+    if what.startswith("Invalid enum value"):
+        return f"{where}: {_value(data, section, key)!r} is not one of {_choices(section, key)}"
+    if not key and ": " in what:  # a section's own check: "key: problem"
+        return f"[{section}] {what}"
+    return f"{where}: {what}" if where else what
+
+
+def _value(data: dict[str, Any], section: str, key: str) -> Any:
+    table = data.get(section)
+    return table.get(key) if isinstance(table, dict) else None
+
+
+def _choices(section: str, key: str) -> str:
+    struct = typing.get_type_hints(_File)[section]
+    kind = typing.get_type_hints(struct)[key]
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        return ", ".join(str(member.value) for member in kind)
+    return ", ".join(str(a) for a in typing.get_args(kind))

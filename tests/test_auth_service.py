@@ -39,7 +39,7 @@ async def db(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def service(db: Path) -> AsyncIterator[AuthService]:
-    svc = AuthService(AuthConfig(revoke_poll=0.05), db)
+    svc = AuthService(AuthConfig(), db, revoke_poll=0.05)
     await svc.start()
     yield svc
     await svc.stop()
@@ -300,7 +300,7 @@ async def test_logs_never_show_a_whole_key(
 
 async def test_a_locked_database_denies_instead_of_crashing(db: Path) -> None:
     keys = await make_users(db, "benw")
-    svc = AuthService(AuthConfig(db_busy_timeout=0.2, revoke_poll=0.05), db)
+    svc = AuthService(AuthConfig(), db, db_busy_timeout=0.2, revoke_poll=0.05)
     await svc.start()
     holder = sqlite3.connect(db, isolation_level=None)
     try:

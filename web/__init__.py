@@ -2,11 +2,11 @@
 
 from .app import (
     ACCESS_LOG_FORMAT,
-    DEFAULT_HLSJS_URL,
     RESERVED_NAMES,
     create_app,
     make_runner,
 )
+from .config import DEFAULT_HLSJS_URL, WebConfig
 from .directory import Channel, Directory, StreamStats
 from .metrics import Metrics
 
@@ -18,6 +18,7 @@ __all__ = [
     "Directory",
     "Metrics",
     "StreamStats",
+    "WebConfig",
     "create_app",
     "make_runner",
 ]

@@ -20,13 +20,13 @@ from urllib.parse import urlsplit
 import jinja2
 from aiohttp import web
 
+from .config import DEFAULT_HLSJS_URL
 from .directory import Channel, Directory
 from .hlsfiles import CORS, NAME, parse_hls_path, serve_file
 from .metrics import Metrics
 from .thumbnails import ThumbnailCache
 from .viewers import ViewerTracker
 
-DEFAULT_HLSJS_URL = "https://cdn.jsdelivr.net/npm/hls.js@1/dist/hls.min.js"
 #: Common Log Format (%b as the body's Content-Length, "-" for none): address, time, request
 #: line, status and size only. No headers are logged, and no URL of this site carries a secret.
 ACCESS_LOG_FORMAT = '%a - - %t "%r" %s %{Content-Length}o'

@@ -1,0 +1,53 @@
+"""Settings of the publish decision: the `[auth]` and `[database]` sections of the
+configuration file, loaded straight into these objects (rtmpd.config) and checked here once."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+from msgspec.structs import force_setattr
+
+Seconds = Annotated[float, msgspec.Meta(ge=0)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class Duplicate(StrEnum):
+    """What a second publisher with a live key gets."""
+
+    TAKEOVER = "takeover"  # the old connection is closed, the new one publishes
+    REJECT = "reject"  # the new one is refused
+
+
+class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """`on_publish` set means decisions come from nginx-rtmp style callbacks, not the database."""
+
+    duplicate: Duplicate = Duplicate.TAKEOVER
+    on_publish: str = ""
+    on_publish_done: str = ""
+    callback_timeout: Seconds = 10.0
+    max_failures: Count = 5
+    failure_window: Seconds = 60.0
+    backoff: Seconds = 60.0
+
+    def __post_init__(self) -> None:
+        try:
+            force_setattr(self, "duplicate", Duplicate(self.duplicate))
+        except ValueError:
+            choices = ", ".join(d.value for d in Duplicate)
+            raise ValueError(f"duplicate: {self.duplicate!r} is not one of {choices}") from None
+        for key in ("on_publish", "on_publish_done"):
+            url = getattr(self, key)
+            if url and not url.startswith(("http://", "https://")):
+                raise ValueError(f"{key}: {url!r} is not an http:// or https:// URL")
+
+
+class DatabaseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The SQLite file with users, key digests and live state (shared with `rtmpd users`)."""
+
+    path: Path = Path("rtmpd-data/rtmpd.sqlite3")
+
+    def __post_init__(self) -> None:
+        force_setattr(self, "path", Path(self.path))

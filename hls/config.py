@@ -1,0 +1,69 @@
+"""HLS output settings: the `[hls]` section of the configuration file, loaded straight into
+this object (rtmpd.config) and checked once, here.
+
+Names follow nginx-rtmp's hls_* directives. Zero means "derived" for `max_fragment` (ten
+fragments, as nginx-rtmp) and `grace` (two playlist lengths), so the file and the code share
+one sentinel.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+from msgspec.structs import force_setattr
+
+Seconds = Annotated[float, msgspec.Meta(ge=0)]
+Bytes = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class Naming(StrEnum):
+    """hls_fragment_naming: what a segment file is named after."""
+
+    SYSTEM = "system"  # wall-clock ms of the segment start
+    SEQUENTIAL = "sequential"  # media sequence number
+    TIMESTAMP = "timestamp"  # stream ms
+
+
+class HlsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Where and how HLS is written; times in seconds."""
+
+    path: Path = Path("rtmpd-data/hls")
+    fragment: Seconds = 5.0
+    playlist_length: Seconds = 30.0
+    naming: Naming = Naming.SYSTEM
+    nested: bool = True
+    cleanup: bool = True
+    endlist: bool = True
+    max_fragment: Seconds = 0.0
+    max_segment_bytes: Bytes = 64 * 1024 * 1024
+    grace: Seconds = 0.0
+
+    def __post_init__(self) -> None:
+        # Constructed in code (tests) the fields are not type-checked: normalise them here.
+        force_setattr(self, "path", Path(self.path))
+        try:
+            force_setattr(self, "naming", Naming(self.naming))
+        except ValueError:
+            choices = ", ".join(n.value for n in Naming)
+            raise ValueError(f"naming: {self.naming!r} is not one of {choices}") from None
+        if not self.fragment > 0:
+            raise ValueError("fragment: must be greater than 0")
+        if self.playlist_length < self.fragment:
+            raise ValueError("playlist_length: must be at least one fragment")
+        if self.max_fragment and self.max_fragment < self.fragment:
+            raise ValueError("max_fragment: must be at least [hls] fragment")
+        if self.max_segment_bytes <= 0:
+            raise ValueError("max_segment_bytes: must be greater than 0")
+        if self.grace < 0:
+            raise ValueError("grace: must not be negative")
+
+    @property
+    def effective_max_fragment(self) -> float:
+        return self.max_fragment or 10 * self.fragment
+
+    @property
+    def effective_grace(self) -> float:
+        return self.grace or 2 * self.playlist_length

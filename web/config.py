@@ -1,0 +1,18 @@
+"""Settings of the pages: the `[web]` section of the configuration file, loaded straight into
+this object (rtmpd.config) and checked here once."""
+
+from __future__ import annotations
+
+import msgspec
+
+DEFAULT_HLSJS_URL = "https://cdn.jsdelivr.net/npm/hls.js@1/dist/hls.min.js"
+
+
+class WebConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """`hlsjs_file` (a local hls.min.js, resolved against the config file's folder by the
+    loader) is served at /static/vendor/hls.min.js and used instead of `hlsjs_url`."""
+
+    hlsjs_url: str = DEFAULT_HLSJS_URL
+    hlsjs_file: str = ""
+    # The publish URL `rtmpd users add` shows streamers; derived from [rtmp] when empty.
+    public_rtmp_url: str = ""
