@@ -1,9 +1,9 @@
 """The composition root: builds auth, the HLS packager, the RTMP server and the web app from
-one Config, and carries media from the first to the second.
+one Config, and decides publishes.
 
-This is the only module that knows every layer. It turns the core's publish requests into
-`rtmpd.auth` attempts, the decisions into packagers under the public name, and media events
-into packager calls. The stream key stops here: past `authorize`, only the public name is used.
+It turns the core's publish requests into `rtmpd.auth` attempts and an accepted decision into
+a `Publish` (rtmpd.publish): the sink the server feeds that publish's media into and ends. The
+stream key stops here: past `authorize`, only the public name is used.
 """
 
 from __future__ import annotations
@@ -14,27 +14,25 @@ import errno
 import logging
 import resource
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
 
-from rtmpd.auth.service import Accepted, AuthService, Lease, PublishAttempt
+from rtmpd.auth.service import Accepted, AuthService, PublishAttempt
 from rtmpd.config import Config
-from rtmpd.hls import HlsService, SegmentWritten, StreamPackager
-from rtmpd.rtmp.events import Audio, AudioConfig, PublishRequest, Video, VideoConfig
+from rtmpd.hls import HlsService, SegmentWritten
+from rtmpd.rtmp.events import PublishRequest
 from rtmpd.rtmp.session import SessionConfig
-from rtmpd.server import Accept, ConnectionInfo, PublishHandle, Reject, RtmpServer
+from rtmpd.server import Accept, Publisher, Reject, RtmpServer
 from rtmpd.web import create_app, make_runner
 from rtmpd.web.guard import ConnectionGuard, GuardedSite
 from rtmpd.web.metrics import Metrics
 
 from .channels import ChannelDirectory
+from .publish import Publish
 
 log = logging.getLogger("rtmpd")
 
-AVC = 7
-AAC = 10
 TICK_SECONDS = 1.0
 #: File descriptors kept free beyond the connection caps: database, segments being written,
 #: listening sockets, logs.
@@ -43,22 +41,6 @@ FD_RESERVE = 256
 
 class StartupError(Exception):
     """Start-up failed for a reason the operator can fix (named in the message)."""
-
-
-def redact(key: str) -> str:
-    """At most the first 4 characters of a stream key, for logs."""
-    return key[:4] + "…" if key else "(empty)"
-
-
-@dataclass(slots=True)
-class Publish:
-    """One accepted publish: what its media feeds and what ends it."""
-
-    name: str
-    packager: StreamPackager
-    lease: Lease
-    warned: set[str] = field(default_factory=set)
-    bytes_counted: int = 0
 
 
 class Rtmpd:
@@ -93,9 +75,7 @@ class Rtmpd:
             log=logging.getLogger("rtmpd.http"),
         )
         self.http_keepalive_timeout = config.http.keepalive_timeout
-        self._publishes: dict[PublishHandle, Publish] = {}
-        # accepted but not yet seen with a handle: (conn_id, stream_id) -> publish, handle slot
-        self._pending: dict[tuple[int, int], tuple[Publish, list[PublishHandle]]] = {}
+        self._publishes: set[Publish] = set()
         self._runner: web.AppRunner | None = None
         self._site: GuardedSite | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -170,15 +150,16 @@ class Rtmpd:
             await asyncio.sleep(TICK_SECONDS)
             try:
                 self.hls.tick(time.time())
-                for handle, state in self._publishes.items():
-                    self._count_bytes(handle, state)
+                for publish in self._publishes:
+                    publish.count_bytes()
                 self.metrics.set_live(len(self._publishes))
             except Exception:  # a cleanup error must not end cleanup for good
                 log.exception("HLS cleanup failed")
 
     # -- PublishHandler ----------------------------------------------------------------
 
-    async def authorize(self, info: ConnectionInfo, request: PublishRequest) -> Accept | Reject:
+    async def authorize(self, publisher: Publisher, request: PublishRequest) -> Accept | Reject:
+        info = publisher.info
         attempt = PublishAttempt(
             app=info.app,
             key=request.name,
@@ -191,86 +172,23 @@ class Rtmpd:
             clientid=str(info.conn_id),
             publish_type=request.publish_type,
         )
-        handle_ref: list[PublishHandle] = []
-
-        def disconnect(reason: str) -> None:
-            if handle_ref:
-                handle_ref[0].close(reason)
-            else:
-                self.rtmp.close_connection(info.conn_id, reason)
-
-        decision = await self.auth.authorize(attempt, disconnect)
+        decision = await self.auth.authorize(attempt, publisher.close)
         if not isinstance(decision, Accepted):
             self.metrics.publish_attempt("denied")
             return Reject(decision.code, decision.description)
         self.metrics.publish_attempt("accepted")
         packager = self.hls.open_stream(decision.name)
-        self._pending[info.conn_id, request.stream_id] = (
-            Publish(decision.name, packager, decision.lease),
-            handle_ref,
-        )
-        return Accept(decision.name)
+        publish = Publish(decision.name, publisher, packager, decision.lease,
+                          metrics=self.metrics, on_end=self._publish_ended)  # fmt: skip
+        self._publishes.add(publish)
+        self.metrics.set_live(len(self._publishes))
+        return Accept(decision.name, publish)
 
-    def on_media(self, publish: PublishHandle, event: object) -> None:
-        """The hot path: one dict lookup and one packager call per media message."""
-        state = self._publishes.get(publish)
-        if state is None:
-            state = self._adopt(publish)
-        packager = state.packager
-        kind = type(event)
-        if kind is Video:
-            assert isinstance(event, Video)
-            if event.codec_id == AVC:
-                packager.video(
-                    event.timestamp, event.composition_offset, event.keyframe, event.data
-                )
-            else:
-                self._warn_once(state, "video", f"video codec {event.codec_id} is not H.264")
-        elif kind is Audio:
-            assert isinstance(event, Audio)
-            if event.codec_id == AAC:
-                packager.audio(event.timestamp, event.data)
-            else:
-                self._warn_once(state, "audio", f"audio codec {event.codec_id} is not AAC")
-        elif kind is VideoConfig:
-            assert isinstance(event, VideoConfig)
-            if event.codec_id == AVC:
-                packager.video_config(event.timestamp, event.data)
-        elif kind is AudioConfig:
-            assert isinstance(event, AudioConfig)
-            if event.codec_id == AAC:
-                packager.audio_config(event.timestamp, event.data)
-
-    async def on_publish_end(self, publish: PublishHandle, reason: str) -> None:
-        state = self._publishes.pop(publish, None)
-        if state is None:
-            pending = self._pending.pop((publish.info.conn_id, publish.stream_id), None)
-            state = pending[0] if pending else None
-        if state is None:
-            return
-        self._count_bytes(publish, state)
-        log.info("publish of %s ended: %s", state.name, reason)
-        state.packager.close()
-        await state.lease.end()
+    def _publish_ended(self, publish: Publish) -> None:
+        self._publishes.discard(publish)
         self.metrics.set_live(len(self._publishes))
 
     # -- helpers -----------------------------------------------------------------------
-
-    def _adopt(self, publish: PublishHandle) -> Publish:
-        state, handle_ref = self._pending.pop((publish.info.conn_id, publish.stream_id))
-        handle_ref.append(publish)
-        self._publishes[publish] = state
-        return state
-
-    def _count_bytes(self, handle: PublishHandle, state: Publish) -> None:
-        total = handle.bytes_received
-        self.metrics.bytes_received(total - state.bytes_counted)
-        state.bytes_counted = total
-
-    def _warn_once(self, state: Publish, kind: str, message: str) -> None:
-        if kind not in state.warned:
-            state.warned.add(kind)
-            log.warning("%s: %s; dropped", state.name, message)
 
     def _segment_written(self, segment: SegmentWritten) -> None:
         self.metrics.segment_written(segment.lag)

@@ -1,8 +1,9 @@
 """The RTMP listener: the one module that owns sockets.
 
-Thin on purpose: bytes read go into the core's `ServerSession`, its events go to a
-`PublishHandler`, and what the session wants sent is written back. One `asyncio.Protocol` per
-connection keeps the hot path (data_received -> session -> on_media) free of task switches.
+Thin on purpose: bytes read go into the core's `ServerSession`, publish requests go to a
+`PublishHandler`, whose `Accept` names the `PublishSink` that the publish's media and end go to,
+and what the session wants sent is written back. One `asyncio.Protocol` per connection keeps
+the hot path (data_received -> session -> sink.media) free of task switches.
 Every failure is contained to its connection: a protocol violation, a timeout or an exception
 in the handler closes that connection with one log line and nothing else.
 """
@@ -14,7 +15,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -67,11 +68,23 @@ class ConnectionInfo:
     page_url: str | None
 
 
+class PublishSink(Protocol):
+    """Where one accepted publish goes: its media, then its end (exactly once)."""
+
+    def media(self, event: MediaEvent) -> None:
+        """The hot path: called synchronously for every media message, in order."""
+
+    async def end(self, reason: str) -> None:
+        """The publish ended (whatever ended it); called exactly once, after the last media."""
+
+
 @dataclass(frozen=True, slots=True)
 class Accept:
-    """Publish, under this public name (the key itself is never used past authorize)."""
+    """Publish under this public name (the key itself is never used past authorize), into
+    `sink`."""
 
     name: str
+    sink: PublishSink
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,13 +93,13 @@ class Reject:
     description: str
 
 
-class PublishHandle:
-    """One accepted publish. Hashable by identity, so handlers can key their state on it."""
+class Publisher:
+    """The connection side of one publish request, made before it is decided, so that the
+    decision can keep it (to disconnect on takeover, ban or key rotation)."""
 
-    __slots__ = ("name", "info", "stream_id", "started", "_conn")
+    __slots__ = ("info", "stream_id", "started", "_conn")
 
-    def __init__(self, name: str, info: ConnectionInfo, stream_id: int, conn: _Connection) -> None:
-        self.name = name
+    def __init__(self, info: ConnectionInfo, stream_id: int, conn: _Connection) -> None:
         self.info = info
         self.stream_id = stream_id
         self.started = time.monotonic()
@@ -98,19 +111,24 @@ class PublishHandle:
         return self._conn.bytes_received
 
     def close(self, reason: str) -> None:
-        """Disconnect the publisher (takeover, ban, key rotation); ends with `reason`."""
+        """Disconnect the publisher; a publish it started ends with `reason`."""
         self._conn.shutdown(reason)
 
     def __repr__(self) -> str:
-        return f"<PublishHandle {self.name} conn={self.info.conn_id} stream={self.stream_id}>"
+        return f"<Publisher conn={self.info.conn_id} stream={self.stream_id}>"
 
 
 class PublishHandler(Protocol):
-    async def authorize(self, info: ConnectionInfo, request: PublishRequest) -> Accept | Reject: ...
+    async def authorize(self, publisher: Publisher, request: PublishRequest) -> Accept | Reject: ...
 
-    def on_media(self, publish: PublishHandle, event: MediaEvent) -> None: ...
 
-    async def on_publish_end(self, publish: PublishHandle, reason: str) -> None: ...
+@dataclass(slots=True)
+class _Publishing:
+    """An accepted publish on a connection: its name for the logs and where it goes."""
+
+    name: str
+    media: Callable[[MediaEvent], None]
+    sink: PublishSink
 
 
 class _Connection(asyncio.Protocol):
@@ -127,7 +145,7 @@ class _Connection(asyncio.Protocol):
         self.where = f"conn {conn_id}"
         self.session = ServerSession(server.session_config, self.loop.time())
         self.info = ConnectionInfo("?", 0, conn_id, "", None, None, None, None)
-        self.publishes: dict[int, PublishHandle] = {}
+        self.publishes: dict[int, _Publishing] = {}
         self.closing = False
         self.close_reason = ""
         self.auth_pending = False
@@ -213,12 +231,12 @@ class _Connection(asyncio.Protocol):
                 if event is None:
                     break
                 if isinstance(event, _MEDIA):
-                    handle = self.publishes.get(event.stream_id)
-                    if handle is not None:
-                        self.server.handler.on_media(handle, event)
+                    publishing = self.publishes.get(event.stream_id)
+                    if publishing is not None:
+                        publishing.media(event)
                 else:
                     self._control(event)
-        except Exception as exc:  # the handler's on_media (or the session) failed
+        except Exception as exc:  # a sink's media (or the session) failed
             self.log.error("%s: handler error: %s: %s", self.where, type(exc).__name__, exc)
             self.log.debug("%s: handler error", self.where, exc_info=True)
             self.shutdown(f"handler error: {type(exc).__name__}")
@@ -248,9 +266,9 @@ class _Connection(asyncio.Protocol):
         elif isinstance(event, PlayRequest):
             self.log.info("%s: play request for %s", self.where, redact(event.name))
         elif isinstance(event, PublishEnd):
-            handle = self.publishes.pop(event.stream_id, None)
-            if handle is not None:
-                self.server._end(handle, event.reason)
+            publishing = self.publishes.pop(event.stream_id, None)
+            if publishing is not None:
+                self.server._end(self, publishing, event.reason)
         elif isinstance(event, ProtocolViolation):
             self._violation(f"protocol violation: {event.reason}")
         elif isinstance(event, TimedOut):
@@ -263,8 +281,9 @@ class _Connection(asyncio.Protocol):
 
     async def _authorize(self, request: PublishRequest) -> None:
         key = redact(request.name)
+        publisher = Publisher(self.info, request.stream_id, self)
         try:
-            decision = await self.server.handler.authorize(self.info, request)
+            decision = await self.server.handler.authorize(publisher, request)
             if not isinstance(decision, Accept | Reject):
                 raise TypeError(f"authorize returned {type(decision).__name__}")
         except Exception as exc:
@@ -289,12 +308,12 @@ class _Connection(asyncio.Protocol):
                 self.close_reason = f"rejected: {decision.code}"
                 self._after_session()
             return
-        handle = PublishHandle(decision.name, self.info, request.stream_id, self)
+        publishing = _Publishing(decision.name, decision.sink.media, decision.sink)
         if self.closing:  # gone while we waited: the accepted publish still ends, once
-            self.server._end(handle, self.close_reason)
+            self.server._end(self, publishing, self.close_reason)
             return
         self.log.info("%s: publishing %s as %s", self.where, key, decision.name)
-        self.publishes[request.stream_id] = handle
+        self.publishes[request.stream_id] = publishing
         try:
             started = self.session.accept_publish(request.stream_id)
         except Exception as exc:  # a core bug: this connection only
@@ -303,7 +322,7 @@ class _Connection(asyncio.Protocol):
             return
         if not started and not self.session.closed:  # no longer pending in the session
             self.publishes.pop(request.stream_id, None)
-            self.server._end(handle, "withdrawn before accept")
+            self.server._end(self, publishing, "withdrawn before accept")
         self._update_reading()
         self._after_session()
 
@@ -372,8 +391,8 @@ class _Connection(asyncio.Protocol):
                         transport.write(out)
                 transport.close()
         publishes, self.publishes = self.publishes, {}
-        for handle in publishes.values():
-            self.server._end(handle, reason)
+        for publishing in publishes.values():
+            self.server._end(self, publishing, reason)
 
 
 class RtmpServer:
@@ -496,15 +515,14 @@ class RtmpServer:
             self._auth_tasks.add(task)
             task.add_done_callback(self._auth_tasks.discard)
 
-    def _end(self, handle: PublishHandle, reason: str) -> None:
-        self.log.info("%s: publish of %s ended: %s", handle._conn.where, handle.name, reason)
-        self._spawn(self._call_end(handle, reason))
+    def _end(self, conn: _Connection, publishing: _Publishing, reason: str) -> None:
+        self.log.info("%s: publish of %s ended: %s", conn.where, publishing.name, reason)
+        self._spawn(self._call_end(conn, publishing.sink, reason))
 
-    async def _call_end(self, handle: PublishHandle, reason: str) -> None:
+    async def _call_end(self, conn: _Connection, sink: PublishSink, reason: str) -> None:
         try:
-            await self.handler.on_publish_end(handle, reason)
+            await sink.end(reason)
         except Exception as exc:
-            self.log.error(
-                "%s: on_publish_end failed: %s: %s", handle._conn.where, type(exc).__name__, exc
-            )
-            self.log.debug("on_publish_end failed", exc_info=True)
+            self.log.error("%s: ending the publish failed: %s: %s", conn.where,
+                           type(exc).__name__, exc)  # fmt: skip
+            self.log.debug("ending the publish failed", exc_info=True)

@@ -1,5 +1,5 @@
 """RtmpServer over real sockets: FFmpeg (PyAV, in a child process) publishing to it, raw
-sockets misbehaving at it, and a recording PublishHandler in between."""
+sockets misbehaving at it, and a recording Recordedr in between."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from rtmpd.rtmp.events import (
 from rtmpd.rtmp.handshake import ClientHandshake
 from rtmpd.rtmp.messages import MessageType, encode_command
 from rtmpd.rtmp.session import SessionConfig
-from rtmpd.server import Accept, ConnectionInfo, PublishHandle, Reject, RtmpServer
+from rtmpd.server import Accept, ConnectionInfo, Publisher, Reject, RtmpServer
 from tests.support.media import make_flv, read_flv_tags
 from tests.support.publisher import make_flv_shifted, run_publisher, start_publisher
 
@@ -34,31 +34,58 @@ SMALL: dict[str, Any] = {"seconds": 1.0, "fps": 25, "width": 160, "height": 120}
 Media = Video | Audio | VideoConfig | AudioConfig | Metadata
 
 
+class Recorded:
+    """The sink of one publish the Recorder accepted: what the server told it goes to the
+    Recorder's lists."""
+
+    def __init__(self, recorder: Recorder, name: str, publisher: Publisher) -> None:
+        self.recorder = recorder
+        self.name = name
+        self.publisher = publisher
+
+    @property
+    def info(self) -> ConnectionInfo:
+        return self.publisher.info
+
+    @property
+    def bytes_received(self) -> int:
+        return self.publisher.bytes_received
+
+    def close(self, reason: str) -> None:
+        self.publisher.close(reason)
+
+    def media(self, event: Media) -> None:
+        self.recorder.on_media(self, event)
+
+    async def end(self, reason: str) -> None:
+        await self.recorder.on_publish_end(self, reason)
+
+
 class Recorder:
-    """A PublishHandler that accepts (or rejects) and writes down everything it is told."""
+    """A Recordedr that accepts (or rejects) and writes down everything it is told."""
 
     def __init__(self, name: str = "alice", reject: Reject | None = None) -> None:
         self.name = name
         self.reject = reject
         self.requests: list[tuple[ConnectionInfo, PublishRequest]] = []
-        self.media: list[tuple[PublishHandle, int, int, bytes]] = []
+        self.media: list[tuple[Recorded, int, int, bytes]] = []
         self.metadata: list[dict[str, Any]] = []
-        self.ends: list[tuple[PublishHandle, str]] = []
+        self.ends: list[tuple[Recorded, str]] = []
         self.first_media = asyncio.Event()
         self.gate: asyncio.Event | None = None  # authorize waits for it when set
-        self.on_media_hook: Callable[[PublishHandle, Media], None] | None = None
+        self.on_media_hook: Callable[[Recorded, Media], None] | None = None
         self.end_delay = 0.0
         self.authorize_error: Exception | None = None
 
-    async def authorize(self, info: ConnectionInfo, request: PublishRequest) -> Accept | Reject:
-        self.requests.append((info, request))
+    async def authorize(self, publisher: Publisher, request: PublishRequest) -> Accept | Reject:
+        self.requests.append((publisher.info, request))
         if self.gate is not None:
             await self.gate.wait()
         if self.authorize_error is not None:
             raise self.authorize_error
-        return self.reject or Accept(self.name)
+        return self.reject or Accept(self.name, Recorded(self, self.name, publisher))
 
-    def on_media(self, publish: PublishHandle, event: Media) -> None:
+    def on_media(self, publish: Recorded, event: Media) -> None:
         if self.on_media_hook is not None:
             self.on_media_hook(publish, event)
         if isinstance(event, Metadata):
@@ -68,7 +95,7 @@ class Recorder:
         self.media.append((publish, kind, event.timestamp, bytes(event.data)))
         self.first_media.set()
 
-    async def on_publish_end(self, publish: PublishHandle, reason: str) -> None:
+    async def on_publish_end(self, publish: Recorded, reason: str) -> None:
         if self.end_delay:
             await asyncio.sleep(self.end_delay)
         self.ends.append((publish, reason))
@@ -295,9 +322,9 @@ async def test_publisher_killed_mid_stream_ends_once(make_server: ServerFactory)
 async def test_handle_close_disconnects_publisher(make_server: ServerFactory) -> None:
     handler = Recorder()
     server = await make_server(handler)
-    closed: list[PublishHandle] = []
+    closed: list[Recorded] = []
 
-    def takeover(publish: PublishHandle, event: Media) -> None:
+    def takeover(publish: Recorded, event: Media) -> None:
         if isinstance(event, Video) and not closed:
             closed.append(publish)
             publish.close("taken over")
@@ -315,7 +342,7 @@ async def test_handler_exceptions_cost_one_connection(
     handler = Recorder()
     server = await make_server(handler)
 
-    def explode(publish: PublishHandle, event: Media) -> None:
+    def explode(publish: Recorded, event: Media) -> None:
         raise ValueError("packager broke")
 
     handler.on_media_hook = explode

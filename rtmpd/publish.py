@@ -1,0 +1,94 @@
+"""One accepted publish, as the RTMP server sees it: a `PublishSink` that carries media from
+the core's events to the packager under the public name, and ends the packager and the lease
+when the publish ends.
+
+The stream key stops before this object exists: it only knows the public name.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from rtmpd.auth import Lease
+from rtmpd.hls import StreamPackager
+from rtmpd.rtmp.events import Audio, AudioConfig, Video, VideoConfig
+from rtmpd.rtmp.flv import SoundFormat, VideoCodec
+from rtmpd.server import MediaEvent, Publisher
+from rtmpd.web.metrics import Metrics
+
+log = logging.getLogger("rtmpd")
+
+_AVC = VideoCodec.AVC.value
+_AAC = SoundFormat.AAC.value
+
+
+class Publish:
+    """Implements `rtmpd.server.PublishSink` for one accepted publish."""
+
+    __slots__ = ("name", "publisher", "packager", "lease", "_metrics", "_on_end", "_warned",
+                 "_bytes_counted")  # fmt: skip
+
+    def __init__(
+        self,
+        name: str,
+        publisher: Publisher,
+        packager: StreamPackager,
+        lease: Lease,
+        *,
+        metrics: Metrics,
+        on_end: Callable[[Publish], None],
+    ) -> None:
+        self.name = name
+        self.publisher = publisher
+        self.packager = packager
+        self.lease = lease
+        self._metrics = metrics
+        self._on_end = on_end
+        self._warned: set[str] = set()
+        self._bytes_counted = 0
+
+    def media(self, event: MediaEvent) -> None:
+        """The hot path: one packager call per media message."""
+        packager = self.packager
+        kind = type(event)
+        if kind is Video:
+            assert isinstance(event, Video)
+            if event.codec_id == _AVC:
+                packager.video(
+                    event.timestamp, event.composition_offset, event.keyframe, event.data
+                )
+            else:
+                self._warn_once("video", f"video codec {event.codec_id} is not H.264")
+        elif kind is Audio:
+            assert isinstance(event, Audio)
+            if event.codec_id == _AAC:
+                packager.audio(event.timestamp, event.data)
+            else:
+                self._warn_once("audio", f"audio codec {event.codec_id} is not AAC")
+        elif kind is VideoConfig:
+            assert isinstance(event, VideoConfig)
+            if event.codec_id == _AVC:
+                packager.video_config(event.timestamp, event.data)
+        elif kind is AudioConfig:
+            assert isinstance(event, AudioConfig)
+            if event.codec_id == _AAC:
+                packager.audio_config(event.timestamp, event.data)
+
+    async def end(self, reason: str) -> None:
+        self.count_bytes()
+        log.info("publish of %s ended: %s", self.name, reason)
+        self.packager.close()
+        await self.lease.end()
+        self._on_end(self)
+
+    def count_bytes(self) -> None:
+        """Add what arrived since the last count to the bytes-received metric."""
+        total = self.publisher.bytes_received
+        self._metrics.bytes_received(total - self._bytes_counted)
+        self._bytes_counted = total
+
+    def _warn_once(self, kind: str, message: str) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            log.warning("%s: %s; dropped", self.name, message)
