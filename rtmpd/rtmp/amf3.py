@@ -16,7 +16,7 @@ import struct
 from typing import Any
 
 from . import limits
-from .amf0 import UNDEFINED, Date, EcmaArray, TypedObject, XmlDocument
+from .amf_values import UNDEFINED, Date, EcmaArray, TypedObject, XmlDocument
 from .errors import ProtocolError
 
 _F64 = struct.Struct(">d")

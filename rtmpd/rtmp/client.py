@@ -16,7 +16,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import amf0, limits
+from . import limits
+from .amf_values import EcmaArray
 from .chunk import ChunkReader, ChunkWriter, Message, SerializedMessage, serialize_message
 from .errors import ProtocolError
 from .handshake import ClientHandshake
@@ -201,7 +202,7 @@ class ClientSession:
         return self.stream_id
 
     def send_metadata(self, values: dict[str, Any], timestamp: int = 0) -> None:
-        payload = encode_data("@setDataFrame", "onMetaData", amf0.EcmaArray(values))
+        payload = encode_data("@setDataFrame", "onMetaData", EcmaArray(values))
         self.send_message(
             ChunkStreamId.DATA, MessageType.DATA_AMF0, self._stream(), timestamp, payload
         )

@@ -17,8 +17,9 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from . import amf0, flv, limits
+from . import flv, limits
 from . import messages as msgs
+from .amf_values import TypedObject
 from .chunk import ChunkReader, Message
 from .commands import MAX_QUERY_BYTES, CommandHandler
 from .errors import ProtocolError
@@ -316,7 +317,7 @@ class ServerSession(CommandHandler):
             values = values[1:]
         if len(values) >= 2 and values[0] == "onMetaData":
             meta = values[1]
-            if isinstance(meta, amf0.TypedObject):
+            if isinstance(meta, TypedObject):
                 meta = meta.properties
             if isinstance(meta, dict):
                 self._events.append(Metadata(stream_id, dict(meta)))
