@@ -24,6 +24,7 @@ from rtmpd.rtmp.messages import MessageType, encode_command, encode_data, parse_
 from rtmpd.rtmp.session import ConnState, ServerSession, SessionConfig, StreamState
 from tests.support.core import RawClient, drain, real_configs
 from tests.support.pieces import FEEDS
+from tests.support.wire import ping_request
 
 
 def h(text: str) -> bytes:
@@ -410,7 +411,7 @@ def test_unknown_command_gets_error_and_connection_stays() -> None:
 
 def test_ping_request_is_answered() -> None:
     client = connected()
-    client.send(MessageType.USER_CONTROL, messages.ping_request(0xABCDEF01), 0, 0, 2)
+    client.send(MessageType.USER_CONTROL, ping_request(0xABCDEF01), 0, 0, 2)
     [reply] = client.collect()
     assert (reply.msg_type, bytes(reply.payload)) == (4, h("0007 abcdef01"))
 
