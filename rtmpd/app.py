@@ -21,8 +21,8 @@ from aiohttp import web
 from rtmpd.auth.service import Accepted, AuthConfig, AuthService, Lease, PublishAttempt
 from rtmpd.config import Config
 from rtmpd.hls import HlsConfig, HlsService, SegmentWritten, StreamPackager
+from rtmpd.rtmp.config import SessionConfig
 from rtmpd.rtmp.events import Audio, AudioConfig, PublishRequest, Video, VideoConfig
-from rtmpd.rtmp.session import SessionConfig
 from rtmpd.server import Accept, ConnectionInfo, PublishHandle, Reject, RtmpServer
 from rtmpd.web import create_app, make_runner
 from rtmpd.web.guard import ConnectionGuard, GuardedSite

@@ -10,10 +10,12 @@ allow raises ProtocolError, which the session turns into a ProtocolViolation.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from . import limits
 from . import messages as msgs
 from .chunk import ChunkWriter, Message
+from .config import SessionConfig
 from .errors import ProtocolError
 from .events import Connect, PlayRequest, PublishEnd, PublishRequest
 from .messages import (
@@ -26,10 +28,6 @@ from .messages import (
 )
 from .states import ACTIVE_STATES, ConnState, StateMachine, Stream, StreamState
 
-if TYPE_CHECKING:
-    from .session import SessionConfig
-
-MAX_QUERY_BYTES = 4096
 #: Commands that peers send as replies or notifications and that need no answer.
 _QUIET = frozenset(("_result", "_error", "onStatus", "onBWDone", "receiveAudio", "receiveVideo"))
 
@@ -164,7 +162,7 @@ class CommandHandler(StateMachine):
             raise ProtocolError("publish without a stream name")
         name, _, query = raw.partition("?")
         too_long = len(name.encode()) > self.config.max_name_bytes
-        if not name or too_long or len(query.encode()) > MAX_QUERY_BYTES:
+        if not name or too_long or len(query.encode()) > limits.MAX_QUERY_BYTES:
             self._send_status(stream_id, "error", "NetStream.Publish.BadName", "Invalid name")
             raise ProtocolError("publish name empty or too long")
         self._stream_to(stream, "publish", peer=True)

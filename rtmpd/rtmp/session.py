@@ -15,13 +15,13 @@ event; receive_data never raises it.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 
 from . import flv, limits
 from . import messages as msgs
 from .amf_values import TypedObject
 from .chunk import ChunkReader, Message
-from .commands import MAX_QUERY_BYTES, CommandHandler
+from .commands import CommandHandler
+from .config import SessionConfig
 from .errors import ProtocolError
 from .events import (
     Audio,
@@ -53,34 +53,20 @@ from .states import (
 
 __all__ = [
     "CONN_TRANSITIONS",
-    "MAX_QUERY_BYTES",
     "STREAM_TRANSITIONS",
     "ConnState",
     "ServerSession",
-    "SessionConfig",
     "StreamState",
 ]
 
 _Buf = bytes | bytearray | memoryview
-
-
-@dataclass(frozen=True, slots=True)
-class SessionConfig:
-    handshake_timeout: float = limits.HANDSHAKE_TIMEOUT
-    publish_timeout: float = limits.CONNECT_TO_PUBLISH_TIMEOUT
-    idle_timeout: float = limits.PUBLISH_IDLE_TIMEOUT
-    chunk_size: int = limits.SERVER_CHUNK_SIZE
-    window_ack_size: int = limits.WINDOW_ACK_SIZE
-    peer_bandwidth: int = limits.PEER_BANDWIDTH
-    allow_play: bool = False
-    max_name_bytes: int = limits.MAX_NAME_BYTES
-    max_streams: int = limits.MAX_STREAMS_PER_CONNECTION
+_DEFAULT_CONFIG = SessionConfig()
 
 
 class ServerSession(CommandHandler):
     """One connection's protocol state: bytes and time in, events and bytes out."""
 
-    def __init__(self, config: SessionConfig = SessionConfig(), now: float = 0.0) -> None:
+    def __init__(self, config: SessionConfig = _DEFAULT_CONFIG, now: float = 0.0) -> None:
         super().__init__(config, now)
         self._handshake = ServerHandshake(now_ms=int(now * 1000) & 0xFFFFFFFF)
         self._reader = ChunkReader()
