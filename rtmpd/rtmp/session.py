@@ -329,27 +329,10 @@ class ServerSession:
                 self._events.append(Metadata(stream_id, dict(meta)))
 
     def _aggregate(self, msg: Message) -> None:
-        """An aggregate message holds FLV tags (11-byte header, body, 4-byte back pointer);
-        their timestamps are relative to the first one, which maps to the message's."""
-        data = memoryview(msg.payload)
-        n = len(data)
-        pos = 0
-        base: int | None = None
-        while pos < n:
-            if pos + 11 > n:
-                raise ProtocolError("truncated aggregate message")
-            kind = data[pos] & 0x1F
-            size = (data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3]
-            ts = (data[pos + 4] << 16) | (data[pos + 5] << 8) | data[pos + 6] | data[pos + 7] << 24
-            end = pos + 11 + size
-            if end > n:
-                raise ProtocolError("aggregate sub-message overruns the message")
-            if base is None:
-                base = ts
-            body = data[pos + 11 : end]
-            when = msg.timestamp + ts - base
-            if kind in (MessageType.AUDIO, MessageType.VIDEO):
-                self._media(kind, msg.stream_id, when, body)
+        """The FLV tags of an aggregate message, their timestamps mapped onto the message's."""
+        stream_id, base = msg.stream_id, msg.timestamp
+        for kind, offset, body in flv.aggregate_tags(msg.payload):
+            if kind == MessageType.AUDIO or kind == MessageType.VIDEO:
+                self._media(kind, stream_id, base + offset, body)
             elif kind == MessageType.DATA_AMF0:
-                self._data(msg.stream_id, body, amf3=False)
-            pos = end + 4
+                self._data(stream_id, body, amf3=False)
