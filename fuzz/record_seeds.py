@@ -21,10 +21,11 @@ from pathlib import Path
 from fuzz.targets import HANDSHAKE_BYTES
 from rtmpd.app import Rtmpd
 from rtmpd.config import from_dict
-from rtmpd.rtmp import amf0, amf3
+from rtmpd.rtmp import amf0
 from rtmpd.rtmp.chunk import ChunkReader
 from rtmpd.rtmp.client import ClientSession, Status
 from rtmpd.rtmp.messages import MessageType, encode_command
+from tests.support.amf3_encode import encode_amf3
 from tests.support.media import TAG_AUDIO, TAG_VIDEO, FlvTag, make_flv, read_flv_tags
 
 HERE = Path(__file__).resolve().parent
@@ -207,8 +208,8 @@ def main() -> None:
             elif kind == MessageType.COMMAND_AMF3:
                 write("amf3", f"{name}-{i}", payload[1:])
     write("session", "late-accept-sevens", b"\x0a" + client[HANDSHAKE_BYTES:][:6000])
-    write("amf3", "values", amf3.encode({"a": [1, 2.5, "x", None, True], "b": b"\x00\x01"}))
-    write("amf3", "typed", amf3.encode(amf0.TypedObject("Klass", {"k": amf0.Date(1e12, 0)})))
+    write("amf3", "values", encode_amf3({"a": [1, 2.5, "x", None, True], "b": b"\x00\x01"}))
+    write("amf3", "typed", encode_amf3(amf0.TypedObject("Klass", {"k": amf0.Date(1e12, 0)})))
     write("amf0", "values", amf0.encode_all(amf0.EcmaArray({"a": 1.0}), [None, "s" * 70], {}))
     video = [t for t in tags if t.kind == TAG_VIDEO]
     audio = [t for t in tags if t.kind == TAG_AUDIO]

@@ -21,8 +21,8 @@ from aiohttp import web
 from rtmpd.auth.service import Accepted, AuthService, PublishAttempt
 from rtmpd.config import Config
 from rtmpd.hls import HlsService, SegmentWritten
+from rtmpd.rtmp.config import SessionConfig
 from rtmpd.rtmp.events import PublishRequest
-from rtmpd.rtmp.session import SessionConfig
 from rtmpd.server import Accept, Publisher, Reject, RtmpServer
 from rtmpd.web import create_app, make_runner
 from rtmpd.web.guard import ConnectionGuard, GuardedSite

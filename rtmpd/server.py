@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from rtmpd.rtmp.config import SessionConfig
 from rtmpd.rtmp.errors import ProtocolError
 from rtmpd.rtmp.events import (
     Audio,
@@ -33,7 +34,7 @@ from rtmpd.rtmp.events import (
     Video,
     VideoConfig,
 )
-from rtmpd.rtmp.session import ServerSession, SessionConfig
+from rtmpd.rtmp.session import ServerSession
 
 MediaEvent = VideoConfig | Video | AudioConfig | Audio | Metadata
 _MEDIA = (Video, Audio, VideoConfig, AudioConfig, Metadata)

@@ -1,4 +1,4 @@
-"""ReceiveBuffer: transactional reads, compaction, and the bound on unparsed bytes."""
+"""ReceiveBuffer: the parse offset, compaction, and the bound on unparsed bytes."""
 
 from __future__ import annotations
 
@@ -8,55 +8,28 @@ from rtmpd.rtmp.buffer import ReceiveBuffer
 from rtmpd.rtmp.errors import ProtocolError
 
 
-def test_reads_and_commit() -> None:
+def test_consume_moves_the_parse_offset() -> None:
     buf = ReceiveBuffer()
     buf.append(b"\x01abcdef")
-    assert buf.read_u8() == 1
-    assert buf.read_exactly(3) == b"abc"
-    buf.commit()
-    assert len(buf) == 3
+    assert buf.data[buf.pos] == 1
+    buf.consume_to(buf.pos + 4)
     assert buf.unparsed == 3
-    assert buf.read_exactly(3) == b"def"
-    assert buf.read_u8() is None
-
-
-def test_rollback_returns_to_last_commit() -> None:
-    buf = ReceiveBuffer()
-    buf.append(b"xyz")
-    assert buf.read_exactly(2) == b"xy"
-    assert buf.read_exactly(5) is None  # not enough: nothing consumed
-    assert len(buf) == 1
-    buf.rollback()
-    assert len(buf) == 3
-    assert buf.read_exactly(3) == b"xyz"
+    assert bytes(buf.data[buf.pos :]) == b"def"
+    buf.consume_to(buf.pos + 3)
+    assert buf.unparsed == 0
 
 
 def test_partial_data_then_completion() -> None:
-    """A parser that needs 4 bytes rolls back until they are all there."""
+    """A parser that needs 4 bytes leaves them until they are all there."""
     buf = ReceiveBuffer()
     got = []
     for byte in b"\x00\x00\x01\x02":
         buf.append(bytes([byte]))
-        value = buf.read_exactly(4)
-        if value is None:
-            buf.rollback()
-        else:
-            buf.commit()
-            got.append(value)
+        if buf.unparsed >= 4:
+            got.append(bytes(buf.data[buf.pos : buf.pos + 4]))
+            buf.consume_to(buf.pos + 4)
     assert got == [b"\x00\x00\x01\x02"]
     assert buf.unparsed == 0
-
-
-def test_read_into_copies_what_is_there() -> None:
-    buf = ReceiveBuffer()
-    target = bytearray(10)
-    buf.append(b"hello")
-    assert buf.read_into(target, 2, 8) == 5
-    assert target == bytearray(b"\x00\x00hello\x00\x00\x00")
-    assert buf.read_into(target, 0, 8) == 0
-    buf.append(b"0123456789")
-    assert buf.read_into(target, 0, 3) == 3
-    assert target[:3] == b"012"
 
 
 def test_compaction_keeps_content_and_drops_consumed_bytes() -> None:
@@ -67,14 +40,12 @@ def test_compaction_keeps_content_and_drops_consumed_bytes() -> None:
         chunk = bytes([i % 251]) * 37
         buf.append(chunk)
         expected += chunk
-        value = buf.read_exactly(36)
-        assert value is not None
-        consumed += value
-        buf.commit()
-    rest = buf.read_exactly(len(buf))
-    assert rest is not None
+        consumed += buf.data[buf.pos : buf.pos + 36]
+        buf.consume_to(buf.pos + 36)
+    rest = bytes(buf.data[buf.pos :])
+    assert len(rest) == buf.unparsed == 2000
     assert consumed + rest == expected
-    # Committed bytes were cut from the front along the way (74000 appended in all).
+    # Consumed bytes were cut from the front along the way (74000 appended in all).
     assert len(buf.data) < 2 * 2000 + 2 * 4096 + 37
 
 
@@ -83,8 +54,7 @@ def test_bound_on_unparsed_bytes() -> None:
     buf.append(b"a" * 10)
     with pytest.raises(ProtocolError):
         buf.append(b"b" * 7)
-    # Committed bytes no longer count.
-    assert buf.read_exactly(10) is not None
-    buf.commit()
+    # Consumed bytes no longer count.
+    buf.consume_to(buf.pos + 10)
     buf.append(b"c" * 16)
     assert buf.unparsed == 16

@@ -28,10 +28,11 @@ from rtmpd.rtmp.events import (
     VideoConfig,
 )
 from rtmpd.rtmp.handshake import ClientHandshake
-from rtmpd.rtmp.messages import ChunkStreamId, MessageType, ping_request
+from rtmpd.rtmp.messages import ChunkStreamId, MessageType
 from rtmpd.rtmp.session import ServerSession
-from tests.support.core import client_events, drain, pump
+from tests.support.core import client_events, drain, pump, send_abort, send_raw
 from tests.support.media import FlvTag, make_flv, read_flv_tags
+from tests.support.wire import ping_request
 
 
 @cache
@@ -203,7 +204,7 @@ def test_interleaved_chunks_of_audio_and_video() -> None:
             data += (vc[i] if i < len(vc) else b"") + (ac[i] if i < len(ac) else b"")
         pairs += len(ac) > 1 and len(vc) > 1
     assert pairs  # some messages really were interleaved chunk by chunk
-    client.send_raw(data)
+    send_raw(client, server, data)
     events = pump(client, server)
     got_video = [e for e in as_tuples(events) if e[0] in ("Video", "VideoConfig")]
     got_audio = [e for e in as_tuples(events) if e[0] in ("Audio", "AudioConfig")]
@@ -217,8 +218,8 @@ def test_abort_discards_the_partial_message() -> None:
     client, server = publishing_pair(128)
     frame = next(t for t in tags() if t.kind == 9 and t.body[1] == 1 and len(t.body) > 300)
     partial = _split_chunks(serialize_message(ChunkStreamId.VIDEO, 9, 1, 40, frame.body, 128))
-    client.send_raw(b"".join(partial[:2]))
-    client.send_abort(ChunkStreamId.VIDEO)
+    send_raw(client, server, b"".join(partial[:2]))
+    send_abort(client, ChunkStreamId.VIDEO)
     client.send_video(80, frame.body)
     [event] = pump(client, server)
     assert isinstance(event, Video) and event.timestamp == 80

@@ -24,8 +24,8 @@ from rtmpd.hls import packager as packager_module
 from rtmpd.hls.muxer import SegmentMuxer
 
 from rtmpd.app import Rtmpd
+from rtmpd.rtmp.config import SessionConfig
 from rtmpd.rtmp.limits import MAX_CONFIG_SIZE
-from rtmpd.rtmp.session import SessionConfig
 from tests.support.app import make_config, start_server
 from tests.support.hls import decode_segment
 from tests.support.hostile import (

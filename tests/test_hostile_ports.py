@@ -16,7 +16,7 @@ from rtmpd.web.guard import ConnectionGuard
 
 from rtmpd.app import FD_RESERVE, Rtmpd
 from rtmpd.rtmp.client import ClientSession, Status
-from rtmpd.rtmp.session import SessionConfig
+from rtmpd.rtmp.config import SessionConfig
 from tests.support.app import make_config, start_server
 from tests.support.hostile import (
     Publisher,

@@ -10,7 +10,14 @@ import pytest
 from rtmpd.rtmp import flv, limits, messages
 from rtmpd.rtmp.errors import ProtocolError
 from rtmpd.rtmp.flv import fourcc
-from rtmpd.rtmp.messages import PeerBandwidthLimit, UserControlEvent
+from rtmpd.rtmp.messages import PeerBandwidthLimit
+from tests.support.wire import (
+    abort,
+    parse_set_peer_bandwidth,
+    ping_request,
+    set_buffer_length,
+    stream_eof,
+)
 
 
 def h(text: str) -> bytes:
@@ -24,7 +31,7 @@ ONE = struct.pack(">d", 1.0).hex()
 
 def test_protocol_control_builders() -> None:
     assert messages.set_chunk_size(4096) == h("00001000")
-    assert messages.abort(4) == h("00000004")
+    assert abort(4) == h("00000004")
     assert messages.window_ack_size(2_500_000) == h("002625a0")
     assert messages.set_peer_bandwidth(2_500_000, PeerBandwidthLimit.DYNAMIC) == h("002625a0 02")
 
@@ -36,20 +43,20 @@ def test_acknowledgement_wraps_at_32_bits() -> None:
 
 def test_protocol_control_parsers() -> None:
     assert messages.parse_u32(h("002625a0"), "x") == 2_500_000
-    assert messages.parse_set_peer_bandwidth(h("002625a0 01")) == (2_500_000, 1)
+    assert parse_set_peer_bandwidth(h("002625a0 01")) == (2_500_000, 1)
     with pytest.raises(ProtocolError, match="short Window"):
         messages.parse_u32(h("0026"), "Window Acknowledgement Size")
     with pytest.raises(ProtocolError):
-        messages.parse_set_peer_bandwidth(h("002625a0"))
+        parse_set_peer_bandwidth(h("002625a0"))
 
 
 USER_CONTROL = {
     "stream begin": (messages.stream_begin(1), h("0000 00000001"), (0, 1, 0)),
-    "stream eof": (messages.stream_eof(1), h("0001 00000001"), (1, 1, 0)),
-    "ping request": (messages.ping_request(123), h("0006 0000007b"), (6, 123, 0)),
+    "stream eof": (stream_eof(1), h("0001 00000001"), (1, 1, 0)),
+    "ping request": (ping_request(123), h("0006 0000007b"), (6, 123, 0)),
     "ping response": (messages.ping_response(123), h("0007 0000007b"), (7, 123, 0)),
     "buffer length": (
-        messages.user_control(UserControlEvent.SET_BUFFER_LENGTH, 1, 3000),
+        set_buffer_length(1, 3000),
         h("0003 00000001 00000bb8"),
         (3, 1, 3000),
     ),

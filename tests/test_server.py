@@ -13,6 +13,7 @@ import pytest
 
 from rtmpd.rtmp.chunk import serialize_message
 from rtmpd.rtmp.client import ClientEvent, ClientSession, Status, StreamCreated
+from rtmpd.rtmp.config import SessionConfig
 from rtmpd.rtmp.events import (
     Audio,
     AudioConfig,
@@ -23,7 +24,6 @@ from rtmpd.rtmp.events import (
 )
 from rtmpd.rtmp.handshake import ClientHandshake
 from rtmpd.rtmp.messages import MessageType, encode_command
-from rtmpd.rtmp.session import SessionConfig
 from rtmpd.server import Accept, ConnectionInfo, Publisher, Reject, RtmpServer
 from tests.support.media import make_flv, read_flv_tags
 from tests.support.publisher import make_flv_shifted, run_publisher, start_publisher

@@ -7,6 +7,7 @@ import pytest
 
 from rtmpd.rtmp import amf0, limits, messages
 from rtmpd.rtmp.chunk import Message
+from rtmpd.rtmp.config import SessionConfig
 from rtmpd.rtmp.events import (
     Audio,
     AudioConfig,
@@ -21,9 +22,10 @@ from rtmpd.rtmp.events import (
     VideoConfig,
 )
 from rtmpd.rtmp.messages import MessageType, encode_command, encode_data, parse_command
-from rtmpd.rtmp.session import ConnState, ServerSession, SessionConfig, StreamState
+from rtmpd.rtmp.session import ConnState, ServerSession, StreamState
 from tests.support.core import RawClient, drain, real_configs
 from tests.support.pieces import FEEDS
+from tests.support.wire import ping_request
 
 
 def h(text: str) -> bytes:
@@ -410,7 +412,7 @@ def test_unknown_command_gets_error_and_connection_stays() -> None:
 
 def test_ping_request_is_answered() -> None:
     client = connected()
-    client.send(MessageType.USER_CONTROL, messages.ping_request(0xABCDEF01), 0, 0, 2)
+    client.send(MessageType.USER_CONTROL, ping_request(0xABCDEF01), 0, 0, 2)
     [reply] = client.collect()
     assert (reply.msg_type, bytes(reply.payload)) == (4, h("0007 abcdef01"))
 
@@ -588,7 +590,7 @@ def test_no_publish_timeout() -> None:
 
 
 def test_transitions_table_is_consistent() -> None:
-    from rtmpd.rtmp.session import STREAM_TRANSITIONS
+    from rtmpd.rtmp.states import STREAM_TRANSITIONS
 
     reachable = {StreamState.IDLE} | set(STREAM_TRANSITIONS.values())
     assert set(StreamState) == reachable

@@ -1,6 +1,7 @@
 """The RTMP protocol core, sans-I/O: bytes and time in, events and bytes out.
 
-One module per wire layer (buffer, handshake, chunk, amf0/amf3, messages, flv), the session
-state machine (states, commands, session) and a publishing client. Nothing here imports
-asyncio, sqlite, PyAV or aiohttp; `rtmpd.server` is the one module that joins it to sockets.
+One module per wire layer (buffer, handshake, chunk, amf_values/amf0/amf3, messages, flv), the
+server session and what it holds (states, commands, output, session; its config beside the
+limits) and a publishing client. Nothing here imports asyncio, sqlite, PyAV or aiohttp;
+`rtmpd.server` is the one module that joins it to sockets.
 """

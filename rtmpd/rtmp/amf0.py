@@ -3,20 +3,26 @@
 Mapping: number <-> float (ints encode as numbers), boolean <-> bool, string/long string <->
 str, object <-> dict, ECMA array <-> EcmaArray (a dict), strict array <-> list, null <-> None,
 undefined <-> UNDEFINED, unsupported <-> UNSUPPORTED, date <-> Date, XML document <->
-XmlDocument, typed object <-> TypedObject. References resolve to the same Python object;
-a reference to an object still being decoded (a cycle) is refused. The avmplus marker (0x11)
-switches one value to AMF3 (see amf3.py). Everything a peer sends is bounded: nesting depth,
+XmlDocument, typed object <-> TypedObject (those types live in amf_values, shared with AMF3, and
+are re-exported here). References resolve to the same Python object; a reference to an object
+still being decoded (a cycle) is refused. The avmplus marker (0x11) switches one value to AMF3
+(see amf3.py). Everything a peer sends is bounded: nesting depth,
 string lengths, counts that cannot exceed the bytes left; truncation is a ProtocolError.
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from . import limits
+from . import amf3, limits
+from .amf_values import UNDEFINED as UNDEFINED
+from .amf_values import UNSUPPORTED as UNSUPPORTED
+from .amf_values import Date as Date
+from .amf_values import EcmaArray as EcmaArray
+from .amf_values import TypedObject as TypedObject
+from .amf_values import XmlDocument as XmlDocument
 from .errors import ProtocolError
 
 _F64 = struct.Struct(">d")
@@ -46,43 +52,6 @@ class Marker(IntEnum):
     XML_DOCUMENT = 0x0F
     TYPED_OBJECT = 0x10
     AVMPLUS = 0x11
-
-
-class _Singleton:
-    __slots__ = ("_name",)
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    def __repr__(self) -> str:
-        return self._name
-
-
-#: AMF "undefined" (distinct from null/None).
-UNDEFINED = _Singleton("UNDEFINED")
-#: AMF0 "unsupported".
-UNSUPPORTED = _Singleton("UNSUPPORTED")
-
-
-class EcmaArray(dict[str, Any]):
-    """An associative array (what onMetaData usually carries); otherwise a plain dict."""
-
-
-@dataclass(frozen=True, slots=True)
-class Date:
-    milliseconds: float  # since the Unix epoch, UTC
-    timezone: int = 0  # minutes; "should be 0" per spec
-
-
-@dataclass(frozen=True, slots=True)
-class XmlDocument:
-    text: str
-
-
-@dataclass(slots=True)
-class TypedObject:
-    class_name: str
-    properties: dict[str, Any] = field(default_factory=dict)
 
 
 # --- decoding ---------------------------------------------------------------------------------
@@ -157,8 +126,6 @@ class Decoder:
         if marker == Marker.XML_DOCUMENT:
             return XmlDocument(self._text(self._u32()))
         if marker == Marker.AVMPLUS:
-            from . import amf3  # amf3 imports this module for the shared value types
-
             value, self.pos = amf3.decode(self.data, self.pos, depth)
             return value
         if marker == Marker.OBJECT_END:

@@ -7,7 +7,7 @@ keys), anonymous object -> dict, named object -> TypedObject, ByteArray -> bytes
 list, Dictionary -> dict (hashable keys only). Reference tables (strings, objects, traits) are
 per AMF3 value; references to unknown entries or to a container still being decoded are
 ProtocolErrors, as are truncation, nesting past MAX_AMF_DEPTH and counts larger than the bytes
-left. `encode` is a small writer (no references) for tests and for our client.
+left. Nothing in rtmpd sends AMF3, so there is no encoder here (the tests have one).
 """
 
 from __future__ import annotations
@@ -16,12 +16,10 @@ import struct
 from typing import Any
 
 from . import limits
-from .amf0 import UNDEFINED, Date, EcmaArray, TypedObject, XmlDocument
+from .amf_values import UNDEFINED, Date, EcmaArray, TypedObject, XmlDocument
 from .errors import ProtocolError
 
 _F64 = struct.Struct(">d")
-_I32 = struct.Struct(">i")
-_U32 = struct.Struct(">I")
 
 UNDEFINED_M = 0x00
 NULL = 0x01
@@ -273,80 +271,3 @@ def decode(data: bytes | bytearray | memoryview, pos: int = 0, depth: int = 0) -
     dec = Decoder(data, pos)
     value = dec.read_value(depth)
     return value, dec.pos
-
-
-# --- encoding (no references) -------------------------------------------------------------
-
-
-def _u29(n: int) -> bytes:
-    if n < 0 or n > 0x1FFFFFFF:
-        raise ValueError(f"{n} does not fit in U29")
-    if n < 0x80:
-        return bytes((n,))
-    if n < 0x4000:
-        return bytes(((n >> 7) | 0x80, n & 0x7F))
-    if n < 0x200000:
-        return bytes(((n >> 14) | 0x80, ((n >> 7) & 0x7F) | 0x80, n & 0x7F))
-    return bytes(((n >> 22) | 0x80, ((n >> 15) & 0x7F) | 0x80, ((n >> 8) & 0x7F) | 0x80, n & 0xFF))
-
-
-def _str(out: bytearray, text: str) -> None:
-    raw = text.encode()
-    out += _u29((len(raw) << 1) | 1)
-    out += raw
-
-
-def _encode(out: bytearray, value: Any, depth: int) -> None:
-    if depth > limits.MAX_AMF_DEPTH:
-        raise ValueError(f"AMF3 value nested deeper than {limits.MAX_AMF_DEPTH}")
-    depth += 1
-    if value is UNDEFINED:
-        out.append(UNDEFINED_M)
-    elif value is None:
-        out.append(NULL)
-    elif isinstance(value, bool):
-        out.append(TRUE if value else FALSE)
-    elif isinstance(value, int) and -0x10000000 <= value <= 0x0FFFFFFF:
-        out.append(INTEGER)
-        out += _u29(value & 0x1FFFFFFF)
-    elif isinstance(value, int | float):
-        out.append(DOUBLE)
-        out += _F64.pack(value)
-    elif isinstance(value, str):
-        out.append(STRING)
-        _str(out, value)
-    elif isinstance(value, bytes | bytearray):
-        out.append(BYTE_ARRAY)
-        out += _u29((len(value) << 1) | 1)
-        out += value
-    elif isinstance(value, Date):
-        out.append(DATE)
-        out += b"\x01" + _F64.pack(value.milliseconds)
-    elif isinstance(value, XmlDocument):
-        out.append(XML)
-        _str(out, value.text)
-    elif isinstance(value, list | tuple):
-        out.append(ARRAY)
-        out += _u29((len(value) << 1) | 1)
-        out.append(0x01)  # no named keys
-        for item in value:
-            _encode(out, item, depth)
-    elif isinstance(value, dict | TypedObject):
-        props = value.properties if isinstance(value, TypedObject) else value
-        out.append(OBJECT)
-        out += b"\x0b"  # inline traits, dynamic, no sealed members
-        _str(out, value.class_name if isinstance(value, TypedObject) else "")
-        for key, item in props.items():
-            if not key:
-                raise ValueError("AMF3 dynamic member names must be non-empty")
-            _str(out, str(key))
-            _encode(out, item, depth)
-        out.append(0x01)
-    else:
-        raise TypeError(f"cannot encode {type(value).__name__} as AMF3")
-
-
-def encode(value: Any) -> bytes:
-    out = bytearray()
-    _encode(out, value, 0)
-    return bytes(out)

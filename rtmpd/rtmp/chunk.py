@@ -176,7 +176,7 @@ class ChunkReader:
                         left = self._chunk_size
                 st.filled = filled
                 self._left = left
-                buf.commit_at(pos)
+                buf.consume_to(pos)
                 if left:
                     return None
                 self._cur = None
@@ -265,13 +265,11 @@ class ChunkReader:
                 if p + 4 > end:
                     return None
                 p += 4  # repeats the field we already know
-            buf.advance(p - pos)
-            buf.commit()
+            buf.consume_to(p)
             if st.payload is None:  # a new message with everything as before
                 self._begin(st, (st.ts + st.delta) & _MASK32)
             return st, csid
-        buf.advance(p - pos)
-        buf.commit()
+        buf.consume_to(p)
         st.ext = ext
         st.delta = field
         st.length = (lh << 16) | ll

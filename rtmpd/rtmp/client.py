@@ -16,8 +16,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import amf0, limits
-from .chunk import ChunkReader, ChunkWriter, Message, SerializedMessage, serialize_message
+from . import limits
+from .amf_values import EcmaArray
+from .chunk import ChunkReader, ChunkWriter, Message, SerializedMessage
 from .errors import ProtocolError
 from .handshake import ClientHandshake
 from .messages import (
@@ -33,7 +34,6 @@ from .messages import (
     ping_response,
     set_chunk_size,
 )
-from .messages import abort as abort_payload
 
 _Buf = bytes | bytearray | memoryview
 
@@ -144,10 +144,6 @@ class ClientSession:
         else:
             self._emit(csid, msg_type, stream_id, timestamp, payload)
 
-    def send_raw(self, data: bytes) -> None:
-        """Bytes as they are (tests use this to send what no well-behaved client would)."""
-        self._out.append(data)
-
     def call(
         self, name: str, *args: Any, stream_id: int = 0, transaction_id: float | None = None
     ) -> float:
@@ -201,7 +197,7 @@ class ClientSession:
         return self.stream_id
 
     def send_metadata(self, values: dict[str, Any], timestamp: int = 0) -> None:
-        payload = encode_data("@setDataFrame", "onMetaData", amf0.EcmaArray(values))
+        payload = encode_data("@setDataFrame", "onMetaData", EcmaArray(values))
         self.send_message(
             ChunkStreamId.DATA, MessageType.DATA_AMF0, self._stream(), timestamp, payload
         )
@@ -216,18 +212,8 @@ class ClientSession:
             ChunkStreamId.VIDEO, MessageType.VIDEO, self._stream(), timestamp, payload
         )
 
-    def serialize(self, msg_type: int, timestamp: int, payload: _Buf) -> SerializedMessage:
-        """Cut a media message once for this connection's chunk size and stream id."""
-        csid = {
-            MessageType.AUDIO: ChunkStreamId.AUDIO,
-            MessageType.VIDEO: ChunkStreamId.VIDEO,
-        }.get(MessageType(msg_type), ChunkStreamId.DATA)
-        return serialize_message(
-            csid, msg_type, self._stream(), timestamp, payload, self._chunk_size
-        )
-
     def send_serialized(self, msg: SerializedMessage) -> None:
-        """Send a message cut by `serialize`/`serialize_message` as-is (no copy)."""
+        """Send a message cut by `serialize_message` as-is (no copy)."""
         if self._queued is not None:
             raise RuntimeError("handshake not done")
         self._writer.note_sent(msg)
@@ -239,9 +225,6 @@ class ClientSession:
         self.send_message(
             ChunkStreamId.CONTROL, MessageType.SET_CHUNK_SIZE, 0, 0, set_chunk_size(size)
         )
-
-    def send_abort(self, csid: int) -> None:
-        self.send_message(ChunkStreamId.CONTROL, MessageType.ABORT, 0, 0, abort_payload(csid))
 
     def delete_stream(self) -> None:
         """FCUnpublish + deleteStream, as FFmpeg does when it stops publishing."""

@@ -6,11 +6,13 @@ is a packet type and a FourCC follows; we pass the FourCC through as `codec_id` 
 int) and never crash on codecs we do not package. Audio: 1 byte (format << 4 | rate << 2 |
 size << 1 | channels); for AAC (10) then an AAC packet type. Codec configuration records are
 only bounded in size here: whether one is usable is the packager's call, and an unusable one
-costs the track it configures, not the publish.
+costs the track it configures, not the publish. An RTMP aggregate message is FLV tags back to
+back (11-byte tag header, body, 4-byte back pointer); `aggregate_tags` splits one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -178,3 +180,25 @@ def parse_audio(body: Buffer) -> AudioTag:
     if n < 2:
         raise ProtocolError("truncated AAC audio header")
     return AudioTag(fmt, rate, size, channels, body[1], view[2:])
+
+
+def aggregate_tags(payload: Buffer) -> Iterator[tuple[int, int, memoryview]]:
+    """(tag type, timestamp relative to the first tag, body) for each tag of an aggregate
+    message, lazily: a tag that overruns the message raises after the ones before it."""
+    data = memoryview(payload)
+    n = len(data)
+    pos = 0
+    base: int | None = None
+    while pos < n:
+        if pos + 11 > n:
+            raise ProtocolError("truncated aggregate message")
+        kind = data[pos] & 0x1F
+        size = (data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3]
+        ts = (data[pos + 4] << 16) | (data[pos + 5] << 8) | data[pos + 6] | data[pos + 7] << 24
+        end = pos + 11 + size
+        if end > n:
+            raise ProtocolError("aggregate sub-message overruns the message")
+        if base is None:
+            base = ts
+        yield kind, ts - base, data[pos + 11 : end]
+        pos = end + 4

@@ -42,6 +42,8 @@ MAX_COMMAND_SIZE = 1024 * 1024
 
 #: Longest app or stream name in bytes (UTF-8).
 MAX_NAME_BYTES = 256
+#: Longest query string after a stream name ("key?token=..."), in bytes (UTF-8).
+MAX_QUERY_BYTES = 4096
 #: Streams one connection may create (createStream).
 MAX_STREAMS_PER_CONNECTION = 8
 #: Largest codec configuration record (AVCDecoderConfigurationRecord, AudioSpecificConfig).

@@ -1,7 +1,8 @@
 """RTMP message types, protocol control / user control payloads, and command messages.
 
 Builders return message payloads (bytes); the chunk writer adds headers. Parsers take a
-payload and raise ProtocolError when it is too short or not what the type promises.
+payload and raise ProtocolError when it is too short or not what the type promises. Only what
+rtmpd sends or reads is here; the tests build the rest themselves (tests/support/wire.py).
 """
 
 from __future__ import annotations
@@ -72,10 +73,6 @@ def set_chunk_size(size: int) -> bytes:
     return _U32.pack(size & 0x7FFFFFFF)
 
 
-def abort(csid: int) -> bytes:
-    return _U32.pack(csid)
-
-
 def acknowledgement(sequence: int) -> bytes:
     """Sequence number = bytes received so far, modulo 2**32."""
     return _U32.pack(sequence & 0xFFFFFFFF)
@@ -96,13 +93,6 @@ def parse_u32(payload: bytes | bytearray | memoryview, what: str) -> int:
     return int(_U32.unpack_from(payload)[0])
 
 
-def parse_set_peer_bandwidth(payload: bytes | bytearray | memoryview) -> tuple[int, int]:
-    if len(payload) < 5:
-        raise ProtocolError(f"short Set Peer Bandwidth message ({len(payload)} bytes)")
-    size, limit = _PEER_BW.unpack_from(payload)
-    return int(size), int(limit)
-
-
 # --- user control -----------------------------------------------------------------------------
 
 
@@ -115,26 +105,16 @@ class UserControl:
     buffer_length: int = 0
 
 
-def user_control(event: UserControlEvent, value: int, buffer_length: int | None = None) -> bytes:
-    if event == UserControlEvent.SET_BUFFER_LENGTH:
-        return _UC_BUFLEN.pack(event, value, buffer_length or 0)
+def _user_control(event: UserControlEvent, value: int) -> bytes:
     return _UC_U32.pack(event, value & 0xFFFFFFFF)
 
 
 def stream_begin(stream_id: int) -> bytes:
-    return user_control(UserControlEvent.STREAM_BEGIN, stream_id)
-
-
-def stream_eof(stream_id: int) -> bytes:
-    return user_control(UserControlEvent.STREAM_EOF, stream_id)
-
-
-def ping_request(timestamp: int) -> bytes:
-    return user_control(UserControlEvent.PING_REQUEST, timestamp)
+    return _user_control(UserControlEvent.STREAM_BEGIN, stream_id)
 
 
 def ping_response(timestamp: int) -> bytes:
-    return user_control(UserControlEvent.PING_RESPONSE, timestamp)
+    return _user_control(UserControlEvent.PING_RESPONSE, timestamp)
 
 
 def parse_user_control(payload: bytes | bytearray | memoryview) -> UserControl:

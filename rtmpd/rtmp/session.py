@@ -1,9 +1,10 @@
 """The server side of one RTMP connection, sans-I/O: bytes and time in, events and bytes out.
 
-The glue of three layers: `rtmpd.rtmp.states` holds the rules (states, transition tables, and why
-they are what they are), `rtmpd.rtmp.commands` answers NetConnection/NetStream commands, and this
-module feeds bytes through the handshake and the chunk reader, dispatches messages, turns media
-into events (the hot path) and runs the timers.
+ServerSession composes, and holds, the pieces: a ConnectionState (`rtmpd.rtmp.states`: the
+states, the transition tables and why they are what they are), the command handlers
+(`rtmpd.rtmp.commands`, a table of functions given a small Context), an Output that cuts every
+reply into chunks, and the event queue. This module feeds bytes through the handshake and the
+chunk reader, dispatches messages, turns media into events (the hot path) and runs the timers.
 
 Timers, with time passed in: the handshake must finish within `handshake_timeout`; from the
 handshake (and again from connect, and whenever no publish is active or pending) a publish
@@ -15,12 +16,13 @@ event; receive_data never raises it.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 
-from . import amf0, flv, limits
+from . import commands, flv, limits
 from . import messages as msgs
+from .amf_values import TypedObject
 from .chunk import ChunkReader, Message
-from .commands import MAX_QUERY_BYTES, CommandHandler
+from .commands import Context
+from .config import SessionConfig
 from .errors import ProtocolError
 from .events import (
     Audio,
@@ -42,49 +44,40 @@ from .messages import (
     parse_u32,
     parse_user_control,
 )
+from .output import Output
 from .states import (
-    CONN_TRANSITIONS,
     MEDIA_STATES,
-    STREAM_TRANSITIONS,
+    ConnectionState,
     ConnState,
+    ConnTrigger,
     StreamState,
+    StreamTrigger,
 )
 
-__all__ = [
-    "CONN_TRANSITIONS",
-    "MAX_QUERY_BYTES",
-    "STREAM_TRANSITIONS",
-    "ConnState",
-    "ServerSession",
-    "SessionConfig",
-    "StreamState",
-]
+__all__ = ["ConnState", "ServerSession", "StreamState"]
 
 _Buf = bytes | bytearray | memoryview
+_DEFAULT_CONFIG = SessionConfig()
+# Codec ids as plain ints, bound once: the media fast paths compare and store them per message.
+_AVC = flv.VideoCodec.AVC.value
+_AAC = flv.SoundFormat.AAC.value
 
 
-@dataclass(frozen=True, slots=True)
-class SessionConfig:
-    handshake_timeout: float = limits.HANDSHAKE_TIMEOUT
-    publish_timeout: float = limits.CONNECT_TO_PUBLISH_TIMEOUT
-    idle_timeout: float = limits.PUBLISH_IDLE_TIMEOUT
-    chunk_size: int = limits.SERVER_CHUNK_SIZE
-    window_ack_size: int = limits.WINDOW_ACK_SIZE
-    peer_bandwidth: int = limits.PEER_BANDWIDTH
-    allow_play: bool = False
-    max_name_bytes: int = limits.MAX_NAME_BYTES
-    max_streams: int = limits.MAX_STREAMS_PER_CONNECTION
-
-
-class ServerSession(CommandHandler):
+class ServerSession:
     """One connection's protocol state: bytes and time in, events and bytes out."""
 
-    def __init__(self, config: SessionConfig = SessionConfig(), now: float = 0.0) -> None:
-        super().__init__(config, now)
+    def __init__(self, config: SessionConfig = _DEFAULT_CONFIG, now: float = 0.0) -> None:
+        self.config = config
+        self._cstate = ConnectionState(now)
+        self._streams = self._cstate.streams  # read directly on the media hot path
+        self._output = Output()
+        self._events: deque[Event] = deque()
+        self._ctx = Context(self._cstate, self._output, self._events, config)
         self._handshake = ServerHandshake(now_ms=int(now * 1000) & 0xFFFFFFFF)
         self._reader = ChunkReader()
         self._started = now
         self._last_media = now
+        self._media_seen = False  # media arrived during this receive_data call
         self._bytes_received = 0
         self._last_ack = 0
         self._peer_window = 0
@@ -95,11 +88,11 @@ class ServerSession(CommandHandler):
 
     @property
     def closed(self) -> bool:
-        return self._conn is ConnState.CLOSED
+        return self._cstate.conn is ConnState.CLOSED
 
     @property
     def state(self) -> ConnState:
-        return self._conn
+        return self._cstate.conn
 
     @property
     def bytes_received(self) -> int:
@@ -112,23 +105,26 @@ class ServerSession(CommandHandler):
 
     def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> None:
         """Feed bytes read from the socket. Never raises for anything the peer sends."""
-        if self._conn is ConnState.CLOSED or not data:
+        cstate = self._cstate
+        if cstate.conn is ConnState.CLOSED or not data:
             return
-        self._now = now
+        cstate.now = now
         self._bytes_received += len(data)
         try:
-            if self._conn is ConnState.HANDSHAKE:
+            if cstate.conn is ConnState.HANDSHAKE:
                 hs = self._handshake
                 hs.receive_data(bytes(data))
                 out = hs.data_to_send()
                 if out:
-                    self._out.append(out)
+                    self._output.raw(out)
                 if not hs.complete:
                     return
-                self._conn_to("handshake_done")
-                self._waiting_since = now
+                cstate.conn_to(ConnTrigger.HANDSHAKE_DONE)  # starts the wait for a publish
                 data = hs.take_remainder()
             self._feed(data)
+            if self._media_seen:  # every message of one call arrives at the same `now`
+                self._media_seen = False
+                self._last_media = now
             self._maybe_ack()
         except ProtocolError as exc:
             self._fail(ProtocolViolation(str(exc) or type(exc).__name__))
@@ -137,11 +133,7 @@ class ServerSession(CommandHandler):
         return self._events.popleft() if self._events else None
 
     def data_to_send(self) -> bytes:
-        out = self._out
-        if not out:
-            return b""
-        self._out = []
-        return out[0] if len(out) == 1 else b"".join(out)
+        return self._output.take()
 
     def accept_publish(self, stream_id: int) -> bool:
         """Start the publish: StreamBegin + onStatus NetStream.Publish.Start. False (and
@@ -151,52 +143,59 @@ class ServerSession(CommandHandler):
         if self.closed or stream is None:
             return False
         before = stream.state
-        if not self._stream_to(stream, "accept"):
+        if not self._cstate.stream_to(stream, StreamTrigger.ACCEPT):
             return False
         if before is StreamState.WITHDRAWN:
             self._events.append(PublishEnd(stream_id, "unpublished before accept"))
             return True
-        self._publishing += 1
-        self._last_media = self._now
-        self._send_control(msgs.stream_begin(stream_id))
-        self._send_status(stream_id, "status", "NetStream.Publish.Start", "Publishing")
+        self._last_media = self._cstate.now
+        self._output.control(msgs.stream_begin(stream_id))
+        self._output.status(stream_id, "status", "NetStream.Publish.Start", "Publishing")
         return True
 
     def reject_publish(self, stream_id: int, code: str, description: str) -> bool:
         """Refuse the publish with onStatus (level error, `code`, `description`), then close."""
         stream = self._streams.get(stream_id)
-        if self.closed or stream is None or not self._stream_to(stream, "reject"):
+        if self.closed or stream is None:
             return False
-        self._send_status(stream_id, "error", code, description)
-        self._end_all("closed")
-        # Media the peer pipelined behind `publish` is no one's business now.
-        self._events = deque(e for e in self._events if getattr(e, "stream_id", None) != stream_id)
-        self._close()
+        if not self._cstate.stream_to(stream, StreamTrigger.REJECT):
+            return False
+        self._output.status(stream_id, "error", code, description)
+        self._ctx.end_session("closed")
+        # Media the peer pipelined behind `publish` is no one's business now. The queue is
+        # shared with the command handlers' Context, so it is filtered in place.
+        events = self._events
+        kept = [e for e in events if getattr(e, "stream_id", None) != stream_id]
+        events.clear()
+        events.extend(kept)
         return True
 
     def get_timer(self) -> float | None:
         """When handle_timer must next be called, or None."""
-        if self._conn is ConnState.CLOSED:
+        cstate = self._cstate
+        if cstate.conn is ConnState.CLOSED:
             return None
-        if self._conn is ConnState.HANDSHAKE:
+        if cstate.conn is ConnState.HANDSHAKE:
             return self._started + self.config.handshake_timeout
         deadline: float | None = None
-        if self._waiting_since is not None:
-            deadline = self._waiting_since + self.config.publish_timeout
-        if self._publishing:
+        if cstate.waiting_since is not None:
+            deadline = cstate.waiting_since + self.config.publish_timeout
+        if cstate.publishing:
             idle = self._last_media + self.config.idle_timeout
             deadline = idle if deadline is None else min(deadline, idle)
         return deadline
 
     def handle_timer(self, now: float) -> None:
-        self._now = now
+        cstate = self._cstate
+        cstate.now = now
         deadline = self.get_timer()
         if deadline is None or now < deadline:
             return
         cfg = self.config
-        if self._conn is ConnState.HANDSHAKE:
+        waiting_since = cstate.waiting_since
+        if cstate.conn is ConnState.HANDSHAKE:
             reason = f"no handshake within {cfg.handshake_timeout:g} s"
-        elif self._waiting_since is not None and now >= self._waiting_since + cfg.publish_timeout:
+        elif waiting_since is not None and now >= waiting_since + cfg.publish_timeout:
             reason = f"no publish within {cfg.publish_timeout:g} s"
         else:
             reason = f"no media for {cfg.idle_timeout:g} s"
@@ -204,28 +203,34 @@ class ServerSession(CommandHandler):
 
     def close(self) -> None:
         """Close from our side; publishes still running get their PublishEnd("closed")."""
-        if not self.closed:
-            self._end_all("closed")
-            self._close()
+        self._ctx.end_session("closed")
 
     # --- input --------------------------------------------------------------------------------
+
+    def _fail(self, event: ProtocolViolation | TimedOut) -> None:
+        if self.closed:
+            return
+        self._events.append(event)
+        reason = "protocol violation" if isinstance(event, ProtocolViolation) else "timeout"
+        self._ctx.end_session(reason)
 
     def _maybe_ack(self) -> None:
         window = self._peer_window
         if window and self._bytes_received - self._last_ack >= window:
             self._last_ack = self._bytes_received
-            self._send_control(
+            self._output.control(
                 msgs.acknowledgement(self._bytes_received), MessageType.ACKNOWLEDGEMENT
             )
 
     def _feed(self, data: bytes | bytearray | memoryview) -> None:
         reader = self._reader
+        cstate = self._cstate
         view = memoryview(data)
         for off in range(0, len(view), limits.RECV_SLICE):
             reader.feed(view[off : off + limits.RECV_SLICE])
             while (msg := reader.next_message()) is not None:
                 self._dispatch(msg)
-                if self._conn is ConnState.CLOSED:
+                if cstate.conn is ConnState.CLOSED:
                     return
 
     def _dispatch(self, msg: Message) -> None:
@@ -233,13 +238,14 @@ class ServerSession(CommandHandler):
         if t == MessageType.VIDEO or t == MessageType.AUDIO:
             self._media(t, msg.stream_id, msg.timestamp, msg.payload)
         elif t == MessageType.COMMAND_AMF0 or t == MessageType.COMMAND_AMF3:
-            self._command(msg, parse_command(msg.payload, amf3=t == MessageType.COMMAND_AMF3))
+            cmd = parse_command(msg.payload, amf3=t == MessageType.COMMAND_AMF3)
+            commands.handle(self._ctx, msg.stream_id, cmd)
         elif t == MessageType.DATA_AMF0 or t == MessageType.DATA_AMF3:
             self._data(msg.stream_id, msg.payload, amf3=t == MessageType.DATA_AMF3)
         elif t == MessageType.USER_CONTROL:
             uc = parse_user_control(msg.payload)
             if uc.event == UserControlEvent.PING_REQUEST:
-                self._send_control(msgs.ping_response(uc.value))
+                self._output.control(msgs.ping_response(uc.value))
         elif t == MessageType.WINDOW_ACK_SIZE:
             self._peer_window = parse_u32(msg.payload, "Window Acknowledgement Size")
         elif t == MessageType.AGGREGATE:
@@ -258,18 +264,19 @@ class ServerSession(CommandHandler):
             return
         if not len(payload):
             return  # some encoders send empty audio/video messages; nothing to do
-        self._last_media = self._now
+        self._media_seen = True
         b0 = payload[0]
         n = len(payload)
         # Fast paths for what nearly every message is (AVC NAL units, raw AAC); same results as
         # the general flv parsers below, without the intermediate tag object.
         if msg_type == MessageType.VIDEO:
-            if b0 & 0x8F == 0x07 and n >= 5 and payload[1] == 1 and b0 >> 4 != 5:
+            # b0 & 0x8F: the enhanced-RTMP bit and the codec id; then a NALU, not an info frame.
+            if b0 & 0x8F == _AVC and n >= 5 and payload[1] == 1 and b0 >> 4 != 5:
                 cts = (payload[2] << 16) | (payload[3] << 8) | payload[4]
                 if cts & 0x800000:
                     cts -= 0x1000000
                 view = memoryview(payload)[5:]
-                self._events.append(Video(stream_id, ts, 7, b0 >> 4 == 1, cts, view))
+                self._events.append(Video(stream_id, ts, _AVC, b0 >> 4 == 1, cts, view))
                 return
             tag = flv.parse_video(payload)
             if tag.is_config:
@@ -284,9 +291,9 @@ class ServerSession(CommandHandler):
                     Video(stream_id, ts, tag.codec_id, keyframe, tag.composition_offset, tag.data)
                 )
         else:
-            if b0 >> 4 == flv.SoundFormat.AAC and n >= 2 and payload[1] == 1:
+            if b0 >> 4 == _AAC and n >= 2 and payload[1] == 1:
                 self._events.append(
-                    Audio(stream_id, ts, 10, flv.SOUND_RATES[(b0 >> 2) & 3], 16 if b0 & 2 else 8,
+                    Audio(stream_id, ts, _AAC, flv.SOUND_RATES[(b0 >> 2) & 3], 16 if b0 & 2 else 8,
                           2 if b0 & 1 else 1, memoryview(payload)[2:])
                 )  # fmt: skip
                 return
@@ -316,33 +323,16 @@ class ServerSession(CommandHandler):
             values = values[1:]
         if len(values) >= 2 and values[0] == "onMetaData":
             meta = values[1]
-            if isinstance(meta, amf0.TypedObject):
+            if isinstance(meta, TypedObject):
                 meta = meta.properties
             if isinstance(meta, dict):
                 self._events.append(Metadata(stream_id, dict(meta)))
 
     def _aggregate(self, msg: Message) -> None:
-        """An aggregate message holds FLV tags (11-byte header, body, 4-byte back pointer);
-        their timestamps are relative to the first one, which maps to the message's."""
-        data = memoryview(msg.payload)
-        n = len(data)
-        pos = 0
-        base: int | None = None
-        while pos < n:
-            if pos + 11 > n:
-                raise ProtocolError("truncated aggregate message")
-            kind = data[pos] & 0x1F
-            size = (data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3]
-            ts = (data[pos + 4] << 16) | (data[pos + 5] << 8) | data[pos + 6] | data[pos + 7] << 24
-            end = pos + 11 + size
-            if end > n:
-                raise ProtocolError("aggregate sub-message overruns the message")
-            if base is None:
-                base = ts
-            body = data[pos + 11 : end]
-            when = msg.timestamp + ts - base
-            if kind in (MessageType.AUDIO, MessageType.VIDEO):
-                self._media(kind, msg.stream_id, when, body)
+        """The FLV tags of an aggregate message, their timestamps mapped onto the message's."""
+        stream_id, base = msg.stream_id, msg.timestamp
+        for kind, offset, body in flv.aggregate_tags(msg.payload):
+            if kind == MessageType.AUDIO or kind == MessageType.VIDEO:
+                self._media(kind, stream_id, base + offset, body)
             elif kind == MessageType.DATA_AMF0:
-                self._data(msg.stream_id, body, amf3=False)
-            pos = end + 4
+                self._data(stream_id, body, amf3=False)

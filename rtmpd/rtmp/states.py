@@ -2,21 +2,37 @@
 
 How the state machine works (in the manner of h11's _state.py): the connection and each
 message stream it creates have a state, and every transition is a row in a table below,
-keyed by (state, trigger). A trigger is something the peer did (connect, publish, FCUnpublish,
-deleteStream, ...) or something our user decided (accept, reject). A peer trigger with no row
-is a protocol violation: the session queues a ProtocolViolation event and closes. A local
-trigger with no row (accepting a publish the peer already withdrew, say) changes nothing and
-returns False, because the socket layer decides asynchronously and may simply be late.
-Side effects (replies, events) live in the handlers, next to the one call to `_stream_to` or
-`_conn_to` that makes the transition, so the table stays the single source of legality.
+keyed by (state, trigger). Triggers are Enums: a ConnTrigger or StreamTrigger is something the
+peer did (connect, publish, FCUnpublish, deleteStream, ...), something our user decided
+(accept, reject), or the session closing. A peer trigger with no row is a protocol violation:
+ConnectionState raises ProtocolError, and the session queues a ProtocolViolation event and
+closes. A local trigger with no row (accepting a publish the peer already withdrew, say)
+changes nothing and returns False, because the socket layer decides asynchronously and may
+simply be late.
+
+ConnectionState applies the tables and is the one writer of everything they govern: the
+connection's state, the streams and their states, how many streams are PUBLISHING, and since
+when we wait for a publish. It knows nothing of bytes, replies or events; ServerSession holds
+one (rather than inheriting from it). Side effects live with its callers - the command handlers
+in `rtmpd.rtmp.commands` and the session's accept/reject/close - next to the one `conn_to` or
+`stream_to` call that makes the transition, so the tables stay the single source of legality.
+(Which commands a state accepts at all is the handlers' part: before connect, only connect.)
 
 Connection: HANDSHAKE -> AWAIT_CONNECT -> CONNECTED -> CLOSED (CLOSED from anywhere).
 Streams: IDLE (created) -> PUBLISH_PENDING (PublishRequest emitted) -> PUBLISHING (accepted)
 -> IDLE again on FCUnpublish/closeStream, or DELETED on deleteStream. A publish the peer ends
 while we are still deciding becomes WITHDRAWN; accepting it then ends it at once, so the rule
 "every accepted publish gets exactly one PublishEnd" holds without the caller tracking races.
-A session that closes for any reason (violation, timeout, reject, close()) ends every publish
-that is running.
+A session that closes for any reason (violation, timeout, reject, refused play, close()) first
+fires StreamTrigger.CLOSE at every stream, then ConnTrigger.CLOSE: a PUBLISHING stream ends
+(back to IDLE; the caller queues its PublishEnd), and no other stream state has a CLOSE row, so
+a pending or withdrawn publish stays as it is (accept_publish refuses once closed anyway).
+
+The publish timer: `waiting_since` is when we began waiting for a publish request. Every
+connection transition restarts it (the handshake done, connect) or clears it (close); every
+stream transition clears it while any stream is PUBLISH_PENDING, PUBLISHING or WITHDRAWN, and
+starts it, if it is not running yet, once none is. ConnectionState stamps it with `now`, the
+time of the input being handled, which the session sets before it hands the machine anything.
 
 Media (audio, video, metadata) is turned into events only for streams that are PUBLISHING or
 PUBLISH_PENDING: the latter so that a client that pipelines its sequence headers right after
@@ -27,11 +43,9 @@ counted in `ignored_media` - harmless and bounded by the connect-to-publish time
 
 from __future__ import annotations
 
-from collections import deque
 from enum import Enum, auto
 
 from .errors import ProtocolError
-from .events import Event, ProtocolViolation, PublishEnd, TimedOut
 
 
 class ConnState(Enum):
@@ -50,34 +64,58 @@ class StreamState(Enum):
     DELETED = auto()
 
 
+class ConnTrigger(Enum):
+    """What moves the connection (values name it in error messages)."""
+
+    HANDSHAKE_DONE = "handshake_done"
+    CONNECT = "connect"
+    CLOSE = "close"
+
+
+class StreamTrigger(Enum):
+    """What moves a stream: the peer's publish, play, FCUnpublish or closeStream (UNPUBLISH)
+    and deleteStream (DELETE); our accept and reject; the session closing (CLOSE)."""
+
+    PUBLISH = "publish"
+    PLAY = "play"
+    UNPUBLISH = "unpublish"
+    DELETE = "delete"
+    ACCEPT = "accept"
+    REJECT = "reject"
+    CLOSE = "close"
+
+
 _C = ConnState
 _S = StreamState
+_CT = ConnTrigger
+_ST = StreamTrigger
 
-CONN_TRANSITIONS: dict[tuple[ConnState, str], ConnState] = {
-    (_C.HANDSHAKE, "handshake_done"): _C.AWAIT_CONNECT,
-    (_C.AWAIT_CONNECT, "connect"): _C.CONNECTED,
-    (_C.HANDSHAKE, "close"): _C.CLOSED,
-    (_C.AWAIT_CONNECT, "close"): _C.CLOSED,
-    (_C.CONNECTED, "close"): _C.CLOSED,
+CONN_TRANSITIONS: dict[tuple[ConnState, ConnTrigger], ConnState] = {
+    (_C.HANDSHAKE, _CT.HANDSHAKE_DONE): _C.AWAIT_CONNECT,
+    (_C.AWAIT_CONNECT, _CT.CONNECT): _C.CONNECTED,
+    (_C.HANDSHAKE, _CT.CLOSE): _C.CLOSED,
+    (_C.AWAIT_CONNECT, _CT.CLOSE): _C.CLOSED,
+    (_C.CONNECTED, _CT.CLOSE): _C.CLOSED,
 }
 
-STREAM_TRANSITIONS: dict[tuple[StreamState, str], StreamState] = {
-    (_S.IDLE, "publish"): _S.PUBLISH_PENDING,
-    (_S.IDLE, "play"): _S.PLAY_REQUESTED,
-    (_S.IDLE, "delete"): _S.DELETED,
-    (_S.IDLE, "unpublish"): _S.IDLE,
-    (_S.PUBLISH_PENDING, "accept"): _S.PUBLISHING,
-    (_S.PUBLISH_PENDING, "reject"): _S.DELETED,
-    (_S.PUBLISH_PENDING, "unpublish"): _S.WITHDRAWN,
-    (_S.PUBLISH_PENDING, "delete"): _S.WITHDRAWN,
-    (_S.WITHDRAWN, "accept"): _S.DELETED,
-    (_S.WITHDRAWN, "reject"): _S.DELETED,
-    (_S.WITHDRAWN, "delete"): _S.WITHDRAWN,
-    (_S.WITHDRAWN, "unpublish"): _S.WITHDRAWN,
-    (_S.PUBLISHING, "unpublish"): _S.IDLE,
-    (_S.PUBLISHING, "delete"): _S.DELETED,
-    (_S.PLAY_REQUESTED, "delete"): _S.DELETED,
-    (_S.PLAY_REQUESTED, "unpublish"): _S.PLAY_REQUESTED,
+STREAM_TRANSITIONS: dict[tuple[StreamState, StreamTrigger], StreamState] = {
+    (_S.IDLE, _ST.PUBLISH): _S.PUBLISH_PENDING,
+    (_S.IDLE, _ST.PLAY): _S.PLAY_REQUESTED,
+    (_S.IDLE, _ST.DELETE): _S.DELETED,
+    (_S.IDLE, _ST.UNPUBLISH): _S.IDLE,
+    (_S.PUBLISH_PENDING, _ST.ACCEPT): _S.PUBLISHING,
+    (_S.PUBLISH_PENDING, _ST.REJECT): _S.DELETED,
+    (_S.PUBLISH_PENDING, _ST.UNPUBLISH): _S.WITHDRAWN,
+    (_S.PUBLISH_PENDING, _ST.DELETE): _S.WITHDRAWN,
+    (_S.WITHDRAWN, _ST.ACCEPT): _S.DELETED,
+    (_S.WITHDRAWN, _ST.REJECT): _S.DELETED,
+    (_S.WITHDRAWN, _ST.DELETE): _S.WITHDRAWN,
+    (_S.WITHDRAWN, _ST.UNPUBLISH): _S.WITHDRAWN,
+    (_S.PUBLISHING, _ST.UNPUBLISH): _S.IDLE,
+    (_S.PUBLISHING, _ST.DELETE): _S.DELETED,
+    (_S.PUBLISHING, _ST.CLOSE): _S.IDLE,
+    (_S.PLAY_REQUESTED, _ST.DELETE): _S.DELETED,
+    (_S.PLAY_REQUESTED, _ST.UNPUBLISH): _S.PLAY_REQUESTED,
 }
 
 #: States in which the stream counts as "a publish is happening" for the timers.
@@ -87,7 +125,8 @@ MEDIA_STATES = frozenset((_S.PUBLISH_PENDING, _S.PUBLISHING))
 
 
 class Stream:
-    """One message stream the peer created with createStream."""
+    """One message stream the peer created with createStream. `state` is ConnectionState's
+    to change; `name` is the stream key it publishes under."""
 
     __slots__ = ("stream_id", "state", "name")
 
@@ -97,58 +136,75 @@ class Stream:
         self.name = ""
 
 
-class StateMachine:
-    """The connection's and its streams' states, changed only through the tables above, and
-    the events that a state change itself implies (PublishEnd, ProtocolViolation, TimedOut).
-    The base of ServerSession: the command handlers and the I/O glue build on it."""
+class ConnectionState:
+    """The connection's and its streams' states, changed only through the tables above.
+
+    Read the attributes freely; only the methods below write them (`now` excepted, which is
+    the session's to set). `streams` is never rebound, so a reader may keep a reference."""
+
+    __slots__ = ("conn", "streams", "publishing", "waiting_since", "now", "_next_stream_id")
 
     def __init__(self, now: float) -> None:
-        self._conn = ConnState.HANDSHAKE
-        self._streams: dict[int, Stream] = {}
-        self._events: deque[Event] = deque()
-        self._now = now
-        self._waiting_since: float | None = None  # since when we wait for a publish request
-        self._publishing = 0  # streams in PUBLISHING
+        self.conn = ConnState.HANDSHAKE
+        self.streams: dict[int, Stream] = {}
+        self.publishing = 0  # streams in PUBLISHING
+        self.waiting_since: float | None = None  # since when we wait for a publish request
+        self.now = now
+        self._next_stream_id = 1
 
-    def _conn_to(self, trigger: str) -> None:
-        new = CONN_TRANSITIONS.get((self._conn, trigger))
+    def conn_to(self, trigger: ConnTrigger) -> None:
+        new = CONN_TRANSITIONS.get((self.conn, trigger))
         if new is None:
-            raise ProtocolError(f"{trigger} not allowed in state {self._conn.name}")
-        self._conn = new
+            raise ProtocolError(f"{trigger.value} not allowed in state {self.conn.name}")
+        self.conn = new
+        self._wait_for_publish(restart=True)
 
-    def _stream_to(self, stream: Stream, trigger: str, *, peer: bool = False) -> bool:
-        new = STREAM_TRANSITIONS.get((stream.state, trigger))
+    def stream_to(self, stream: Stream, trigger: StreamTrigger, *, peer: bool = False) -> bool:
+        """Apply `trigger` to `stream`. No row: ProtocolError if the peer caused it (`peer`),
+        else False and nothing changes."""
+        old = stream.state
+        new = STREAM_TRANSITIONS.get((old, trigger))
         if new is None:
             if peer:
                 raise ProtocolError(
-                    f"{trigger} on stream {stream.stream_id} in state {stream.state.name}"
+                    f"{trigger.value} on stream {stream.stream_id} in state {old.name}"
                 )
             return False
-        if stream.state is StreamState.PUBLISHING and new is not StreamState.PUBLISHING:
-            self._publishing -= 1
+        if old is StreamState.PUBLISHING and new is not StreamState.PUBLISHING:
+            self.publishing -= 1
+        elif new is StreamState.PUBLISHING and old is not StreamState.PUBLISHING:
+            self.publishing += 1
         stream.state = new
         if new is StreamState.DELETED:
-            del self._streams[stream.stream_id]
-        if any(s.state in ACTIVE_STATES for s in self._streams.values()):
-            self._waiting_since = None
-        elif self._waiting_since is None:
-            self._waiting_since = self._now
+            del self.streams[stream.stream_id]
+        self._wait_for_publish(restart=False)
         return True
 
-    def _close(self) -> None:
-        if self._conn is not ConnState.CLOSED:
-            self._conn_to("close")
+    def create_stream(self) -> Stream:
+        """A new IDLE stream with the next id (the caller enforces the stream count limit)."""
+        stream = Stream(self._next_stream_id)
+        self._next_stream_id += 1
+        self.streams[stream.stream_id] = stream
+        return stream
 
-    def _fail(self, event: ProtocolViolation | TimedOut) -> None:
-        if self._conn is ConnState.CLOSED:
-            return
-        self._events.append(event)
-        self._end_all("protocol violation" if isinstance(event, ProtocolViolation) else "timeout")
-        self._close()
+    def close(self) -> list[int]:
+        """CLOSE every stream, then the connection; the ids of the publishes that ended (each
+        is owed a PublishEnd). Closing twice changes nothing and ends nothing."""
+        if self.conn is ConnState.CLOSED:
+            return []
+        ended = [
+            stream.stream_id
+            for stream in list(self.streams.values())
+            if self.stream_to(stream, StreamTrigger.CLOSE)
+        ]
+        self.conn_to(ConnTrigger.CLOSE)
+        return ended
 
-    def _end_all(self, reason: str) -> None:
-        for stream in list(self._streams.values()):
-            if stream.state is StreamState.PUBLISHING:
-                self._events.append(PublishEnd(stream.stream_id, reason))
-                stream.state = StreamState.IDLE
-        self._publishing = 0
+    def _wait_for_publish(self, *, restart: bool) -> None:
+        """The one writer of `waiting_since` (the rule is in the module docstring)."""
+        if self.conn is ConnState.CLOSED or any(
+            stream.state in ACTIVE_STATES for stream in self.streams.values()
+        ):
+            self.waiting_since = None
+        elif restart or self.waiting_since is None:
+            self.waiting_since = self.now

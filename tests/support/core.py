@@ -11,6 +11,7 @@ from rtmpd.rtmp.events import Event
 from rtmpd.rtmp.handshake import ClientHandshake
 from rtmpd.rtmp.messages import ChunkStreamId, MessageType, encode_command
 from rtmpd.rtmp.session import ServerSession
+from tests.support import wire
 from tests.support.media import make_flv, read_flv_tags
 from tests.support.pieces import pieces
 
@@ -103,6 +104,17 @@ def pump(client: ClientSession, server: ServerSession, now: float = 0.0) -> list
         if not up and not down:
             return events
     raise AssertionError("pair did not go quiet")
+
+
+def send_raw(client: ClientSession, server: ServerSession, data: bytes, now: float = 0.0) -> None:
+    """Bytes no well-behaved client would send, to the server right after what `client` has
+    queued so far (so they land in the client's byte stream where the call is made)."""
+    server.receive_data(client.data_to_send() + data, now)
+
+
+def send_abort(client: ClientSession, csid: int) -> None:
+    """An Abort Message for chunk stream `csid` (our client never needs to send one)."""
+    client.send_message(ChunkStreamId.CONTROL, MessageType.ABORT, 0, 0, wire.abort(csid))
 
 
 def client_events(client: ClientSession) -> list[ClientEvent]:
