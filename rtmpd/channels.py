@@ -5,6 +5,8 @@ each other.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rtmpd.auth.service import AuthService
 from rtmpd.hls import HlsService, Keyframe, keyframe_to_jpeg
 from rtmpd.web.directory import Channel, StreamStats
@@ -51,16 +53,23 @@ class ChannelDirectory:
             audio_kbps=info.audio_kbps,
         )
 
-    def thumbnail(self, name: str) -> bytes | None:
-        """Runs in a worker thread: decodes the immutable snapshot taken on the loop."""
+    def thumbnail(self, name: str) -> Callable[[], bytes | None] | None:
+        """On the loop: snapshot the latest keyframe; the returned render decodes it in a
+        worker thread. (Snapshotting only from the pages and the API left a thumbnail asked
+        for first with nothing to decode: 404 while the stream was live.)"""
+        self._snapshot(name)
         keyframe = self._keyframes.get(name)
         if keyframe is None:
             return None
-        try:
-            jpeg: bytes = keyframe_to_jpeg(keyframe.avcc, keyframe.data)
+
+        def render() -> bytes | None:
+            try:
+                jpeg: bytes = keyframe_to_jpeg(keyframe.avcc, keyframe.data)
+            except ValueError:
+                return None
             return jpeg
-        except ValueError:
-            return None
+
+        return render
 
     def _snapshot(self, name: str) -> None:
         info = self._hls.stream_info(name)

@@ -287,7 +287,7 @@ async def test_thumbnail_cache_refreshes_in_the_background() -> None:
             raise RuntimeError("decoder failed")
         return f"jpeg{len(calls)}".encode()
 
-    cache = ThumbnailCache(render, clock=lambda: now[0])
+    cache = ThumbnailCache(lambda name: lambda: render(name), clock=lambda: now[0])
     gate.set()
     first = await asyncio.gather(cache.get("a"), cache.get("a"))
     assert list(first) == [b"jpeg1", b"jpeg1"] and calls == ["a"]  # one render for both

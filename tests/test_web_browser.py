@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -51,9 +51,11 @@ class HlsDirectory(MemoryDirectory):
             info.audio_codec, info.sample_rate, info.channels, info.audio_kbps,
         )  # fmt: skip
 
-    def thumbnail(self, name: str) -> bytes | None:
-        key = self.keyframes.get(name)  # in a worker thread: only the immutable snapshot
-        return None if key is None else keyframe_to_jpeg(key.avcc, key.data)
+    def thumbnail(self, name: str) -> Callable[[], bytes | None] | None:
+        key = self.keyframes.get(name)  # on the loop: the immutable snapshot
+        if key is None:
+            return None
+        return lambda: keyframe_to_jpeg(key.avcc, key.data)  # in a worker thread
 
 
 async def feed(packager: StreamPackager, tags: list[FlvTag]) -> None:

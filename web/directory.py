@@ -7,6 +7,7 @@ rtmpd.web never imports auth or hls: the composition root builds one object sati
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -53,12 +54,12 @@ class Directory(Protocol):
         """Codec facts of `name`'s live stream, or None; called on the event loop, must be quick."""
         ...
 
-    def thumbnail(self, name: str) -> bytes | None:
-        """A JPEG of `name`'s latest keyframe, or None.
+    def thumbnail(self, name: str) -> Callable[[], bytes | None] | None:
+        """How to make a JPEG of `name`'s latest keyframe, or None when there is none.
 
-        May be slow (decoding, e.g. rtmpd.hls.keyframe_to_jpeg): rtmpd.web calls it from a worker
-        thread, at most about once per 10 seconds per live channel, and serves the result from
-        memory in between. So it must be thread-safe: decode an immutable snapshot (a Keyframe
-        taken on the event loop), never walk the packager's live state from the thread.
+        Called on the event loop, so it can take an immutable snapshot of the live state (a
+        Keyframe); the function it returns may be slow (decoding, e.g.
+        rtmpd.hls.keyframe_to_jpeg) and runs in a worker thread, at most about once per 10
+        seconds per live channel, its result served from memory in between.
         """
         ...

@@ -1,8 +1,9 @@
 """Channel thumbnails: JPEGs kept in memory, remade at most every 10 s, decoded off the loop.
 
-`ThumbnailCache` wraps a slow `render(name) -> jpeg` (the directory's `thumbnail`) so requests are
-answered from memory: a fresh entry is returned as is, a stale one is returned while a single
-background refresh runs in a worker thread, and only a channel's very first thumbnail is awaited.
+`ThumbnailCache` wraps the directory's `thumbnail(name)`, which takes a snapshot on the event
+loop and hands back a slow render function, so requests are answered from memory: a fresh
+entry is returned as is, a stale one is returned while a single background refresh runs the
+render in a worker thread, and only a channel's very first thumbnail is awaited.
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ class _Entry:
 class ThumbnailCache:
     def __init__(
         self,
-        render: Callable[[str], bytes | None],
+        source: Callable[[str], Callable[[], bytes | None] | None],
         *,
         max_age: float = MAX_AGE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._render = render
+        self._source = source
         self.max_age = max_age
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
@@ -57,7 +58,8 @@ class ThumbnailCache:
     async def _refresh(self, name: str) -> bytes | None:
         loop = asyncio.get_running_loop()
         try:
-            jpeg = await loop.run_in_executor(None, self._render, name)
+            render = self._source(name)  # on the loop: the snapshot of the live state
+            jpeg = None if render is None else await loop.run_in_executor(None, render)
         except Exception:
             log.exception("thumbnail of %s failed", name)
             jpeg = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,9 +52,12 @@ class MemoryDirectory:
     def stats(self, name: str) -> StreamStats | None:
         return self.stream_stats.get(name)
 
-    def thumbnail(self, name: str) -> bytes | None:
-        self.thumbnail_threads.append(threading.current_thread().name)
-        return self.jpegs.get(name)
+    def thumbnail(self, name: str) -> Callable[[], bytes | None] | None:
+        def render() -> bytes | None:
+            self.thumbnail_threads.append(threading.current_thread().name)
+            return self.jpegs.get(name)
+
+        return render
 
 
 @dataclass
