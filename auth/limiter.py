@@ -73,6 +73,3 @@ class FailureLimiter:
 
     def success(self, host: str) -> None:
         self._entries.pop(host, None)
-
-    def __len__(self) -> int:
-        return len(self._entries)

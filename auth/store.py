@@ -200,9 +200,6 @@ class Store:
     async def schema_version(self) -> int:
         return int((await self._query("PRAGMA user_version"))[0][0])
 
-    async def journal_mode(self) -> str:
-        return str((await self._query("PRAGMA journal_mode"))[0][0])
-
     async def _migrate(self) -> None:
         if await self.schema_version() == SCHEMA_VERSION:
             return
