@@ -13,15 +13,14 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from . import keys
 from .callbacks import CallbackAccept, CallbackClient
 from .config import AuthConfig, Duplicate
-from .limiter import FailureLimiter, client_host
+from .limiter import AttemptGuard, FailureLimiter, client_host
 from .model import (
     ALREADY_LIVE,
     INACTIVE,
@@ -123,8 +122,9 @@ class AuthService:
         self._clock = clock
         self._log = log or logging.getLogger("rtmpd.auth")
         self.store = Store(db_path, busy_timeout=db_busy_timeout, clock=clock)
-        self._limiter = FailureLimiter(
-            config.max_failures, config.failure_window, config.backoff, clock=clock
+        self._guard = AttemptGuard(
+            FailureLimiter(config.max_failures, config.failure_window, config.backoff, clock=clock),
+            self._log,
         )
         self._callbacks: CallbackClient | None = None
         if config.on_publish:
@@ -135,7 +135,6 @@ class AuthService:
                 self._log,
             )
         self._live: dict[str, Lease] = {}
-        self._turns: dict[str, list[Any]] = {}  # host -> [lock, holders and waiters]
         self._accept_lock = asyncio.Lock()
         self._watcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -184,20 +183,18 @@ class AuthService:
         self, attempt: PublishAttempt, disconnect: Callable[[str], None]
     ) -> Accepted | Denied:
         host = client_host(attempt.addr)
-        if self._limiter.blocked(host):
+        if self._guard.blocked(host):
             return RATE_LIMITED
         key, _, extra = attempt.key.partition("?")  # defensive: the caller already split it
         query = attempt.query or extra
         if _app_name(attempt.app) != self.app:
-            return self._failed(host, key, UNKNOWN_APP)
+            return self._guard.refused(host, key, UNKNOWN_APP)
         if self._callbacks is not None:
             return await self._authorize_callback(attempt, key, query, host, disconnect)
         if not key or len(key) > keys.MAX_KEY_CHARS:
-            return self._failed(host, key, UNKNOWN_KEY)
-        # One lookup at a time per address: concurrent guesses would otherwise all pass the
-        # check above before the first of them fails, and outrun max_failures.
-        async with self._turn(host):
-            if self._limiter.blocked(host):
+            return self._guard.refused(host, key, UNKNOWN_KEY)
+        async with self._guard.turn(host):
+            if self._guard.blocked(host):
                 return RATE_LIMITED
             try:
                 owner = await self.store.find_by_key(key)
@@ -205,30 +202,15 @@ class AuthService:
                 self._log.error("publish from %s not decided: %s", host, exc)
                 return UNAVAILABLE
             if owner is None:
-                return self._failed(host, key, UNKNOWN_KEY)
+                return self._guard.refused(host, key, UNKNOWN_KEY)
             if not owner.active:
-                return self._failed(host, key, INACTIVE)
-            self._limiter.success(host)
+                return self._guard.refused(host, key, INACTIVE)
+            self._guard.succeeded(host)
         lease = Lease(
             self, owner.name, self._clock(), disconnect, user_id=owner.user_id,
             digest=owner.key_digest,
         )  # fmt: skip
         return await self._grant(lease, attempt.addr, key)
-
-    @contextlib.asynccontextmanager
-    async def _turn(self, host: str) -> AsyncIterator[None]:
-        """Hold the per-address lookup lock (kept only while someone holds or awaits it)."""
-        turn = self._turns.get(host)
-        if turn is None:
-            turn = self._turns[host] = [asyncio.Lock(), 0]
-        turn[1] += 1
-        try:
-            async with turn[0]:
-                yield
-        finally:
-            turn[1] -= 1
-            if not turn[1]:
-                del self._turns[host]
 
     async def _authorize_callback(
         self,
@@ -242,9 +224,9 @@ class AuthService:
         answer = await self._callbacks.publish(attempt, key, query)
         if not isinstance(answer, CallbackAccept):
             if answer.failed_attempt:
-                return self._failed(host, key, answer.denied)
+                return self._guard.refused(host, key, answer.denied)
             return answer.denied
-        self._limiter.success(host)
+        self._guard.succeeded(host)
         lease = Lease(
             self, answer.name, self._clock(), disconnect, attempt=attempt, key=key, query=query
         )
@@ -269,18 +251,6 @@ class AuthService:
         shown = lease.name if lease.name != key else f"its own name ({keys.key_hint(key)})"
         self._log.info("publish from %s accepted under %s", addr, shown)
         return Accepted(lease.name, lease)
-
-    def _failed(self, host: str, key: str, denied: Denied) -> Denied:
-        started_block = self._limiter.failure(host)
-        self._log.warning(
-            "publish from %s refused (key %s): %s", host, keys.key_hint(key), denied.description
-        )
-        if started_block:
-            self._log.warning(
-                "%s blocked for %g s after %d failed attempts",
-                host, self.config.backoff, self.config.max_failures,
-            )  # fmt: skip
-        return denied
 
     def _disconnect(self, lease: Lease, reason: str) -> None:
         try:
