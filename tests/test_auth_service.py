@@ -19,10 +19,10 @@ from rtmpd.auth import (
     AuthService,
     Channel,
     Denied,
-    Lease,
     Store,
 )
 from rtmpd.auth.limiter import FailureLimiter, client_host
+from rtmpd.auth.store import KeyOwner
 
 from tests.support.auth import (
     Clock,
@@ -228,19 +228,22 @@ async def test_revocation_from_another_process_disconnects_within_2_seconds(
 
 
 async def test_a_key_rotated_during_the_decision_is_still_caught(
-    db: Path, service: AuthService
+    db: Path, service: AuthService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    keys = await make_users(db, "benw")
-    await service.check_revocations()  # the watcher has seen everything so far
-    async with Store(db) as other:
-        owner = await other.find_by_key(keys["benw"])
-        await other.rotate_key("benw")
-    assert owner is not None
-    await service.check_revocations()  # sees the rotation while nobody is live
-    # A decision that looked the key up before the rotation is granted afterwards:
+    keys = await make_users(db, "benw", "alice")
+    await accept(service, keys["alice"], "10.0.0.2")  # someone live: the watcher keeps looking
+    lookup = service.store.find_by_key
+
+    async def lookup_then_rotate(key: str) -> KeyOwner | None:
+        owner = await lookup(key)  # the decision has found the key's owner ...
+        async with Store(db) as other:
+            await other.rotate_key("benw")  # ... when another process gives benw a new key,
+        await asyncio.sleep(0.2)  # and the watcher has seen that change before the grant
+        return owner
+
+    monkeypatch.setattr(service.store, "find_by_key", lookup_then_rotate)
     gone = Disconnects()
-    lease = Lease(service, "benw", 1.0, gone, user_id=owner.user_id, digest=owner.key_digest)
-    assert isinstance(await service._grant(lease, "10.0.0.1", keys["benw"]), Accepted)
+    assert isinstance(await service.authorize(attempt(keys["benw"]), gone), Accepted)
     await asyncio.wait_for(gone.called.wait(), timeout=2.0)
     assert gone.reasons == ["stream key changed"]
 
