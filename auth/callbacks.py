@@ -10,15 +10,18 @@ connection errors deny as "temporarily unavailable".
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import aiohttp
 
+from .decider import Granted, Request
 from .keys import key_hint
-from .limiter import client_host
-from .model import BAD_NAME, DENIED, UNAVAILABLE, UNKNOWN_KEY, Denied, PublishAttempt
+from .lease import Lease
+from .limiter import AttemptGuard, client_host
+from .model import BAD_NAME, DENIED, UNAVAILABLE, UNKNOWN_KEY, Channel, Denied, PublishAttempt
 from .names import valid_path_name, valid_public_name
 
 FORM = "application/x-www-form-urlencoded"
@@ -148,3 +151,55 @@ class CallbackClient:
             self._log.warning("on_publish_done for %s: no answer within %g s", label, self.timeout)
         except aiohttp.ClientError as exc:
             self._log.warning("on_publish_done for %s failed: %s", label, type(exc).__name__)
+
+
+class CallbackDecider:
+    """Decides by asking on_publish, and tells on_publish_done when a publish ends; keeps no
+    database. Implements `Decider[Request]`: the request is kept for on_publish_done, which
+    gets the same fields as on_publish."""
+
+    def __init__(self, client: CallbackClient, guard: AttemptGuard) -> None:
+        self._client = client
+        self._guard = guard
+        self._requests: dict[Lease, Request] = {}  # live and taken-over leases
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        await self._client.start()
+
+    async def stop(self) -> None:
+        """Wait for on_publish_done calls still in flight (up to the callback timeout)."""
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self._client.timeout)
+        self._requests.clear()
+        await self._client.close()
+
+    async def decide(self, request: Request) -> Granted[Request] | Denied:
+        answer = await self._client.publish(request.attempt, request.key, request.query)
+        if not isinstance(answer, CallbackAccept):
+            if answer.failed_attempt:
+                return self._guard.refused(request.host, request.key, answer.denied)
+            return answer.denied
+        self._guard.succeeded(request.host)
+        return Granted(answer.name, request)
+
+    async def went_live(self, lease: Lease, grant: Request) -> Denied | None:
+        self._requests[lease] = grant
+        return None
+
+    async def ended(self, lease: Lease) -> None:
+        request = self._requests.pop(lease, None)
+        if request is None:
+            return
+        label = lease.name if lease.name != request.key else key_hint(request.key)
+        task = asyncio.create_task(
+            self._client.publish_done(request.attempt, request.key, request.query, label)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def channel(self, name: str, live: Lease | None) -> Channel | None:
+        """Only live names are known here (the endpoint has no channel list)."""
+        if live is None or not valid_path_name(name):
+            return None
+        return Channel(name, True, live.since)

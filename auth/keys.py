@@ -28,10 +28,6 @@ def digests_equal(a: bytes, b: bytes) -> bool:
     return hmac.compare_digest(a, b)
 
 
-def key_matches(key: str, stored_digest: bytes) -> bool:
-    return digests_equal(key_digest(key), stored_digest)
-
-
 def key_hint(key: str) -> str:
     """What a log line may show of a key: its first 4 characters, only for long keys."""
     if len(key) <= 8:

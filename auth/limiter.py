@@ -6,10 +6,16 @@ slow down anyone else; the table is bounded (least recently seen addresses are d
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+
+from .keys import key_hint
+from .model import Denied
 
 
 def client_host(addr: str) -> str:
@@ -74,5 +80,54 @@ class FailureLimiter:
     def success(self, host: str) -> None:
         self._entries.pop(host, None)
 
-    def __len__(self) -> int:
-        return len(self._entries)
+
+@dataclass(slots=True)
+class _Turn:
+    lock: asyncio.Lock
+    users: int = 0  # holders and waiters
+
+
+class AttemptGuard:
+    """The limiter as every decider uses it: refusals counted and logged in one place, and a
+    turn per address for deciders that look keys up."""
+
+    def __init__(self, limiter: FailureLimiter, log: logging.Logger) -> None:
+        self._limiter = limiter
+        self._log = log
+        self._turns: dict[str, _Turn] = {}
+
+    def blocked(self, host: str) -> bool:
+        return self._limiter.blocked(host)
+
+    @contextlib.asynccontextmanager
+    async def turn(self, host: str) -> AsyncIterator[None]:
+        """One lookup at a time per address: concurrent guesses would otherwise all pass
+        `blocked()` before the first of them fails, and outrun max_failures. A turn is kept
+        only while someone holds or awaits it."""
+        turn = self._turns.get(host)
+        if turn is None:
+            turn = self._turns[host] = _Turn(asyncio.Lock())
+        turn.users += 1
+        try:
+            async with turn.lock:
+                yield
+        finally:
+            turn.users -= 1
+            if not turn.users:
+                del self._turns[host]
+
+    def refused(self, host: str, key: str, denied: Denied) -> Denied:
+        """Count a failed attempt and log it (with a hint of the key, never the key)."""
+        started_block = self._limiter.failure(host)
+        self._log.warning(
+            "publish from %s refused (key %s): %s", host, key_hint(key), denied.description
+        )
+        if started_block:
+            self._log.warning(
+                "%s blocked for %g s after %d failed attempts",
+                host, self._limiter.backoff, self._limiter.max_failures,
+            )  # fmt: skip
+        return denied
+
+    def succeeded(self, host: str) -> None:
+        self._limiter.success(host)

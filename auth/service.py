@@ -1,40 +1,30 @@
 """Publish decisions: which key may publish, under which public name, for how long.
 
 The composition root asks `authorize()` for every publish and gets `Accepted` (with a `Lease`
-whose `end()` clears live state exactly once) or `Denied`. A watcher task cuts live
-publishers whose user was banned, removed or given a new key, also when that happened in
-another process (`rtmpd users` from a shell).
+whose `end()` clears live state exactly once) or `Denied`. The decision itself comes from one
+decider (`rtmpd.auth.decider`): the user database, or nginx-rtmp style callbacks when
+`[auth] on_publish` is set. What both share is here: the failed-attempt limit, the live-lease
+table with takeover or reject, the revocation of a live publisher, and the accept log line.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import secrets
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from . import keys
-from .callbacks import CallbackAccept, CallbackClient
+from .callbacks import CallbackClient, CallbackDecider
 from .config import AuthConfig, Duplicate
-from .limiter import FailureLimiter, client_host
-from .model import (
-    ALREADY_LIVE,
-    INACTIVE,
-    RATE_LIMITED,
-    UNAVAILABLE,
-    UNKNOWN_APP,
-    UNKNOWN_KEY,
-    Channel,
-    Denied,
-    PublishAttempt,
-)
-from .names import valid_path_name, valid_public_name
-from .store import Store, StoreError
+from .database import DatabaseDecider
+from .decider import Decider, Granted, Request
+from .lease import Accepted, Lease
+from .limiter import AttemptGuard, FailureLimiter, client_host
+from .model import ALREADY_LIVE, RATE_LIMITED, UNKNOWN_APP, Channel, Denied, PublishAttempt
+from .store import KeyOwner, Store
 
 TAKEN_OVER = "taken over by a new connection"
 #: Seconds between checks for bans, removals and new keys made by other processes.
@@ -44,58 +34,6 @@ DB_BUSY_TIMEOUT = 5.0
 
 __all__ = ["Accepted", "AuthService", "Channel", "Denied", "Lease",
            "PublishAttempt", "TAKEN_OVER"]  # fmt: skip
-
-
-class Lease:
-    """The right to publish under `name`; `end()` gives it back exactly once."""
-
-    __slots__ = ("name", "since", "checked", "_service", "_disconnect", "_user_id", "_digest",
-                 "_token", "_attempt", "_key", "_query", "_ended")  # fmt: skip
-
-    def __init__(
-        self,
-        service: AuthService,
-        name: str,
-        since: float,
-        disconnect: Callable[[str], None],
-        *,
-        user_id: int = 0,
-        digest: bytes = b"",
-        attempt: PublishAttempt | None = None,
-        key: str = "",
-        query: str = "",
-    ) -> None:
-        self.name = name
-        self.since = since
-        self.checked = False  # seen by the revocation watcher since it was granted
-        self._service = service
-        self._disconnect = disconnect
-        self._user_id = user_id
-        self._digest = digest
-        self._token = secrets.token_hex(8)
-        self._attempt = attempt  # kept only in callback mode, for on_publish_done
-        self._key = key
-        self._query = query
-        self._ended = False
-
-    @property
-    def ended(self) -> bool:
-        return self._ended
-
-    async def end(self) -> None:
-        if self._ended:
-            return
-        self._ended = True
-        await self._service._lease_ended(self)
-
-    def __repr__(self) -> str:
-        return f"Lease(name={self.name!r}, ended={self._ended})"
-
-
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    name: str
-    lease: Lease
 
 
 def _app_name(app: str) -> str:
@@ -119,64 +57,48 @@ class AuthService:
     ) -> None:
         self.config = config
         self.app = app
-        self._revoke_poll = revoke_poll
         self._clock = clock
         self._log = log or logging.getLogger("rtmpd.auth")
-        self.store = Store(db_path, busy_timeout=db_busy_timeout, clock=clock)
-        self._limiter = FailureLimiter(
-            config.max_failures, config.failure_window, config.backoff, clock=clock
+        self._guard = AttemptGuard(
+            FailureLimiter(config.max_failures, config.failure_window, config.backoff, clock=clock),
+            self._log,
         )
-        self._callbacks: CallbackClient | None = None
+        #: The user database, for managing users while the server runs; None in callback mode.
+        self.store: Store | None = None
+        # Any: whatever grant a decider gives, the service only hands back to that decider.
+        self._decider: Decider[Any]
         if config.on_publish:
-            self._callbacks = CallbackClient(
+            client = CallbackClient(
                 config.on_publish,
                 config.on_publish_done or None,
                 config.callback_timeout,
                 self._log,
             )
+            by_callback: Decider[Request] = CallbackDecider(client, self._guard)
+            self._decider = by_callback
+        else:
+            self.store = Store(db_path, busy_timeout=db_busy_timeout, clock=clock)
+            by_database: Decider[KeyOwner] = DatabaseDecider(
+                self.store, self._guard, self._revoke,
+                revoke_poll=revoke_poll, clock=clock, log=self._log,
+            )  # fmt: skip
+            self._decider = by_database
         self._live: dict[str, Lease] = {}
-        self._turns: dict[str, list[Any]] = {}  # host -> [lock, holders and waiters]
         self._accept_lock = asyncio.Lock()
-        self._watcher: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._pending_clears: dict[int, tuple[str, float]] = {}
-        self._marker: tuple[int, int] | None = None
         self._running = False
 
     # -- life cycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self._callbacks is not None:
-            await self._callbacks.start()
-        else:
-            await self.store.open()
-            stale = await self.store.clear_all_live()
-            if stale:
-                self._log.info("cleared %d stale live flag(s) from a previous run", stale)
-            self._watcher = asyncio.create_task(self._watch(), name="rtmpd-auth-revocations")
+        await self._decider.start()
         self._running = True
 
     async def stop(self) -> None:
-        """Stop after the RTMP server: leases still live here are cleared without callbacks."""
-        self._running = False
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
-            self._watcher = None
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=self.config.callback_timeout)
-        leases, self._live = list(self._live.values()), {}
-        for lease in leases:
-            lease._ended = True
-            if self._callbacks is None:
-                self._pending_clears[lease._user_id] = (lease._token, self._clock())
-        if self._callbacks is not None:
-            await self._callbacks.close()
-        else:
-            with contextlib.suppress(StoreError):
-                await self._retry_pending_clears()
-            await self.store.close()
+        """Stop after the RTMP server: leases still live here end without callbacks (the
+        database clears their live state)."""
+        self._running = False  # from now on a lease's end() changes nothing
+        self._live = {}
+        await self._decider.stop()
 
     # -- decisions --------------------------------------------------------------------------
 
@@ -184,173 +106,57 @@ class AuthService:
         self, attempt: PublishAttempt, disconnect: Callable[[str], None]
     ) -> Accepted | Denied:
         host = client_host(attempt.addr)
-        if self._limiter.blocked(host):
+        if self._guard.blocked(host):
             return RATE_LIMITED
         key, _, extra = attempt.key.partition("?")  # defensive: the caller already split it
-        query = attempt.query or extra
+        request = Request(attempt, key, attempt.query or extra, host)
         if _app_name(attempt.app) != self.app:
-            return self._failed(host, key, UNKNOWN_APP)
-        if self._callbacks is not None:
-            return await self._authorize_callback(attempt, key, query, host, disconnect)
-        if not key or len(key) > keys.MAX_KEY_CHARS:
-            return self._failed(host, key, UNKNOWN_KEY)
-        # One lookup at a time per address: concurrent guesses would otherwise all pass the
-        # check above before the first of them fails, and outrun max_failures.
-        async with self._turn(host):
-            if self._limiter.blocked(host):
-                return RATE_LIMITED
-            try:
-                owner = await self.store.find_by_key(key)
-            except StoreError as exc:
-                self._log.error("publish from %s not decided: %s", host, exc)
-                return UNAVAILABLE
-            if owner is None:
-                return self._failed(host, key, UNKNOWN_KEY)
-            if not owner.active:
-                return self._failed(host, key, INACTIVE)
-            self._limiter.success(host)
-        lease = Lease(
-            self, owner.name, self._clock(), disconnect, user_id=owner.user_id,
-            digest=owner.key_digest,
-        )  # fmt: skip
-        return await self._grant(lease, attempt.addr, key)
+            return self._guard.refused(host, key, UNKNOWN_APP)
+        decision = await self._decider.decide(request)
+        if isinstance(decision, Denied):
+            return decision
+        return await self._grant(decision, request, disconnect)
 
-    @contextlib.asynccontextmanager
-    async def _turn(self, host: str) -> AsyncIterator[None]:
-        """Hold the per-address lookup lock (kept only while someone holds or awaits it)."""
-        turn = self._turns.get(host)
-        if turn is None:
-            turn = self._turns[host] = [asyncio.Lock(), 0]
-        turn[1] += 1
-        try:
-            async with turn[0]:
-                yield
-        finally:
-            turn[1] -= 1
-            if not turn[1]:
-                del self._turns[host]
-
-    async def _authorize_callback(
-        self,
-        attempt: PublishAttempt,
-        key: str,
-        query: str,
-        host: str,
-        disconnect: Callable[[str], None],
+    async def _grant(
+        self, granted: Granted[Any], request: Request, disconnect: Callable[[str], None]
     ) -> Accepted | Denied:
-        assert self._callbacks is not None
-        answer = await self._callbacks.publish(attempt, key, query)
-        if not isinstance(answer, CallbackAccept):
-            if answer.failed_attempt:
-                return self._failed(host, key, answer.denied)
-            return answer.denied
-        self._limiter.success(host)
-        lease = Lease(
-            self, answer.name, self._clock(), disconnect, attempt=attempt, key=key, query=query
-        )
-        return await self._grant(lease, attempt.addr, key)
-
-    async def _grant(self, lease: Lease, addr: str, key: str) -> Accepted | Denied:
+        addr = request.attempt.addr
+        lease = Lease(granted.name, self._clock(), addr, disconnect, self._lease_ended)
         async with self._accept_lock:
             current = self._live.get(lease.name)
             if current is not None and self.config.duplicate is Duplicate.REJECT:
                 self._log.info("publish to %s from %s refused: already live", lease.name, addr)
                 return ALREADY_LIVE
-            if self._callbacks is None:
-                try:
-                    await self.store.set_live(lease._user_id, lease.since, addr, lease._token)
-                except StoreError as exc:
-                    self._log.error("publish to %s from %s not granted: %s", lease.name, addr, exc)
-                    return UNAVAILABLE
+            denied = await self._decider.went_live(lease, granted.grant)
+            if denied is not None:
+                return denied
             self._live[lease.name] = lease
         if current is not None:
             self._log.info("%s taken over by %s", lease.name, addr)
             self._disconnect(current, TAKEN_OVER)
+        key = request.key
         shown = lease.name if lease.name != key else f"its own name ({keys.key_hint(key)})"
         self._log.info("publish from %s accepted under %s", addr, shown)
         return Accepted(lease.name, lease)
 
-    def _failed(self, host: str, key: str, denied: Denied) -> Denied:
-        started_block = self._limiter.failure(host)
-        self._log.warning(
-            "publish from %s refused (key %s): %s", host, keys.key_hint(key), denied.description
-        )
-        if started_block:
-            self._log.warning(
-                "%s blocked for %g s after %d failed attempts",
-                host, self.config.backoff, self.config.max_failures,
-            )  # fmt: skip
-        return denied
-
     def _disconnect(self, lease: Lease, reason: str) -> None:
         try:
-            lease._disconnect(reason)
+            lease.disconnect(reason)
         except Exception:
             self._log.exception("disconnecting the publisher of %s failed", lease.name)
 
+    async def _revoke(self, lease: Lease, reason: str) -> None:
+        """A decider found that a live publisher may no longer publish."""
+        self._log.info("disconnecting the publisher of %s: %s", lease.name, reason)
+        self._disconnect(lease, reason)
+        await lease.end()
+
     async def _lease_ended(self, lease: Lease) -> None:
+        if not self._running:
+            return
         if self._live.get(lease.name) is lease:
             del self._live[lease.name]
-            if self._callbacks is None:
-                ended = self._clock()
-                try:
-                    await self.store.clear_live(lease._user_id, lease._token, ended)
-                except StoreError as exc:
-                    self._log.warning("live state of %s kept for a retry: %s", lease.name, exc)
-                    self._pending_clears[lease._user_id] = (lease._token, ended)
-        if self._callbacks is not None and lease._attempt is not None and self._running:
-            label = lease.name if lease.name != lease._key else keys.key_hint(lease._key)
-            task = asyncio.create_task(
-                self._callbacks.publish_done(lease._attempt, lease._key, lease._query, label)
-            )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    # -- revocation -------------------------------------------------------------------------
-
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self._revoke_poll)
-            try:
-                await self._retry_pending_clears()
-                await self.check_revocations()
-            except StoreError as exc:
-                self._log.warning("revocation check postponed: %s", exc)
-            except Exception:
-                self._log.exception("revocation check failed")
-
-    async def _retry_pending_clears(self) -> None:
-        for user_id, (token, ended) in list(self._pending_clears.items()):
-            await self.store.clear_live(user_id, token, ended)
-            del self._pending_clears[user_id]
-
-    async def check_revocations(self) -> None:
-        """Cut live publishers whose user is gone, banned or has a new key. Cheap when nothing
-        changed: one PRAGMA read."""
-        if not self._live:
-            return
-        marker = await self.store.change_marker()
-        leases = list(self._live.values())
-        if marker == self._marker and all(lease.checked for lease in leases):
-            return
-        states = await self.store.user_states([lease._user_id for lease in leases])
-        self._marker = marker
-        for lease in leases:
-            lease.checked = True
-            if self._live.get(lease.name) is not lease:
-                continue
-            state = states.get(lease._user_id)
-            if state is None:
-                reason = "user removed"
-            elif not state.active:
-                reason = "user banned"
-            elif not keys.digests_equal(state.key_digest, lease._digest):
-                reason = "stream key changed"
-            else:
-                continue
-            self._log.info("disconnecting the publisher of %s: %s", lease.name, reason)
-            self._disconnect(lease, reason)
-            await lease.end()
+        await self._decider.ended(lease)
 
     # -- channels ---------------------------------------------------------------------------
 
@@ -363,14 +169,4 @@ class AuthService:
     async def channel(self, name: str) -> Channel | None:
         """The channel for a page or the API; None if unknown. Raises StoreError when the
         database cannot be read."""
-        lease = self._live.get(name)
-        if self._callbacks is not None:
-            if lease is None or not valid_path_name(name):
-                return None
-            return Channel(name, True, lease.since)
-        if not valid_public_name(name):
-            return None
-        user = await self.store.get_user(name)
-        if user is None:
-            return None
-        return Channel(user.name, user.active, lease.since if lease is not None else None)
+        return await self._decider.channel(name, self._live.get(name))

@@ -126,7 +126,6 @@ class Store:
         self._clock = clock
         self._conn: aiosqlite.Connection | None = None
         self._changes = 0  # commits of user data made through this connection
-        self.lookups = 0  # key lookups, so tests can see that blocked attempts cost nothing
 
     async def __aenter__(self) -> Store:
         await self.open()
@@ -200,9 +199,6 @@ class Store:
 
     async def schema_version(self) -> int:
         return int((await self._query("PRAGMA user_version"))[0][0])
-
-    async def journal_mode(self) -> str:
-        return str((await self._query("PRAGMA journal_mode"))[0][0])
 
     async def _migrate(self) -> None:
         if await self.schema_version() == SCHEMA_VERSION:
@@ -301,7 +297,6 @@ class Store:
     # -- keys and live state ----------------------------------------------------------------
 
     async def find_by_key(self, key: str) -> KeyOwner | None:
-        self.lookups += 1
         digest = keys.key_digest(key)
         rows = await self._query(
             "SELECT id, name, active, key_digest FROM users WHERE key_digest = ?", (digest,)

@@ -1,5 +1,5 @@
 """Helpers for the rtmpd.auth tests: publish attempts, disconnect recorders, a settable clock,
-and `rtmpd users` run in a separate Python process."""
+a key-lookup counter, and `rtmpd users` run in a separate Python process."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from rtmpd.auth import PublishAttempt
+import pytest
+from rtmpd.auth import PublishAttempt, Store
+from rtmpd.auth.store import KeyOwner
 
 CLI = (
     "import sys; from pathlib import Path; from rtmpd.auth.cli import main_users; "
@@ -31,6 +33,21 @@ class Disconnects:
     def __call__(self, reason: str) -> None:
         self.reasons.append(reason)
         self.called.set()
+
+
+class KeyLookups:
+    """Counts the key lookups a store answers, by wrapping its `find_by_key` for one test:
+    evidence that refused attempts never reached the database."""
+
+    def __init__(self, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        lookup = store.find_by_key
+
+        async def counted(key: str) -> KeyOwner | None:
+            self.count += 1
+            return await lookup(key)
+
+        monkeypatch.setattr(store, "find_by_key", counted)
 
 
 class Clock:
