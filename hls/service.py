@@ -8,13 +8,12 @@ the window, streams past their grace). The event loop calls everything here sync
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 
+from .cleanup import CleanupQueue, Removal
 from .config import HlsConfig
 from .model import SegmentWritten, StreamInfo
 from .packager import NameState, OpenSegment, StreamPackager
@@ -40,8 +39,7 @@ class HlsService:
         self._log = log or logging.getLogger("rtmpd.hls")
         self._states: dict[str, NameState] = {}
         self._retired: dict[str, PlaylistWindow] = {}  # counters of names whose files went
-        self._heap: list[tuple[float, int, str, str, int]] = []
-        self._counter = itertools.count()
+        self._cleanup = CleanupQueue()
         try:
             self.layout.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -81,14 +79,16 @@ class HlsService:
     def tick(self, now: float | None = None) -> None:
         """Run due cleanup: segments that left the window, streams past their grace."""
         now = self._clock() if now is None else now
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            _, _, name, file, generation = heapq.heappop(heap)
-            state = self._states.get(name)
-            if file:
-                if state is None or file not in state.listed:
-                    unlink_quietly(self.layout.stream_dir(name) / file)
-            elif state is not None and state.generation == generation and state.packager is None:
+        for entry in self._cleanup.pop_due(now):
+            state = self._states.get(entry.name)
+            if entry.removal is Removal.SEGMENT:
+                if state is None or entry.file not in state.listed:
+                    unlink_quietly(self.layout.stream_dir(entry.name) / entry.file)
+            elif (
+                state is not None
+                and state.generation == entry.generation
+                and state.packager is None
+            ):
                 self._remove_stream(state)
 
     def stream_info(self, name: str) -> StreamInfo | None:
@@ -136,11 +136,8 @@ class HlsService:
         due = self._clock() + self.config.playlist_length
         for path in self.layout.stream_files(name):
             if self.config.cleanup and path.name.endswith(".ts") and path.name not in listed:
-                self._schedule(due, name, path.name)
+                self._cleanup.schedule_segment(due, name, path.name)
         return window
-
-    def _schedule(self, due: float, name: str, file: str = "", generation: int = 0) -> None:
-        heapq.heappush(self._heap, (due, next(self._counter), name, file, generation))
 
     def _list_segment(
         self, state: NameState, seg: OpenSegment, duration_ms: int, size: int, t0: float
@@ -157,7 +154,8 @@ class HlsService:
             for old in removed:
                 state.listed.discard(old.uri)
                 if self.config.cleanup:
-                    self._schedule(now + old.duration_ms / 1000 + longest, state.name, old.uri)
+                    due = now + old.duration_ms / 1000 + longest
+                    self._cleanup.schedule_segment(due, state.name, old.uri)
         state.write_playlist(self.layout, self._log)
         if self._on_segment is not None:
             event = SegmentWritten(
@@ -175,7 +173,7 @@ class HlsService:
         state.write_playlist(self.layout, self._log)
         if ended and self.config.cleanup:
             due = self._clock() + self.config.effective_grace
-            self._schedule(due, state.name, "", state.generation)
+            self._cleanup.schedule_stream(due, state.name, state.generation)
 
     def _remove_stream(self, state: NameState) -> None:
         count = self.layout.remove_stream(state.name)
