@@ -107,7 +107,7 @@ class NameState:
         config = context.config
         uri = segment.path.name
         duration_ms = segment.duration_ms
-        listed, removed = window.add(
+        entry, removed = window.add(
             uri,
             duration_ms,
             discontinuity=segment.discontinuity,
@@ -127,9 +127,7 @@ class NameState:
         on_segment = context.on_segment
         if on_segment is not None:
             lag = context.clock() - segment.closed_at
-            event = SegmentWritten(
-                self.name, listed.sequence, duration_ms / 1000, segment.size, lag
-            )
+            event = SegmentWritten(self.name, entry.sequence, duration_ms / 1000, segment.size, lag)
             try:
                 on_segment(event)
             except Exception:
