@@ -134,14 +134,6 @@ class SegmentMuxer:
         packet.pts = ts
         self._mux(packet)
 
-    @property
-    def has_video(self) -> bool:
-        return self._video is not None
-
-    @property
-    def has_audio(self) -> bool:
-        return self._audio is not None
-
     def close(self) -> int:
         """Flush the interleaving queue and the trailer; returns the file size in bytes."""
         self._out.close()

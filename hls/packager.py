@@ -1,8 +1,7 @@
-"""Packaging one public name: its playlist state, and one `StreamPackager` per publish.
-
-Glue between the pure parts (segmenter, playlist window) and the I/O parts (muxer, storage);
-`HlsService` (rtmpd.hls.service) opens the packagers and keeps the names. Disk work per packet
-is the muxer's buffered write, per segment a rename and one small playlist rewrite.
+"""Packaging one publish: a `StreamPackager` cuts it (segmenter) and muxes it (PyAV), and hands
+each finished segment to its `PackagerOwner`, the public name it goes out under, which outlives
+the publish: it names the files and lists them (rtmpd.hls.name_state). Disk work per packet is
+the muxer's buffered write, per segment a rename and, in the owner, one playlist rewrite.
 
 Bad input never raises out of the media methods: an unusable sequence header is logged once
 and ignored (the previous valid one stays in force; with none, that track's frames are
@@ -13,24 +12,22 @@ at the next segment that can be opened, with a discontinuity.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import av
 
 from .codecs import AacConfig, AvcConfig, parse_asc, parse_avcc
+from .config import HlsConfig
 from .model import Keyframe, StreamInfo
 from .muxer import SegmentMuxer, Template, audio_template, video_template
-from .playlist import PlaylistWindow
 from .segmenter import Action, Segmenter, Track
-from .storage import Layout, write_atomic
-
-if TYPE_CHECKING:
-    from .service import HlsService
+from .storage import Layout
 
 _STATS_SEGMENTS = 3  # bitrates and fps are measured over this many recent segments
 _PDT_MAX_DRIFT = 30.0  # re-anchor program date-time when stream time and wall clock part more
@@ -39,16 +36,42 @@ _WRITE, _DROP, _CUT, _CLOSE = Action.WRITE, Action.DROP, Action.CUT, Action.CLOS
 _VIDEO, _AUDIO = Track.VIDEO, Track.AUDIO
 
 
+@dataclass(frozen=True, slots=True)
+class FinishedSegment:
+    """A segment complete on disk under its final name, as its owner is told about it."""
+
+    path: Path
+    duration_ms: int
+    size: int  # bytes
+    discontinuity: bool  # a new timeline starts here, or the segment before it was lost
+    program_date_time: float  # unix seconds of its first frame
+    closed_at: float  # wall seconds when the packet that closed it arrived
+
+
+class PackagerOwner(Protocol):
+    """What a publish needs from the name it goes out under (after gohlslib's
+    muxerSegmenterParent): a path for each new segment, and to be told what is finished.
+    Listing, the playlist window and cleanup stay with the owner, which outlives the publish."""
+
+    def segment_path(self, timestamp: int, program_date_time: float) -> Path:
+        """Where the segment starting at `timestamp` (stream ms) goes; nothing is there yet."""
+
+    def segment_finished(self, segment: FinishedSegment) -> None:
+        """List `segment`, complete on disk."""
+
+    def publish_finished(self, publish: StreamPackager, ended: bool) -> None:
+        """`publish` stopped (`ended`) or was taken over; its last segment is already listed."""
+
+
 class OpenSegment:
     """The segment being written."""
 
     __slots__ = (
-        "file", "path", "temp", "muxer", "start", "pdt", "discontinuity",
+        "path", "temp", "muxer", "start", "pdt", "discontinuity",
         "vbytes", "abytes", "vframes", "vfirst", "vlast",
     )  # fmt: skip
 
-    def __init__(self, file: str, path: Path, start: int, pdt: float, disc: bool) -> None:
-        self.file = file
+    def __init__(self, path: Path, start: int, pdt: float, disc: bool) -> None:
         self.path = path
         self.temp = Layout.temp_path(path)
         self.muxer: SegmentMuxer | None = None
@@ -62,55 +85,30 @@ class OpenSegment:
         self.vlast = -1
 
 
-class NameState:
-    """What outlives a single publish of a public name: the playlist and its counters."""
-
-    __slots__ = (
-        "name", "window", "packager", "info", "generation", "last_name_ms", "listed",
-        "playlist_failed",
-    )  # fmt: skip
-
-    def __init__(self, name: str, window: PlaylistWindow) -> None:
-        self.name = name
-        self.window = window
-        self.packager: StreamPackager | None = None
-        self.info: StreamPackager | None = None  # the current or last publish, for stream_info
-        self.generation = 0
-        self.last_name_ms = 0
-        self.listed: set[str] = set()
-        self.playlist_failed = False
-
-    def write_playlist(self, layout: Layout, log: logging.Logger) -> None:
-        """Rewrite the playlist once it lists anything; a failure is logged once per outage."""
-        if not self.window.segments:
-            return
-        try:
-            write_atomic(layout.playlist_path(self.name), self.window.render())
-        except OSError as exc:
-            if not self.playlist_failed:
-                log.error("HLS %s: cannot write the playlist: %s", self.name, exc)
-                self.playlist_failed = True
-            return
-        self.playlist_failed = False
-
-
 class StreamPackager:
     """Packages one publish. Media methods never raise for bad input (see module doc)."""
 
-    def __init__(self, service: HlsService, state: NameState) -> None:
-        config = service.config
-        self.name = state.name
-        self._service = service
-        self._state = state
-        self._clock = service._clock
-        self._log = service._log
+    def __init__(
+        self,
+        name: str,
+        owner: PackagerOwner,
+        config: HlsConfig,
+        *,
+        clock: Callable[[], float],
+        log: logging.Logger,
+        new_timeline: bool,
+    ) -> None:
+        self.name = name
+        self._owner = owner
+        self._clock = clock
+        self._log = log
         self._seg = Segmenter(
             round(config.fragment * 1000),
             round(config.effective_max_fragment * 1000),
             config.max_segment_bytes,
         )
-        if state.window.next_sequence > 0:
-            self._seg.mark_discontinuity()  # a re-publish or takeover: new timeline
+        if new_timeline:
+            self._seg.mark_discontinuity()  # a re-publish or takeover
         self._done = False
         self._current: OpenSegment | None = None
         self._vtemplate: Template | None = None
@@ -226,11 +224,11 @@ class StreamPackager:
         """The publish ended: list the partial segment, ENDLIST, cleanup after the grace."""
         self._finish_publish(ended=True)
 
-    # -- internals --------------------------------------------------------------------------
-
-    def _detach(self) -> None:
+    def detach(self) -> None:
         """A takeover replaced this publish: list its partial segment, no ENDLIST."""
         self._finish_publish(ended=False)
+
+    # -- internals --------------------------------------------------------------------------
 
     def _finish_publish(self, ended: bool) -> None:
         if self._done:
@@ -241,10 +239,7 @@ class StreamPackager:
         self._current = None
         if seg is not None:
             self._finish_segment(seg, duration or 1, self._clock())
-        state = self._state
-        if state.packager is self:
-            state.packager = None
-        self._service._end_stream(state, ended)
+        self._owner.publish_finished(self, ended)
 
     def _cut(self, action: Action, timestamp: int) -> None:
         t0 = self._clock()
@@ -256,7 +251,6 @@ class StreamPackager:
             self._start_segment(timestamp, t0)
 
     def _start_segment(self, timestamp: int, now: float) -> None:
-        service, state, layout = self._service, self._state, self._service.layout
         new_timeline = self._seg.discontinuity
         anchor = self._anchor
         if anchor is None or new_timeline:
@@ -265,26 +259,11 @@ class StreamPackager:
         if abs(pdt - now) > _PDT_MAX_DRIFT:
             self._anchor = (now, timestamp)
             pdt = now
-        naming = service.config.naming
-        if naming == "system":
-            base = max(round(pdt * 1000), state.last_name_ms + 1)
-            state.last_name_ms = base
-        elif naming == "sequential":
-            base = state.window.next_sequence
-        else:
-            base = timestamp
-        fragment = str(base)
-        path = layout.segment_path(self.name, fragment)
-        for n in itertools.count(1):
-            if not (os.path.lexists(path) or os.path.lexists(Layout.temp_path(path))):
-                break
-            fragment = f"{base}_{n}"
-            path = layout.segment_path(self.name, fragment)
-        file = layout.segment_file(self.name, fragment)
-        seg = OpenSegment(file, path, timestamp, pdt, new_timeline or self._gap)
+        path = self._owner.segment_path(timestamp, pdt)
+        seg = OpenSegment(path, timestamp, pdt, new_timeline or self._gap)
         self._current = seg
         try:
-            layout.ensure_dir(self.name)
+            path.parent.mkdir(parents=True, exist_ok=True)
             seg.muxer = SegmentMuxer(seg.temp, self._vtemplate, self._atemplate)
         except OSError as exc:
             self._disk_error(exc)
@@ -314,7 +293,8 @@ class StreamPackager:
         if self._disk_failed:
             self._disk_failed = False
             self._log.info("HLS %s: writing segments again", self.name)
-        self._service._list_segment(self._state, seg, duration_ms, size, t0)
+        finished = FinishedSegment(seg.path, duration_ms, size, seg.discontinuity, seg.pdt, t0)
+        self._owner.segment_finished(finished)
 
     def _mux_failed(self, seg: OpenSegment, exc: Exception) -> None:
         if isinstance(exc, OSError):
@@ -338,7 +318,10 @@ class StreamPackager:
             self._warned.add(key)
             self._log.warning("HLS %s: " + message, self.name, *args)
 
-    def _stream_info(self, live: bool) -> StreamInfo:
+    # -- about the publish ------------------------------------------------------------------
+
+    def stream_info(self, live: bool) -> StreamInfo:
+        """Codecs, picture, bitrates and fps over the last few segments, the latest keyframe."""
         duration = vbytes = abytes = vframes = 0
         for d, vb, ab, vf in self._stats:
             duration += d

@@ -1,23 +1,24 @@
 """The HLS service: all HLS output under one folder, one playlist per public name.
 
-`HlsService` keeps the names: it opens a `StreamPackager` (rtmpd.hls.packager) per publish,
-hands a name over on takeover, lists finished segments in the name's playlist window, resumes
-playlists an earlier run left on disk, and removes files when they are due (segments that left
-the window, streams past their grace). The event loop calls everything here synchronously.
+`HlsService` keeps the names: a `NameState` (rtmpd.hls.name_state) per name, which opens a
+`StreamPackager` (rtmpd.hls.packager) per publish and lists its segments. The service resumes
+playlists an earlier run left on disk, forgets a name once its files went (keeping only the
+counters), and removes files when they are due (segments that left the window, streams past
+their grace). The event loop calls everything here synchronously.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 
+from .cleanup import CleanupQueue, Removal
 from .config import HlsConfig
 from .model import SegmentWritten, StreamInfo
-from .packager import NameState, OpenSegment, StreamPackager
+from .name_state import NameContext, NameState
+from .packager import StreamPackager
 from .playlist import PlaylistWindow
 from .storage import TEMP_SUFFIX, Layout, check_name, unlink_quietly
 
@@ -36,12 +37,18 @@ class HlsService:
         self.config = config
         self.layout = Layout(config.path, config.nested)
         self._clock = clock
-        self._on_segment = on_segment
         self._log = log or logging.getLogger("rtmpd.hls")
         self._states: dict[str, NameState] = {}
         self._retired: dict[str, PlaylistWindow] = {}  # counters of names whose files went
-        self._heap: list[tuple[float, int, str, str, int]] = []
-        self._counter = itertools.count()
+        self._cleanup = CleanupQueue()
+        self._context = NameContext(
+            config=config,
+            layout=self.layout,
+            clock=clock,
+            log=self._log,
+            cleanup=self._cleanup,
+            on_segment=on_segment,
+        )
         try:
             self.layout.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -67,35 +74,27 @@ class HlsService:
         check_name(name)
         state = self._states.get(name)
         if state is None:
-            state = self._states[name] = NameState(name, self._new_window(name))
-            state.listed.update(s.uri for s in state.window.segments)
-        old = state.packager
-        if old is not None:
-            self._log.info("HLS %s: taken over by a new publish", name)
-            old._detach()
-        state.generation += 1
-        packager = StreamPackager(self, state)
-        state.packager = state.info = packager
-        return packager
+            state = self._states[name] = NameState(name, self._new_window(name), self._context)
+        return state.open_publish()
 
     def tick(self, now: float | None = None) -> None:
         """Run due cleanup: segments that left the window, streams past their grace."""
         now = self._clock() if now is None else now
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            _, _, name, file, generation = heapq.heappop(heap)
-            state = self._states.get(name)
-            if file:
-                if state is None or file not in state.listed:
-                    unlink_quietly(self.layout.stream_dir(name) / file)
-            elif state is not None and state.generation == generation and state.packager is None:
+        for entry in self._cleanup.pop_due(now):
+            state = self._states.get(entry.name)
+            if entry.removal is Removal.SEGMENT:
+                if state is None or entry.file not in state.listed:
+                    unlink_quietly(self.layout.stream_dir(entry.name) / entry.file)
+            elif (
+                state is not None
+                and state.generation == entry.generation
+                and state.packager is None
+            ):
                 self._remove_stream(state)
 
     def stream_info(self, name: str) -> StreamInfo | None:
         state = self._states.get(name)
-        if state is None or state.info is None:
-            return None
-        return state.info._stream_info(live=state.packager is not None)
+        return None if state is None else state.stream_info()
 
     def playlist_path(self, name: str) -> Path:
         """Where the playlist of `name` is (ValueError for a name that could escape the root)."""
@@ -111,7 +110,7 @@ class HlsService:
             if state.packager is not None:
                 state.packager.close()
 
-    # -- used by StreamPackager -------------------------------------------------------------
+    # -- internals --------------------------------------------------------------------------
 
     def _new_window(self, name: str) -> PlaylistWindow:
         window = self._retired.pop(name, None)
@@ -136,46 +135,8 @@ class HlsService:
         due = self._clock() + self.config.playlist_length
         for path in self.layout.stream_files(name):
             if self.config.cleanup and path.name.endswith(".ts") and path.name not in listed:
-                self._schedule(due, name, path.name)
+                self._cleanup.schedule_segment(due, name, path.name)
         return window
-
-    def _schedule(self, due: float, name: str, file: str = "", generation: int = 0) -> None:
-        heapq.heappush(self._heap, (due, next(self._counter), name, file, generation))
-
-    def _list_segment(
-        self, state: NameState, seg: OpenSegment, duration_ms: int, size: int, t0: float
-    ) -> None:
-        window = state.window
-        segment, removed = window.add(
-            seg.file, duration_ms, discontinuity=seg.discontinuity, program_date_time=seg.pdt
-        )
-        state.listed.add(seg.file)
-        if removed:
-            now = self._clock()
-            longest = max(self.config.playlist_length, window.duration_ms / 1000)
-            longest += sum(old.duration_ms for old in removed) / 1000
-            for old in removed:
-                state.listed.discard(old.uri)
-                if self.config.cleanup:
-                    self._schedule(now + old.duration_ms / 1000 + longest, state.name, old.uri)
-        state.write_playlist(self.layout, self._log)
-        if self._on_segment is not None:
-            event = SegmentWritten(
-                state.name, segment.sequence, duration_ms / 1000, size, self._clock() - t0
-            )
-            try:
-                self._on_segment(event)
-            except Exception:
-                self._log.exception("HLS on_segment callback failed")
-
-    def _end_stream(self, state: NameState, ended: bool) -> None:
-        """A publish stopped (`ended`) or was taken over: rewrite its playlist."""
-        if ended and self.config.endlist:
-            state.window.endlist = True
-        state.write_playlist(self.layout, self._log)
-        if ended and self.config.cleanup:
-            due = self._clock() + self.config.effective_grace
-            self._schedule(due, state.name, "", state.generation)
 
     def _remove_stream(self, state: NameState) -> None:
         count = self.layout.remove_stream(state.name)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rtmpd.hls import name_state as name_state_module
 from rtmpd.hls import packager as packager_module
 from rtmpd.hls.muxer import SegmentMuxer
 
@@ -381,7 +382,7 @@ class SmallDisk:
                     raise no_space()
                 super().audio(*args)
 
-        write_atomic = packager_module.write_atomic
+        write_atomic = name_state_module.write_atomic
 
         def full_write(path: Path, text: str) -> None:
             if disk.full:
@@ -389,7 +390,7 @@ class SmallDisk:
             write_atomic(path, text)
 
         monkeypatch.setattr(packager_module, "SegmentMuxer", FullMuxer)
-        monkeypatch.setattr(packager_module, "write_atomic", full_write)
+        monkeypatch.setattr(name_state_module, "write_atomic", full_write)
 
 
 @pytest.fixture

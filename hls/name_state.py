@@ -1,0 +1,163 @@
+"""One public name across its publishes: what a `StreamPackager` talks to as its owner.
+
+A name outlives each publish of it (re-publish, takeover, the grace before its files go), so it
+keeps what must go on: the playlist window and its counters, which files the playlist lists,
+the names of new segment files per `naming`, and the cleanup a publish leaves behind. It is
+the `PackagerOwner` of its publishes (rtmpd.hls.packager) and never sees the service.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cleanup import CleanupQueue
+from .config import HlsConfig, Naming
+from .model import SegmentWritten, StreamInfo
+from .packager import FinishedSegment, StreamPackager
+from .playlist import PlaylistWindow
+from .storage import Layout, write_atomic
+
+
+@dataclass(frozen=True, slots=True)
+class NameContext:
+    """What all names of one service share: settings, the folder, the clock, the log, the
+    cleanup queue and the segment callback."""
+
+    config: HlsConfig
+    layout: Layout
+    clock: Callable[[], float]
+    log: logging.Logger
+    cleanup: CleanupQueue
+    on_segment: Callable[[SegmentWritten], None] | None
+
+
+class NameState:
+    """The playlist of one name and its current publish; implements `PackagerOwner`."""
+
+    __slots__ = (
+        "name", "window", "listed", "packager", "generation", "_context", "_last_publish",
+        "_last_name_ms", "_playlist_failed",
+    )  # fmt: skip
+
+    def __init__(self, name: str, window: PlaylistWindow, context: NameContext) -> None:
+        self.name = name
+        self.window = window
+        self.listed = {s.uri for s in window.segments}  # files the playlist lists
+        self.packager: StreamPackager | None = None  # the open publish
+        self.generation = 0  # counts publishes: a stream cleanup is for the one it followed
+        self._context = context
+        self._last_publish: StreamPackager | None = None  # the open or last one, for its info
+        self._last_name_ms = 0
+        self._playlist_failed = False
+
+    def open_publish(self) -> StreamPackager:
+        """Start a publish under this name; an open one is taken over (detached)."""
+        context = self._context
+        old = self.packager
+        if old is not None:
+            context.log.info("HLS %s: taken over by a new publish", self.name)
+            old.detach()
+        self.generation += 1
+        packager = StreamPackager(
+            self.name,
+            self,
+            context.config,
+            clock=context.clock,
+            log=context.log,
+            new_timeline=self.window.next_sequence > 0,  # it continues an earlier playlist
+        )
+        self.packager = self._last_publish = packager
+        return packager
+
+    def stream_info(self) -> StreamInfo | None:
+        """About the open publish, else the last one; None before the first."""
+        last = self._last_publish
+        return None if last is None else last.stream_info(live=self.packager is not None)
+
+    # -- PackagerOwner ----------------------------------------------------------------------
+
+    def segment_path(self, timestamp: int, program_date_time: float) -> Path:
+        """Named per `naming`; a name already taken on disk gets "_<n>" appended."""
+        context = self._context
+        naming = context.config.naming
+        if naming == Naming.SYSTEM:
+            base = max(round(program_date_time * 1000), self._last_name_ms + 1)
+            self._last_name_ms = base
+        elif naming == Naming.SEQUENTIAL:
+            base = self.window.next_sequence
+        else:
+            base = timestamp
+        layout = context.layout
+        path = layout.segment_path(self.name, str(base))
+        for n in itertools.count(1):
+            if not (os.path.lexists(path) or os.path.lexists(Layout.temp_path(path))):
+                break
+            path = layout.segment_path(self.name, f"{base}_{n}")
+        return path
+
+    def segment_finished(self, segment: FinishedSegment) -> None:
+        """List the segment, schedule removal of the ones that left the window (clients may
+        still fetch them for a while), rewrite the playlist, then tell `on_segment`."""
+        context, window = self._context, self.window
+        config = context.config
+        uri = segment.path.name
+        duration_ms = segment.duration_ms
+        entry, removed = window.add(
+            uri,
+            duration_ms,
+            discontinuity=segment.discontinuity,
+            program_date_time=segment.program_date_time,
+        )
+        self.listed.add(uri)
+        if removed:
+            now = context.clock()
+            longest = max(config.playlist_length, window.duration_ms / 1000)
+            longest += sum(old.duration_ms for old in removed) / 1000
+            for old in removed:
+                self.listed.discard(old.uri)
+                if config.cleanup:
+                    due = now + old.duration_ms / 1000 + longest
+                    context.cleanup.schedule_segment(due, self.name, old.uri)
+        self._write_playlist()
+        on_segment = context.on_segment
+        if on_segment is not None:
+            lag = context.clock() - segment.closed_at
+            event = SegmentWritten(self.name, entry.sequence, duration_ms / 1000, segment.size, lag)
+            try:
+                on_segment(event)
+            except Exception:
+                context.log.exception("HLS on_segment callback failed")
+
+    def publish_finished(self, publish: StreamPackager, ended: bool) -> None:
+        """Rewrite the playlist (ENDLIST if `ended` and configured); once the grace after an
+        ended publish is over, the stream's files go unless it was published again."""
+        context = self._context
+        config = context.config
+        if self.packager is publish:
+            self.packager = None
+        if ended and config.endlist:
+            self.window.endlist = True
+        self._write_playlist()
+        if ended and config.cleanup:
+            due = context.clock() + config.effective_grace
+            context.cleanup.schedule_stream(due, self.name, self.generation)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _write_playlist(self) -> None:
+        """Rewrite the playlist once it lists anything; a failure is logged once per outage."""
+        if not self.window.segments:
+            return
+        try:
+            write_atomic(self._context.layout.playlist_path(self.name), self.window.render())
+        except OSError as exc:
+            if not self._playlist_failed:
+                self._context.log.error("HLS %s: cannot write the playlist: %s", self.name, exc)
+                self._playlist_failed = True
+            return
+        self._playlist_failed = False
