@@ -1,5 +1,5 @@
-"""Codec configuration parsing: the AVCDecoderConfigurationRecord (with its SPS) and the AAC
-AudioSpecificConfig.
+"""Codec configuration parsing: the AVCDecoderConfigurationRecord (with its SPS), the AAC
+AudioSpecificConfig and the MPEG audio (MP3) frame header.
 
 The packager checks each sequence header here before handing it to FFmpeg, so a garbage header
 is refused with a clear `ValueError` at config time instead of failing inside the muxer later,
@@ -54,7 +54,7 @@ class AvcConfig:
 class AacConfig:
     """What the packager needs from an AudioSpecificConfig."""
 
-    object_type: int  # as signalled first: 2 = AAC-LC, 5 = SBR (HE-AAC), 29 = PS (HE-AACv2)
+    object_type: int  # what it is: 2 = AAC-LC, 5 = SBR (HE-AAC), 29 = PS (HE-AACv2)
     core_object_type: int  # the object type under SBR/PS: what ADTS headers carry
     sample_rate: int  # output rate (the SBR extension rate for HE-AAC)
     channels: int | None  # None when a program config element defines them
@@ -62,6 +62,28 @@ class AacConfig:
     @property
     def codec_string(self) -> str:
         return f"mp4a.40.{self.object_type}"
+
+    @property
+    def name(self) -> str:
+        return {5: "HE-AAC", 29: "HE-AACv2"}.get(self.object_type, "AAC")
+
+
+@dataclass(frozen=True, slots=True)
+class Mp3Config:
+    """What the packager needs from an MPEG audio frame header (ISO/IEC 11172-3, 13818-3)."""
+
+    version: str  # "1", "2" or "2.5" (the last two: the low sample rates)
+    layer: int
+    sample_rate: int
+    channels: int
+    bitrate_kbps: int | None  # None for free format
+
+    #: HLS's name for MPEG-1/2 audio (Apple's authoring spec lists mp4a.40.34 for MP3).
+    codec_string = "mp4a.40.34"
+
+    @property
+    def name(self) -> str:
+        return "MP3" if self.layer == 3 else f"MPEG-{self.version} Layer {'I' * self.layer}"
 
 
 class _Bits:
@@ -240,6 +262,8 @@ def parse_asc(data: bytes) -> AacConfig:
     if aot in _SBR_PS:
         rate = sample_rate()
         core = object_type()
+    elif core == 2 and channel_config:
+        aot, rate = _backward_compatible_sbr(bits, rate)
     if not 1 <= core <= 4:
         raise ValueError(f"AAC object type {core} cannot be carried in ADTS (MPEG-TS)")
     if not 0 < rate <= 192000:
@@ -248,3 +272,51 @@ def parse_asc(data: bytes) -> AacConfig:
         raise ValueError(f"reserved AAC channel configuration {channel_config}")
     channels = {0: None, 7: 8}.get(channel_config, channel_config)
     return AacConfig(aot, core, rate, channels)
+
+
+def _backward_compatible_sbr(bits: _Bits, rate: int) -> tuple[int, int]:
+    """Explicit backward-compatible signalling (ISO/IEC 14496-3 1.6.6): an AAC-LC config
+    followed by sync extensions that declare SBR (and PS). Returns (object type, output rate)."""
+    try:
+        bits.u(1)  # frameLengthFlag
+        if bits.u(1):  # dependsOnCoreCoder
+            bits.u(14)
+        bits.u(1)  # extensionFlag (0 for AAC-LC)
+        if bits.u(11) != 0x2B7 or bits.u(5) != 5 or not bits.u(1):
+            return 2, rate
+        index = bits.u(4)
+        sbr_rate = bits.u(24) if index == 15 else AAC_SAMPLE_RATES[index]
+    except (ValueError, IndexError):
+        return 2, rate
+    try:
+        ps = bits.u(11) == 0x548 and bits.u(1) == 1
+    except ValueError:
+        ps = False
+    return (29 if ps else 5), sbr_rate
+
+
+_MP3_RATES = {"1": (44100, 48000, 32000), "2": (22050, 24000, 16000), "2.5": (11025, 12000, 8000)}
+_MP3_VERSIONS = {0: "2.5", 2: "2", 3: "1"}
+_MP3_KBPS = {  # (version 1?, layer) -> bitrate index 1..14
+    (True, 1): (32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
+    (True, 2): (32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
+    (True, 3): (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    (False, 1): (32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
+    (False, 2): (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+    (False, 3): (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}
+
+
+def parse_mp3(frame: bytes) -> Mp3Config:
+    """The header of the MPEG audio frame at the start of `frame` (an FLV MP3 tag's body)."""
+    if len(frame) < 4 or frame[0] != 0xFF or frame[1] & 0xE0 != 0xE0:
+        raise ValueError("no MPEG audio frame sync")
+    version = _MP3_VERSIONS.get((frame[1] >> 3) & 3)
+    layer = 4 - ((frame[1] >> 1) & 3)
+    rate_index = (frame[2] >> 2) & 3
+    bitrate_index = frame[2] >> 4
+    if version is None or layer == 4 or rate_index == 3 or bitrate_index == 15:
+        raise ValueError("reserved value in the MPEG audio frame header")
+    kbps = _MP3_KBPS[version == "1", layer][bitrate_index - 1] if bitrate_index else None
+    channels = 1 if frame[3] >> 6 == 3 else 2
+    return Mp3Config(version, layer, _MP3_RATES[version][rate_index], channels, kbps)

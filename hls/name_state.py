@@ -19,7 +19,7 @@ from .cleanup import CleanupQueue
 from .config import HlsConfig, Naming
 from .model import SegmentWritten, StreamInfo
 from .packager import FinishedSegment, StreamPackager
-from .playlist import PlaylistWindow
+from .playlist import PlaylistWindow, decide_target, rounded_seconds
 from .storage import Layout, write_atomic
 
 
@@ -41,7 +41,7 @@ class NameState:
 
     __slots__ = (
         "name", "window", "listed", "packager", "generation", "_context", "_last_publish",
-        "_last_name_ms", "_playlist_failed",
+        "_last_name_ms", "_last_sequence_name", "_playlist_failed", "_overlong_warned",
     )  # fmt: skip
 
     def __init__(self, name: str, window: PlaylistWindow, context: NameContext) -> None:
@@ -53,7 +53,9 @@ class NameState:
         self._context = context
         self._last_publish: StreamPackager | None = None  # the open or last one, for its info
         self._last_name_ms = 0
+        self._last_sequence_name = -1
         self._playlist_failed = False
+        self._overlong_warned = False
 
     def open_publish(self) -> StreamPackager:
         """Start a publish under this name; an open one is taken over (detached)."""
@@ -81,6 +83,10 @@ class NameState:
 
     # -- PackagerOwner ----------------------------------------------------------------------
 
+    @property
+    def target_duration(self) -> int | None:
+        return self.window.target_duration
+
     def segment_path(self, timestamp: int, program_date_time: float) -> Path:
         """Named per `naming`; a name already taken on disk gets "_<n>" appended."""
         context = self._context
@@ -89,7 +95,9 @@ class NameState:
             base = max(round(program_date_time * 1000), self._last_name_ms + 1)
             self._last_name_ms = base
         elif naming == Naming.SEQUENTIAL:
-            base = self.window.next_sequence
+            # Named before the one in front is listed (its last bytes are still in the muxer).
+            base = max(self.window.next_sequence, self._last_sequence_name + 1)
+            self._last_sequence_name = base
         else:
             base = timestamp
         layout = context.layout
@@ -107,6 +115,12 @@ class NameState:
         config = context.config
         uri = segment.path.name
         duration_ms = segment.duration_ms
+        if window.target_duration is None:
+            window.target_duration = decide_target(duration_ms, round(config.fragment * 1000))
+        elif rounded_seconds(duration_ms) > window.target_duration and not self._overlong_warned:
+            self._overlong_warned = True  # the segmenter prevents it; a sign of a bug if seen
+            context.log.warning("HLS %s: a %d ms segment is longer than the target of %d s",
+                                self.name, duration_ms, window.target_duration)  # fmt: skip
         entry, removed = window.add(
             uri,
             duration_ms,

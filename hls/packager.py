@@ -1,7 +1,13 @@
-"""Packaging one publish: a `StreamPackager` cuts it (segmenter) and muxes it (PyAV), and hands
-each finished segment to its `PackagerOwner`, the public name it goes out under, which outlives
-the publish: it names the files and lists them (rtmpd.hls.name_state). Disk work per packet is
-the muxer's buffered write, per segment a rename and, in the owner, one playlist rewrite.
+"""Packaging one publish: a `StreamPackager` cuts it (segmenter) and muxes it (one PyAV
+MPEG-TS muxer per run of segments, split into files: rtmpd.hls.muxer), and hands each finished
+segment to its `PackagerOwner`, the public name it goes out under, which outlives the publish:
+it names the files, lists them and decides the playlist's target duration
+(rtmpd.hls.name_state). Disk work per packet is the splitter's buffered write, per segment a
+rename and, in the owner, one playlist rewrite.
+
+A run of segments shares one muxer, so continuity counters and PCR go on across its files; it
+ends (and the next segment starts a new muxer) only where the playlist says
+EXT-X-DISCONTINUITY: a new timeline, new codec parameters, a re-publish.
 
 Bad input never raises out of the media methods: an unusable sequence header is logged once
 and ignored (the previous valid one stays in force; with none, that track's frames are
@@ -22,16 +28,16 @@ from typing import Protocol
 
 import av
 
-from .codecs import AacConfig, AvcConfig, parse_asc, parse_avcc
+from .codecs import AacConfig, AvcConfig, Mp3Config, parse_asc, parse_avcc, parse_mp3
 from .config import HlsConfig
 from .model import Keyframe, StreamInfo
-from .muxer import SegmentMuxer, Template, audio_template, video_template
+from .muxer import SegmentOutput, TsMuxer
 from .segmenter import Action, Segmenter, Track
 from .storage import Layout
+from .templates import Template, audio_template, mp3_template, video_template
 
 _STATS_SEGMENTS = 3  # bitrates and fps are measured over this many recent segments
-_PDT_MAX_DRIFT = 30.0  # re-anchor program date-time when stream time and wall clock part more
-_MEDIA_ERRORS = (OSError, ValueError, av.FFmpegError)
+_MEDIA_ERRORS = (ValueError, av.FFmpegError)
 _WRITE, _DROP, _CUT, _CLOSE = Action.WRITE, Action.DROP, Action.CUT, Action.CLOSE
 _VIDEO, _AUDIO = Track.VIDEO, Track.AUDIO
 
@@ -50,8 +56,9 @@ class FinishedSegment:
 
 class PackagerOwner(Protocol):
     """What a publish needs from the name it goes out under (after gohlslib's
-    muxerSegmenterParent): a path for each new segment, and to be told what is finished.
-    Listing, the playlist window and cleanup stay with the owner, which outlives the publish."""
+    muxerSegmenterParent): a path for each new segment, to be told what is finished, and the
+    playlist's target duration once it is decided. Listing, the playlist window and cleanup
+    stay with the owner, which outlives the publish."""
 
     def segment_path(self, timestamp: int, program_date_time: float) -> Path:
         """Where the segment starting at `timestamp` (stream ms) goes; nothing is there yet."""
@@ -62,27 +69,38 @@ class PackagerOwner(Protocol):
     def publish_finished(self, publish: StreamPackager, ended: bool) -> None:
         """`publish` stopped (`ended`) or was taken over; its last segment is already listed."""
 
+    @property
+    def target_duration(self) -> int | None:
+        """EXT-X-TARGETDURATION in seconds once decided (it then never changes), else None."""
+
 
 class OpenSegment:
-    """The segment being written."""
+    """A segment from its first packet until its output is listed."""
 
     __slots__ = (
-        "path", "temp", "muxer", "start", "pdt", "discontinuity",
+        "serial", "path", "output", "start", "pdt", "new_timeline", "duration_ms", "closed_at",
         "vbytes", "abytes", "vframes", "vfirst", "vlast",
     )  # fmt: skip
 
-    def __init__(self, path: Path, start: int, pdt: float, disc: bool) -> None:
+    def __init__(
+        self, serial: int, path: Path, output: SegmentOutput, start: int, pdt: float, new: bool
+    ) -> None:
+        self.serial = serial
         self.path = path
-        self.temp = Layout.temp_path(path)
-        self.muxer: SegmentMuxer | None = None
+        self.output = output
         self.start = start
         self.pdt = pdt
-        self.discontinuity = disc
+        self.new_timeline = new  # else it continues the one before (unless that one was lost)
+        self.duration_ms = 0  # set when it is cut
+        self.closed_at = 0.0
         self.vbytes = 0
         self.abytes = 0
         self.vframes = 0
         self.vfirst = -1
         self.vlast = -1
+
+
+AudioConfig = AacConfig | Mp3Config
 
 
 class StreamPackager:
@@ -109,18 +127,30 @@ class StreamPackager:
         )
         if new_timeline:
             self._seg.mark_discontinuity()  # a re-publish or takeover
+        self._target: int | None = None
+        self._follow_target()
         self._done = False
         self._current: OpenSegment | None = None
+        self._pending: deque[OpenSegment] = deque()  # cut, their bytes not all written yet
+        self._muxer: TsMuxer | None = None
+        self._finished: deque[SegmentOutput] = deque()  # the running muxer's finished outputs
         self._vtemplate: Template | None = None
         self._atemplate: Template | None = None
         self._vconfig: AvcConfig | None = None
-        self._aconfig: AacConfig | None = None
+        self._aconfig: AudioConfig | None = None
+        self._mp3_key = -1  # version, rate and mode bits of the MP3 frames, to spot changes
         self._warned: set[str] = set()
-        self._disk_failed = False
+        self._disk_failed = -1  # serial of the newest segment lost to a disk error, or -1
+        self._serial = 0  # segments opened so far
         self._gap = False  # a segment was lost: the next listed one starts a discontinuity
         self._anchor: tuple[float, int] | None = None  # (wall, stream ms) for date-times
         self._stats: deque[tuple[int, int, int, int]] = deque(maxlen=_STATS_SEGMENTS)
         self._keyframe: Keyframe | None = None
+
+    @property
+    def has_tracks(self) -> bool:
+        """Whether any track can be packaged (a usable sequence header arrived)."""
+        return self._vtemplate is not None or self._atemplate is not None
 
     # -- media from the publisher -----------------------------------------------------------
 
@@ -152,6 +182,7 @@ class StreamPackager:
             self._warn("asc", "ignoring an unusable AAC sequence header (%s)", exc)
             return
         self._aconfig, self._atemplate = config, template
+        self._mp3_key = -1
         self._seg.configure(_AUDIO, changed=True)
 
     def video(
@@ -171,10 +202,11 @@ class StreamPackager:
         if not size:
             return
         action = self._seg.frame(_VIDEO, timestamp, keyframe, size)
+        cut = None
         if action is not _WRITE:
             if action is _DROP:
                 return
-            self._cut(action, timestamp)
+            cut = self._cut(action, timestamp)
             if action is _CLOSE:
                 return
         seg = self._current
@@ -186,39 +218,39 @@ class StreamPackager:
         seg.vlast = timestamp
         if keyframe:
             self._keyframe = Keyframe(self._vtemplate.config, data, timestamp)
-        muxer = seg.muxer
+        muxer = self._muxer
         if muxer is not None:
             try:
-                muxer.video(timestamp, timestamp + composition_offset, keyframe, data)
+                muxer.video(timestamp, timestamp + composition_offset, keyframe, data, cut)
             except _MEDIA_ERRORS as exc:
-                self._mux_failed(seg, exc)
+                self._warn("packet", "dropping packets FFmpeg rejects (%s)", exc)
+            if self._finished:
+                self._collect()
 
     def audio(self, timestamp: int, data: bytes | bytearray | memoryview) -> None:
-        if self._atemplate is None or self._done:
+        """An AAC frame (raw, as FLV carries it)."""
+        if self._atemplate is None or self._mp3_key != -1 or self._done:
             if not self._done:
-                self._warn("audio", "dropping audio: no usable AAC sequence header")
+                self._warn("audio", "dropping AAC audio: no usable AAC sequence header")
             return
-        if type(data) is not bytes:
-            data = bytes(data)
-        size = len(data)
-        if not size:
+        self._audio_frame(timestamp, data)
+
+    def mp3(self, timestamp: int, data: bytes | bytearray | memoryview) -> None:
+        """An MP3 frame (FLV sound formats 2 and 14): its header configures the track."""
+        if self._done or len(data) < 4:
             return
-        action = self._seg.frame(_AUDIO, timestamp, False, size)
-        if action is not _WRITE:
-            if action is _DROP:
-                return
-            self._cut(action, timestamp)
-            if action is _CLOSE:
-                return
-        seg = self._current
-        assert seg is not None
-        seg.abytes += size
-        muxer = seg.muxer
-        if muxer is not None:
+        key = (data[1] & 0x18) << 8 | (data[2] & 0x0C) << 4 | data[3] >> 6
+        if key != self._mp3_key:
             try:
-                muxer.audio(timestamp, data)
-            except _MEDIA_ERRORS as exc:
-                self._mux_failed(seg, exc)
+                config = parse_mp3(bytes(data[:4]))
+                template = mp3_template(config.sample_rate)
+            except ValueError as exc:
+                self._warn("mp3", "dropping MP3 audio FFmpeg cannot take (%s)", exc)
+                return
+            changed = self._mp3_key != -1 or self._atemplate is not None
+            self._aconfig, self._atemplate, self._mp3_key = config, template, key
+            self._seg.configure(_AUDIO, changed=changed)
+        self._audio_frame(timestamp, data)
 
     def close(self) -> None:
         """The publish ended: list the partial segment, ENDLIST, cleanup after the grace."""
@@ -230,84 +262,159 @@ class StreamPackager:
 
     # -- internals --------------------------------------------------------------------------
 
+    def _audio_frame(self, timestamp: int, data: bytes | bytearray | memoryview) -> None:
+        if type(data) is not bytes:
+            data = bytes(data)
+        size = len(data)
+        if not size:
+            return
+        action = self._seg.frame(_AUDIO, timestamp, False, size)
+        cut = None
+        if action is not _WRITE:
+            if action is _DROP:
+                return
+            cut = self._cut(action, timestamp)
+            if action is _CLOSE:
+                return
+        seg = self._current
+        assert seg is not None
+        seg.abytes += size
+        muxer = self._muxer
+        if muxer is not None:
+            try:
+                muxer.audio(timestamp, data, cut)
+            except _MEDIA_ERRORS as exc:
+                self._warn("packet", "dropping packets FFmpeg rejects (%s)", exc)
+            if self._finished:
+                self._collect()
+
     def _finish_publish(self, ended: bool) -> None:
         if self._done:
             return
         self._done = True
         duration = self._seg.finish()
-        seg = self._current
-        self._current = None
-        if seg is not None:
-            self._finish_segment(seg, duration or 1, self._clock())
+        self._close_current(duration or 1, self._clock())
+        self._end_run()
         self._owner.publish_finished(self, ended)
 
-    def _cut(self, action: Action, timestamp: int) -> None:
-        t0 = self._clock()
-        seg = self._current
-        if seg is not None:
-            self._current = None
-            self._finish_segment(seg, self._seg.closed_duration or 1, t0)
-        if action is _CUT:
-            self._start_segment(timestamp, t0)
-
-    def _start_segment(self, timestamp: int, now: float) -> None:
+    def _cut(self, action: Action, timestamp: int) -> SegmentOutput | None:
+        """Close the open segment and, for a CUT, open the next. Returns the output the running
+        muxer is to split into at this packet, or None when the packet starts a new run."""
+        now = self._clock()
+        self._close_current(self._seg.closed_duration or 1, now)
+        if action is _CLOSE:
+            self._end_run()
+            return None
         new_timeline = self._seg.discontinuity
+        seg = self._open_segment(timestamp, now, new_timeline)
+        if self._muxer is not None and not new_timeline:
+            return seg.output
+        self._end_run()
+        self._start_run(seg)
+        return None
+
+    def _close_current(self, duration_ms: int, now: float) -> None:
+        seg = self._current
+        if seg is None:
+            return
+        self._current = None
+        seg.duration_ms = duration_ms
+        seg.closed_at = now
+        self._stats.append((duration_ms, seg.vbytes, seg.abytes, seg.vframes))
+
+    def _open_segment(self, timestamp: int, now: float, new_timeline: bool) -> OpenSegment:
+        """Within a run, each date-time is the one before plus its duration: the anchor moves
+        to the wall clock only where a new timeline starts."""
         anchor = self._anchor
         if anchor is None or new_timeline:
             anchor = self._anchor = (now, timestamp)
         pdt = anchor[0] + (timestamp - anchor[1]) / 1000
-        if abs(pdt - now) > _PDT_MAX_DRIFT:
-            self._anchor = (now, timestamp)
-            pdt = now
         path = self._owner.segment_path(timestamp, pdt)
-        seg = OpenSegment(path, timestamp, pdt, new_timeline or self._gap)
-        self._current = seg
+        serial = self._serial = self._serial + 1
+
+        def failed(exc: OSError) -> None:
+            self._disk_error(exc, serial)
+
+        output = SegmentOutput(Layout.temp_path(path), failed)
+        seg = OpenSegment(serial, path, output, timestamp, pdt, new_timeline)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            seg.muxer = SegmentMuxer(seg.temp, self._vtemplate, self._atemplate)
         except OSError as exc:
-            self._disk_error(exc)
-        except (ValueError, av.FFmpegError) as exc:
-            self._warn("open", "cannot start a segment (%s); media is lost", exc)
+            output.error = exc  # lost: nothing will be written to it
+            failed(exc)
+        self._current = seg
+        self._pending.append(seg)
+        return seg
 
-    def _finish_segment(self, seg: OpenSegment, duration_ms: int, t0: float) -> None:
-        self._stats.append((duration_ms, seg.vbytes, seg.abytes, seg.vframes))
-        muxer = seg.muxer
-        if muxer is None:
-            self._gap = True
-            return
+    def _start_run(self, seg: OpenSegment) -> None:
         try:
-            size = muxer.close()
-            os.replace(seg.temp, seg.path)
-        except OSError as exc:
-            self._disk_error(exc)
-            muxer.abort()
-            self._gap = True
-            return
+            self._muxer = TsMuxer(self._vtemplate, self._atemplate, seg.output)
         except (ValueError, av.FFmpegError) as exc:
-            self._warn("close", "cannot finish a segment (%s); it is lost", exc)
-            muxer.abort()
+            self._warn("open", "cannot start muxing (%s); media is lost", exc)
+            self._muxer = None
+            self._finished = deque([seg.output])
+            seg.output.error = OSError(str(exc))
+            self._collect()
+            return
+        self._finished = self._muxer.splitter.finished
+
+    def _end_run(self) -> None:
+        muxer = self._muxer
+        if muxer is None:
+            return
+        self._muxer = None
+        try:
+            muxer.close()
+        except _MEDIA_ERRORS as exc:
+            self._warn("close", "cannot finish muxing (%s)", exc)
+        self._collect()
+
+    def _collect(self) -> None:
+        """List the segments whose bytes are all written, in order."""
+        finished, pending = self._finished, self._pending
+        while finished and pending:
+            output = finished.popleft()
+            seg = pending.popleft()
+            assert seg.output is output, "outputs finish in the order they were cut"
+            self._list(seg)
+
+    def _list(self, seg: OpenSegment) -> None:
+        output = seg.output
+        if output.error is not None:
             self._gap = True
             return
+        if not output.size:
+            return  # cut at a packet never written: nothing was in it
+        try:
+            os.replace(output.temp, seg.path)
+        except OSError as exc:
+            self._disk_error(exc, seg.serial)
+            output.discard()
+            self._gap = True
+            return
+        discontinuity = seg.new_timeline or self._gap
         self._gap = False
-        if self._disk_failed:
-            self._disk_failed = False
+        if 0 <= self._disk_failed < seg.serial:  # opened after the outage began: it is over
+            self._disk_failed = -1
             self._log.info("HLS %s: writing segments again", self.name)
-        finished = FinishedSegment(seg.path, duration_ms, size, seg.discontinuity, seg.pdt, t0)
-        self._owner.segment_finished(finished)
+        self._owner.segment_finished(
+            FinishedSegment(
+                seg.path, seg.duration_ms, output.size, discontinuity, seg.pdt, seg.closed_at
+            )
+        )
+        self._follow_target()
 
-    def _mux_failed(self, seg: OpenSegment, exc: Exception) -> None:
-        if isinstance(exc, OSError):
-            self._disk_error(exc)
-            if seg.muxer is not None:
-                seg.muxer.abort()
-                seg.muxer = None
-        else:
-            self._warn("packet", "dropping packets FFmpeg rejects (%s)", exc)
+    def _follow_target(self) -> None:
+        target = self._owner.target_duration
+        if target is not None and target != self._target:
+            self._target = target
+            self._seg.set_target(target)
 
-    def _disk_error(self, exc: OSError) -> None:
-        if not self._disk_failed:
-            self._disk_failed = True
+    def _disk_error(self, exc: OSError, serial: int) -> None:
+        """Logged once per outage: from the first lost segment to one written after it."""
+        outage = self._disk_failed >= 0
+        self._disk_failed = max(self._disk_failed, serial)
+        if not outage:
             self._log.error(
                 "HLS %s: cannot write segments (%s); lost until it works", self.name, exc
             )

@@ -6,6 +6,11 @@ its playlist (across re-publishes, so the media sequence never resets) and rende
 Window rule: after a segment is added, the oldest ones leave while what stays still covers
 both `playlist_length` and three target durations (RFC 8216 6.2.2). In steady state that is
 `playlist_length / fragment` segments plus one partial, like nginx-rtmp's `hls_playlist_length`.
+
+Target rule: a live playlist may only change by appending, removing from the head, advancing
+its sequence numbers and adding ENDLIST (RFC 8216 6.2.1), so EXT-X-TARGETDURATION is decided
+once, before the first segment is listed (`decide_target`), and kept for the life of the
+playlist; a window that starts a new life of the name (`successor`) decides anew.
 """
 
 from __future__ import annotations
@@ -31,9 +36,18 @@ def format_duration(duration_ms: int) -> str:
     return f"{duration_ms // 1000}.{duration_ms % 1000:03d}"
 
 
-def target_duration_for(duration_ms: int) -> int:
-    """Whole seconds no shorter than the segment (RFC 8216 4.3.3.1)."""
-    return max(1, -(-duration_ms // 1000))
+def rounded_seconds(duration_ms: int) -> int:
+    """A duration rounded to the nearest whole second, halves up: what RFC 8216 4.3.3.1
+    compares with the target ("the EXTINF duration ... when rounded to the nearest integer,
+    MUST be less than or equal to the target duration")."""
+    return max(1, (duration_ms + 500) // 1000)
+
+
+def decide_target(first_ms: int, fragment_ms: int) -> int:
+    """The target for a playlist whose first segment lasts `first_ms`: the rounded length of
+    that segment (which tells the keyframe interval the publisher uses), at least the
+    fragment's; the segmenter keeps every later segment under it plus half a second."""
+    return max(rounded_seconds(first_ms), rounded_seconds(fragment_ms))
 
 
 def format_date_time(unix: float) -> str:
@@ -85,7 +99,7 @@ class PlaylistWindow:
         playlist_length_ms: int,
         first_sequence: int = 0,
         *,
-        target_duration: int = 1,
+        target_duration: int | None = None,
         discontinuity_sequence: int = 0,
     ) -> None:
         self.playlist_length_ms = playlist_length_ms
@@ -102,7 +116,7 @@ class PlaylistWindow:
         lines = text.splitlines()
         if not lines or lines[0] != "#EXTM3U":
             raise ValueError("not an M3U8 playlist")
-        numbers = {"MEDIA-SEQUENCE": 0, "TARGETDURATION": 1, "DISCONTINUITY-SEQUENCE": 0}
+        numbers = {"MEDIA-SEQUENCE": 0, "TARGETDURATION": 0, "DISCONTINUITY-SEQUENCE": 0}
         segments: list[Segment] = []
         duration: int | None = None
         discontinuity = False
@@ -126,7 +140,7 @@ class PlaylistWindow:
         window = cls(
             playlist_length_ms,
             numbers["MEDIA-SEQUENCE"] + len(segments),
-            target_duration=max(1, numbers["TARGETDURATION"]),
+            target_duration=numbers["TARGETDURATION"] or None,
             discontinuity_sequence=numbers["DISCONTINUITY-SEQUENCE"],
         )
         window.segments.extend(segments)
@@ -134,11 +148,11 @@ class PlaylistWindow:
 
     def successor(self) -> PlaylistWindow:
         """An empty window as if every listed segment had left this one: the counters go on,
-        so a client still holding the old playlist never sees them go back."""
+        so a client still holding the old playlist never sees them go back; the target is
+        decided anew by the next life of the name."""
         return PlaylistWindow(
             self.playlist_length_ms,
             self.next_sequence,
-            target_duration=self.target_duration,
             discontinuity_sequence=self.discontinuity_sequence
             + sum(1 for s in self.segments if s.discontinuity),
         )
@@ -159,14 +173,16 @@ class PlaylistWindow:
         discontinuity: bool = False,
         program_date_time: float | None = None,
     ) -> tuple[Segment, list[Segment]]:
-        """List a finished segment; returns it and the segments that left the window."""
+        """List a finished segment; returns it and the segments that left the window. The
+        target must be decided first."""
         if duration_ms <= 0:
             raise ValueError("segment duration must be positive")
+        if self.target_duration is None:
+            raise ValueError("decide the target duration before listing a segment")
         segment = Segment(uri, self.next_sequence, duration_ms, discontinuity, program_date_time)
         self.next_sequence += 1
         self.segments.append(segment)
         self.endlist = False
-        self.target_duration = max(self.target_duration, target_duration_for(duration_ms))
         keep_ms = max(self.playlist_length_ms, 3000 * self.target_duration)
         total = self.duration_ms
         removed = []
@@ -182,7 +198,7 @@ class PlaylistWindow:
         return render(
             self.segments,
             media_sequence=self.media_sequence,
-            target_duration=self.target_duration,
+            target_duration=self.target_duration or 1,
             discontinuity_sequence=self.discontinuity_sequence,
             endlist=self.endlist,
         )

@@ -6,6 +6,9 @@ No I/O and no clock: the packager feeds every frame and obeys the returned `Acti
   the first audio frame;
 - a segment is cut on a start point once `fragment` ms have passed, and on any frame once
   `max_fragment` ms have passed (keyframes not coming) or the size cap would be exceeded;
+- once the playlist's target duration is known (`set_target`), a segment is also cut on any
+  frame when the next one would make it round above the target (RFC 8216 4.3.3.1: an EXTINF
+  rounded to the nearest integer never exceeds EXT-X-TARGETDURATION, which never changes);
 - a timestamp going backwards on a track (beyond a small jitter tolerance) or forwards past the
   stream clock by more than `max_fragment` ends the segment; the next one starts at the next
   start point with a discontinuity;
@@ -41,7 +44,7 @@ class Action(IntEnum):
 class CutReason(IntEnum):
     START = 0  # first segment of the stream (or after a gap)
     FRAGMENT = 1  # keyframe after `fragment`
-    MAX_FRAGMENT = 2  # forced: no keyframe within `max_fragment`
+    MAX_FRAGMENT = 2  # forced: no keyframe within `max_fragment`, or the target would be passed
     SIZE = 3  # forced: size cap
     JUMP_BACK = 4
     JUMP_FORWARD = 5
@@ -58,6 +61,7 @@ class Segmenter:
         "fragment", "max_fragment", "max_bytes", "has_video", "has_audio", "open",
         "start", "bytes", "reason", "discontinuity", "closed_duration", "_pending_disc",
         "_pending_config", "_pending_reason", "_resync", "_last", "_interval", "_clock",
+        "_limit", "_near",
     )  # fmt: skip
 
     def __init__(self, fragment_ms: int, max_fragment_ms: int, max_bytes: int) -> None:
@@ -81,6 +85,13 @@ class Segmenter:
         self._last: dict[Track, int] = {}
         self._interval: dict[Track, int] = {}
         self._clock: int | None = None  # highest DTS seen on the current timeline
+        self._limit = 1 << 62  # a segment must stay shorter than this (ms), once a target is set
+        self._near = 1 << 62  # from here on, check the next frame against _limit
+
+    def set_target(self, target_seconds: int) -> None:
+        """The playlist's target duration: segments stay under target + 0.5 s from now on."""
+        self._limit = target_seconds * 1000 + 500
+        self._near = self._limit - _MAX_INTERVAL_MS
 
     def mark_discontinuity(self) -> None:
         """The next segment starts a new timeline (re-publish, lost segments)."""
@@ -134,7 +145,9 @@ class Segmenter:
         elapsed = dts - self.start
         if start_point and elapsed >= self.fragment:
             reason = CutReason.FRAGMENT
-        elif elapsed >= self.max_fragment:
+        elif elapsed >= self.max_fragment or (
+            elapsed >= self._near and elapsed + self._interval.get(track, 0) >= self._limit
+        ):
             reason = CutReason.MAX_FRAGMENT
         elif self.bytes + size > self.max_bytes and self.bytes:
             reason = CutReason.SIZE

@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rtmpd.hls import muxer as muxer_module
 from rtmpd.hls import name_state as name_state_module
-from rtmpd.hls import packager as packager_module
-from rtmpd.hls.muxer import SegmentMuxer
 
 from rtmpd.app import Rtmpd
 from rtmpd.rtmp.config import SessionConfig
@@ -366,21 +365,21 @@ class SmallDisk:
         def no_space() -> OSError:
             return OSError(errno.ENOSPC, "No space left on device")
 
-        class FullMuxer(SegmentMuxer):  # type: ignore[misc]
-            def __init__(self, *args: object, **kwargs: object) -> None:
-                if disk.full:
-                    raise no_space()
-                super().__init__(*args, **kwargs)
+        class FullFile:
+            """Stands in for `open` in the muxer module: writes fail while the disk is full."""
 
-            def video(self, *args: object) -> None:
+            def __init__(self, path: Path, mode: str) -> None:
                 if disk.full:
                     raise no_space()
-                super().video(*args)
+                self._file = open(path, mode)  # noqa: SIM115 - closed below
 
-            def audio(self, *args: object) -> None:
+            def write(self, data: bytes) -> int:
                 if disk.full:
                     raise no_space()
-                super().audio(*args)
+                return self._file.write(data)
+
+            def close(self) -> None:
+                self._file.close()
 
         write_atomic = name_state_module.write_atomic
 
@@ -389,7 +388,7 @@ class SmallDisk:
                 raise no_space()
             write_atomic(path, text)
 
-        monkeypatch.setattr(packager_module, "SegmentMuxer", FullMuxer)
+        monkeypatch.setattr(muxer_module, "open", FullFile, raising=False)
         monkeypatch.setattr(name_state_module, "write_atomic", full_write)
 
 

@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 from rtmpd.hls import HlsConfig, HlsService, StreamPackager
-from rtmpd.hls import packager as packager_module
-from rtmpd.hls.muxer import SegmentMuxer
+from rtmpd.hls import muxer as muxer_module
 
 from tests.support.hls import (
     FakeClock,
@@ -189,9 +188,9 @@ def test_late_stream_times(make_service: Factory, offset: int) -> None:
         decoded = decode_segment(service.segment_dir("late") / segment.uri)
         assert decoded.errors == [] and decoded.first_video_key
         starts.append(decoded.video_pts[0] % (1 << 33))
-    # PTS are the stream time at 90 kHz, modulo 2^33.
+    # PTS are the stream time at 90 kHz (plus the muxer's fixed delay), modulo 2^33.
     first_key = next(e[1] for e in events if e[0] == "video" and e[3])
-    assert starts[0] == (first_key * 90) % (1 << 33)
+    assert starts[0] == ((first_key + muxer_module.TS_OFFSET_MS) * 90) % (1 << 33)
     for before, after, segment in zip(starts, starts[1:], playlist.segments, strict=False):
         assert (after - before) % (1 << 33) == round(segment.duration * 90_000)
 
@@ -416,30 +415,39 @@ def test_disk_errors_are_logged_once_and_writing_resumes(
         assert decode_segment(folder / segment.uri).errors == []
 
 
-class FullDiskMuxer(SegmentMuxer):  # type: ignore[misc]
+class FullDisk:
+    """Stands in for `open` in the muxer module: files whose writes fail while `full`."""
+
     full = False
 
-    def video(self, dts: int, pts: int, keyframe: bool, data: bytes) -> None:
-        if FullDiskMuxer.full:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        super().video(dts, pts, keyframe, data)
+    class File:
+        def __init__(self, path: Path, mode: str) -> None:
+            self._file = open(path, mode)  # noqa: SIM115 - closed below
+
+        def write(self, data: bytes) -> int:
+            if FullDisk.full:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self._file.write(data)
+
+        def close(self) -> None:
+            self._file.close()
 
 
 def test_disk_full_in_the_middle_of_a_segment(
     make_service: Factory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(packager_module, "SegmentMuxer", FullDiskMuxer)
-    monkeypatch.setattr(FullDiskMuxer, "full", False)
+    monkeypatch.setattr(muxer_module, "open", FullDisk.File, raising=False)
+    monkeypatch.setattr(FullDisk, "full", False)
     service, recorder, _ = make_service(playlist_length=30.0)
     events = media(**FOUR)
     third = len(events) // 3
     packager = service.open_stream("benw")
     feed(packager, events[:third])
-    FullDiskMuxer.full = True
+    FullDisk.full = True
     with caplog.at_level(logging.ERROR, logger="rtmpd.hls"):
         feed(packager, events[third : 2 * third])
     assert len(caplog.records) == 1 and "No space left" in caplog.records[0].getMessage()
-    FullDiskMuxer.full = False
+    FullDisk.full = False
     feed(packager, events[2 * third :])
     packager.close()
     playlist = listed(service, recorder, "benw")

@@ -6,10 +6,11 @@ import pytest
 from rtmpd.hls.playlist import (
     PlaylistWindow,
     Segment,
+    decide_target,
     format_date_time,
     format_duration,
     render,
-    target_duration_for,
+    rounded_seconds,
 )
 
 from tests.support.m3u8_validator import PlaylistError, PlaylistHistory, parse, validate
@@ -74,12 +75,20 @@ def test_render_matches_nginx_rtmp_output_for_the_same_segments() -> None:
 
 @pytest.mark.parametrize(
     ("ms", "text", "target"),
-    [(5950, "5.950", 6), (5000, "5.000", 5), (5001, "5.001", 6), (1, "0.001", 1),
-     (12345, "12.345", 13), (999, "0.999", 1)],
+    [(5950, "5.950", 6), (5000, "5.000", 5), (5001, "5.001", 5), (1, "0.001", 1),
+     (12345, "12.345", 12), (999, "0.999", 1), (6499, "6.499", 6), (6500, "6.500", 7)],
 )  # fmt: skip
 def test_durations(ms: int, text: str, target: int) -> None:
+    """RFC 8216 4.3.3.1 compares the EXTINF rounded to the nearest integer with the target."""
     assert format_duration(ms) == text
-    assert target_duration_for(ms) == target
+    assert rounded_seconds(ms) == target
+
+
+def test_the_target_comes_from_the_first_segment_and_the_fragment() -> None:
+    assert decide_target(6000, 5000) == 6  # 2 s keyframes, 5 s fragment: 6 s segments
+    assert decide_target(8333, 5000) == 8  # OBS's 250 frames at 30 fps
+    assert decide_target(1200, 5000) == 5  # a short first segment: still the fragment
+    assert decide_target(4999, 5000) == 5
 
 
 @pytest.mark.parametrize(
@@ -96,6 +105,8 @@ def fill(
 ) -> list[list[str]]:
     removed_all = []
     t = T0
+    if window.target_duration is None:
+        window.target_duration = decide_target(durations[0], durations[0])
     for i, d in enumerate(durations):
         _, removed = window.add(f"{i}.ts", d, discontinuity=i in disc, program_date_time=t)
         t += d / 1000
@@ -119,20 +130,31 @@ def test_window_never_below_three_target_durations() -> None:
     assert len(window.segments) == 3
 
 
-def test_target_duration_never_goes_down() -> None:
+def test_the_target_is_decided_before_listing_and_then_kept() -> None:
     window = PlaylistWindow(10_000)
+    with pytest.raises(ValueError, match="target"):
+        window.add("0.ts", 2000)
+    window.target_duration = decide_target(2000, 2000)
     history = PlaylistHistory(playlist_length=10)
     t = T0
-    for i, d in enumerate([2000, 9500] + [2000] * 20):
+    for i, d in enumerate([2000, 2400, 1600] + [2000] * 20):
         window.add(f"{i}.ts", d, program_date_time=t)
         t += d / 1000
         history.check(window.render())
-    assert "9.500" not in window.render()
-    assert window.target_duration == 10
+    assert {v.target_duration for v in history.versions} == {2}
+
+
+def test_a_new_life_of_the_name_decides_its_target_anew() -> None:
+    window = PlaylistWindow(10_000, target_duration=51)  # a fuzzed 51 s segment's playlist
+    fill(window, [51_000])
+    after = window.successor()
+    assert after.target_duration is None and after.next_sequence == window.next_sequence
+    restored = PlaylistWindow.restore(window.render(), 10_000)
+    assert restored.target_duration == 51  # the same life, resumed from disk: kept
 
 
 def test_discontinuity_sequence_counts_tags_that_left() -> None:
-    window = PlaylistWindow(10_000)
+    window = PlaylistWindow(10_000, target_duration=4)
     history = PlaylistHistory(playlist_length=10)
     t = T0
     for i in range(12):
@@ -157,7 +179,7 @@ def test_endlist_is_cleared_by_a_new_segment() -> None:
 
 def test_window_refuses_empty_segments() -> None:
     with pytest.raises(ValueError):
-        PlaylistWindow(30_000).add("x.ts", 0)
+        PlaylistWindow(30_000, target_duration=4).add("x.ts", 0)
 
 
 # -- the validator catches what it should ---------------------------------------------------
@@ -212,7 +234,7 @@ def versions(*lists: tuple[int, list[tuple[str, int, bool]]]) -> list[str]:
         for i, (uri, ms, disc) in enumerate(items):
             segments.append(Segment(uri, first + i, ms, disc, t))
             t += ms / 1000
-        target = max(target_duration_for(ms) for _, ms, _ in items)
+        target = max(rounded_seconds(ms) for _, ms, _ in items)
         dseq = 1 if first >= 2 else 0  # segment 1 carries a discontinuity tag
         texts.append(render(segments, media_sequence=first, target_duration=target,
                             discontinuity_sequence=dseq))  # fmt: skip
@@ -246,8 +268,8 @@ def test_history_rejects(bad: list[tuple[int, list[tuple[str, int, bool]]]]) -> 
         check_all(versions(*bad))
 
 
-def test_history_rejects_a_lower_target_duration() -> None:
+def test_history_rejects_a_changed_target_duration() -> None:
     long = [("0.ts", 9000, False)] + S[1:4]
-    texts = versions((0, long), (1, S[1:5]))
-    with pytest.raises(PlaylistError, match="TARGETDURATION"):
-        check_all(texts)
+    for texts in (versions((0, long), (1, S[1:5])), versions((1, S[1:5]), (1, long[:1] + S[2:5]))):
+        with pytest.raises(PlaylistError, match="TARGETDURATION"):
+            check_all(texts)

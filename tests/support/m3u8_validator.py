@@ -2,8 +2,8 @@
 
 `validate(text)` parses one playlist and checks it on its own; `PlaylistHistory.check(text)`
 also checks it against the previous version of the same playlist (media sequence monotone,
-target duration never lower, segments keep their sequence numbers, the window rule). Both raise
-`PlaylistError` with the rule that failed. Any test that produces playlists can reuse this.
+a target duration that never changes, segments keep their sequence numbers, the window rule).
+Both raise `PlaylistError` with the rule that failed. Any test that makes playlists can use it.
 """
 
 from __future__ import annotations
@@ -139,8 +139,8 @@ def validate(
     if not playlist.segments:
         raise _fail("a written playlist lists at least one segment", text)
     longest = max(s.duration for s in playlist.segments)
-    if playlist.target_duration < math.ceil(round(longest, 3)):
-        raise _fail("TARGETDURATION below the ceiling of the longest EXTINF", text)
+    if playlist.target_duration < math.floor(round(longest, 3) + 0.5):
+        raise _fail("an EXTINF rounded to the nearest integer exceeds TARGETDURATION", text)
     if any(s.duration <= 0 for s in playlist.segments):
         raise _fail("EXTINF must be positive", text)
     if len(set(playlist.uris)) != len(playlist.uris):
@@ -194,8 +194,8 @@ class PlaylistHistory:
     def _compare(self, old: MediaPlaylist, new: MediaPlaylist, text: str) -> None:
         if new.media_sequence < old.media_sequence:
             raise _fail("MEDIA-SEQUENCE went backwards", text)
-        if new.target_duration < old.target_duration:
-            raise _fail("TARGETDURATION went down", text)
+        if new.target_duration != old.target_duration:
+            raise _fail("TARGETDURATION changed (RFC 8216 6.2.1)", text)
         if new.discontinuity_sequence < old.discontinuity_sequence:
             raise _fail("DISCONTINUITY-SEQUENCE went backwards", text)
         removed = [s for s in old.segments if s.sequence < new.media_sequence]
