@@ -96,6 +96,11 @@ class HlsService:
         state = self._states.get(name)
         return None if state is None else state.stream_info()
 
+    def playing(self, name: str) -> bool:
+        """A publish of `name` is open and its playlist lists something: viewers can play it."""
+        state = self._states.get(name)
+        return state is not None and state.packager is not None and bool(state.window.segments)
+
     def playlist_path(self, name: str) -> Path:
         """Where the playlist of `name` is (ValueError for a name that could escape the root)."""
         return self.layout.playlist_path(check_name(name))

@@ -22,15 +22,21 @@ class ChannelDirectory:
         self._keyframes: dict[str, Keyframe] = {}
 
     async def channel(self, name: str) -> Channel | None:
+        """A channel is live once a publish of it has a playlist to play, not before (a
+        publish nothing of which can be packaged never is)."""
         found = await self._auth.channel(name)
         if found is None:
             return None
-        live = found.live_since is not None and found.active
+        live = found.live_since is not None and found.active and self._hls.playing(found.name)
         return Channel(found.name, live, found.live_since if live else None)
 
     async def live_channels(self) -> list[Channel]:
         channels = await self._auth.live_channels()
-        live = [Channel(c.name, True, c.live_since) for c in channels if c.live_since is not None]
+        live = [
+            Channel(c.name, True, c.live_since)
+            for c in channels
+            if c.live_since is not None and self._hls.playing(c.name)
+        ]
         for channel in live:
             self._snapshot(channel.name)
         return live

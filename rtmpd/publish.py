@@ -2,18 +2,24 @@
 the core's events to the packager under the public name, and ends the packager and the lease
 when the publish ends.
 
+HLS takes H.264 video and AAC or MP3 audio here. Any other codec is named in the log (HEVC,
+AV1, Opus, Speex: never a number) and dropped; a publish none of whose tracks can be packaged
+within NO_TRACK_TIMEOUT is ended with an onStatus error naming its codecs, so the streamer sees
+why in OBS or FFmpeg instead of a channel that says Live and plays nothing.
+
 The stream key stops before this object exists: it only knows the public name.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from rtmpd.auth import Lease
 from rtmpd.hls import StreamPackager
 from rtmpd.rtmp.events import Audio, AudioConfig, Video, VideoConfig
-from rtmpd.rtmp.flv import SoundFormat, VideoCodec
+from rtmpd.rtmp.flv import SoundFormat, VideoCodec, codec_name
 from rtmpd.server import MediaEvent, Publisher
 from rtmpd.web.metrics import Metrics
 
@@ -21,13 +27,19 @@ log = logging.getLogger("rtmpd")
 
 _AVC = VideoCodec.AVC.value
 _AAC = SoundFormat.AAC.value
+_MP3 = frozenset((SoundFormat.MP3.value, SoundFormat.MP3_8K.value))
+#: Seconds a publish may send media with no track HLS can carry before it is ended.
+NO_TRACK_TIMEOUT = 5.0
+#: The onStatus code for a publish ended for its codecs ("an error for another reason").
+UNSUPPORTED = "NetStream.Failed"
+PACKAGED = "rtmpd packages H.264 video and AAC or MP3 audio into HLS"
 
 
 class Publish:
     """Implements `rtmpd.server.PublishSink` for one accepted publish."""
 
     __slots__ = ("name", "publisher", "packager", "lease", "_metrics", "_on_end", "_warned",
-                 "_bytes_counted")  # fmt: skip
+                 "_bytes_counted", "_seen", "_deadline")  # fmt: skip
 
     def __init__(
         self,
@@ -47,6 +59,9 @@ class Publish:
         self._on_end = on_end
         self._warned: set[str] = set()
         self._bytes_counted = 0
+        self._seen: dict[str, str] = {}  # "video"/"audio" -> the codec name, once known
+        # Until a track can be packaged: when to give up (0.0 once one can).
+        self._deadline = time.monotonic() + NO_TRACK_TIMEOUT
 
     def media(self, event: MediaEvent) -> None:
         """The hot path: one packager call per media message."""
@@ -59,21 +74,50 @@ class Publish:
                     event.timestamp, event.composition_offset, event.keyframe, event.data
                 )
             else:
-                self._warn_once("video", f"video codec {event.codec_id} is not H.264")
+                self._unsupported("video", event.codec_id)
         elif kind is Audio:
             assert isinstance(event, Audio)
-            if event.codec_id == _AAC:
+            codec = event.codec_id
+            if codec == _AAC:
                 packager.audio(event.timestamp, event.data)
+            elif codec in _MP3:
+                packager.mp3(event.timestamp, event.data)
+                self._seen.setdefault("audio", "MP3")
             else:
-                self._warn_once("audio", f"audio codec {event.codec_id} is not AAC")
+                self._unsupported("audio", codec)
         elif kind is VideoConfig:
             assert isinstance(event, VideoConfig)
             if event.codec_id == _AVC:
                 packager.video_config(event.timestamp, event.data)
+                self._seen["video"] = "H.264"
+            else:
+                self._unsupported("video", event.codec_id)
         elif kind is AudioConfig:
             assert isinstance(event, AudioConfig)
             if event.codec_id == _AAC:
                 packager.audio_config(event.timestamp, event.data)
+                self._seen["audio"] = "AAC"
+            else:
+                self._unsupported("audio", event.codec_id)
+        if self._deadline:
+            self._check_tracks()
+
+    def _unsupported(self, track: str, codec_id: int) -> None:
+        name = codec_name(codec_id, video=track == "video")
+        self._seen[track] = name
+        self._warn_once(track, f"{track} {name} is not packaged ({PACKAGED})")
+
+    def _check_tracks(self) -> None:
+        """Until a track can be packaged; ends the publish once it is clear none will be."""
+        if self.packager.has_tracks:
+            self._deadline = 0.0
+        elif time.monotonic() >= self._deadline:
+            self._deadline = 0.0
+            found = ", ".join(f"{t} {c}" for t, c in sorted(self._seen.items()))
+            description = f"{PACKAGED}; this stream has {found or 'no codec rtmpd could see'}"
+            log.warning("%s: nothing to package after %g s (%s); ending the publish",
+                        self.name, NO_TRACK_TIMEOUT, found or "no codec seen")  # fmt: skip
+            self.publisher.fail(UNSUPPORTED, description)
 
     async def end(self, reason: str) -> None:
         self.count_bytes()

@@ -43,6 +43,8 @@ _MEDIA = (Video, Audio, VideoConfig, AudioConfig, Metadata)
 WRITE_HIGH_WATER = 256 * 1024
 #: Output queued for a peer that does not read; past this it is disconnected.
 MAX_WRITE_BUFFER = 4 * 1024 * 1024
+#: Seconds a connection we ended with an explanation stays half-open, reading and dropping.
+LINGER = 2.0
 #: A timer may fire this early (loop clock resolution) and still count as due.
 _TIMER_SLACK = 0.005
 
@@ -115,6 +117,12 @@ class Publisher:
         """Disconnect the publisher; a publish it started ends with `reason`."""
         self._conn.shutdown(reason)
 
+    def fail(self, code: str, description: str) -> None:
+        """End the publish with an onStatus error the publisher's software shows (OBS, FFmpeg
+        print its description), then disconnect. Safe to call from a sink's `media`: it takes
+        effect once the current batch of events is handled."""
+        self._conn.loop.call_soon(self._conn.fail_publish, self.stream_id, code, description)
+
     def __repr__(self) -> str:
         return f"<Publisher conn={self.info.conn_id} stream={self.stream_id}>"
 
@@ -149,6 +157,7 @@ class _Connection(asyncio.Protocol):
         self.publishes: dict[int, _Publishing] = {}
         self.closing = False
         self.close_reason = ""
+        self.linger = False  # close gently: the peer must get to read our last words
         self.auth_pending = False
         self.write_paused = False
         self.reading = True
@@ -370,6 +379,17 @@ class _Connection(asyncio.Protocol):
             self.session.handle_timer(max(now, deadline))
         self._after_session()
 
+    def fail_publish(self, stream_id: int, code: str, description: str) -> None:
+        if self.closing:
+            return
+        if self.session.end_publish(stream_id, code, description):
+            self.log.info("%s: ending the publish: %s", self.where, description)
+            self.close_reason = description
+            self.linger = True
+            self._after_session()
+        else:
+            self.shutdown(description)
+
     def shutdown(self, reason: str, *, abort: bool = False) -> None:
         """Close once: flush what the session has, end every publish with `reason`."""
         if self.closing:
@@ -390,7 +410,15 @@ class _Connection(asyncio.Protocol):
                     out = self.session.data_to_send()
                     if out:
                         transport.write(out)
-                transport.close()
+                if self.linger and transport.can_write_eof():
+                    # A publisher told why it is ended keeps sending for a while before it
+                    # reads: closing now would reset the connection and lose what we said.
+                    # Send FIN, drop what it still sends, close after LINGER (nginx's
+                    # lingering close).
+                    transport.write_eof()
+                    self.loop.call_later(LINGER, transport.close)
+                else:
+                    transport.close()
         publishes, self.publishes = self.publishes, {}
         for publishing in publishes.values():
             self.server._end(self, publishing, reason)

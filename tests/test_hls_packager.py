@@ -344,6 +344,77 @@ def test_counters_survive_the_grace_removal(make_service: Factory) -> None:
     assert after.target_duration >= before.target_duration
 
 
+def test_the_target_holds_for_the_life_of_the_playlist(make_service: Factory) -> None:
+    """Decided by the first segment (2 s keyframes: 2 s); a re-publish whose keyframes come
+    every 5 s is cut to stay under it (RFC 8216 6.2.1: the target never changes), and the
+    next life of the name, after its files went, decides anew."""
+    service, recorder, clock = make_service(playlist_length=30.0)
+    first = service.open_stream("benw")
+    feed(first, media(seconds=6, gop=50))
+    first.close()
+    assert listed(service, recorder, "benw").target_duration == 2
+    second = service.open_stream("benw")
+    feed(second, shift(media(seconds=10, gop=125), 60_000))
+    second.close()
+    playlist = listed(service, recorder, "benw")  # every version passed the history check
+    assert playlist.target_duration == 2
+    assert max(s.duration for s in playlist.segments) < 2.5
+    assert len({v.target_duration for v in recorder.histories["benw"].versions}) == 1
+    service.tick(clock.now + 1000)  # the grace is over: the files go
+    del recorder.histories["benw"]
+    third = service.open_stream("benw")
+    feed(third, media(seconds=10, gop=125))
+    third.close()
+    assert listed(service, recorder, "benw").target_duration == 5
+
+
+def test_date_times_run_on_even_faster_than_real_time(make_service: Factory) -> None:
+    """Within a run each date-time is the one before plus its duration (the validator checks
+    every version), however fast the media comes: the fake clock never moves here."""
+    service, recorder, _ = make_service(playlist_length=30.0)
+    packager = service.open_stream("benw")
+    feed(packager, media(seconds=20))
+    packager.close()
+    playlist = listed(service, recorder, "benw")
+    first, last = playlist.segments[0], playlist.segments[-1]
+    assert first.program_date_time is not None and last.program_date_time is not None
+    assert (last.program_date_time - first.program_date_time).total_seconds() > 15
+
+
+def _asc(bits: str) -> bytes:
+    bits += "0" * (-len(bits) % 8)
+    return int(bits, 2).to_bytes(len(bits) // 8, "big")
+
+
+@pytest.mark.parametrize(
+    ("asc", "codec", "rate", "channels"),
+    [
+        # AAC-LC 22.05 kHz stereo with SBR signalled hierarchically (object type 5 first)
+        (_asc("00101" "0111" "0010" "0100" "00010"), "mp4a.40.5", 44100, 2),
+        # the same, backward compatibly: AAC-LC, then a sync extension 0x2b7 announcing SBR
+        (_asc("00010" "0111" "0010" "000" "01010110111" "00101" "1" "0100"), "mp4a.40.5",
+         44100, 2),
+        # HE-AACv2: parametric stereo over a mono core
+        (_asc("11101" "0111" "0001" "0100" "00010"), "mp4a.40.29", 44100, 1),
+    ],
+)  # fmt: skip
+def test_he_aac_is_said_to_be_what_it_is(
+    make_service: Factory, asc: bytes, codec: str, rate: int, channels: int
+) -> None:
+    service, recorder, _ = make_service(playlist_length=30.0)
+    events = [("audio_config", 0, asc) if e[0] == "audio_config" else e
+              for e in media(seconds=3, sample_rate=22050)]  # fmt: skip
+    packager = service.open_stream("benw")
+    feed(packager, events)
+    info = service.stream_info("benw")
+    assert info is not None
+    assert (info.audio_codec, info.sample_rate, info.channels) == (codec, rate, channels)
+    packager.close()
+    for segment in listed(service, recorder, "benw").segments:
+        decoded = decode_segment(service.segment_dir("benw") / segment.uri)
+        assert decoded.errors == [] and decoded.audio_frames > 0
+
+
 def test_flat_layout(make_service: Factory) -> None:
     service, recorder, clock = make_service(nested=False)
     root = service.config.path

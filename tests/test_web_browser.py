@@ -194,3 +194,38 @@ async def test_hlsjs_player(tmp_path: Path, tags: list[FlvTag]) -> None:
         assert video_src.startswith("blob:")  # MediaSource: hls.js, not the native player
         await page.screenshot(ARTIFACTS / "web-hlsjs.png")
         assert not [line for line in page.console if "error" in line], page.console
+
+
+async def test_the_end_of_a_stream_plays_out_before_the_offline_card(
+    tmp_path: Path, tags: list[FlvTag]
+) -> None:
+    """When the publisher stops, the page keeps playing what is buffered to the playlist's end
+    (ENDLIST) and only then shows the offline card, instead of dropping the last seconds."""
+    assert HLSJS.is_file(), f"{HLSJS} is missing: run tests/setup_browser.sh"
+    hls = HlsService(HlsConfig(tmp_path / "hls", fragment=2.0, playlist_length=12.0))
+    directory = HlsDirectory(hls)
+    directory.add(NAME)
+    async with (
+        serve(tmp_path / "hls", directory, hlsjs_file=HLSJS) as served,
+        chromium(tmp_path / "profile") as page,
+    ):
+        try:
+            async with live_stream(hls, directory, tags[: len(tags) // 2]):
+                await asyncio.sleep(4.5)
+                await page.open(f"{served.base}/{NAME}?player=hlsjs")
+                await watch_playback(page, 3.0)
+                await page.evaluate(
+                    "(() => { const v = document.querySelector('video');"
+                    " window.endedAt = null; v.addEventListener('ended',"
+                    " () => { window.endedAt = v.currentTime; }); })()"
+                )
+            # Offline now (ENDLIST written, the directory says so): still playing, ending.
+            await page.wait_for("document.getElementById('channel').classList.contains('ending')",
+                                GUARD)  # fmt: skip
+            assert await page.evaluate("document.querySelector('.player').hidden") is False
+            playing_at = await page.evaluate("document.querySelector('video').currentTime")
+            await page.wait_for("!document.querySelector('.offline').hidden", 3 * GUARD)
+            ended_at = await page.evaluate("window.endedAt")
+            assert ended_at is not None and ended_at > playing_at  # played to the very end
+        finally:
+            hls.close()

@@ -175,11 +175,41 @@ def parse_audio(body: Buffer) -> AudioTag:
     rate = SOUND_RATES[(b0 >> 2) & 3]
     size = 16 if b0 & 2 else 8
     channels = 2 if b0 & 1 else 1
+    if fmt == EX_AUDIO_FORMAT:  # enhanced RTMP: packet type, then the FourCC
+        if n < 5:
+            raise ProtocolError("truncated enhanced audio header")
+        return AudioTag(fourcc(bytes(view[1:5])), rate, size, channels, b0 & 0x0F, view[5:])
     if fmt != SoundFormat.AAC:
         return AudioTag(fmt, rate, size, channels, None, view[1:])
     if n < 2:
         raise ProtocolError("truncated AAC audio header")
     return AudioTag(fmt, rate, size, channels, body[1], view[2:])
+
+
+#: Sound format 9 announces enhanced RTMP's audio header (a packet type and a FourCC).
+EX_AUDIO_FORMAT = 9
+_LEGACY_VIDEO = {1: "JPEG", 2: "Sorenson H.263", 3: "Screen video", 4: "On2 VP6",
+                 5: "On2 VP6 with alpha", 6: "Screen video v2", 7: "H.264", 12: "HEVC"}  # fmt: skip
+_LEGACY_AUDIO = {0: "PCM", 1: "ADPCM", 2: "MP3", 3: "PCM", 4: "Nellymoser", 5: "Nellymoser",
+                 6: "Nellymoser", 7: "G.711 A-law", 8: "G.711 mu-law", 10: "AAC", 11: "Speex",
+                 14: "MP3", 15: "device-specific sound"}  # fmt: skip
+_FOURCCS = {b"avc1": "H.264", b"hvc1": "HEVC", b"av01": "AV1", b"vp09": "VP9", b"vp08": "VP8",
+            b"vvc1": "VVC", b"Opus": "Opus", b"fLaC": "FLAC", b"ac-3": "AC-3", b"ec-3": "E-AC-3",
+            b"mp4a": "AAC", b".mp3": "MP3"}  # fmt: skip
+
+
+def codec_name(codec_id: int, *, video: bool) -> str:
+    """A codec by the name people know it by (for logs and for what a publisher is told):
+    enhanced RTMP's FourCCs ("hvc1" is HEVC) and the legacy FLV ids, never a bare number."""
+    if codec_id > 0xFFFF:
+        code = codec_id.to_bytes(4, "big")
+        known = _FOURCCS.get(code)
+        if known is not None:
+            return known
+        shown = code.decode("ascii", "replace")
+        return f"FourCC {shown!r}" if shown.isprintable() else f"FourCC {codec_id:#010x}"
+    names = _LEGACY_VIDEO if video else _LEGACY_AUDIO
+    return names.get(codec_id, f"FLV {'video' if video else 'sound'} format {codec_id}")
 
 
 def aggregate_tags(payload: Buffer) -> Iterator[tuple[int, int, memoryview]]:

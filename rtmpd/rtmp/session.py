@@ -170,6 +170,17 @@ class ServerSession:
         events.extend(kept)
         return True
 
+    def end_publish(self, stream_id: int, code: str, description: str) -> bool:
+        """End a running publish from our side with onStatus (level error, `code`,
+        `description`: what the publisher's software shows), then close the session. The
+        publish gets its PublishEnd like any other. False if it is not publishing."""
+        stream = self._streams.get(stream_id)
+        if self.closed or stream is None or stream.state is not StreamState.PUBLISHING:
+            return False
+        self._output.status(stream_id, "error", code, description)
+        self._ctx.end_session(description)
+        return True
+
     def get_timer(self) -> float | None:
         """When handle_timer must next be called, or None."""
         cstate = self._cstate

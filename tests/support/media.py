@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import struct
+import time
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -63,36 +64,42 @@ def encode_into(
     video: bool = True,
     sample_rate: int = 44100,
     bitrate: int = 300_000,
+    video_codec: str = "libx264",
+    audio_codec: str = "aac",
+    channels: int = 2,
+    bframes: int = 0,
+    pace: float = 0.0,
 ) -> None:
-    """Encode `seconds` of H.264 and/or AAC into an open output container and close it."""
+    """Encode `seconds` of video (H.264 by default; libx265, libsvtav1, libvpx-vp9 too) and/or
+    audio (AAC by default; libmp3lame, libopus, ac3, eac3, flac too) into an open output
+    container and close it. With `pace`, frames go out at that many times real time (1.0 is
+    real time), as an encoder would send them; 0 is as fast as they are made."""
     gop = gop or fps
+    started = time.monotonic()
     vstream = astream = None
     if video:
-        vstream = container.add_stream("libx264", rate=fps)
+        vstream = container.add_stream(video_codec, rate=fps)
         vstream.width = width
         vstream.height = height
         vstream.pix_fmt = "yuv420p"
         vstream.bit_rate = bitrate
         vstream.codec_context.gop_size = gop
-        vstream.codec_context.options = {
-            "preset": "ultrafast",
-            "tune": "zerolatency",
-            "keyint_min": str(gop),
-            "sc_threshold": "0",
-            "bf": "0",
-        }
+        vstream.codec_context.options = _VIDEO_OPTIONS.get(video_codec, _x264(gop, bframes))
     if audio:
-        astream = container.add_stream("aac", rate=sample_rate)
-        astream.layout = "stereo"
+        astream = container.add_stream(audio_codec, rate=sample_rate)
+        astream.layout = "stereo" if channels == 2 else "mono"
         astream.bit_rate = 64_000
+        astream.codec_context.open(strict=False)
     nframes = int(seconds * fps)
-    samples_per_frame = 1024
+    samples_per_frame = (astream.codec_context.frame_size if astream else 0) or 1024
     nsamples_total = int(seconds * sample_rate)
     pending_audio = 0
     pictures = _frames(width, height, min(nframes, 50)) if video else []
     t = np.arange(samples_per_frame) / sample_rate
     apts = 0
     for i in range(max(nframes, 1) if video else 0):
+        if pace:
+            time.sleep(max(0.0, started + i / fps / pace - time.monotonic()))
         frame = av.VideoFrame.from_ndarray(pictures[i % len(pictures)], format="rgb24")
         frame.pts = i
         frame.time_base = Fraction(1, fps)
@@ -114,9 +121,25 @@ def encode_into(
     container.close()
 
 
+def _x264(gop: int, bframes: int) -> dict[str, str]:
+    # zerolatency turns B-frames off: ask for them with a tune that keeps them.
+    tune = "film" if bframes else "zerolatency"
+    return {"preset": "ultrafast", "tune": tune, "keyint_min": str(gop), "sc_threshold": "0",
+            "bf": str(bframes)}  # fmt: skip
+
+
+_VIDEO_OPTIONS = {
+    "libx265": {"preset": "ultrafast", "x265-params": "log-level=error:bframes=0:scenecut=0"},
+    "libsvtav1": {"preset": "12"},
+    "libvpx-vp9": {"deadline": "realtime", "cpu-used": "8"},
+}
+
+
 def _mux_audio(container, astream, apts: int, t: np.ndarray, sample_rate: int) -> int:
     tone = (0.2 * np.sin(2 * np.pi * 440 * (t + apts / sample_rate))).astype(np.float32)
-    aframe = av.AudioFrame.from_ndarray(np.stack([tone, tone]), format="fltp", layout="stereo")
+    layout = astream.layout.name
+    planes = np.stack([tone, tone]) if layout == "stereo" else tone.reshape(1, -1)
+    aframe = av.AudioFrame.from_ndarray(planes, format="fltp", layout=layout)
     aframe.sample_rate = sample_rate
     aframe.pts = apts
     aframe.time_base = Fraction(1, sample_rate)

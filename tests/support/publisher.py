@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import sys
 from asyncio.subprocess import Process
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import av.logging
 
 from tests.support.media import encode_into
 
@@ -92,6 +94,9 @@ async def run_publisher(
 
 
 def _main() -> None:
+    # FFmpeg's own errors on stderr, as the ffmpeg command prints them ("Server error: ...").
+    logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")
+    av.logging.set_level(av.logging.ERROR)
     url, media_json, offset = sys.argv[1], sys.argv[2], int(sys.argv[3])
     container = av.open(url, "w", format="flv")
     target: Any = _Shifted(container, offset) if offset else container

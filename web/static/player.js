@@ -1,5 +1,6 @@
 // Channel page player: native HLS where the browser has it, hls.js elsewhere. It polls the API
-// and switches between the offline card and the player when the stream starts or stops.
+// and switches between the offline card and the player when the stream starts or stops; when
+// it stops, what is buffered plays out to the playlist's end (ENDLIST) before the card shows.
 "use strict";
 (() => {
   const root = document.getElementById("channel");
@@ -14,6 +15,7 @@
   let hls = null;
   let hlsjsLoading = null;
   let retryTimer = 0;
+  let endTimer = 0;
   let generation = 0;
 
   const nativeHls = () =>
@@ -99,16 +101,45 @@
     if (live && !hls) retrySoon(); // native player: playlist not there yet, or a hiccup
   });
 
+  function showOffline() {
+    clearTimeout(endTimer);
+    video.removeEventListener("ended", showOffline);
+    if (live) return;
+    root.classList.remove("ending");
+    playerBox.hidden = true;
+    offlineBox.hidden = false;
+    detach();
+    showProblem("");
+  }
+
+  function playOut() {
+    // The stream ended: the seconds still buffered are the end of the broadcast, and the
+    // playlist now says so (ENDLIST), so the player stops by itself ("ended"). A player that
+    // is not playing has nothing to wait for; a timer covers a player that never ends.
+    const buffered = video.buffered.length ? video.buffered.end(video.buffered.length - 1) : 0;
+    const rest = buffered - video.currentTime;
+    if (video.paused || video.ended || !(rest > 0.1)) {
+      showOffline();
+      return;
+    }
+    root.classList.add("ending");
+    video.addEventListener("ended", showOffline);
+    endTimer = setTimeout(showOffline, (rest + 15) * 1000);
+  }
+
   function setLive(now) {
     if (now === live) return;
     live = now;
     root.classList.toggle("live", now);
-    playerBox.hidden = !now;
-    offlineBox.hidden = now;
-    if (now) attach();
-    else {
-      detach();
-      showProblem("");
+    if (now) {
+      clearTimeout(endTimer);
+      video.removeEventListener("ended", showOffline);
+      root.classList.remove("ending");
+      playerBox.hidden = false;
+      offlineBox.hidden = true;
+      attach();
+    } else {
+      playOut();
     }
   }
 
@@ -142,6 +173,7 @@
     }
   }
 
-  setLive(root.dataset.live === "true");
+  live = root.dataset.live !== "true"; // so that the first setLive below acts
+  setLive(!live);
   setInterval(poll, 4000);
 })();
