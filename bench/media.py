@@ -35,20 +35,28 @@ class MediaSpec:
     audio_bitrate: int = 128_000
     sample_rate: int = 48_000
     preset: str = "veryfast"
+    bframes: int = 0
+    video: bool = True
+    audio: bool = True
 
     @property
     def name(self) -> str:
         """File name that changes whenever any parameter does."""
+        tracks = "" if self.video and self.audio else ("-vonly" if self.video else "-aonly")
         return (
             f"{self.width}x{self.height}p{self.fps}-{self.video_bitrate // 1000}k-"
             f"g{self.gop_seconds:g}-a{self.audio_bitrate // 1000}k{self.sample_rate // 1000}-"
-            f"{self.seconds:g}s-{self.preset}.flv"
+            f"{self.seconds:g}s-{self.preset}{f'-b{self.bframes}' if self.bframes else ''}"
+            f"{tracks}.flv"
         )
 
 
 SPECS: dict[str, MediaSpec] = {
     "720p30": MediaSpec(1280, 720, 30, 60.0, 3_000_000),
     "1080p60": MediaSpec(1920, 1080, 60, 60.0, 6_000_000),
+    "1080p60-bframes": MediaSpec(1920, 1080, 60, 60.0, 6_000_000, bframes=3),
+    "720p30-video-only": MediaSpec(1280, 720, 30, 60.0, 3_000_000, audio=False),
+    "audio-only": MediaSpec(1280, 720, 30, 60.0, 3_000_000, video=False),
 }
 
 
@@ -93,24 +101,12 @@ def encode_flv(spec: MediaSpec, path: Path) -> None:
     """Encode `spec` into an FLV file at `path` (written in place: callers rename)."""
     container = av.open(str(path), "w", format="flv")
     try:
-        video = container.add_stream("libx264", rate=spec.fps)
-        video.width, video.height, video.pix_fmt = spec.width, spec.height, "yuv420p"
-        video.bit_rate = spec.video_bitrate
-        ctx = video.codec_context
-        gop = round(spec.gop_seconds * spec.fps)
-        ctx.gop_size = gop
-        kbps = spec.video_bitrate // 1000
-        ctx.options = {
-            "preset": spec.preset,
-            "tune": "zerolatency",
-            "x264-params": (
-                f"keyint={gop}:min-keyint={gop}:scenecut=0:bitrate={kbps}:"
-                f"vbv-maxrate={kbps}:vbv-bufsize={kbps}:nal-hrd=cbr:force-cfr=1"
-            ),
-        }
-        audio = container.add_stream("aac", rate=spec.sample_rate)
-        audio.layout = "stereo"
-        audio.bit_rate = spec.audio_bitrate
+        video = _video_stream(container, spec) if spec.video else None
+        audio = None
+        if spec.audio:
+            audio = container.add_stream("aac", rate=spec.sample_rate)
+            audio.layout = "stereo"
+            audio.bit_rate = spec.audio_bitrate
         pictures = _Pictures(spec.width, spec.height)
         frames = round(spec.seconds * spec.fps)
         sr = spec.sample_rate
@@ -118,10 +114,13 @@ def encode_flv(spec: MediaSpec, path: Path) -> None:
         arng = np.random.default_rng(2)
         apts = 0
         for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(pictures.frame(i), format="yuv420p")
-            frame.pts, frame.time_base = i, Fraction(1, spec.fps)
-            for packet in video.encode(frame):
-                container.mux(packet)
+            if video is not None:
+                frame = av.VideoFrame.from_ndarray(pictures.frame(i), format="yuv420p")
+                frame.pts, frame.time_base = i, Fraction(1, spec.fps)
+                for packet in video.encode(frame):
+                    container.mux(packet)
+            if audio is None:
+                continue
             # audio up to the end of this video frame, 1024 samples at a time
             until = min(samples_total, round((i + 1) * sr / spec.fps))
             while apts + 1024 <= until or (i == frames - 1 and apts < samples_total):
@@ -138,10 +137,31 @@ def encode_flv(spec: MediaSpec, path: Path) -> None:
                     container.mux(packet)
                 apts += 1024
         for stream in (video, audio):
-            for packet in stream.encode(None):
+            for packet in stream.encode(None) if stream is not None else ():
                 container.mux(packet)
     finally:
         container.close()
+
+
+def _video_stream(container: av.container.OutputContainer, spec: MediaSpec) -> av.VideoStream:
+    video = container.add_stream("libx264", rate=spec.fps)
+    video.width, video.height, video.pix_fmt = spec.width, spec.height, "yuv420p"
+    video.bit_rate = spec.video_bitrate
+    ctx = video.codec_context
+    gop = round(spec.gop_seconds * spec.fps)
+    ctx.gop_size = gop
+    kbps = spec.video_bitrate // 1000
+    ctx.options = {
+        "preset": spec.preset,
+        # zerolatency turns B-frames off; "film" keeps them when they are asked for
+        "tune": "film" if spec.bframes else "zerolatency",
+        "x264-params": (
+            f"keyint={gop}:min-keyint={gop}:scenecut=0:bitrate={kbps}:"
+            f"vbv-maxrate={kbps}:vbv-bufsize={kbps}:nal-hrd=cbr:force-cfr=1:"
+            f"bframes={spec.bframes}"
+        ),
+    }
+    return video
 
 
 def ensure_media(spec: MediaSpec, cache_dir: Path = CACHE_DIR, *, quiet: bool = False) -> Path:
