@@ -14,7 +14,7 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from .keys import key_hint
+from .keys import key_fingerprint
 from .model import Denied
 
 
@@ -120,7 +120,7 @@ class AttemptGuard:
         """Count a failed attempt and log it (with a hint of the key, never the key)."""
         started_block = self._limiter.failure(host)
         self._log.warning(
-            "publish from %s refused (key %s): %s", host, key_hint(key), denied.description
+            "publish from %s refused (key %s): %s", host, key_fingerprint(key), denied.description
         )
         if started_block:
             self._log.warning(

@@ -6,7 +6,8 @@ DEBUG so INFO and DEBUG records reach it, logger levels set by tests and caplog 
 (c) the status, headers and text bodies of every HTTP response an app made by
 `rtmpd.web.create_app` serves, and at the end (d) every file and folder name under pytest's
 basetemp plus the text of every playlist left there. When the session ends, any key or its
-first 8 characters found in any of these fails the run with a message saying where.
+first 8 characters (or its first 4 followed by "…", the form logs once showed) found in any of
+these fails the run with a message saying where.
 
 Child processes (the `rtmpd` command, FFmpeg publishers) log to their own stderr: tests that
 run them check that output themselves.
@@ -49,7 +50,7 @@ def find_leaks(keys: Iterable[str], sources: dict[str, list[str]]) -> list[str]:
     found = []
     joined = {name: "\n".join(texts) for name, texts in sources.items()}
     for key in dict.fromkeys(keys):
-        for needle in dict.fromkeys((key, key[:PREFIX_CHARS])):
+        for needle in dict.fromkeys((key, key[:PREFIX_CHARS], key[:4] + "…")):
             for name, text in joined.items():
                 at = text.find(needle)
                 if at >= 0:
