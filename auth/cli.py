@@ -16,6 +16,10 @@ from pathlib import Path
 from .store import Store, StoreError, User
 
 PROG = "rtmpd users"
+GUESSED = (
+    "(that address comes from [rtmp] listen or this machine's name; if streamers reach the "
+    "server by another, set [web] public_rtmp_url in the config file)"
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,13 +58,17 @@ def format_table(users: list[User]) -> str:
     )
 
 
-async def _run(args: argparse.Namespace, db_path: Path, publish_url_hint: str) -> int:
+async def _run(
+    args: argparse.Namespace, db_path: Path, publish_url_hint: str, guessed: bool
+) -> int:
     async with Store(db_path) as store:
         name: str = getattr(args, "name", "")
         if args.command == "add":
             key = await store.add_user(name)
             print(key, flush=True)
             _tell(f"created {name}; publish to {_publish_url(publish_url_hint)}")
+            if guessed:
+                _tell(GUESSED)
             _tell("the key above is shown only once: keep it secret")
         elif args.command == "rotate-key":
             key = await store.rotate_key(name)
@@ -89,15 +97,18 @@ def _tell(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def main_users(argv: list[str], db_path: Path, publish_url_hint: str) -> int:
+def main_users(
+    argv: list[str], db_path: Path, publish_url_hint: str, *, guessed: bool = False
+) -> int:
     """Run one `rtmpd users` command; the exit status. `publish_url_hint` is the base publish
-    URL, e.g. "rtmp://example.com:1935/app" (the key is never put into it)."""
+    URL, e.g. "rtmp://example.com:1935/app" (the key is never put into it); `guessed` says it
+    was derived from the listen address or the host name, and `add` then says how to set it."""
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # argparse already printed the usage error
         return exc.code if isinstance(exc.code, int) else 2
     try:
-        return asyncio.run(_run(args, Path(db_path), publish_url_hint))
+        return asyncio.run(_run(args, Path(db_path), publish_url_hint, guessed))
     except StoreError as exc:
         _tell(f"{PROG}: error: {exc}")
         return 1

@@ -107,7 +107,12 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 1
-        status: int = main_users(users_args, config.database_path, config.publish_url_hint())
+        status: int = main_users(
+            users_args,
+            config.database_path,
+            config.publish_url_hint(),
+            guessed=config.publish_url_guessed,
+        )
         return status
     return serve(config)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
+import socket
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -166,11 +167,29 @@ class Config:
         return path if path.is_absolute() else self.base_dir / path
 
     def publish_url_hint(self) -> str:
+        """The publish URL (without the key) shown to streamers: `[web] public_rtmp_url`, else
+        the RTMP listen address when it is not a wildcard, else this host's name. Never a
+        placeholder: a newcomer pastes what `rtmpd users add` prints."""
         if self.web.public_rtmp_url:
             return self.web.public_rtmp_url.rstrip("/")
         addr = self.rtmp_address
-        host = "HOST" if addr.host in ("0.0.0.0", "::") else addr.host
+        host = host_name() if addr.host in ("0.0.0.0", "::") else addr.host
+        host = f"[{host}]" if ":" in host else host
         return f"rtmp://{host}:{addr.port}/{self.rtmp.app}"
+
+    @property
+    def publish_url_guessed(self) -> bool:
+        """True when the publish URL was derived rather than set in `[web] public_rtmp_url`."""
+        return not self.web.public_rtmp_url
+
+
+def host_name() -> str:
+    """This machine's name as others may reach it: the FQDN, unless that is only localhost
+    (Debian's /etc/hosts often maps the host name there), then the plain host name."""
+    fqdn = socket.getfqdn()
+    if fqdn and not fqdn.startswith("localhost") and fqdn not in ("127.0.0.1", "::1"):
+        return fqdn
+    return socket.gethostname() or "localhost"
 
 
 def from_dict(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> Config:
