@@ -12,11 +12,17 @@ import hmac
 import secrets
 
 KEY_BYTES = 24  # 192 bits -> 32 URL-safe characters
+TOKEN_BYTES = 30  # 240 bits -> 40 URL-safe characters
 MAX_KEY_CHARS = 256  # longer names are not keys we made; refused without hashing
 
 
 def new_key() -> str:
     return secrets.token_urlsafe(KEY_BYTES)
+
+
+def new_token() -> str:
+    """An API token: as random as a key, kept the same way (a SHA-256 digest)."""
+    return secrets.token_urlsafe(TOKEN_BYTES)
 
 
 def key_digest(key: str) -> bytes:

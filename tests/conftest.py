@@ -1,6 +1,7 @@
 """Suite-wide key sweep: no stream key the suite creates may show up anywhere public.
 
-From the start of the session this records (a) every key `rtmpd.auth.keys.new_key` makes,
+From the start of the session this records (a) every key `rtmpd.auth.keys.new_key` makes
+and every API token `new_token` makes (tokens get the same care),
 (b) every log record of every logger (a root handler at DEBUG; the root level is lowered to
 DEBUG so INFO and DEBUG records reach it, logger levels set by tests and caplog still work),
 (c) the status, headers and text bodies of every HTTP response an app made by
@@ -108,6 +109,14 @@ def pytest_configure(config: pytest.Config) -> None:
         return key
 
     _patch(keys, "new_key", recording_new_key)
+    make_token = keys.new_token
+
+    def recording_new_token() -> str:
+        token: str = make_token()
+        RECORD.keys.append(token)
+        return token
+
+    _patch(keys, "new_token", recording_new_token)
     create_app = rtmpd.web.app.create_app
 
     def recording_create_app(*args: Any, **kwargs: Any) -> Any:
