@@ -9,7 +9,8 @@ file stops start-up with one line naming the key: operators fix what the message
   the log, which the composition root opens);
 - [hls]: `rtmpd.hls.HlsConfig` (the packager);
 - [auth], [database]: `rtmpd.auth.AuthConfig`, `rtmpd.auth.DatabaseConfig` (publish decisions);
-- [web]: `rtmpd.web.WebConfig` (the pages).
+- [web]: `rtmpd.web.WebConfig` (the pages);
+- [webhooks]: `rtmpd.webhooks.WebhooksConfig` (the signed POSTs about streams and users).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import msgspec
 from rtmpd.auth.config import AuthConfig, DatabaseConfig
 from rtmpd.hls.config import HlsConfig
 from rtmpd.web.config import WebConfig
+from rtmpd.web.proxies import TrustedProxies
+from rtmpd.webhooks import WebhooksConfig
 
 DEFAULT_FILE = "rtmpd.toml"
 
@@ -92,11 +95,17 @@ class HttpSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     keepalive_timeout: Seconds = 15.0
     max_connections: Count = 4096
     max_connections_per_ip: Count = 256
+    #: Peers whose X-Forwarded-Proto / X-Forwarded-For are believed (a reverse proxy).
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
 
     def __post_init__(self) -> None:
         parse_address(self.listen, "listen")
         if self.keepalive_timeout <= 0:
             raise ValueError("keepalive_timeout: must be greater than 0")
+        try:
+            TrustedProxies.parse(self.trusted_proxies)
+        except ValueError as exc:
+            raise ValueError(f"trusted_proxies: {exc}") from None
 
     @property
     def address(self) -> Address:
@@ -116,6 +125,7 @@ class _File(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     web: WebConfig = msgspec.field(default_factory=WebConfig)
+    webhooks: WebhooksConfig = msgspec.field(default_factory=WebhooksConfig)
     log: LogSection = msgspec.field(default_factory=LogSection)
 
 
@@ -129,6 +139,7 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     log: LogSection = field(default_factory=LogSection)
     base_dir: Path = field(default_factory=Path.cwd)
     source: Path | None = None

@@ -26,7 +26,7 @@ def test_example_file_documents_every_key_with_its_default() -> None:
     data = tomllib.loads((ROOT / "config.example.toml").read_text())
     example = from_dict(data, ROOT)
     defaults = Config(base_dir=ROOT)
-    for section in ("rtmp", "http", "hls", "database", "auth", "web", "log"):
+    for section in ("rtmp", "http", "hls", "database", "auth", "web", "webhooks", "log"):
         assert getattr(example, section) == getattr(defaults, section), section
         documented = set(data[section])
         known = set(getattr(defaults, section).__slots__)
@@ -67,6 +67,10 @@ def test_rtmpd_toml_in_the_working_directory_is_found(
         ("[hls]\nfragment = 0\n", "[hls] fragment"),
         ('[auth]\non_publish = "ftp://x"\n', "[auth] on_publish"),
         ('[web]\npublic_rtmp_url = "example.org"\n', "[web] public_rtmp_url"),
+        ('[http]\ntrusted_proxies = ["proxy"]\n', "[http] trusted_proxies"),
+        ('[webhooks]\nurl = "http://127.0.0.1:9/hook"\n', "[webhooks] secret"),
+        ('[webhooks]\nurl = "hook"\nsecret = "s"\n', "[webhooks] url"),
+        ("[webhooks]\nmax_pending = 0\n", "[webhooks] max_pending"),
         ("[rtmp\n", "config file"),
     ],
 )
