@@ -141,9 +141,9 @@ SCHEMAS: dict[str, Any] = {
     ),  # fmt: skip
 }
 
-_STREAM_NAME = {"name": "name", "in": "path", "required": True,
+_STREAM_NAME = {"name": "name", "in": "path", "required": True, "example": "benw",
                 "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"}}  # fmt: skip
-_USER_NAME = {"name": "name", "in": "path", "required": True,
+_USER_NAME = {"name": "name", "in": "path", "required": True, "example": "benw",
               "schema": {"type": "string", "pattern": NAME_PATTERN}}  # fmt: skip
 _DENIED = {
     "401": _error("no valid API token (whatever the path: nothing tells what exists)"),
@@ -159,8 +159,9 @@ def _admin(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, A
             "responses": {**responses, **_DENIED}, **extra}  # fmt: skip
 
 
-def _user_op(summary: str, ok: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return _admin(summary, {**ok, **_GONE, **_DB}, parameters=[_USER_NAME], **extra)
+def _user_op(summary: str, ok: dict[str, Any], example: str = "benw") -> dict[str, Any]:
+    parameter = {**_USER_NAME, "example": example}
+    return _admin(summary, {**ok, **_GONE, **_DB}, parameters=[parameter])
 
 
 PATHS: dict[str, Any] = {
@@ -197,7 +198,9 @@ PATHS: dict[str, Any] = {
             },
             requestBody={
                 "required": True,
-                "content": {"application/json": {"schema": _ref("NewUser")}},
+                "content": {
+                    "application/json": {"schema": _ref("NewUser"), "example": {"name": "carol"}}
+                },
             },
         ),  # fmt: skip
     },
@@ -206,6 +209,7 @@ PATHS: dict[str, Any] = {
         "delete": _user_op(
             "Remove a user (cuts their live publish within 2 s)",
             {"204": {"description": "removed"}},
+            example="alice",
         ),  # fmt: skip
     },
     "/api/admin/users/{name}/ban": {
