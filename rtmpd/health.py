@@ -21,6 +21,9 @@ HISTORY_SECONDS = 600
 _SLACK = 0.1
 #: Seconds of samples the bitrate and frame-rate warnings look at.
 _RECENT = 60
+#: A gap this long (ms) between two video frames, or a step back, is a new timeline (the
+#: packager starts one too): no keyframe interval is measured across it.
+_JUMP_MS = 10_000
 
 
 @dataclass(slots=True)
@@ -35,7 +38,7 @@ class PublishHealth:
     `sample()` once per second."""
 
     __slots__ = ("fragment", "samples", "keyframe_interval", "segment_lag", "segment_duration",
-                 "_frames", "_last_keyframe", "_last", "_started")  # fmt: skip
+                 "_frames", "_last_keyframe", "_last_frame", "_last", "_started")  # fmt: skip
 
     def __init__(self, fragment: float, now: float) -> None:
         self.fragment = fragment
@@ -46,12 +49,16 @@ class PublishHealth:
         self.segment_duration: float | None = None
         self._frames = 0
         self._last_keyframe: int | None = None  # its timestamp, ms
+        self._last_frame: int | None = None
         self._last = _Counts(at=now)
         self._started = now
 
     def video(self, timestamp: int, keyframe: bool) -> float | None:
         """One video frame; on a keyframe after the first, the interval it closes (s)."""
         self._frames += 1
+        previous, self._last_frame = self._last_frame, timestamp
+        if previous is not None and not 0 <= timestamp - previous <= _JUMP_MS:
+            self._last_keyframe = None  # a new timeline
         if not keyframe:
             return None
         last, self._last_keyframe = self._last_keyframe, timestamp
