@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 import aiohttp
 
 from .decider import Granted, Request
-from .keys import key_hint
+from .keys import key_fingerprint
 from .lease import Lease
 from .limiter import AttemptGuard, client_host
 from .model import BAD_NAME, DENIED, UNAVAILABLE, UNKNOWN_KEY, Channel, Denied, PublishAttempt
@@ -113,7 +113,7 @@ class CallbackClient:
     async def publish(
         self, attempt: PublishAttempt, key: str, query: str
     ) -> CallbackAccept | CallbackDeny:
-        hint = key_hint(key)
+        hint = key_fingerprint(key)
         try:
             status, location = await self._post(
                 self.on_publish, form_fields(attempt, "publish", key, query)
@@ -191,7 +191,7 @@ class CallbackDecider:
         request = self._requests.pop(lease, None)
         if request is None:
             return
-        label = lease.name if lease.name != request.key else key_hint(request.key)
+        label = lease.name if lease.name != request.key else f"key {key_fingerprint(request.key)}"
         task = asyncio.create_task(
             self._client.publish_done(request.attempt, request.key, request.query, label)
         )

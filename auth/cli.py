@@ -1,7 +1,8 @@
-"""`rtmpd users ...`: manage users and stream keys from a shell, even while the server runs.
+"""`rtmpd users ...` and `rtmpd tokens ...`: manage streamers, stream keys and API tokens from a
+shell, even while the server runs. Both go through `Accounts`, as the admin API does.
 
-New keys are printed alone on stdout (shown once, never stored in clear); everything meant
-for a human goes to stderr. Bad input is one line on stderr and exit status 1, with the
+New keys and tokens are printed alone on stdout (shown once, never stored in clear); everything
+meant for a human goes to stderr. Bad input is one line on stderr and exit status 1, with the
 database unchanged.
 """
 
@@ -11,29 +12,43 @@ import argparse
 import asyncio
 import sys
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from .store import Store, StoreError, User
+from .accounts import Accounts
+from .store import ApiToken, Store, StoreError, User
 
 PROG = "rtmpd users"
+TOKENS_PROG = "rtmpd tokens"
+GUESSED = (
+    "(that address comes from [rtmp] listen or this machine's name; if streamers reach the "
+    "server by another, set [web] public_rtmp_url in the config file)"
+)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Manage users and stream keys.")
+def _parser(prog: str, description: str, helps: dict[str, str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    helps = {
-        "add": "create a user and print their new stream key",
-        "list": "list users",
-        "ban": "set a user inactive (cuts a live publish)",
-        "unban": "set a user active again",
-        "remove": "delete a user (cuts a live publish)",
-        "rotate-key": "print a new stream key; the old one stops working",
-    }
     for command, text in helps.items():
         sub = commands.add_parser(command, help=text, description=text)
         if command != "list":
             sub.add_argument("name", metavar="NAME")
     return parser
+
+
+USERS_HELP = {
+    "add": "create a user and print their new stream key",
+    "list": "list users",
+    "ban": "set a user inactive (cuts a live publish)",
+    "unban": "set a user active again",
+    "remove": "delete a user (cuts a live publish)",
+    "rotate-key": "print a new stream key; the old one stops working",
+}
+TOKENS_HELP = {
+    "add": "create an API token for the admin API and dashboard, and print it",
+    "list": "list API tokens",
+    "remove": "delete an API token (requests and dashboard sessions with it stop working)",
+}
 
 
 def _when(stamp: float | None) -> str:
@@ -42,11 +57,7 @@ def _when(stamp: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
 
 
-def format_table(users: list[User]) -> str:
-    rows = [("NAME", "ACTIVE", "LIVE SINCE", "CREATED")]
-    rows += [
-        (u.name, "yes" if u.active else "no", _when(u.live_since), _when(u.created)) for u in users
-    ]
+def _table(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -54,50 +65,102 @@ def format_table(users: list[User]) -> str:
     )
 
 
-async def _run(args: argparse.Namespace, db_path: Path, publish_url_hint: str) -> int:
-    async with Store(db_path) as store:
-        name: str = getattr(args, "name", "")
-        if args.command == "add":
-            key = await store.add_user(name)
-            print(key, flush=True)
-            _tell(f"created {name}; publish to {_publish_url(publish_url_hint)}")
-            _tell("the key above is shown only once: keep it secret")
-        elif args.command == "rotate-key":
-            key = await store.rotate_key(name)
-            print(key, flush=True)
-            _tell(f"new key for {name}; the old key no longer works")
-        elif args.command == "list":
-            users = await store.list_users()
-            print(format_table(users))
-        elif args.command == "ban":
-            changed = await store.ban(name)
-            print(f"banned {name}" if changed else f"{name} was already banned")
-        elif args.command == "unban":
-            changed = await store.unban(name)
-            print(f"unbanned {name}" if changed else f"{name} was not banned")
-        elif args.command == "remove":
-            await store.remove(name)
-            print(f"removed {name}")
+def format_table(users: list[User]) -> str:
+    rows = [("NAME", "ACTIVE", "LIVE SINCE", "CREATED")]
+    rows += [
+        (u.name, "yes" if u.active else "no", _when(u.live_since), _when(u.created)) for u in users
+    ]
+    return _table(rows)
+
+
+def format_tokens(tokens: list[ApiToken]) -> str:
+    rows = [("NAME", "CREATED", "LAST USED")]
+    rows += [(t.name, _when(t.created), _when(t.last_used)) for t in tokens]
+    return _table(rows)
+
+
+async def _users(accounts: Accounts, args: argparse.Namespace, hint: str, guessed: bool) -> None:
+    name: str = getattr(args, "name", "")
+    if args.command == "add":
+        made = await accounts.add_user(name)
+        print(made.key, flush=True)
+        _tell(f"created {name}; publish to {hint.rstrip('/')}/<key>")
+        if guessed:
+            _tell(GUESSED)
+        _tell("the key above is shown only once: keep it secret")
+    elif args.command == "rotate-key":
+        made = await accounts.rotate_key(name)
+        print(made.key, flush=True)
+        _tell(f"new key for {name}; the old key no longer works")
+    elif args.command == "list":
+        print(format_table(await accounts.users()))
+    elif args.command == "ban":
+        _, changed = await accounts.ban(name)
+        print(f"banned {name}" if changed else f"{name} was already banned")
+    elif args.command == "unban":
+        _, changed = await accounts.unban(name)
+        print(f"unbanned {name}" if changed else f"{name} was not banned")
+    elif args.command == "remove":
+        await accounts.remove(name)
+        print(f"removed {name}")
+
+
+async def _tokens(accounts: Accounts, args: argparse.Namespace) -> None:
+    name: str = getattr(args, "name", "")
+    if args.command == "add":
+        print(await accounts.add_token(name), flush=True)
+        _tell(f"created token {name}; send it as 'Authorization: Bearer <token>' to /api/admin/")
+        _tell("the token above is shown only once: keep it secret")
+    elif args.command == "list":
+        print(format_tokens(await accounts.tokens()))
+    elif args.command == "remove":
+        await accounts.remove_token(name)
+        print(f"removed token {name}")
+
+
+def _main(
+    prog: str,
+    parser: argparse.ArgumentParser,
+    argv: list[str],
+    db_path: Path,
+    run: Callable[[Accounts, argparse.Namespace], Awaitable[None]],
+) -> int:
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed the usage error
+        return exc.code if isinstance(exc.code, int) else 2
+
+    async def session() -> None:
+        async with Store(Path(db_path)) as store:
+            await run(Accounts(store), args)
+
+    try:
+        asyncio.run(session())
+    except StoreError as exc:
+        _tell(f"{prog}: error: {exc}")
+        return 1
     return 0
-
-
-def _publish_url(hint: str) -> str:
-    return f"{hint.rstrip('/')}/<key>" if hint else "rtmp://HOST:1935/app/<key>"
 
 
 def _tell(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def main_users(argv: list[str], db_path: Path, publish_url_hint: str) -> int:
+def main_users(
+    argv: list[str], db_path: Path, publish_url_hint: str, *, guessed: bool = False
+) -> int:
     """Run one `rtmpd users` command; the exit status. `publish_url_hint` is the base publish
-    URL, e.g. "rtmp://example.com:1935/app" (the key is never put into it)."""
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # argparse already printed the usage error
-        return exc.code if isinstance(exc.code, int) else 2
-    try:
-        return asyncio.run(_run(args, Path(db_path), publish_url_hint))
-    except StoreError as exc:
-        _tell(f"{PROG}: error: {exc}")
-        return 1
+    URL, e.g. "rtmp://example.com:1935/app" (the key is never put into it); `guessed` says it
+    was derived from the listen address or the host name, and `add` then says how to set it."""
+    parser = _parser(PROG, "Manage users and stream keys.", USERS_HELP)
+
+    def run(accounts: Accounts, args: argparse.Namespace) -> Awaitable[None]:
+        return _users(accounts, args, publish_url_hint, guessed)
+
+    return _main(PROG, parser, argv, db_path, run)
+
+
+def main_tokens(argv: list[str], db_path: Path) -> int:
+    """Run one `rtmpd tokens` command; the exit status."""
+    parser = _parser(TOKENS_PROG, "Manage API tokens for the admin API.", TOKENS_HELP)
+    return _main(TOKENS_PROG, parser, argv, db_path, _tokens)

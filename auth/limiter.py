@@ -14,7 +14,7 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from .keys import key_hint
+from .keys import key_fingerprint
 from .model import Denied
 
 
@@ -117,17 +117,20 @@ class AttemptGuard:
                 del self._turns[host]
 
     def refused(self, host: str, key: str, denied: Denied) -> Denied:
-        """Count a failed attempt and log it (with a hint of the key, never the key)."""
+        """Count a failed attempt and log it (with a fingerprint of the key, never the key)."""
+        shown = key_fingerprint(key)
+        self.failed(host, f"publish from {host} refused (key {shown}): {denied.description}")
+        return denied
+
+    def failed(self, host: str, line: str) -> None:
+        """Count a failed attempt from `host` and log `line` (and the block it may start)."""
         started_block = self._limiter.failure(host)
-        self._log.warning(
-            "publish from %s refused (key %s): %s", host, key_hint(key), denied.description
-        )
+        self._log.warning("%s", line)
         if started_block:
             self._log.warning(
                 "%s blocked for %g s after %d failed attempts",
                 host, self._limiter.backoff, self._limiter.max_failures,
             )  # fmt: skip
-        return denied
 
     def succeeded(self, host: str) -> None:
         self._limiter.success(host)

@@ -135,7 +135,9 @@ class AuthService:
             self._log.info("%s taken over by %s", lease.name, addr)
             self._disconnect(current, TAKEN_OVER)
         key = request.key
-        shown = lease.name if lease.name != key else f"its own name ({keys.key_hint(key)})"
+        shown = (
+            lease.name if lease.name != key else f"its own name (key {keys.key_fingerprint(key)})"
+        )
         self._log.info("publish from %s accepted under %s", addr, shown)
         return Accepted(lease.name, lease)
 

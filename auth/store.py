@@ -1,15 +1,20 @@
-"""SQLite store: users, stream-key digests and live state.
+"""SQLite store: users, stream-key digests, live state, API token digests and account events.
 
 Shared by the running server and `rtmpd users` in other processes: WAL mode (readers never
 wait for the writer), a busy timeout (writers wait for each other), single-statement writes,
 and forward migrations under BEGIN IMMEDIATE keyed by PRAGMA user_version. A lock held too
 long becomes `StoreBusy`, never a crash.
+
+Account events (a user banned) are written by a trigger in the same statement as the change,
+whoever made it (the server, `rtmpd users` in another process, a sqlite3 shell): the server
+drains them into webhooks (`take_events`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -47,6 +52,11 @@ class InvalidName(StoreError, ValueError):
     pass
 
 
+#: Unix time with fractions, in SQL (unixepoch('subsec') needs SQLite 3.42).
+_NOW = "(julianday('now') - 2440587.5) * 86400.0"
+#: API token names: what `rtmpd tokens list` shows; one safe word.
+TOKEN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
 # Each step moves the schema one version forward; never edit a released step, append one.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -63,6 +73,26 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE users ADD COLUMN peer TEXT",
         "ALTER TABLE users ADD COLUMN live_token TEXT",
         "ALTER TABLE users ADD COLUMN last_publish_end REAL",
+    ),
+    (
+        """CREATE TABLE api_tokens (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            created REAL NOT NULL,
+            last_used REAL,
+            digest BLOB NOT NULL UNIQUE CHECK (length(digest) = 32)
+        )""",
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            name TEXT NOT NULL,
+            at REAL NOT NULL
+        )""",
+        f"""CREATE TRIGGER user_banned AFTER UPDATE OF active ON users
+            WHEN OLD.active = 1 AND NEW.active = 0
+            BEGIN
+                INSERT INTO events (kind, name, at) VALUES ('user.banned', NEW.name, {_NOW});
+            END""",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -94,6 +124,26 @@ class UserState:
 
     active: bool
     key_digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """An API token as stored: a name and its digest's row (the token itself is never kept)."""
+
+    token_id: int
+    name: str
+    created: float
+    last_used: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountEvent:
+    """A change to an account that the server reports (webhooks): `kind` is "user.banned"."""
+
+    event_id: int
+    kind: str
+    name: str
+    at: float
 
 
 _USER_COLUMNS = "name, active, created, live_since, peer, last_publish_end"
@@ -346,3 +396,63 @@ class Store:
         a local counter for this one (SQLite does not bump data_version for own commits)."""
         rows = await self._query("PRAGMA data_version")
         return int(rows[0][0]), self._changes
+
+    # -- API tokens -------------------------------------------------------------------------
+
+    async def add_token(self, name: str) -> str:
+        """Create an API token called `name`; returns the token (shown once, stored as a
+        digest)."""
+        if not TOKEN_NAME.fullmatch(name):
+            raise InvalidName("a token name is 1 to 64 characters of A-Z, a-z, 0-9, _ . -")
+        for _ in range(3):
+            token = keys.new_token()
+            try:
+                await self._exec(
+                    "INSERT INTO api_tokens (name, created, digest) VALUES (?, ?, ?)",
+                    (name, self._clock(), keys.key_digest(token)),
+                )
+            except sqlite3.IntegrityError as exc:
+                if any(t.name == name for t in await self.list_tokens()):
+                    raise NameTaken(f"a token named {name!r} exists") from exc
+                continue
+            return token
+        raise StoreError("could not make a unique token")
+
+    async def list_tokens(self) -> list[ApiToken]:
+        rows = await self._query(
+            "SELECT id, name, created, last_used FROM api_tokens ORDER BY name"
+        )
+        return [ApiToken(int(r[0]), r[1], r[2], r[3]) for r in rows]
+
+    async def remove_token(self, name: str) -> None:
+        if not await self._exec("DELETE FROM api_tokens WHERE name = ?", (name,)):
+            raise UnknownUser(f"no token named {name!r}")
+
+    async def find_token(self, token: str) -> ApiToken | None:
+        digest = keys.key_digest(token)
+        rows = await self._query(
+            "SELECT id, name, created, last_used, digest FROM api_tokens WHERE digest = ?",
+            (digest,),
+        )
+        if not rows or not keys.digests_equal(digest, bytes(rows[0][4])):
+            return None
+        row = rows[0]
+        return ApiToken(int(row[0]), row[1], row[2], row[3])
+
+    async def token_exists(self, token_id: int) -> bool:
+        return bool(await self._query("SELECT 1 FROM api_tokens WHERE id = ?", (token_id,)))
+
+    async def token_used(self, token_id: int, when: float) -> None:
+        await self._exec("UPDATE api_tokens SET last_used = ? WHERE id = ?", (when, token_id))
+
+    # -- account events ---------------------------------------------------------------------
+
+    async def take_events(self, limit: int = 100) -> list[AccountEvent]:
+        """The oldest events not taken yet, removed from the table (at least once: a crash
+        between the read and the delete hands them out again)."""
+        rows = await self._query(
+            "SELECT id, kind, name, at FROM events ORDER BY id LIMIT ?", (limit,)
+        )
+        if rows:
+            await self._exec("DELETE FROM events WHERE id <= ?", (int(rows[-1][0]),))
+        return [AccountEvent(int(r[0]), r[1], r[2], r[3]) for r in rows]

@@ -170,7 +170,10 @@ def examine(spec: str, server: Server, name: str, versions: list[str]) -> Outcom
         copy = Path(tmp)
         for uri in uris:
             shutil.copy(folder / uri, copy / uri)
-        shutil.copy(playlist, copy / "index.m3u8")
+        text = playlist.read_text()
+        if "#EXT-X-ENDLIST" not in text:  # nginx-rtmp never ends its playlists: read them as VOD
+            text += "#EXT-X-ENDLIST\n"
+        (copy / "index.m3u8").write_text(text)
         report = check_stream([(copy / uri).read_bytes() for uri in uris])
         out.cc_errors = len(report.cc_errors)
         out.boundary_cc_errors = report.boundary_cc_errors

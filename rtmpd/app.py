@@ -4,6 +4,11 @@ one Config, and decides publishes.
 It turns the core's publish requests into `rtmpd.auth` attempts and an accepted decision into
 a `Publish` (rtmpd.publish): the sink the server feeds that publish's media into and ends. The
 stream key stops here: past `authorize`, only the public name is used.
+
+It also samples each publish's health once per second (rtmpd.health), gives the web layer its
+`Admin` (rtmpd.admin, over auth's `Accounts`) and tells the webhooks (rtmpd.webhooks) what
+happened: streams started and ended, publishes refused, users banned (by anyone: the store's
+account events, drained every tick).
 """
 
 from __future__ import annotations
@@ -18,7 +23,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from rtmpd.auth.service import Accepted, AuthService, PublishAttempt
+from rtmpd.auth.accounts import Accounts
+from rtmpd.auth.limiter import FailureLimiter, client_host
+from rtmpd.auth.model import RATE_LIMITED
+from rtmpd.auth.service import TAKEN_OVER, Accepted, AuthService, PublishAttempt
+from rtmpd.auth.store import StoreError
 from rtmpd.config import Config
 from rtmpd.hls import HlsService, SegmentWritten
 from rtmpd.rtmp.config import SessionConfig
@@ -27,9 +36,14 @@ from rtmpd.server import Accept, Publisher, Reject, RtmpServer
 from rtmpd.web import create_app, make_runner
 from rtmpd.web.guard import ConnectionGuard, GuardedSite
 from rtmpd.web.metrics import Metrics
+from rtmpd.web.proxies import TrustedProxies
 
+from . import webhooks
+from .admin import AdminService
 from .channels import ChannelDirectory
+from .health import PublishHealth
 from .publish import Publish
+from .webhooks import Webhooks
 
 log = logging.getLogger("rtmpd")
 
@@ -68,6 +82,21 @@ class Rtmpd:
             log=logging.getLogger("rtmpd.rtmp"),
         )
         self.directory = ChannelDirectory(self.auth, self.hls)
+        #: Users and API tokens on the server's own store; None in callback mode (no database).
+        self.accounts: Accounts | None = None
+        if self.auth.store is not None:
+            auth_cfg = config.auth
+            limiter = FailureLimiter(
+                auth_cfg.max_failures, auth_cfg.failure_window, auth_cfg.backoff
+            )
+            self.accounts = Accounts(
+                self.auth.store, limiter=limiter, log=logging.getLogger("rtmpd.admin")
+            )
+        self.webhooks = Webhooks(
+            config.webhooks,
+            on_outcome=self.metrics.webhook,
+            log=logging.getLogger("rtmpd.webhooks"),
+        )
         #: HTTP connection caps and the request-head/keep-alive timeout (see rtmpd.web.guard).
         self.http_guard = ConnectionGuard(
             config.http.max_connections,
@@ -97,6 +126,7 @@ class Rtmpd:
         except Exception as exc:  # noqa: BLE001 - report any database failure in one line
             raise StartupError(f"database {self.config.database_path}: {exc}") from None
         self.hls.startup_cleanup(await self.auth.live_names())
+        await self.webhooks.start()
         addr = self.config.rtmp_address
         try:
             await self.rtmp.start()
@@ -119,6 +149,10 @@ class Rtmpd:
             metrics=self.metrics,
             access_log=logging.getLogger("rtmpd.access") if self.config.http.access_log else None,
             hlsjs_file=Path(web_cfg.hlsjs_file) if web_cfg.hlsjs_file else None,
+            admin=None
+            if self.accounts is None
+            else AdminService(self.accounts, lambda: self._publishes, self.config.hls.fragment),
+            trusted_proxies=TrustedProxies.parse(self.config.http.trusted_proxies),
         )
         self._runner = make_runner(
             app, handle_signals=False, keepalive_timeout=self.http_keepalive_timeout
@@ -143,18 +177,38 @@ class Rtmpd:
         self.hls.close()
         if self._runner is not None:
             await self._runner.cleanup()
+        await self.webhooks.stop()
         await self.auth.stop()
 
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(TICK_SECONDS)
+            now = time.time()
             try:
-                self.hls.tick(time.time())
-                for publish in self._publishes:
-                    publish.count_bytes()
-                self.metrics.set_live(len(self._publishes))
+                self.hls.tick(now)
             except Exception:  # a cleanup error must not end cleanup for good
                 log.exception("HLS cleanup failed")
+            for publish in self._publishes:
+                publish.count_bytes()
+                publish.health.sample(now, publish.publisher.bytes_received)
+            self.metrics.set_live(len(self._publishes))
+            self.metrics.set_webhooks_pending(self.webhooks.pending)
+            await self._account_events()
+
+    async def _account_events(self) -> None:
+        """Users banned since the last tick, by the API or `rtmpd users` alike: webhooks."""
+        if self.accounts is None:
+            return
+        try:
+            events = await self.accounts.take_events()
+        except StoreError as exc:
+            log.warning("account events postponed: %s", exc)
+            return
+        for event in events:
+            if event.kind == webhooks.USER_BANNED:
+                self.webhooks.emit(
+                    event.kind, {"name": event.name, "banned_at": webhooks.iso(event.at)}
+                )
 
     # -- PublishHandler ----------------------------------------------------------------
 
@@ -175,23 +229,43 @@ class Rtmpd:
         decision = await self.auth.authorize(attempt, publisher.close)
         if not isinstance(decision, Accepted):
             self.metrics.publish_attempt("denied")
+            if decision != RATE_LIMITED:  # a blocked guesser is one event, not thousands
+                self.webhooks.emit(webhooks.PUBLISH_REFUSED, {
+                    "reason": decision.description, "addr": client_host(info.peer),
+                    "app": info.app,
+                })  # fmt: skip
             return Reject(decision.code, decision.description)
         self.metrics.publish_attempt("accepted")
         packager = self.hls.open_stream(decision.name)
-        publish = Publish(decision.name, publisher, packager, decision.lease,
+        health = PublishHealth(self.config.hls.fragment, time.time())
+        publish = Publish(decision.name, publisher, packager, decision.lease, health=health,
                           metrics=self.metrics, on_end=self._publish_ended)  # fmt: skip
         self._publishes.add(publish)
         self.metrics.set_live(len(self._publishes))
+        self.webhooks.emit(webhooks.STREAM_STARTED, {
+            "name": decision.name, "started_at": webhooks.iso(decision.lease.since),
+        })  # fmt: skip
         return Accept(decision.name, publish)
 
-    def _publish_ended(self, publish: Publish) -> None:
+    def _publish_ended(self, publish: Publish, reason: str) -> None:
         self._publishes.discard(publish)
         self.metrics.set_live(len(self._publishes))
+        if reason == TAKEN_OVER or any(p.name == publish.name for p in self._publishes):
+            return  # a reconnect took over: the stream goes on, no stream.ended
+        ended = time.time()
+        self.webhooks.emit(webhooks.STREAM_ENDED, {
+            "name": publish.name, "reason": reason,
+            "started_at": webhooks.iso(publish.lease.since), "ended_at": webhooks.iso(ended),
+            "duration_seconds": round(max(ended - publish.lease.since, 0.0), 3),
+        })  # fmt: skip
 
     # -- helpers -----------------------------------------------------------------------
 
     def _segment_written(self, segment: SegmentWritten) -> None:
         self.metrics.segment_written(segment.lag)
+        for publish in self._publishes:
+            if publish.name == segment.name:
+                publish.health.segment(segment.duration, segment.lag)
 
 
 def _raise_file_limit(needed: int) -> None:

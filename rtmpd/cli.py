@@ -1,4 +1,5 @@
-"""The `rtmpd` command: `serve` (the default) runs the server, `users` manages accounts.
+"""The `rtmpd` command: `serve` (the default) runs the server, `users` manages accounts,
+`tokens` the API tokens of the admin API.
 
 Errors a user can fix (a bad config, a port in use) end in one line on stderr and exit
 status 2, never a traceback.
@@ -25,6 +26,7 @@ name at http://HOST:8080/<name> (player) or /live/<name>/index.m3u8 (playlist).
 commands:
   serve        run the RTMP and HTTP servers (the default)
   users        manage streamers and their stream keys (rtmpd users --help)
+  tokens       manage API tokens for /api/admin/ and /admin (rtmpd tokens --help)
 """
 
 SERVE_HELP = """\
@@ -58,10 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _config_option(serve, top=False)
-    users = commands.add_parser(
-        "users", help="manage streamers and stream keys", add_help=False, prefix_chars="\0"
-    )
-    users.add_argument("args", nargs=argparse.REMAINDER)
+    for name, text in (("users", "manage streamers and stream keys"),
+                       ("tokens", "manage API tokens of the admin API")):  # fmt: skip
+        sub = commands.add_parser(name, help=text, add_help=False, prefix_chars="\0")
+        sub.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config_path: Path | None = args.config
     users_args: list[str] = []
-    if args.command == "users":
+    if args.command in ("users", "tokens"):
         inner_path, users_args = _split_config(args.args)
         config_path = inner_path or config_path
     try:
@@ -96,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     except configuration.ConfigError as exc:
         print(f"rtmpd: config error: {exc}", file=sys.stderr)
         return 2
-    if args.command == "users":
-        from rtmpd.auth.cli import main_users
+    if args.command in ("users", "tokens"):
+        from rtmpd.auth.cli import main_tokens, main_users
 
         try:
             config.database_path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,7 +109,14 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 1
-        status: int = main_users(users_args, config.database_path, config.publish_url_hint())
+        if args.command == "tokens":
+            return main_tokens(users_args, config.database_path)
+        status: int = main_users(
+            users_args,
+            config.database_path,
+            config.publish_url_hint(),
+            guessed=config.publish_url_guessed,
+        )
         return status
     return serve(config)
 

@@ -9,7 +9,8 @@ file stops start-up with one line naming the key: operators fix what the message
   the log, which the composition root opens);
 - [hls]: `rtmpd.hls.HlsConfig` (the packager);
 - [auth], [database]: `rtmpd.auth.AuthConfig`, `rtmpd.auth.DatabaseConfig` (publish decisions);
-- [web]: `rtmpd.web.WebConfig` (the pages).
+- [web]: `rtmpd.web.WebConfig` (the pages);
+- [webhooks]: `rtmpd.webhooks.WebhooksConfig` (the signed POSTs about streams and users).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
+import socket
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -29,6 +31,8 @@ import msgspec
 from rtmpd.auth.config import AuthConfig, DatabaseConfig
 from rtmpd.hls.config import HlsConfig
 from rtmpd.web.config import WebConfig
+from rtmpd.web.proxies import TrustedProxies
+from rtmpd.webhooks import WebhooksConfig
 
 DEFAULT_FILE = "rtmpd.toml"
 
@@ -91,11 +95,17 @@ class HttpSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     keepalive_timeout: Seconds = 15.0
     max_connections: Count = 4096
     max_connections_per_ip: Count = 256
+    #: Peers whose X-Forwarded-Proto / X-Forwarded-For are believed (a reverse proxy).
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
 
     def __post_init__(self) -> None:
         parse_address(self.listen, "listen")
         if self.keepalive_timeout <= 0:
             raise ValueError("keepalive_timeout: must be greater than 0")
+        try:
+            TrustedProxies.parse(self.trusted_proxies)
+        except ValueError as exc:
+            raise ValueError(f"trusted_proxies: {exc}") from None
 
     @property
     def address(self) -> Address:
@@ -115,6 +125,7 @@ class _File(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     web: WebConfig = msgspec.field(default_factory=WebConfig)
+    webhooks: WebhooksConfig = msgspec.field(default_factory=WebhooksConfig)
     log: LogSection = msgspec.field(default_factory=LogSection)
 
 
@@ -128,6 +139,7 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     log: LogSection = field(default_factory=LogSection)
     base_dir: Path = field(default_factory=Path.cwd)
     source: Path | None = None
@@ -166,11 +178,29 @@ class Config:
         return path if path.is_absolute() else self.base_dir / path
 
     def publish_url_hint(self) -> str:
+        """The publish URL (without the key) shown to streamers: `[web] public_rtmp_url`, else
+        the RTMP listen address when it is not a wildcard, else this host's name. Never a
+        placeholder: a newcomer pastes what `rtmpd users add` prints."""
         if self.web.public_rtmp_url:
             return self.web.public_rtmp_url.rstrip("/")
         addr = self.rtmp_address
-        host = "HOST" if addr.host in ("0.0.0.0", "::") else addr.host
+        host = host_name() if addr.host in ("0.0.0.0", "::") else addr.host
+        host = f"[{host}]" if ":" in host else host
         return f"rtmp://{host}:{addr.port}/{self.rtmp.app}"
+
+    @property
+    def publish_url_guessed(self) -> bool:
+        """True when the publish URL was derived rather than set in `[web] public_rtmp_url`."""
+        return not self.web.public_rtmp_url
+
+
+def host_name() -> str:
+    """This machine's name as others may reach it: the FQDN, unless that is only localhost
+    (Debian's /etc/hosts often maps the host name there), then the plain host name."""
+    fqdn = socket.getfqdn()
+    if fqdn and not fqdn.startswith("localhost") and fqdn not in ("127.0.0.1", "::1"):
+        return fqdn
+    return socket.gethostname() or "localhost"
 
 
 def from_dict(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> Config:

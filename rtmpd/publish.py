@@ -1,6 +1,8 @@
 """One accepted publish, as the RTMP server sees it: a `PublishSink` that carries media from
 the core's events to the packager under the public name, and ends the packager and the lease
-when the publish ends.
+when the publish ends. On the way it feeds the publish's health (rtmpd.health: frames and
+keyframe timestamps) and warns once when keyframes come further apart than the segments are
+long, which OBS's and FFmpeg's defaults do (the packager can only cut on keyframes).
 
 HLS takes H.264 video and AAC or MP3 audio here. Any other codec is named in the log (HEVC,
 AV1, Opus, Speex: never a number) and dropped; a publish none of whose tracks can be packaged
@@ -17,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from rtmpd.auth import Lease
+from rtmpd.health import PublishHealth
 from rtmpd.hls import StreamPackager
 from rtmpd.rtmp.events import Audio, AudioConfig, Video, VideoConfig
 from rtmpd.rtmp.flv import SoundFormat, VideoCodec, codec_name
@@ -38,8 +41,8 @@ PACKAGED = "rtmpd packages H.264 video and AAC or MP3 audio into HLS"
 class Publish:
     """Implements `rtmpd.server.PublishSink` for one accepted publish."""
 
-    __slots__ = ("name", "publisher", "packager", "lease", "_metrics", "_on_end", "_warned",
-                 "_bytes_counted", "_seen", "_deadline")  # fmt: skip
+    __slots__ = ("name", "publisher", "packager", "lease", "health", "_metrics", "_on_end",
+                 "_warned", "_bytes_counted", "_seen", "_deadline")  # fmt: skip
 
     def __init__(
         self,
@@ -48,13 +51,15 @@ class Publish:
         packager: StreamPackager,
         lease: Lease,
         *,
+        health: PublishHealth,
         metrics: Metrics,
-        on_end: Callable[[Publish], None],
+        on_end: Callable[[Publish, str], None],
     ) -> None:
         self.name = name
         self.publisher = publisher
         self.packager = packager
         self.lease = lease
+        self.health = health
         self._metrics = metrics
         self._on_end = on_end
         self._warned: set[str] = set()
@@ -73,6 +78,9 @@ class Publish:
                 packager.video(
                     event.timestamp, event.composition_offset, event.keyframe, event.data
                 )
+                interval = self.health.video(event.timestamp, event.keyframe)
+                if interval is not None and self.health.gop_too_long(interval):
+                    self._warn_gop(interval)
             else:
                 self._unsupported("video", event.codec_id)
         elif kind is Audio:
@@ -124,13 +132,25 @@ class Publish:
         log.info("publish of %s ended: %s", self.name, reason)
         self.packager.close()
         await self.lease.end()
-        self._on_end(self)
+        self._on_end(self, reason)
 
     def count_bytes(self) -> None:
         """Add what arrived since the last count to the bytes-received metric."""
         total = self.publisher.bytes_received
         self._metrics.bytes_received(total - self._bytes_counted)
         self._bytes_counted = total
+
+    def _warn_gop(self, interval: float) -> None:
+        if "gop" in self._warned:
+            return
+        self._warned.add("gop")
+        fragment = self.health.fragment
+        log.warning(
+            "%s: keyframes every %.1f s, longer than the %g s segments ([hls] fragment): "
+            "segments will be %.1f s; set a 2 s keyframe interval in the encoder (OBS: "
+            "Keyframe Interval 2 s; FFmpeg: -g at twice the frame rate)",
+            self.name, interval, fragment, interval,
+        )  # fmt: skip
 
     def _warn_once(self, kind: str, message: str) -> None:
         if kind not in self._warned:

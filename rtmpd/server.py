@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import socket
 import time
@@ -50,11 +51,12 @@ _TIMER_SLACK = 0.005
 
 
 def redact(key: str) -> str:
-    """What a log line may show of a stream key: its first 4 characters, and no control
-    characters (a peer's bytes must not forge log lines)."""
+    """What a log line may show of a stream key: a fingerprint of its SHA-256 digest (the
+    form rtmpd.auth.keys.key_fingerprint logs), never a character of the key, and nothing a
+    peer's bytes could use to forge log lines."""
     if not key:
         return "(empty)"
-    return "".join(c if c.isprintable() and not c.isspace() else "?" for c in key[:4]) + "…"
+    return "key sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
 
 @dataclass(frozen=True, slots=True)

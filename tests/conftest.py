@@ -1,20 +1,29 @@
 """Suite-wide key sweep: no stream key the suite creates may show up anywhere public.
 
-From the start of the session this records (a) every key `rtmpd.auth.keys.new_key` makes,
+From the start of the session this records (a) every key `rtmpd.auth.keys.new_key` makes
+and every API token `new_token` makes (tokens get the same care),
 (b) every log record of every logger (a root handler at DEBUG; the root level is lowered to
 DEBUG so INFO and DEBUG records reach it, logger levels set by tests and caplog still work),
 (c) the status, headers and text bodies of every HTTP response an app made by
 `rtmpd.web.create_app` serves, and at the end (d) every file and folder name under pytest's
 basetemp plus the text of every playlist left there. When the session ends, any key or its
-first 8 characters found in any of these fails the run with a message saying where.
+first 8 characters (or its first 4 followed by "…", the form logs once showed) found in any of
+these fails the run with a message saying where.
 
 Child processes (the `rtmpd` command, FFmpeg publishers) log to their own stderr: tests that
 run them check that output themselves.
+
+One deliberate, narrow exception: the two admin API answers whose job is to hand out a new key
+once (routes `rtmpd.web.admin_api.KEY_ROUTES`: creating a user, rotating a key; status 200 or
+201) are recorded with the value of their top-level "key" field replaced by a placeholder. The
+rest of those bodies and their headers are swept as usual, and so is every other response
+(errors of those routes included), so the key showing up anywhere else still fails the run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -39,6 +48,7 @@ class SweepRecord:
     http: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     responses: int = 0
+    keys_handed_out: int = 0  # key fields left out of the sweep (admin API, KEY_ROUTES)
     basetemp: Path | None = None
     leaks: list[str] = field(default_factory=list)
     checked: bool = False
@@ -49,7 +59,7 @@ def find_leaks(keys: Iterable[str], sources: dict[str, list[str]]) -> list[str]:
     found = []
     joined = {name: "\n".join(texts) for name, texts in sources.items()}
     for key in dict.fromkeys(keys):
-        for needle in dict.fromkeys((key, key[:PREFIX_CHARS])):
+        for needle in dict.fromkeys((key, key[:PREFIX_CHARS], key[:4] + "…")):
             for name, text in joined.items():
                 at = text.find(needle)
                 if at >= 0:
@@ -89,7 +99,21 @@ async def _record_response(request: Any, response: Any) -> None:
     body = getattr(response, "body", None)  # file responses have none: their files are swept
     ctype = response.headers.get("Content-Type", "")
     if isinstance(body, bytes | bytearray) and ctype.startswith(_TEXT_TYPES):
-        RECORD.http.append(bytes(body).decode("utf-8", "replace"))
+        text = bytes(body).decode("utf-8", "replace")
+        if _hands_out_a_key(request, response):
+            answer = json.loads(text)
+            answer["key"] = "(the new key, handed out once)"
+            text = json.dumps(answer)
+            RECORD.keys_handed_out += 1
+        RECORD.http.append(text)
+
+
+def _hands_out_a_key(request: Any, response: Any) -> bool:
+    """The one answer of a key route that carries the new key: leave only that value out."""
+    from rtmpd.web.admin_api import KEY_ROUTES
+
+    route = request.match_info.route.name if request.match_info is not None else None
+    return route in KEY_ROUTES and response.status in (200, 201)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -107,6 +131,14 @@ def pytest_configure(config: pytest.Config) -> None:
         return key
 
     _patch(keys, "new_key", recording_new_key)
+    make_token = keys.new_token
+
+    def recording_new_token() -> str:
+        token: str = make_token()
+        RECORD.keys.append(token)
+        return token
+
+    _patch(keys, "new_token", recording_new_token)
     create_app = rtmpd.web.app.create_app
 
     def recording_create_app(*args: Any, **kwargs: Any) -> Any:
@@ -189,7 +221,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         return
     summary = (
         f"key sweep: {len(RECORD.keys)} keys against {len(RECORD.logs)} log records, "
-        f"{RECORD.responses} HTTP responses, {len(RECORD.files)} file names"
+        f"{RECORD.responses} HTTP responses ({RECORD.keys_handed_out} key fields handed out "
+        f"by the admin API left out), {len(RECORD.files)} file names"
     )
     if RECORD.leaks:
         terminalreporter.section("stream keys leaked", sep="=", red=True, bold=True)

@@ -49,6 +49,19 @@ def test_add_prints_the_key_alone_and_the_hint_on_stderr(
     assert find(db, key) == "benw"
 
 
+def test_a_derived_publish_url_says_how_to_set_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main_users(
+        ["add", "benw"], tmp_path / "users.db", "rtmp://studio:1935/app", guessed=True
+    )
+    err = capsys.readouterr().err
+    assert code == 0 and "publish to rtmp://studio:1935/app/<key>" in err
+    assert "[web] public_rtmp_url" in err
+    main_users(["add", "alice"], tmp_path / "users.db", HINT)
+    assert "public_rtmp_url" not in capsys.readouterr().err  # configured: nothing to explain
+
+
 def test_list_ban_unban_rotate_remove(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "users.db"
     run(capsys, db, "add", "benw")

@@ -35,6 +35,8 @@ def test_help_explains_the_commands(tmp_path: Path) -> None:
     assert serve.returncode == 0 and "--config" in serve.stdout
     users = run("users", "--help", cwd=tmp_path)
     assert users.returncode == 0 and "rotate-key" in users.stdout
+    tokens = run("tokens", "--help", cwd=tmp_path)
+    assert tokens.returncode == 0 and "remove" in tokens.stdout and "API token" in tokens.stdout
 
 
 def test_python_dash_m_is_the_same_command(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ def test_example_file_documents_every_key_with_its_default() -> None:
     data = tomllib.loads((ROOT / "config.example.toml").read_text())
     example = from_dict(data, ROOT)
     defaults = Config(base_dir=ROOT)
-    for section in ("rtmp", "http", "hls", "database", "auth", "web", "log"):
+    for section in ("rtmp", "http", "hls", "database", "auth", "web", "webhooks", "log"):
         assert getattr(example, section) == getattr(defaults, section), section
         documented = set(data[section])
         known = set(getattr(defaults, section).__slots__)
@@ -66,6 +66,11 @@ def test_rtmpd_toml_in_the_working_directory_is_found(
         ("[hls]\nfragment = -1\n", "must not be negative"),
         ("[hls]\nfragment = 0\n", "[hls] fragment"),
         ('[auth]\non_publish = "ftp://x"\n', "[auth] on_publish"),
+        ('[web]\npublic_rtmp_url = "example.org"\n', "[web] public_rtmp_url"),
+        ('[http]\ntrusted_proxies = ["proxy"]\n', "[http] trusted_proxies"),
+        ('[webhooks]\nurl = "http://127.0.0.1:9/hook"\n', "[webhooks] secret"),
+        ('[webhooks]\nurl = "hook"\nsecret = "s"\n', "[webhooks] url"),
+        ("[webhooks]\nmax_pending = 0\n", "[webhooks] max_pending"),
         ("[rtmp\n", "config file"),
     ],
 )
@@ -97,7 +102,18 @@ def test_addresses(value: str, host: str, port: int) -> None:
     assert (addr.host, addr.port) == (host, port)
 
 
-def test_publish_url_hint() -> None:
-    assert Config().publish_url_hint() == "rtmp://HOST:1935/app"
+def test_publish_url_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """public_rtmp_url, else the listen address unless it is a wildcard, else the host's name;
+    never a literal placeholder."""
     c = from_dict({"web": {"public_rtmp_url": "rtmp://live.example/app/"}}, Path("."))
-    assert c.publish_url_hint() == "rtmp://live.example/app"
+    assert c.publish_url_hint() == "rtmp://live.example/app" and not c.publish_url_guessed
+    bound = from_dict({"rtmp": {"listen": "192.0.2.7:1936", "app": "live"}}, Path("."))
+    assert bound.publish_url_hint() == "rtmp://192.0.2.7:1936/live" and bound.publish_url_guessed
+    v6 = from_dict({"rtmp": {"listen": "[2001:db8::1]:1935"}}, Path("."))
+    assert v6.publish_url_hint() == "rtmp://[2001:db8::1]:1935/app"
+    monkeypatch.setattr(config.socket, "getfqdn", lambda: "stream.example.org")
+    assert Config().publish_url_hint() == "rtmp://stream.example.org:1935/app"
+    monkeypatch.setattr(config.socket, "getfqdn", lambda: "localhost")
+    monkeypatch.setattr(config.socket, "gethostname", lambda: "studio")
+    assert Config().publish_url_hint() == "rtmp://studio:1935/app"
+    assert "HOST" not in Config().publish_url_hint()

@@ -20,10 +20,15 @@ from urllib.parse import urlsplit
 import jinja2
 from aiohttp import web
 
+from . import admin_api, dashboard
+from .admin import Admin
 from .config import DEFAULT_HLSJS_URL
-from .directory import Channel, Directory
+from .directory import Channel, Directory, StreamStats
 from .hlsfiles import CORS, NAME, parse_hls_path, serve_file
 from .metrics import Metrics
+from .openapi import document as openapi_document
+from .proxies import TrustedProxies
+from .sessions import Sessions
 from .thumbnails import ThumbnailCache
 from .viewers import ViewerTracker
 
@@ -31,7 +36,7 @@ from .viewers import ViewerTracker
 #: line, status and size only. No headers are logged, and no URL of this site carries a secret.
 ACCESS_LOG_FORMAT = '%a - - %t "%r" %s %{Content-Length}o'
 #: First path segments the site uses itself: these can never be channel names.
-RESERVED_NAMES = frozenset({"api", "live", "metrics", "static", "thumb"})
+RESERVED_NAMES = frozenset({"admin", "api", "live", "metrics", "static", "thumb"})
 HLSJS_VENDOR = "vendor/hls.min.js"
 
 _HERE = Path(__file__).resolve().parent
@@ -39,8 +44,9 @@ _STATIC_FILES = {
     "style.css": "text/css",
     "player.js": "text/javascript",
     "favicon.svg": "image/svg+xml",
+    "admin.js": "text/javascript",
 }
-_TEMPLATES = ("index.html", "channel.html", "404.html")
+_TEMPLATES = ("index.html", "channel.html", "404.html", "admin.html", "admin_login.html")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +83,13 @@ def create_app(
     metrics: Metrics | None = None,
     access_log: logging.Logger | None = None,
     hlsjs_file: Path | None = None,
+    admin: Admin | None = None,
+    trusted_proxies: TrustedProxies | None = None,
 ) -> web.Application:
     """The web application. `hlsjs_file`, if given, is served at /static/vendor/hls.min.js and
-    used instead of `hlsjs_url` (self-hosting). Start it with `make_runner` to get access logs."""
+    used instead of `hlsjs_url` (self-hosting). With `admin`, the management API under
+    /api/admin/ and the dashboard at /admin exist; `trusted_proxies` may say a request came
+    over https and from whom. Start it with `make_runner` to get access logs."""
     templates = jinja2.Environment(
         loader=jinja2.FileSystemLoader(_HERE / "templates"),
         autoescape=True,
@@ -102,13 +112,24 @@ def create_app(
         templates=templates,
     )
     templates.globals["static_url"] = lambda name: _static_url(state, name)
-    app = web.Application(middlewares=[_errors_and_metrics])
+    app = web.Application(middlewares=[_errors_and_metrics, admin_api.guard])
     app[STATE] = state
     app.on_startup.append(_load_assets)
     r = app.router
     r.add_get("/", _index, name="index")
+    r.add_get("/api/openapi.json", _openapi, name="api_openapi")
     r.add_get("/api/streams", _api_streams, name="api_streams")
     r.add_get(f"/api/streams/{{name:{NAME}}}", _api_stream, name="api_stream")
+    if admin is not None:
+        admin_api.add_routes(app, admin_api.AdminState(
+            admin=admin,
+            sessions=Sessions(),
+            proxies=trusted_proxies or TrustedProxies(),
+            media=lambda name: _media(state.directory.stats(name)),
+            page=lambda request, template, context, status: _page(
+                request, template, context, status, admin=True),
+        ))  # fmt: skip
+        dashboard.add_routes(app)
     r.add_get(f"/thumb/{{name:{NAME}}}.jpg", _thumb, name="thumb")
     r.add_get("/metrics", _metrics, name="metrics")
     r.add_get("/static/{file:[a-z0-9_.-]+(?:/[a-z0-9_.-]+)?}", _static, name="static")
@@ -216,22 +237,38 @@ _BODY_HEADERS = frozenset({"content-type", "content-length"})
 
 
 def _page(
-    request: web.Request, template: str, context: dict[str, Any], status: int = 200
+    request: web.Request,
+    template: str,
+    context: dict[str, Any],
+    status: int = 200,
+    *,
+    admin: bool = False,
 ) -> web.Response:
+    """A page with a strict Content-Security-Policy: scripts and styles from this site only
+    (plus hls.js's origin on public pages); admin pages also post their forms to this site,
+    may not be framed (clickjacking the kick and ban buttons) and are never cached."""
     state = request.app[STATE]
     html = state.templates.get_template(template).render(**context)
-    scripts = " ".join(filter(None, ["'self'", _script_origin(state.hlsjs_url)]))
-    csp = (
-        f"default-src 'none'; script-src {scripts}; style-src 'self'; img-src 'self'; "
-        "media-src 'self' blob:; connect-src 'self'; worker-src 'self' blob:; "
-        "base-uri 'none'; form-action 'none'"
-    )
+    if admin:
+        csp = (
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+            "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+        )
+    else:
+        scripts = " ".join(filter(None, ["'self'", _script_origin(state.hlsjs_url)]))
+        csp = (
+            f"default-src 'none'; script-src {scripts}; style-src 'self'; img-src 'self'; "
+            "media-src 'self' blob:; connect-src 'self'; worker-src 'self' blob:; "
+            "base-uri 'none'; form-action 'none'"
+        )
     headers = {
-        "Cache-Control": "no-cache",
+        "Cache-Control": "no-store" if admin else "no-cache",
         "Content-Security-Policy": csp,
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "same-origin",
     }
+    if admin:
+        headers["X-Frame-Options"] = "DENY"
     return web.Response(
         status=status, text=html, content_type="text/html", charset="utf-8", headers=headers
     )
@@ -294,7 +331,21 @@ def _info(state: _State, channel: Channel) -> dict[str, Any]:
     """The API's view of a channel; pages render the same dictionary."""
     name = channel.name
     since = channel.live_since if channel.live else None
-    stats = state.directory.stats(name) if channel.live else None
+    media = _media(state.directory.stats(name) if channel.live else None)
+    playlist = f"/live/{name}/index.m3u8" if state.nested else f"/live/{name}.m3u8"
+    return {
+        "name": name,
+        "live": channel.live,
+        "live_since": _iso(since),
+        "uptime_seconds": None if since is None else max(0, int(time.time() - since)),
+        "playlist_url": playlist,
+        **media,
+        "viewers": state.viewers.count(name),
+    }
+
+
+def _media(stats: StreamStats | None) -> dict[str, Any]:
+    """The "video" and "audio" objects of a live stream (None while unknown)."""
     video = audio = None
     if stats is not None and stats.video_codec is not None:
         video = {
@@ -311,17 +362,7 @@ def _info(state: _State, channel: Channel) -> dict[str, Any]:
             "channels": stats.channels,
             "kbps": stats.audio_kbps,
         }
-    playlist = f"/live/{name}/index.m3u8" if state.nested else f"/live/{name}.m3u8"
-    return {
-        "name": name,
-        "live": channel.live,
-        "live_since": _iso(since),
-        "uptime_seconds": None if since is None else max(0, int(time.time() - since)),
-        "playlist_url": playlist,
-        "video": video,
-        "audio": audio,
-        "viewers": state.viewers.count(name),
-    }
+    return {"video": video, "audio": audio}
 
 
 _API_HEADERS = {"Cache-Control": "no-cache", "Access-Control-Allow-Origin": "*"}
@@ -339,6 +380,10 @@ async def _api_stream(request: web.Request) -> web.Response:
     if channel is None:
         raise web.HTTPNotFound(reason="Unknown channel")
     return web.json_response(_info(state, channel), headers=_API_HEADERS)
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document(), headers=_API_HEADERS)
 
 
 async def _metrics(request: web.Request) -> web.Response:

@@ -16,3 +16,8 @@ class WebConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     hlsjs_file: str = ""
     # The publish URL `rtmpd users add` shows streamers; derived from [rtmp] when empty.
     public_rtmp_url: str = ""
+
+    def __post_init__(self) -> None:
+        url = self.public_rtmp_url
+        if url and not url.startswith(("rtmp://", "rtmps://")):
+            raise ValueError(f"public_rtmp_url: {url!r} is not an rtmp:// or rtmps:// URL")

@@ -46,6 +46,16 @@ class Metrics:
         self._attempts = Counter(
             "rtmpd_publish_attempts", "Publish attempts by outcome", ["outcome"], registry=reg
         )
+        self._webhooks = Counter(
+            "rtmpd_webhooks",
+            "Webhook deliveries by outcome: delivered, retried (an attempt failed), failed "
+            "(given up), dropped (the queue was full)",
+            ["outcome"],
+            registry=reg,
+        )
+        self._webhooks_pending = Gauge(
+            "rtmpd_webhooks_pending", "Webhooks queued, in flight or waiting to retry", registry=reg
+        )
         self._http = Counter(
             "rtmpd_http_requests",
             "HTTP requests by route and status",
@@ -70,6 +80,12 @@ class Metrics:
     def publish_attempt(self, outcome: str) -> None:
         """Outcomes are short fixed words ("accepted", "unknown_key", "banned", ...)."""
         self._attempts.labels(outcome=outcome).inc()
+
+    def webhook(self, outcome: str) -> None:
+        self._webhooks.labels(outcome=outcome).inc()
+
+    def set_webhooks_pending(self, count: int) -> None:
+        self._webhooks_pending.set(count)
 
     def http_request(self, route: str, status: int) -> None:
         self._http.labels(route=route, status=str(status)).inc()

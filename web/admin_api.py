@@ -1,0 +1,273 @@
+"""The management API under /api/admin/: users (keys handed out once), live publishes (stats,
+health, kick), JSON in and out, errors as {"error": ...}.
+
+Every request under /api/admin/ is authenticated before routing, so without a valid token the
+answer is 401 whatever the path, and nothing tells which users or routes exist. A request
+carries `Authorization: Bearer <token>` (API clients), or the dashboard's session cookie plus
+its CSRF token for anything but GET. Later resources hang off the same tree:
+`/api/admin/users/{name}/destinations` for push destinations, `/api/admin/recordings` for
+recordings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from .admin import (
+    Admin,
+    AdminError,
+    HealthSample,
+    NewKey,
+    Principal,
+    PublishInfo,
+    Refused,
+    UserInfo,
+)
+from .proxies import TrustedProxies
+from .sessions import COOKIE, Sessions, csrf_ok
+
+PREFIX = "/api/admin/"
+#: Routes whose one successful answer carries a new stream key (rtmpd never shows it again).
+KEY_ROUTES = frozenset({"admin_user_create", "admin_user_rotate"})
+PRINCIPAL = web.RequestKey("rtmpd_admin_principal", Principal)
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
+_NO_STORE = {"Cache-Control": "no-store"}
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="rtmpd admin"'}
+
+
+Page = Callable[[web.Request, str, dict[str, Any], int], web.Response]
+
+
+@dataclass(slots=True)
+class AdminState:
+    admin: Admin
+    sessions: Sessions
+    proxies: TrustedProxies
+    #: Codec facts of a live stream for the publish view (the Directory's `stats`).
+    media: Callable[[str], dict[str, Any]]
+    #: Renders a page with the admin pages' Content-Security-Policy (web/app.py).
+    page: Page
+
+
+ADMIN = web.AppKey("rtmpd_admin_state", AdminState)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def add_routes(app: web.Application, state: AdminState) -> None:
+    app[ADMIN] = state
+    r = app.router
+    r.add_get("/api/admin/users", _users, name="admin_users", allow_head=False)
+    r.add_post("/api/admin/users", _create, name="admin_user_create")
+    r.add_get("/api/admin/users/{name}", _user, name="admin_user", allow_head=False)
+    r.add_delete("/api/admin/users/{name}", _remove, name="admin_user_remove")
+    r.add_post("/api/admin/users/{name}/ban", _ban, name="admin_user_ban")
+    r.add_post("/api/admin/users/{name}/unban", _unban, name="admin_user_unban")
+    r.add_post("/api/admin/users/{name}/rotate-key", _rotate, name="admin_user_rotate")
+    r.add_get("/api/admin/publishes", _publishes, name="admin_publishes", allow_head=False)
+    r.add_get("/api/admin/publishes/{name}", _publish, name="admin_publish", allow_head=False)
+    r.add_delete("/api/admin/publishes/{name}", _kick, name="admin_publish_kick")
+    r.add_get("/api/admin/publishes/{name}/health", _health, name="admin_publish_health",
+              allow_head=False)  # fmt: skip
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# -- authentication ---------------------------------------------------------------------------
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Authenticate everything under /api/admin/ before the route is looked at; turn
+    `AdminError`s into their JSON answers."""
+    path = request.path
+    if not (path.startswith(PREFIX) or path == PREFIX.rstrip("/")) or ADMIN not in request.app:
+        return await handler(request)
+    state = request.app[ADMIN]
+    try:
+        request[PRINCIPAL] = await _principal(request, state)
+        return await handler(request)
+    except AdminError as exc:
+        return web.json_response({"error": str(exc)}, status=exc.status, headers=_NO_STORE)
+
+
+async def _principal(request: web.Request, state: AdminState) -> Principal:
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise web.HTTPUnauthorized(reason="a valid API token is required", headers=_CHALLENGE)
+        found = await state.admin.authenticate(token.strip(), state.proxies.client(request))
+        if found is Refused.RATE_LIMITED:
+            raise web.HTTPTooManyRequests(reason="too many failed attempts")
+        if not isinstance(found, Principal):
+            raise web.HTTPUnauthorized(reason="a valid API token is required", headers=_CHALLENGE)
+        return found
+    session = state.sessions.get(request.cookies.get(COOKIE))
+    if session is None or not await state.admin.still_valid(session.principal):
+        raise web.HTTPUnauthorized(reason="a valid API token is required", headers=_CHALLENGE)
+    checked = same_origin(request) and csrf_ok(session, request.headers.get("X-CSRF-Token"))
+    if request.method not in _SAFE and not checked:
+        raise web.HTTPForbidden(reason="missing or wrong CSRF token")
+    return session.principal
+
+
+def same_origin(request: web.Request) -> bool:
+    """A cookie-carrying change must come from our own pages: an Origin (or, without one, a
+    Referer) naming this host. Browsers send Origin with every cross-site POST or DELETE."""
+    source = request.headers.get("Origin") or request.headers.get("Referer")
+    if source is None:
+        return False
+    scheme, sep, rest = source.partition("://")
+    return bool(sep) and rest.split("/", 1)[0] == request.host
+
+
+# -- JSON -------------------------------------------------------------------------------------
+
+
+def user_json(user: UserInfo) -> dict[str, Any]:
+    return {
+        "name": user.name,
+        "active": user.active,
+        "live": user.live_since is not None,
+        "live_since": iso(user.live_since),
+        "created": iso(user.created),
+        "last_publish_end": iso(user.last_publish_end),
+        "channel_url": f"/{user.name}",
+    }
+
+
+def sample_json(sample: HealthSample) -> dict[str, Any]:
+    return {
+        "t": round(sample.t, 3),
+        "kbps": sample.kbps,
+        "fps": sample.fps,
+        "keyframe_interval": sample.keyframe_interval,
+        "segment_lag": sample.segment_lag,
+    }
+
+
+def publish_json(state: AdminState, live: PublishInfo) -> dict[str, Any]:
+    latest = live.latest
+    return {
+        "name": live.name,
+        "since": iso(live.since),
+        "peer": live.peer,
+        "bytes_received": live.bytes_received,
+        "ingest_kbps": latest.kbps if latest else None,
+        "fps": latest.fps if latest else None,
+        "keyframe_interval": latest.keyframe_interval if latest else None,
+        "segment_lag": latest.segment_lag if latest else None,
+        "segment_duration": live.segment_duration,
+        "fragment": live.fragment,
+        "warnings": list(live.warnings),
+        **state.media(live.name),
+    }
+
+
+def _key_json(made: NewKey) -> dict[str, Any]:
+    return {"user": user_json(made.user), "key": made.key}
+
+
+async def _json_object(request: web.Request, allowed: frozenset[str]) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(reason="send JSON (Content-Type: application/json)")
+    try:
+        data = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(reason="the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise web.HTTPBadRequest(reason="the body must be a JSON object")
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise web.HTTPBadRequest(reason="unknown field in the body")
+    return data
+
+
+def _ok(data: Any, status: int = 200, **headers: str) -> web.Response:
+    return web.json_response(data, status=status, headers={**_NO_STORE, **headers})
+
+
+def _state(request: web.Request) -> AdminState:
+    return request.app[ADMIN]
+
+
+# -- users ------------------------------------------------------------------------------------
+
+
+async def _users(request: web.Request) -> web.Response:
+    users = await _state(request).admin.users()
+    return _ok({"users": [user_json(u) for u in users]})
+
+
+async def _create(request: web.Request) -> web.Response:
+    data = await _json_object(request, frozenset({"name"}))
+    name = data.get("name")
+    if not isinstance(name, str):
+        raise web.HTTPBadRequest(reason="name: a string is required")
+    made = await _state(request).admin.create_user(name)
+    return _ok(_key_json(made), 201, Location=f"/api/admin/users/{made.user.name}")
+
+
+async def _user(request: web.Request) -> web.Response:
+    return _ok(user_json(await _state(request).admin.user(request.match_info["name"])))
+
+
+async def _remove(request: web.Request) -> web.Response:
+    await _state(request).admin.remove(request.match_info["name"])
+    return web.Response(status=204, headers=_NO_STORE)
+
+
+async def _ban(request: web.Request) -> web.Response:
+    return _ok(user_json(await _state(request).admin.ban(request.match_info["name"])))
+
+
+async def _unban(request: web.Request) -> web.Response:
+    return _ok(user_json(await _state(request).admin.unban(request.match_info["name"])))
+
+
+async def _rotate(request: web.Request) -> web.Response:
+    return _ok(_key_json(await _state(request).admin.rotate_key(request.match_info["name"])))
+
+
+# -- live publishes ---------------------------------------------------------------------------
+
+
+def _live(request: web.Request) -> PublishInfo:
+    name = request.match_info["name"]
+    for live in _state(request).admin.publishes():
+        if live.name == name:
+            return live
+    raise web.HTTPNotFound(reason="not live")
+
+
+async def _publishes(request: web.Request) -> web.Response:
+    state = _state(request)
+    return _ok({"publishes": [publish_json(state, p) for p in state.admin.publishes()]})
+
+
+async def _publish(request: web.Request) -> web.Response:
+    return _ok(publish_json(_state(request), _live(request)))
+
+
+async def _kick(request: web.Request) -> web.Response:
+    name = _live(request).name
+    if not _state(request).admin.kick(name):
+        raise web.HTTPNotFound(reason="not live")
+    return web.Response(status=204, headers=_NO_STORE)
+
+
+async def _health(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    samples = _state(request).admin.history(name)
+    if samples is None:
+        raise web.HTTPNotFound(reason="not live")
+    return _ok({"name": name, "interval": 1.0, "samples": [sample_json(s) for s in samples]})
