@@ -97,8 +97,14 @@ def _open_inside(root: Path, relpath: str) -> _Opened | None:
     return _Opened(os.fdopen(fd, "rb"), st.st_size, int(st.st_mtime))
 
 
+#: An HTTP-date is 29 characters; anything much longer is not one (and is not parsed).
+_MAX_DATE_CHARS = 64
+#: nginx's NGX_MAX_OFF_T_VALUE: a range number past it is unsatisfiable (nginx: 416).
+MAX_OFFSET = 2**63 - 1
+
+
 def _http_date(value: str | None) -> float | None:
-    if not value:
+    if not value or len(value) > _MAX_DATE_CHARS:
         return None
     try:
         return parsedate_to_datetime(value).timestamp()
@@ -133,15 +139,25 @@ def parse_range(value: str, size: int) -> tuple[int, int] | None | bool:
     if m is None or (not m[1] and not m[2]):
         return False
     if not m[1]:
-        suffix = int(m[2])
-        if suffix == 0:
+        suffix = _offset(m[2])
+        if not suffix:
             return False
         return (max(0, size - suffix), size - 1)
-    start = int(m[1])
-    end = int(m[2]) if m[2] else size - 1
-    if start >= size or end < start:
+    start = _offset(m[1])
+    end = _offset(m[2]) if m[2] else size - 1
+    if start is None or end is None or start >= size or end < start:
         return False
     return (start, min(end, size - 1))
+
+
+def _offset(digits: str) -> int | None:
+    """A range number, None past MAX_OFFSET. Checked before int(): Python refuses to convert
+    more than 4,300 digits (a ValueError, which was a 500), and nginx answers 416."""
+    digits = digits.lstrip("0") or "0"
+    if len(digits) > len(str(MAX_OFFSET)):
+        return None
+    number = int(digits)
+    return number if number <= MAX_OFFSET else None
 
 
 async def serve_file(request: web.Request, root: Path, target: HlsTarget) -> web.StreamResponse:
