@@ -37,6 +37,9 @@ TICK_SECONDS = 1.0
 #: File descriptors kept free beyond the connection caps: database, segments being written,
 #: listening sockets, logs.
 FD_RESERVE = 256
+#: Seconds stop() lets HTTP responses in progress finish (aiohttp's default is 60: a client that
+#: stopped reading would hold the shutdown until its send timeout).
+HTTP_SHUTDOWN_GRACE = 5.0
 
 
 class StartupError(Exception):
@@ -68,10 +71,13 @@ class Rtmpd:
             log=logging.getLogger("rtmpd.rtmp"),
         )
         self.directory = ChannelDirectory(self.auth, self.hls)
-        #: HTTP connection caps and the request-head/keep-alive timeout (see rtmpd.web.guard).
+        #: HTTP connection caps, idle connections at the cap and the send timeout; the
+        #: request-head/keep-alive timeout goes to aiohttp (see rtmpd.web.guard).
         self.http_guard = ConnectionGuard(
             config.http.max_connections,
             config.http.max_connections_per_ip,
+            send_timeout=config.http.send_timeout,
+            metrics=self.metrics,
             log=logging.getLogger("rtmpd.http"),
         )
         self.http_keepalive_timeout = config.http.keepalive_timeout
@@ -119,9 +125,13 @@ class Rtmpd:
             metrics=self.metrics,
             access_log=logging.getLogger("rtmpd.access") if self.config.http.access_log else None,
             hlsjs_file=Path(web_cfg.hlsjs_file) if web_cfg.hlsjs_file else None,
+            guard=self.http_guard,
         )
         self._runner = make_runner(
-            app, handle_signals=False, keepalive_timeout=self.http_keepalive_timeout
+            app,
+            handle_signals=False,
+            keepalive_timeout=self.http_keepalive_timeout,
+            shutdown_timeout=HTTP_SHUTDOWN_GRACE,
         )
         await self._runner.setup()
         self._site = GuardedSite(
