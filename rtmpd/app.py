@@ -19,7 +19,7 @@ from pathlib import Path
 from aiohttp import web
 
 from rtmpd.auth.service import Accepted, AuthService, PublishAttempt
-from rtmpd.config import Config
+from rtmpd.config import Address, Config
 from rtmpd.hls import HlsService, SegmentWritten
 from rtmpd.rtmp.config import SessionConfig
 from rtmpd.rtmp.events import PublishRequest
@@ -108,9 +108,8 @@ class Rtmpd:
             await self.rtmp.start()
         except OSError as exc:
             raise StartupError(f"cannot listen for RTMP on {addr}: {_why(exc)}") from None
-        log.info(
-            "RTMP listening on rtmp://%s:%d/%s", addr.host, self.rtmp.port, self.config.rtmp.app
-        )
+        log.info("RTMP listening on rtmp://%s/%s", Address(addr.host, self.rtmp.port),
+                 self.config.rtmp.app)  # fmt: skip
         await self._start_http()
         self._ticker = asyncio.create_task(self._tick())
 
@@ -142,7 +141,7 @@ class Rtmpd:
         except OSError as exc:
             raise StartupError(f"cannot listen for HTTP on {addr}: {_why(exc)}") from None
         self.http_port = self._site.port
-        log.info("HTTP listening on http://%s:%d/", addr.host, self.http_port)
+        log.info("HTTP listening on http://%s/", Address(addr.host, self.http_port))
 
     async def stop(self) -> None:
         if self._ticker is not None:

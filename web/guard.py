@@ -34,7 +34,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from .metrics import Metrics
-from .protocol import SERVER, RequestHandler, Runner, Throttle
+from .protocol import SERVER, RequestHandler, Runner, Throttle, plain_host
 
 #: Seconds a connection may take to deliver a complete request head (after opening or after
 #: the previous response); also how long an idle keep-alive connection stays open.
@@ -71,13 +71,7 @@ def client_host(peername: object) -> str:
     (::ffff:a.b.c.d) counts as the IPv4 address it is."""
     if not isinstance(peername, tuple) or not peername:
         return "?"
-    host = str(peername[0])
-    if ":" in host:
-        with contextlib.suppress(ValueError):
-            mapped = ipaddress.IPv6Address(host.partition("%")[0]).ipv4_mapped
-            if mapped is not None:
-                return str(mapped)
-    return host
+    return plain_host(str(peername[0]))
 
 
 class ConnectionGuard:

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import logging
 import time
 from collections.abc import Callable
@@ -118,10 +120,31 @@ def _text(msg: object, args: tuple[object, ...]) -> str:
     return text[:120]
 
 
+def plain_host(host: str) -> str:
+    """An IPv4 client of a dual-stack socket (::ffff:a.b.c.d) is the IPv4 address it is."""
+    if ":" in host:
+        with contextlib.suppress(ValueError):
+            mapped = ipaddress.IPv6Address(host.partition("%")[0]).ipv4_mapped
+            if mapped is not None:
+                return str(mapped)
+    return host
+
+
 class RequestHandler(web.RequestHandler):
-    """aiohttp's protocol; its own error answers (400 to what it cannot parse) say `rtmpd` too."""
+    """aiohttp's protocol; its own error answers (400 to what it cannot parse) say `rtmpd` too,
+    and an IPv4 client of a dual-stack socket is its IPv4 address (request.remote: the access
+    log, viewer counts)."""
 
     __slots__ = ()
+
+    @property
+    def peername(self) -> Any:
+        peer = super().peername
+        if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
+            host = plain_host(peer[0])
+            if host != peer[0]:
+                return (host, peer[1])
+        return peer
 
     def handle_error(
         self,
