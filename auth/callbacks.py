@@ -180,7 +180,6 @@ class CallbackDecider:
             if answer.failed_attempt:
                 return self._guard.refused(request.host, request.key, answer.denied)
             return answer.denied
-        self._guard.succeeded(request.host)
         return Granted(answer.name, request)
 
     async def went_live(self, lease: Lease, grant: Request) -> Denied | None:

@@ -1,7 +1,9 @@
 """Per-address limit on failed publish attempts.
 
-O(1) per attempt and no database work while an address is blocked, so a guesser cannot
-slow down anyone else; the table is bounded (least recently seen addresses are dropped).
+Failures are counted whatever succeeds in between: one valid key must not buy unlimited guesses
+from its address (a success used to wipe the address's failures). O(1) per attempt and no
+database work while an address is blocked, so a guesser cannot slow down anyone else; the table
+is bounded (least recently seen addresses are dropped).
 """
 
 from __future__ import annotations
@@ -77,9 +79,6 @@ class FailureLimiter:
             return True
         return False
 
-    def success(self, host: str) -> None:
-        self._entries.pop(host, None)
-
 
 @dataclass(slots=True)
 class _Turn:
@@ -128,6 +127,3 @@ class AttemptGuard:
                 host, self._limiter.backoff, self._limiter.max_failures,
             )  # fmt: skip
         return denied
-
-    def succeeded(self, host: str) -> None:
-        self._limiter.success(host)

@@ -286,6 +286,23 @@ async def test_refusals_from_the_endpoint_count_toward_the_rate_limit(
         await svc.stop()
 
 
+async def test_a_key_the_endpoint_accepts_does_not_buy_guesses(tmp_path: Path, hook: Hook) -> None:
+    """As in database mode: successes between wrong keys do not reset the failure count."""
+    svc = await started(tmp_path, on_publish=f"{hook.url}/on_publish", max_failures=5)
+    try:
+        refused = 0
+        for i in range(48):
+            decision = await svc.authorize(attempt(KEY, addr="6.6.6.6"), Disconnects())
+            if isinstance(decision, Accepted):
+                await decision.lease.end()
+            wrong = await svc.authorize(attempt(f"guess-{i}", addr="6.6.6.6"), Disconnects())
+            refused += wrong == Denied(BAD_NAME, "unknown stream key")
+        assert refused == 5
+        assert len([form for form in hook.calls("/on_publish") if dict(form)["name"] != KEY]) == 5
+    finally:
+        await svc.stop()
+
+
 def test_redirect_names_and_bad_callback_urls(tmp_path: Path) -> None:
     assert redirect_name("benw") == "benw"
     assert redirect_name("https://x.example/u/benw?x=1#f") == "benw"

@@ -277,6 +277,28 @@ async def test_failed_attempts_are_rate_limited_per_address(
         await svc.stop()
 
 
+async def test_a_valid_key_does_not_buy_guesses(db: Path) -> None:
+    """A streamer's own key, used between guesses from the same address, does not wipe the
+    address's failures: after the fifth wrong key the address is blocked, valid key or not."""
+    keys = await make_users(db, "benw")
+    svc = AuthService(AuthConfig(max_failures=5), db, clock=Clock())
+    await svc.start()
+    try:
+        answers = []
+        for i in range(48):
+            decision = await svc.authorize(attempt(keys["benw"], addr="6.6.6.6"), Disconnects())
+            if isinstance(decision, Accepted):
+                await decision.lease.end()
+            answers.append("accepted" if isinstance(decision, Accepted) else decision.description)
+            wrong = await svc.authorize(attempt(f"guess-{i}", addr="6.6.6.6"), Disconnects())
+            answers.append(wrong.description)
+        assert answers.count("unknown stream key") == 5
+        assert answers[:10] == ["accepted", "unknown stream key"] * 5
+        assert set(answers[10:]) == {"too many failed attempts"}
+    finally:
+        await svc.stop()
+
+
 async def test_failures_spread_beyond_the_window_do_not_block(db: Path) -> None:
     keys = await make_users(db, "benw")
     clock = Clock()
