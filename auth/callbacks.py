@@ -21,7 +21,16 @@ from .decider import Granted, Request
 from .keys import key_hint
 from .lease import Lease
 from .limiter import AttemptGuard, client_host
-from .model import BAD_NAME, DENIED, UNAVAILABLE, UNKNOWN_KEY, Channel, Denied, PublishAttempt
+from .model import (
+    BAD_NAME,
+    DENIED,
+    RATE_LIMITED,
+    UNAVAILABLE,
+    UNKNOWN_KEY,
+    Channel,
+    Denied,
+    PublishAttempt,
+)
 from .names import valid_path_name, valid_public_name
 
 FORM = "application/x-www-form-urlencoded"
@@ -175,11 +184,17 @@ class CallbackDecider:
         await self._client.close()
 
     async def decide(self, request: Request) -> Granted[Request] | Denied:
-        answer = await self._client.publish(request.attempt, request.key, request.query)
-        if not isinstance(answer, CallbackAccept):
-            if answer.failed_attempt:
-                return self._guard.refused(request.host, request.key, answer.denied)
-            return answer.denied
+        """One question to the endpoint at a time per client, as the database decider looks
+        keys up: concurrent guesses would all pass `blocked()` before the first refusal came
+        back, and each would cost the endpoint a request."""
+        async with self._guard.turn(request.host):
+            if self._guard.blocked(request.host):
+                return RATE_LIMITED
+            answer = await self._client.publish(request.attempt, request.key, request.query)
+            if not isinstance(answer, CallbackAccept):
+                if answer.failed_attempt:
+                    return self._guard.refused(request.host, request.key, answer.denied)
+                return answer.denied
         return Granted(answer.name, request)
 
     async def went_live(self, lease: Lease, grant: Request) -> Denied | None:

@@ -286,6 +286,25 @@ async def test_refusals_from_the_endpoint_count_toward_the_rate_limit(
         await svc.stop()
 
 
+async def test_concurrent_guesses_ask_the_endpoint_one_at_a_time(
+    tmp_path: Path, hook: Hook
+) -> None:
+    """Fifty wrong keys from one address at once: as in database mode, the endpoint is asked one
+    at a time per address, so it hears max_failures of them and the rest are refused here."""
+    svc = await started(tmp_path, on_publish=f"{hook.url}/status/404", max_failures=5)
+    try:
+        answers = await asyncio.gather(*(
+            svc.authorize(attempt(f"guess-{i}", addr="6.6.6.6"), Disconnects()) for i in range(50)
+        ))  # fmt: skip
+        assert len(hook.calls("/status/404")) == 5
+        assert answers.count(Denied(DENIED, "too many failed attempts")) == 45
+        other = await svc.authorize(attempt("guess", addr="10.0.0.9"), Disconnects())
+        assert other == Denied(BAD_NAME, "unknown stream key")  # another address is asked
+        assert len(hook.calls("/status/404")) == 6
+    finally:
+        await svc.stop()
+
+
 async def test_a_key_the_endpoint_accepts_does_not_buy_guesses(tmp_path: Path, hook: Hook) -> None:
     """As in database mode: successes between wrong keys do not reset the failure count."""
     svc = await started(tmp_path, on_publish=f"{hook.url}/on_publish", max_failures=5)
