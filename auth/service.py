@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import keys
 from .callbacks import CallbackClient, CallbackDecider
 from .config import AuthConfig, Duplicate
 from .database import DatabaseDecider
@@ -74,7 +73,7 @@ class AuthService:
                 config.callback_timeout,
                 self._log,
             )
-            by_callback: Decider[Request] = CallbackDecider(client, self._guard)
+            by_callback: Decider[Request] = CallbackDecider(client, self._guard, self._log)
             self._decider = by_callback
         else:
             self.store = Store(db_path, busy_timeout=db_busy_timeout, clock=clock)
@@ -134,9 +133,7 @@ class AuthService:
         if current is not None:
             self._log.info("%s taken over by %s", lease.name, addr)
             self._disconnect(current, TAKEN_OVER)
-        key = request.key
-        shown = lease.name if lease.name != key else f"its own name ({keys.key_hint(key)})"
-        self._log.info("publish from %s accepted under %s", addr, shown)
+        self._log.info("publish from %s accepted under %s", addr, lease.name)
         return Accepted(lease.name, lease)
 
     def _disconnect(self, lease: Lease, reason: str) -> None:

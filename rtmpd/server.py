@@ -339,7 +339,10 @@ class _Connection(asyncio.Protocol):
         if self.closing:  # gone while we waited: the accepted publish still ends, once
             self.server._end(self, publishing, self.close_reason)
             return
-        self.log.info("%s: publishing %s as %s", self.where, key, decision.name)
+        if decision.name == request.name:  # accepted under the name it sent: a public name now
+            self.log.info("%s: publishing %s", self.where, decision.name)
+        else:
+            self.log.info("%s: publishing %s as %s", self.where, key, decision.name)
         self.publishes[request.stream_id] = publishing
         try:
             started = self.session.accept_publish(request.stream_id)

@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl
 
+import aiohttp
 import pytest
 from aiohttp import web
 from rtmpd.auth import BAD_NAME, DENIED, TAKEN_OVER, Accepted, AuthConfig, AuthService, Denied
 from rtmpd.auth.callbacks import redirect_name
 
+from tests.support.app import HeldPublisher, start_server
 from tests.support.auth import Disconnects, attempt, wait_until
 
 KEY = "J42ninLbjl2E2V8ePqy7"
@@ -231,15 +233,49 @@ async def test_publish_done_errors_are_logged_without_the_key(
     tmp_path: Path, hook: Hook, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
-    svc = await started(tmp_path, on_publish=f"{hook.url}/status/200",
+    svc = await started(tmp_path, on_publish=f"{hook.url}/on_publish",
                         on_publish_done=f"http://127.0.0.1:{closed_port()}/done")  # fmt: skip
     try:
         decision = await svc.authorize(attempt(KEY), Disconnects())
-        assert isinstance(decision, Accepted) and decision.name == KEY
+        assert isinstance(decision, Accepted) and decision.name == "benw"
         await decision.lease.end()
     finally:
         await svc.stop()
-    assert "on_publish_done" in caplog.text and KEY not in caplog.text
+    assert "on_publish_done for benw" in caplog.text and KEY not in caplog.text
+
+
+async def test_a_2xx_makes_the_name_as_sent_public_and_says_so_once(
+    tmp_path: Path, hook: Hook, caplog: pytest.LogCaptureFixture
+) -> None:
+    """nginx-rtmp's meaning is kept: 2xx publishes under the name as sent, normally the key. It
+    then shows in the API and the HLS path, so rtmpd warns once per name that it is public and
+    how to keep it private, and names it the same way (in full) in every log line."""
+    caplog.set_level(logging.INFO)
+    srv = await start_server(
+        tmp_path,
+        auth={"on_publish": f"{hook.url}/status/200",
+              "on_publish_done": f"{hook.url}/on_publish_done"},
+    )  # fmt: skip
+    try:
+        for _ in range(2):
+            publisher = HeldPublisher(srv.rtmp.port, KEY)
+            assert (await publisher.start()).code == "NetStream.Publish.Start"
+            async with aiohttp.ClientSession() as client:
+                url = f"http://127.0.0.1:{srv.http_port}/api/streams"
+                async with client.get(url) as r:
+                    assert [s["name"] for s in (await r.json())["streams"]] == [KEY]
+            await publisher.close()
+            await publisher.wait_closed(5)
+        await wait_until(lambda: len(hook.calls("/on_publish_done")) == 2, timeout=5)
+    finally:
+        await srv.stop()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert KEY in warnings[0] and "now public" in warnings[0] and "3xx" in warnings[0]
+    said = [r.getMessage() for r in caplog.records]
+    assert not any("J42n…" in line for line in said)  # never masked here, in full there
+    about = [line for line in said if KEY in line]
+    assert len(about) >= 8  # accepted, publishing, ended (server, publish), HLS, warning
 
 
 async def test_takeover_and_reject_apply_per_public_name(tmp_path: Path, hook: Hook) -> None:
