@@ -54,7 +54,8 @@ class Decider(Protocol[GrantT]):
 
     async def went_live(self, lease: Lease, grant: GrantT) -> Denied | None:
         """Record the granted publish as live (a Denied if that cannot be recorded). Called
-        with the service's accept lock held, before a publisher taken over is disconnected."""
+        with the service's accept lock for that name held, before a publisher taken over is
+        disconnected."""
         ...
 
     async def ended(self, lease: Lease) -> None:

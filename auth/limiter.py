@@ -20,16 +20,15 @@ OrderedDict, about 150 bytes (docs/RELIABILITY.md has the measured figure).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 
 from .keys import key_hint
+from .locks import KeyedLocks
 from .model import Denied
 
 #: Clients the limiter remembers at most, in each of its two tables (failing and blocked).
@@ -132,12 +131,6 @@ class FailureLimiter:
         return False
 
 
-@dataclass(slots=True)
-class _Turn:
-    lock: asyncio.Lock
-    users: int = 0  # holders and waiters
-
-
 class AttemptGuard:
     """The limiter as every decider uses it: refusals counted and logged in one place, and a
     turn per address for deciders that look keys up."""
@@ -145,7 +138,7 @@ class AttemptGuard:
     def __init__(self, limiter: FailureLimiter, log: logging.Logger) -> None:
         self._limiter = limiter
         self._log = log
-        self._turns: dict[ClientKey, _Turn] = {}
+        self._turns: KeyedLocks[ClientKey] = KeyedLocks()
 
     def blocked(self, host: str) -> bool:
         return self._limiter.blocked(host)
@@ -154,19 +147,9 @@ class AttemptGuard:
     async def turn(self, host: str) -> AsyncIterator[None]:
         """One lookup at a time per client (address or /64): concurrent guesses would
         otherwise all pass `blocked()` before the first of them fails, and outrun
-        max_failures. A turn is kept only while someone holds or awaits it."""
-        key = client_key(host)
-        turn = self._turns.get(key)
-        if turn is None:
-            turn = self._turns[key] = _Turn(asyncio.Lock())
-        turn.users += 1
-        try:
-            async with turn.lock:
-                yield
-        finally:
-            turn.users -= 1
-            if not turn.users:
-                del self._turns[key]
+        max_failures."""
+        async with self._turns.hold(client_key(host)):
+            yield
 
     def refused(self, host: str, key: str, denied: Denied) -> Denied:
         """Count a failed attempt and log it (with a hint of the key, never the key)."""

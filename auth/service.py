@@ -9,7 +9,6 @@ table with takeover or reject, the revocation of a live publisher, and the accep
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from .database import DatabaseDecider
 from .decider import Decider, Granted, Request
 from .lease import Accepted, Lease
 from .limiter import AttemptGuard, FailureLimiter, client_host
+from .locks import KeyedLocks
 from .model import ALREADY_LIVE, RATE_LIMITED, UNKNOWN_APP, Channel, Denied, PublishAttempt
 from .store import KeyOwner, Store
 
@@ -83,7 +83,9 @@ class AuthService:
             )  # fmt: skip
             self._decider = by_database
         self._live: dict[str, Lease] = {}
-        self._accept_lock = asyncio.Lock()
+        #: One accept at a time per public name (takeover or reject, live state), any number of
+        #: names at once: one lock for all made N publishers wait N database writes in a row.
+        self._accepting: KeyedLocks[str] = KeyedLocks()
         self._running = False
 
     # -- life cycle -------------------------------------------------------------------------
@@ -121,7 +123,7 @@ class AuthService:
     ) -> Accepted | Denied:
         addr = request.attempt.addr
         lease = Lease(granted.name, self._clock(), addr, disconnect, self._lease_ended)
-        async with self._accept_lock:
+        async with self._accepting.hold(lease.name):
             current = self._live.get(lease.name)
             if current is not None and self.config.duplicate is Duplicate.REJECT:
                 self._log.info("publish to %s from %s refused: already live", lease.name, addr)

@@ -356,6 +356,37 @@ async def test_a_locked_database_denies_instead_of_crashing(db: Path) -> None:
         await svc.stop()
 
 
+@pytest.mark.parametrize("begin", ["BEGIN IMMEDIATE", "BEGIN EXCLUSIVE"])
+async def test_publishers_do_not_queue_behind_another_writers_lock(db: Path, begin: str) -> None:
+    """While another process holds the write lock, twenty publishers at once are all told
+    "temporarily unavailable" within one busy timeout between them (they used to wait one each,
+    in turn), and reads go on meanwhile: a channel is found while the publishes still wait.
+    Once the lock goes, publishes work."""
+    names = [f"user{i}" for i in range(20)]
+    keys = await make_users(db, *names)
+    busy = 1.0
+    svc = AuthService(AuthConfig(), db, db_busy_timeout=busy)
+    await svc.start()
+    holder = sqlite3.connect(db, isolation_level=None)
+    try:
+        holder.execute(begin)
+        pending = [
+            asyncio.create_task(svc.authorize(attempt(keys[n], addr=f"10.0.1.{i}"), Disconnects()))
+            for i, n in enumerate(names)
+        ]
+        assert await svc.channel("user7") is not None  # a read, not queued behind the writes
+        assert not any(task.done() for task in pending)
+        async with asyncio.timeout(3 * busy):  # in turn, they took 20 busy timeouts
+            answers = await asyncio.gather(*pending)
+        assert answers == [Denied(DENIED, "authorization temporarily unavailable")] * 20
+        holder.execute("ROLLBACK")
+        decision, _ = await accept(svc, keys["user0"], "10.0.1.0")
+        await decision.lease.end()
+    finally:
+        holder.close()
+        await svc.stop()
+
+
 async def test_a_failing_disconnect_callback_does_not_break_takeover(
     db: Path, service: AuthService
 ) -> None:
