@@ -93,6 +93,11 @@ class AuthService:
     async def start(self) -> None:
         await self._decider.start()
         self._running = True
+        if self.store is not None and self.store.readable_by_others():
+            self._log.warning(
+                "database %s can be read by other users (it holds key digests and addresses); "
+                "chmod 600 it (and its -wal and -shm files)", self.store.path,
+            )  # fmt: skip
 
     async def stop(self) -> None:
         """Stop after the RTMP server: leases still live here end without callbacks (the

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -117,7 +118,22 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     return "locked" in text or "busy" in text
 
 
+#: The database holds key digests and addresses: its owner's only. SQLite gives the -wal and
+#: -shm files it makes the database file's mode.
+DB_MODE = 0o600
+
+
 def _probe(path: Path) -> None:
+    """Create the file DB_MODE if it does not exist (whatever the umask), then open it."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, DB_MODE)
+    except FileExistsError:
+        pass
+    else:
+        try:
+            os.fchmod(fd, DB_MODE)
+        finally:
+            os.close(fd)
     sqlite3.connect(path).close()
 
 
@@ -151,6 +167,8 @@ class Store:
             # thread reporting to an event loop that may be gone by then.
             await asyncio.to_thread(_probe, self.path)
             self._conn = await self._connect()
+        except OSError as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc.strerror}") from exc
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
         try:
@@ -233,6 +251,14 @@ class Store:
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         return count
+
+    def readable_by_others(self) -> bool:
+        """Whether the file lets group or others read it (a database made before rtmpd made
+        it 0600, or loosened by hand)."""
+        try:
+            return bool(self.path.stat().st_mode & 0o077)
+        except OSError:
+            return False
 
     async def schema_version(self) -> int:
         return int((await self._query("PRAGMA user_version"))[0][0])

@@ -27,7 +27,7 @@ from .config import HlsConfig
 from .model import Keyframe, StreamInfo
 from .muxer import SegmentMuxer, Template, audio_template, video_template
 from .segmenter import Action, Segmenter, Track
-from .storage import Layout
+from .storage import FILE_MODE, Layout, make_dirs
 
 _STATS_SEGMENTS = 3  # bitrates and fps are measured over this many recent segments
 _PDT_MAX_DRIFT = 30.0  # re-anchor program date-time when stream time and wall clock part more
@@ -263,7 +263,7 @@ class StreamPackager:
         seg = OpenSegment(path, timestamp, pdt, new_timeline or self._gap)
         self._current = seg
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(path.parent)
             seg.muxer = SegmentMuxer(seg.temp, self._vtemplate, self._atemplate)
         except OSError as exc:
             self._disk_error(exc)
@@ -278,6 +278,7 @@ class StreamPackager:
             return
         try:
             size = muxer.close()
+            os.chmod(seg.temp, FILE_MODE)
             os.replace(seg.temp, seg.path)
         except OSError as exc:
             self._disk_error(exc)
