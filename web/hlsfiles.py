@@ -265,6 +265,8 @@ async def _send(
     loop = asyncio.get_running_loop()
     end = offset + count
     while offset < end:
+        if transport.is_closing():  # sendfile would raise RuntimeError
+            raise ConnectionResetError("the connection is closing")
         try:
             async with asyncio.timeout(sending.timeout):
                 offset += await loop.sendfile(
