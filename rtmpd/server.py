@@ -460,9 +460,9 @@ class RtmpServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        sock = dual_stack_socket(self.host, self._port)
-        if sock is not None:
-            self._server = await loop.create_server(self._new_connection, sock=sock)
+        dual = dual_stack_socket(self.host, self._port)
+        if dual is not None:
+            self._server = await loop.create_server(self._new_connection, sock=dual)
         else:
             self._server = await loop.create_server(
                 self._new_connection, self.host, self._port, reuse_address=True
