@@ -121,7 +121,6 @@ class Accounts:
             if found is None:
                 guard.failed(host, f"API request from {host} refused: unknown token")
                 return TokenRefused.INVALID
-            guard.succeeded(host)
         now = self._clock()
         if found.last_used is None or now - found.last_used >= TOKEN_USED_EVERY:
             await self.store.token_used(found.token_id, now)

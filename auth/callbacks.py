@@ -6,6 +6,11 @@ arguments), so an existing hook such as the seed's Django view keeps working unc
 Answers: 2xx accepts under the stream name itself, 3xx accepts under the last path segment of
 Location (not followed), 404 is an unknown key, other 4xx a refusal; 5xx, timeouts and
 connection errors deny as "temporarily unavailable".
+
+A 2xx keeps nginx-rtmp's meaning, and so makes the name as sent public: usually that name is
+the streamer's key, which then shows in the API, the pages, the HLS path and the logs. rtmpd
+says so in a WARNING, once per name, and from then on logs that name like any public name (in
+full, everywhere); only names not accepted are shown masked.
 """
 
 from __future__ import annotations
@@ -21,7 +26,16 @@ from .decider import Granted, Request
 from .keys import key_fingerprint
 from .lease import Lease
 from .limiter import AttemptGuard, client_host
-from .model import BAD_NAME, DENIED, UNAVAILABLE, UNKNOWN_KEY, Channel, Denied, PublishAttempt
+from .model import (
+    BAD_NAME,
+    DENIED,
+    RATE_LIMITED,
+    UNAVAILABLE,
+    UNKNOWN_KEY,
+    Channel,
+    Denied,
+    PublishAttempt,
+)
 from .names import valid_path_name, valid_public_name
 
 FORM = "application/x-www-form-urlencoded"
@@ -31,9 +45,14 @@ MAX_QUERY_CHARS = 4096
 MAX_QUERY_ARGS = 64
 
 
+#: Names accepted as sent that rtmpd remembers having warned about (then it starts over).
+MAX_WARNED_NAMES = 4096
+
+
 @dataclass(frozen=True, slots=True)
 class CallbackAccept:
     name: str
+    as_sent: bool = False  # a 2xx: the stream name itself, usually the key, is the public name
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +145,7 @@ class CallbackClient:
             return CallbackDeny(UNAVAILABLE, False)
         if 200 <= status < 300:
             if valid_path_name(key):
-                return CallbackAccept(key)
+                return CallbackAccept(key, as_sent=True)
             return CallbackDeny(Denied(BAD_NAME, "invalid stream name"), False)
         if 300 <= status < 400:
             name = redirect_name(location or "")
@@ -158,11 +177,13 @@ class CallbackDecider:
     database. Implements `Decider[Request]`: the request is kept for on_publish_done, which
     gets the same fields as on_publish."""
 
-    def __init__(self, client: CallbackClient, guard: AttemptGuard) -> None:
+    def __init__(self, client: CallbackClient, guard: AttemptGuard, log: logging.Logger) -> None:
         self._client = client
         self._guard = guard
+        self._log = log
         self._requests: dict[Lease, Request] = {}  # live and taken-over leases
         self._tasks: set[asyncio.Task[None]] = set()
+        self._warned: set[str] = set()  # names accepted as sent, already warned about
 
     async def start(self) -> None:
         await self._client.start()
@@ -175,13 +196,33 @@ class CallbackDecider:
         await self._client.close()
 
     async def decide(self, request: Request) -> Granted[Request] | Denied:
-        answer = await self._client.publish(request.attempt, request.key, request.query)
-        if not isinstance(answer, CallbackAccept):
-            if answer.failed_attempt:
-                return self._guard.refused(request.host, request.key, answer.denied)
-            return answer.denied
-        self._guard.succeeded(request.host)
+        """One question to the endpoint at a time per client, as the database decider looks
+        keys up: concurrent guesses would all pass `blocked()` before the first refusal came
+        back, and each would cost the endpoint a request."""
+        async with self._guard.turn(request.host):
+            if self._guard.blocked(request.host):
+                return RATE_LIMITED
+            answer = await self._client.publish(request.attempt, request.key, request.query)
+            if not isinstance(answer, CallbackAccept):
+                if answer.failed_attempt:
+                    return self._guard.refused(request.host, request.key, answer.denied)
+                return answer.denied
+        if answer.as_sent:
+            self._warn_public(answer.name)
         return Granted(answer.name, request)
+
+    def _warn_public(self, name: str) -> None:
+        if name in self._warned:
+            return
+        if len(self._warned) >= MAX_WARNED_NAMES:
+            self._warned.clear()
+        self._warned.add(name)
+        self._log.warning(
+            "on_publish answered 2xx: publishing under the stream name as sent, %s, which is now "
+            "public (API, pages, HLS path and logs show it in full); if stream names are keys, "
+            "answer 3xx with Location: <public name> to keep them private",
+            name,
+        )
 
     async def went_live(self, lease: Lease, grant: Request) -> Denied | None:
         self._requests[lease] = grant
@@ -191,9 +232,8 @@ class CallbackDecider:
         request = self._requests.pop(lease, None)
         if request is None:
             return
-        label = lease.name if lease.name != request.key else f"key {key_fingerprint(request.key)}"
         task = asyncio.create_task(
-            self._client.publish_done(request.attempt, request.key, request.query, label)
+            self._client.publish_done(request.attempt, request.key, request.query, lease.name)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

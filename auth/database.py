@@ -123,7 +123,6 @@ class DatabaseDecider:
                 return self._guard.refused(host, key, UNKNOWN_KEY)
             if not owner.active:
                 return self._guard.refused(host, key, INACTIVE)
-            self._guard.succeeded(host)
         return Granted(owner.name, owner)
 
     async def went_live(self, lease: Lease, grant: KeyOwner) -> Denied | None:

@@ -48,13 +48,14 @@ class Decider(Protocol[GrantT]):
 
     async def decide(self, request: Request) -> Granted[GrantT] | Denied:
         """Yes or no to the key. A refusal of the key itself goes through
-        `AttemptGuard.refused` so that it counts toward the limit; a yes calls
-        `AttemptGuard.succeeded`."""
+        `AttemptGuard.refused` so that it counts toward the limit (a yes does not undo it);
+        the lookup runs inside `AttemptGuard.turn`, one at a time per address."""
         ...
 
     async def went_live(self, lease: Lease, grant: GrantT) -> Denied | None:
         """Record the granted publish as live (a Denied if that cannot be recorded). Called
-        with the service's accept lock held, before a publisher taken over is disconnected."""
+        with the service's accept lock for that name held, before a publisher taken over is
+        disconnected."""
         ...
 
     async def ended(self, lease: Lease) -> None:

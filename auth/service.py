@@ -9,20 +9,19 @@ table with takeover or reject, the revocation of a live publisher, and the accep
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import keys
 from .callbacks import CallbackClient, CallbackDecider
 from .config import AuthConfig, Duplicate
 from .database import DatabaseDecider
 from .decider import Decider, Granted, Request
 from .lease import Accepted, Lease
 from .limiter import AttemptGuard, FailureLimiter, client_host
+from .locks import KeyedLocks
 from .model import ALREADY_LIVE, RATE_LIMITED, UNKNOWN_APP, Channel, Denied, PublishAttempt
 from .store import KeyOwner, Store
 
@@ -74,7 +73,7 @@ class AuthService:
                 config.callback_timeout,
                 self._log,
             )
-            by_callback: Decider[Request] = CallbackDecider(client, self._guard)
+            by_callback: Decider[Request] = CallbackDecider(client, self._guard, self._log)
             self._decider = by_callback
         else:
             self.store = Store(db_path, busy_timeout=db_busy_timeout, clock=clock)
@@ -84,7 +83,9 @@ class AuthService:
             )  # fmt: skip
             self._decider = by_database
         self._live: dict[str, Lease] = {}
-        self._accept_lock = asyncio.Lock()
+        #: One accept at a time per public name (takeover or reject, live state), any number of
+        #: names at once: one lock for all made N publishers wait N database writes in a row.
+        self._accepting: KeyedLocks[str] = KeyedLocks()
         self._running = False
 
     # -- life cycle -------------------------------------------------------------------------
@@ -92,6 +93,11 @@ class AuthService:
     async def start(self) -> None:
         await self._decider.start()
         self._running = True
+        if self.store is not None and self.store.readable_by_others():
+            self._log.warning(
+                "database %s can be read by other users (it holds key digests and addresses); "
+                "chmod 600 it (and its -wal and -shm files)", self.store.path,
+            )  # fmt: skip
 
     async def stop(self) -> None:
         """Stop after the RTMP server: leases still live here end without callbacks (the
@@ -122,7 +128,7 @@ class AuthService:
     ) -> Accepted | Denied:
         addr = request.attempt.addr
         lease = Lease(granted.name, self._clock(), addr, disconnect, self._lease_ended)
-        async with self._accept_lock:
+        async with self._accepting.hold(lease.name):
             current = self._live.get(lease.name)
             if current is not None and self.config.duplicate is Duplicate.REJECT:
                 self._log.info("publish to %s from %s refused: already live", lease.name, addr)
@@ -134,11 +140,7 @@ class AuthService:
         if current is not None:
             self._log.info("%s taken over by %s", lease.name, addr)
             self._disconnect(current, TAKEN_OVER)
-        key = request.key
-        shown = (
-            lease.name if lease.name != key else f"its own name (key {keys.key_fingerprint(key)})"
-        )
-        self._log.info("publish from %s accepted under %s", addr, shown)
+        self._log.info("publish from %s accepted under %s", addr, lease.name)
         return Accepted(lease.name, lease)
 
     def _disconnect(self, lease: Lease, reason: str) -> None:

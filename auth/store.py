@@ -8,12 +8,18 @@ long becomes `StoreBusy`, never a crash.
 Account events (a user banned) are written by a trigger in the same statement as the change,
 whoever made it (the server, `rtmpd users` in another process, a sqlite3 shell): the server
 drains them into webhooks (`take_events`).
+Two connections, each with its own thread: reads (key lookups, pages, the revocation watcher)
+never wait behind a write that waits for another process's lock. Writes take turns on the
+other; while one waits for the lock, those behind it do not each wait their own busy timeout
+in turn: when it gives up, they fail at once. N publishers facing a locked database wait one
+busy timeout, not N.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import sqlite3
 import time
@@ -161,7 +167,22 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     return "locked" in text or "busy" in text
 
 
+#: The database holds key digests and addresses: its owner's only. SQLite gives the -wal and
+#: -shm files it makes the database file's mode.
+DB_MODE = 0o600
+
+
 def _probe(path: Path) -> None:
+    """Create the file DB_MODE if it does not exist (whatever the umask), then open it."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, DB_MODE)
+    except FileExistsError:
+        pass
+    else:
+        try:
+            os.fchmod(fd, DB_MODE)
+        finally:
+            os.close(fd)
     sqlite3.connect(path).close()
 
 
@@ -174,8 +195,11 @@ class Store:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
         self._clock = clock
-        self._conn: aiosqlite.Connection | None = None
-        self._changes = 0  # commits of user data made through this connection
+        self._conn: aiosqlite.Connection | None = None  # writes
+        self._reader: aiosqlite.Connection | None = None
+        self._writing = asyncio.Lock()  # one write at a time on _conn
+        self._gave_up = 0  # writes that found the database locked for the whole busy timeout
+        self._changes = 0  # commits of user data made through this store
 
     async def __aenter__(self) -> Store:
         await self.open()
@@ -191,42 +215,59 @@ class Store:
             # Probe with plain sqlite3 first: a failed aiosqlite.connect leaves its worker
             # thread reporting to an event loop that may be gone by then.
             await asyncio.to_thread(_probe, self.path)
-            self._conn = await aiosqlite.connect(
-                self.path, isolation_level=None, timeout=self.busy_timeout
-            )
+            self._conn = await self._connect()
+        except OSError as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc.strerror}") from exc
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
         try:
-            await self._exec(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            await self._exec("PRAGMA journal_mode = WAL")
-            await self._exec("PRAGMA synchronous = NORMAL")
+            await self._run(self._conn, "PRAGMA journal_mode = WAL")
+            await self._run(self._conn, "PRAGMA synchronous = NORMAL")
             await self._migrate()
+            try:
+                self._reader = await self._connect()
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open database {self.path}: {exc}") from exc
         except BaseException:
             await self.close()
             raise
 
-    async def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
+    async def _connect(self) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self.path, isolation_level=None, timeout=self.busy_timeout)
+        try:
+            await self._run(conn, f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        except BaseException:
             await conn.close()
+            raise
+        return conn
+
+    async def close(self) -> None:
+        conns, self._conn, self._reader = (self._reader, self._conn), None, None
+        for conn in conns:
+            if conn is not None:
+                await conn.close()
 
     # -- plumbing ---------------------------------------------------------------------------
 
     def _error(self, exc: sqlite3.Error) -> StoreError:
         if _is_busy(exc):
-            return StoreBusy(
-                f"database {self.path} is locked by another writer "
-                f"(gave up after {self.busy_timeout:g} s); try again"
-            )
+            return self._busy()
         return StoreError(f"database {self.path}: {exc}")
 
-    def _connection(self) -> aiosqlite.Connection:
-        if self._conn is None:
+    def _busy(self) -> StoreBusy:
+        return StoreBusy(
+            f"database {self.path} is locked by another writer "
+            f"(gave up after {self.busy_timeout:g} s); try again"
+        )
+
+    def _connection(self, conn: aiosqlite.Connection | None) -> aiosqlite.Connection:
+        if conn is None:
             raise StoreError(f"database {self.path} is not open")
-        return self._conn
+        return conn
 
     async def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        conn = self._connection()
+        """A read, on the reading connection (the writing one until that is open)."""
+        conn = self._connection(self._reader or self._conn)
         try:
             return list(await conn.execute_fetchall(sql, tuple(params)))
         except sqlite3.IntegrityError:
@@ -235,8 +276,21 @@ class Store:
             raise self._error(exc) from exc
 
     async def _exec(self, sql: str, params: Iterable[Any] = ()) -> int:
-        """Run one statement; the number of rows it changed."""
-        conn = self._connection()
+        """Run one write statement; the number of rows it changed. If the write ahead of this
+        one gave up on another process's lock while this one waited for its turn, this one
+        gives up too, at once: it would only wait out the same lock."""
+        gave_up = self._gave_up
+        async with self._writing:
+            if self._gave_up != gave_up:
+                raise self._busy()
+            try:
+                return await self._run(self._connection(self._conn), sql, params)
+            except StoreBusy:
+                self._gave_up += 1
+                raise
+
+    async def _run(self, conn: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()) -> int:
+        """One statement on `conn`; the number of rows it changed."""
         try:
             cursor = await conn.execute(sql, tuple(params))
             count = cursor.rowcount
@@ -247,13 +301,23 @@ class Store:
             raise self._error(exc) from exc
         return count
 
+    def readable_by_others(self) -> bool:
+        """Whether the file lets group or others read it (a database made before rtmpd made
+        it 0600, or loosened by hand)."""
+        try:
+            return bool(self.path.stat().st_mode & 0o077)
+        except OSError:
+            return False
+
     async def schema_version(self) -> int:
         return int((await self._query("PRAGMA user_version"))[0][0])
 
     async def _migrate(self) -> None:
+        """At open, on the writing connection only (the reading one is not open yet)."""
         if await self.schema_version() == SCHEMA_VERSION:
             return
-        await self._exec("BEGIN IMMEDIATE")  # re-read under the write lock: one migrator wins
+        conn = self._connection(self._conn)
+        await self._run(conn, "BEGIN IMMEDIATE")  # re-read under the write lock: one migrator wins
         try:
             version = await self.schema_version()
             if version > SCHEMA_VERSION:
@@ -263,12 +327,12 @@ class Store:
                 )
             for step in MIGRATIONS[version:]:
                 for statement in step:
-                    await self._exec(statement)
-            await self._exec(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            await self._exec("COMMIT")
+                    await self._run(conn, statement)
+            await self._run(conn, f"PRAGMA user_version = {SCHEMA_VERSION}")
+            await self._run(conn, "COMMIT")
         except BaseException:
             with contextlib.suppress(StoreError):
-                await self._exec("ROLLBACK")
+                await self._run(conn, "ROLLBACK")
             raise
 
     # -- users ------------------------------------------------------------------------------
@@ -392,8 +456,9 @@ class Store:
         return states
 
     async def change_marker(self) -> tuple[int, int]:
-        """Changes when anyone commits: PRAGMA data_version for other connections (the CLI),
-        a local counter for this one (SQLite does not bump data_version for own commits)."""
+        """Changes when anyone commits: PRAGMA data_version on the reading connection for other
+        connections (the CLI, and this store's writing one), a local counter for this store's
+        own commits as well (SQLite does not bump data_version for a connection's own)."""
         rows = await self._query("PRAGMA data_version")
         return int(rows[0][0]), self._changes
 

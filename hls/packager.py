@@ -33,7 +33,7 @@ from .config import HlsConfig
 from .model import Keyframe, StreamInfo
 from .muxer import SegmentOutput, TsMuxer
 from .segmenter import Action, Segmenter, Track
-from .storage import Layout
+from .storage import FILE_MODE, Layout, make_dirs
 from .templates import Template, audio_template, mp3_template, video_template
 
 _STATS_SEGMENTS = 3  # bitrates and fps are measured over this many recent segments
@@ -338,7 +338,7 @@ class StreamPackager:
         output = SegmentOutput(Layout.temp_path(path), failed)
         seg = OpenSegment(serial, path, output, timestamp, pdt, new_timeline)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(path.parent)
         except OSError as exc:
             output.error = exc  # lost: nothing will be written to it
             failed(exc)
@@ -386,6 +386,7 @@ class StreamPackager:
         if not output.size:
             return  # cut at a packet never written: nothing was in it
         try:
+            os.chmod(output.temp, FILE_MODE)
             os.replace(output.temp, seg.path)
         except OSError as exc:
             self._disk_error(exc, seg.serial)

@@ -20,7 +20,7 @@ from .model import SegmentWritten, StreamInfo
 from .name_state import NameContext, NameState
 from .packager import StreamPackager
 from .playlist import PlaylistWindow
-from .storage import TEMP_SUFFIX, Layout, check_name, unlink_quietly
+from .storage import TEMP_SUFFIX, Layout, check_name, make_dirs, unlink_quietly
 
 
 class HlsService:
@@ -50,7 +50,7 @@ class HlsService:
             on_segment=on_segment,
         )
         try:
-            self.layout.root.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.layout.root)
         except OSError as exc:
             self._log.error("HLS folder %s is not usable: %s", self.layout.root, exc)
 

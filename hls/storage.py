@@ -17,6 +17,10 @@ from pathlib import Path
 
 PLAYLIST = "index.m3u8"
 TEMP_SUFFIX = ".tmp"
+#: Segments, playlists and their folders are for a web server that may run as another user:
+#: readable by everyone, whatever the process umask.
+FILE_MODE = 0o644
+DIR_MODE = 0o755
 # Fragment names: digits, optionally "_<n>" when the plain name was already taken.
 _FRAGMENT = re.compile(r"\d+(?:_\d+)?")
 _MAX_NAME = 128
@@ -58,7 +62,7 @@ class Layout:
         return path.with_name(f".{path.name}{TEMP_SUFFIX}")
 
     def ensure_dir(self, name: str) -> None:
-        self.stream_dir(name).mkdir(parents=True, exist_ok=True)
+        make_dirs(self.stream_dir(name))
 
     def owner(self, file_name: str, in_stream_dir: str | None = None) -> str | None:
         """The stream a file in the root (flat) or in a stream folder (nested) belongs to."""
@@ -127,12 +131,27 @@ def _is_safe(name: str) -> bool:
     return True
 
 
+def make_dirs(path: Path) -> None:
+    """mkdir -p, each folder it makes DIR_MODE whatever the umask."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        os.chmod(folder, DIR_MODE)
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write a small text file so readers see the old or the new version, never a mix."""
     temp = Layout.temp_path(path)
     try:
         with open(temp, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
+        os.chmod(temp, FILE_MODE)
         os.replace(temp, path)
     except BaseException:
         unlink_quietly(temp)

@@ -28,7 +28,7 @@ from rtmpd.auth.limiter import FailureLimiter, client_host
 from rtmpd.auth.model import RATE_LIMITED
 from rtmpd.auth.service import TAKEN_OVER, Accepted, AuthService, PublishAttempt
 from rtmpd.auth.store import StoreError
-from rtmpd.config import Config
+from rtmpd.config import Address, Config
 from rtmpd.hls import HlsService, SegmentWritten
 from rtmpd.rtmp.config import SessionConfig
 from rtmpd.rtmp.events import PublishRequest
@@ -51,6 +51,9 @@ TICK_SECONDS = 1.0
 #: File descriptors kept free beyond the connection caps: database, segments being written,
 #: listening sockets, logs.
 FD_RESERVE = 256
+#: Seconds stop() lets HTTP responses in progress finish (aiohttp's default is 60: a client that
+#: stopped reading would hold the shutdown until its send timeout).
+HTTP_SHUTDOWN_GRACE = 5.0
 
 
 class StartupError(Exception):
@@ -97,10 +100,13 @@ class Rtmpd:
             on_outcome=self.metrics.webhook,
             log=logging.getLogger("rtmpd.webhooks"),
         )
-        #: HTTP connection caps and the request-head/keep-alive timeout (see rtmpd.web.guard).
+        #: HTTP connection caps, idle connections at the cap and the send timeout; the
+        #: request-head/keep-alive timeout goes to aiohttp (see rtmpd.web.guard).
         self.http_guard = ConnectionGuard(
             config.http.max_connections,
             config.http.max_connections_per_ip,
+            send_timeout=config.http.send_timeout,
+            metrics=self.metrics,
             log=logging.getLogger("rtmpd.http"),
         )
         self.http_keepalive_timeout = config.http.keepalive_timeout
@@ -132,9 +138,8 @@ class Rtmpd:
             await self.rtmp.start()
         except OSError as exc:
             raise StartupError(f"cannot listen for RTMP on {addr}: {_why(exc)}") from None
-        log.info(
-            "RTMP listening on rtmp://%s:%d/%s", addr.host, self.rtmp.port, self.config.rtmp.app
-        )
+        log.info("RTMP listening on rtmp://%s/%s", Address(addr.host, self.rtmp.port),
+                 self.config.rtmp.app)  # fmt: skip
         await self._start_http()
         self._ticker = asyncio.create_task(self._tick())
 
@@ -153,9 +158,13 @@ class Rtmpd:
             if self.accounts is None
             else AdminService(self.accounts, lambda: self._publishes, self.config.hls.fragment),
             trusted_proxies=TrustedProxies.parse(self.config.http.trusted_proxies),
+            guard=self.http_guard,
         )
         self._runner = make_runner(
-            app, handle_signals=False, keepalive_timeout=self.http_keepalive_timeout
+            app,
+            handle_signals=False,
+            keepalive_timeout=self.http_keepalive_timeout,
+            shutdown_timeout=HTTP_SHUTDOWN_GRACE,
         )
         await self._runner.setup()
         self._site = GuardedSite(
@@ -166,7 +175,7 @@ class Rtmpd:
         except OSError as exc:
             raise StartupError(f"cannot listen for HTTP on {addr}: {_why(exc)}") from None
         self.http_port = self._site.port
-        log.info("HTTP listening on http://%s:%d/", addr.host, self.http_port)
+        log.info("HTTP listening on http://%s/", Address(addr.host, self.http_port))
 
     async def stop(self) -> None:
         if self._ticker is not None:

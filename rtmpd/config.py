@@ -93,6 +93,7 @@ class HttpSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     listen: str = "0.0.0.0:8080"
     access_log: bool = True
     keepalive_timeout: Seconds = 15.0
+    send_timeout: Seconds = 60.0
     max_connections: Count = 4096
     max_connections_per_ip: Count = 256
     #: Peers whose X-Forwarded-Proto / X-Forwarded-For are believed (a reverse proxy).
@@ -100,8 +101,9 @@ class HttpSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
 
     def __post_init__(self) -> None:
         parse_address(self.listen, "listen")
-        if self.keepalive_timeout <= 0:
-            raise ValueError("keepalive_timeout: must be greater than 0")
+        for key in ("keepalive_timeout", "send_timeout"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{key}: must be greater than 0")
         try:
             TrustedProxies.parse(self.trusted_proxies)
         except ValueError as exc:

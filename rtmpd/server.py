@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import ipaddress
 import logging
 import socket
 import time
@@ -57,6 +58,30 @@ def redact(key: str) -> str:
     if not key:
         return "(empty)"
     return "key sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+def peer_host(host: str) -> str:
+    """An IPv4 client of a dual-stack socket (::ffff:a.b.c.d) is that IPv4 address, in the logs,
+    the caps, the rate limit and the callbacks' `addr` alike."""
+    if ":" in host:
+        with contextlib.suppress(ValueError):
+            mapped = ipaddress.IPv6Address(host).ipv4_mapped
+            if mapped is not None:
+                return str(mapped)
+    return host
+
+
+def dual_stack_socket(host: str, port: int) -> socket.socket | None:
+    """A listening socket for `[::]` that takes IPv4 clients too (IPV6_V6ONLY off): that is
+    what `[::]` means to whoever writes it, and asyncio would bind it IPv6-only. None for any
+    other host (asyncio binds those)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if ip.version != 6 or not ip.is_unspecified or not socket.has_dualstack_ipv6():
+        return None
+    return socket.create_server((host, port), family=socket.AF_INET6, dualstack_ipv6=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +203,9 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
         peername = transport.get_extra_info("peername")
         if isinstance(peername, tuple):
-            self.peer, self.port = str(peername[0]), int(peername[1])
-        self.where = f"conn {self.conn_id} {self.peer}:{self.port}"
+            self.peer, self.port = peer_host(str(peername[0])), int(peername[1])
+        shown = f"[{self.peer}]" if ":" in self.peer else self.peer
+        self.where = f"conn {self.conn_id} {shown}:{self.port}"
         self.info = ConnectionInfo(self.peer, self.port, self.conn_id, "", None, None, None, None)
         refusal = self.server._admit(self)
         if refusal:
@@ -324,7 +350,10 @@ class _Connection(asyncio.Protocol):
         if self.closing:  # gone while we waited: the accepted publish still ends, once
             self.server._end(self, publishing, self.close_reason)
             return
-        self.log.info("%s: publishing %s as %s", self.where, key, decision.name)
+        if decision.name == request.name:  # accepted under the name it sent: a public name now
+            self.log.info("%s: publishing %s", self.where, decision.name)
+        else:
+            self.log.info("%s: publishing %s as %s", self.where, key, decision.name)
         self.publishes[request.stream_id] = publishing
         try:
             started = self.session.accept_publish(request.stream_id)
@@ -461,9 +490,13 @@ class RtmpServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._new_connection, self.host, self._port, reuse_address=True
-        )
+        dual = dual_stack_socket(self.host, self._port)
+        if dual is not None:
+            self._server = await loop.create_server(self._new_connection, sock=dual)
+        else:
+            self._server = await loop.create_server(
+                self._new_connection, self.host, self._port, reuse_address=True
+            )
         sock: socket.socket = self._server.sockets[0]
         self._port = int(sock.getsockname()[1])
 

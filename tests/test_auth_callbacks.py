@@ -10,12 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl
 
+import aiohttp
 import pytest
 from aiohttp import web
 from rtmpd.auth import BAD_NAME, DENIED, TAKEN_OVER, Accepted, AuthConfig, AuthService, Denied
 from rtmpd.auth.callbacks import redirect_name
 from rtmpd.auth.keys import key_fingerprint
 
+from tests.support.app import HeldPublisher, media_tags, start_server
 from tests.support.auth import Disconnects, attempt, wait_until
 
 KEY = "J42ninLbjl2E2V8ePqy7"
@@ -232,15 +234,58 @@ async def test_publish_done_errors_are_logged_without_the_key(
     tmp_path: Path, hook: Hook, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
-    svc = await started(tmp_path, on_publish=f"{hook.url}/status/200",
+    svc = await started(tmp_path, on_publish=f"{hook.url}/on_publish",
                         on_publish_done=f"http://127.0.0.1:{closed_port()}/done")  # fmt: skip
     try:
         decision = await svc.authorize(attempt(KEY), Disconnects())
-        assert isinstance(decision, Accepted) and decision.name == KEY
+        assert isinstance(decision, Accepted) and decision.name == "benw"
         await decision.lease.end()
     finally:
         await svc.stop()
-    assert "on_publish_done" in caplog.text and KEY not in caplog.text
+    assert "on_publish_done for benw" in caplog.text and KEY not in caplog.text
+
+
+TAGS = media_tags(seconds=2.5, fps=10, width=96, height=64)
+
+
+async def test_a_2xx_makes_the_name_as_sent_public_and_says_so_once(
+    tmp_path: Path, hook: Hook, caplog: pytest.LogCaptureFixture
+) -> None:
+    """nginx-rtmp's meaning is kept: 2xx publishes under the name as sent, normally the key. It
+    then shows in the API and the HLS path, so rtmpd warns once per name that it is public and
+    how to keep it private, and names it the same way (in full) in every log line."""
+    caplog.set_level(logging.INFO)
+    srv = await start_server(
+        tmp_path,
+        auth={"on_publish": f"{hook.url}/status/200",
+              "on_publish_done": f"{hook.url}/on_publish_done"},
+    )  # fmt: skip
+    try:
+        for _ in range(2):
+            publisher = HeldPublisher(srv.rtmp.port, KEY)
+            assert (await publisher.start()).code == "NetStream.Publish.Start"
+            publisher.send_tags(TAGS)  # live once its playlist exists
+            async with aiohttp.ClientSession() as client:
+                url = f"http://127.0.0.1:{srv.http_port}/api/streams"
+                for _ in range(200):
+                    async with client.get(url) as r:
+                        names = [s["name"] for s in (await r.json())["streams"]]
+                    if names:
+                        break
+                    await asyncio.sleep(0.05)
+                assert names == [KEY]
+            await publisher.close()
+            await publisher.wait_closed(5)
+        await wait_until(lambda: len(hook.calls("/on_publish_done")) == 2, timeout=5)
+    finally:
+        await srv.stop()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert KEY in warnings[0] and "now public" in warnings[0] and "3xx" in warnings[0]
+    said = [r.getMessage() for r in caplog.records]
+    assert not any("J42n…" in line for line in said)  # never masked here, in full there
+    about = [line for line in said if KEY in line]
+    assert len(about) >= 8  # accepted, publishing, ended (server, publish), HLS, warning
 
 
 async def test_takeover_and_reject_apply_per_public_name(tmp_path: Path, hook: Hook) -> None:
@@ -283,6 +328,42 @@ async def test_refusals_from_the_endpoint_count_toward_the_rate_limit(
         assert len(hook.requests) == asked  # blocked attempts never reach the endpoint
         other = await svc.authorize(attempt(KEY, addr="10.0.0.9"), Disconnects())
         assert isinstance(other, Accepted)
+    finally:
+        await svc.stop()
+
+
+async def test_concurrent_guesses_ask_the_endpoint_one_at_a_time(
+    tmp_path: Path, hook: Hook
+) -> None:
+    """Fifty wrong keys from one address at once: as in database mode, the endpoint is asked one
+    at a time per address, so it hears max_failures of them and the rest are refused here."""
+    svc = await started(tmp_path, on_publish=f"{hook.url}/status/404", max_failures=5)
+    try:
+        answers = await asyncio.gather(*(
+            svc.authorize(attempt(f"guess-{i}", addr="6.6.6.6"), Disconnects()) for i in range(50)
+        ))  # fmt: skip
+        assert len(hook.calls("/status/404")) == 5
+        assert answers.count(Denied(DENIED, "too many failed attempts")) == 45
+        other = await svc.authorize(attempt("guess", addr="10.0.0.9"), Disconnects())
+        assert other == Denied(BAD_NAME, "unknown stream key")  # another address is asked
+        assert len(hook.calls("/status/404")) == 6
+    finally:
+        await svc.stop()
+
+
+async def test_a_key_the_endpoint_accepts_does_not_buy_guesses(tmp_path: Path, hook: Hook) -> None:
+    """As in database mode: successes between wrong keys do not reset the failure count."""
+    svc = await started(tmp_path, on_publish=f"{hook.url}/on_publish", max_failures=5)
+    try:
+        refused = 0
+        for i in range(48):
+            decision = await svc.authorize(attempt(KEY, addr="6.6.6.6"), Disconnects())
+            if isinstance(decision, Accepted):
+                await decision.lease.end()
+            wrong = await svc.authorize(attempt(f"guess-{i}", addr="6.6.6.6"), Disconnects())
+            refused += wrong == Denied(BAD_NAME, "unknown stream key")
+        assert refused == 5
+        assert len([form for form in hook.calls("/on_publish") if dict(form)["name"] != KEY]) == 5
     finally:
         await svc.stop()
 

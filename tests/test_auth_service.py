@@ -278,6 +278,28 @@ async def test_failed_attempts_are_rate_limited_per_address(
         await svc.stop()
 
 
+async def test_a_valid_key_does_not_buy_guesses(db: Path) -> None:
+    """A streamer's own key, used between guesses from the same address, does not wipe the
+    address's failures: after the fifth wrong key the address is blocked, valid key or not."""
+    keys = await make_users(db, "benw")
+    svc = AuthService(AuthConfig(max_failures=5), db, clock=Clock())
+    await svc.start()
+    try:
+        answers = []
+        for i in range(48):
+            decision = await svc.authorize(attempt(keys["benw"], addr="6.6.6.6"), Disconnects())
+            if isinstance(decision, Accepted):
+                await decision.lease.end()
+            answers.append("accepted" if isinstance(decision, Accepted) else decision.description)
+            wrong = await svc.authorize(attempt(f"guess-{i}", addr="6.6.6.6"), Disconnects())
+            answers.append(wrong.description)
+        assert answers.count("unknown stream key") == 5
+        assert answers[:10] == ["accepted", "unknown stream key"] * 5
+        assert set(answers[10:]) == {"too many failed attempts"}
+    finally:
+        await svc.stop()
+
+
 async def test_failures_spread_beyond_the_window_do_not_block(db: Path) -> None:
     keys = await make_users(db, "benw")
     clock = Clock()
@@ -335,6 +357,37 @@ async def test_a_locked_database_denies_instead_of_crashing(db: Path) -> None:
         await svc.stop()
 
 
+@pytest.mark.parametrize("begin", ["BEGIN IMMEDIATE", "BEGIN EXCLUSIVE"])
+async def test_publishers_do_not_queue_behind_another_writers_lock(db: Path, begin: str) -> None:
+    """While another process holds the write lock, twenty publishers at once are all told
+    "temporarily unavailable" within one busy timeout between them (they used to wait one each,
+    in turn), and reads go on meanwhile: a channel is found while the publishes still wait.
+    Once the lock goes, publishes work."""
+    names = [f"user{i}" for i in range(20)]
+    keys = await make_users(db, *names)
+    busy = 1.0
+    svc = AuthService(AuthConfig(), db, db_busy_timeout=busy)
+    await svc.start()
+    holder = sqlite3.connect(db, isolation_level=None)
+    try:
+        holder.execute(begin)
+        pending = [
+            asyncio.create_task(svc.authorize(attempt(keys[n], addr=f"10.0.1.{i}"), Disconnects()))
+            for i, n in enumerate(names)
+        ]
+        assert await svc.channel("user7") is not None  # a read, not queued behind the writes
+        assert not any(task.done() for task in pending)
+        async with asyncio.timeout(3 * busy):  # in turn, they took 20 busy timeouts
+            answers = await asyncio.gather(*pending)
+        assert answers == [Denied(DENIED, "authorization temporarily unavailable")] * 20
+        holder.execute("ROLLBACK")
+        decision, _ = await accept(svc, keys["user0"], "10.0.1.0")
+        await decision.lease.end()
+    finally:
+        holder.close()
+        await svc.stop()
+
+
 async def test_a_failing_disconnect_callback_does_not_break_takeover(
     db: Path, service: AuthService
 ) -> None:
@@ -350,6 +403,63 @@ async def test_a_failing_disconnect_callback_does_not_break_takeover(
     await second.lease.end()
     await first.lease.end()
     assert await service.live_names() == set() and live_row(db, "benw")[0] is None
+
+
+async def test_an_ipv6_attacker_is_one_client_per_64(
+    db: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guesses from 50 addresses of one IPv6 /64, all at once, cost 5 key lookups and block the
+    whole /64; the next /64 and every IPv4 address are their own clients; an IPv4 client seen
+    through a dual-stack socket (::ffff:a.b.c.d) is that IPv4 address."""
+    caplog.set_level(logging.WARNING)
+    keys = await make_users(db, "benw")
+    svc = AuthService(AuthConfig(max_failures=5), db, clock=Clock())
+    await svc.start()
+    try:
+        lookups = KeyLookups(svc.store, monkeypatch)
+        answers = await asyncio.gather(*(
+            svc.authorize(attempt(f"guess-{i}", addr=f"[2001:db8:1:2::{i:x}]:4000"), Disconnects())
+            for i in range(1, 51)
+        ))  # fmt: skip
+        assert lookups.count == 5
+        assert sum(a.description == "too many failed attempts" for a in answers) == 45
+        blocked = Denied(DENIED, "too many failed attempts")
+        for other in ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::abcd"):
+            assert await svc.authorize(attempt(keys["benw"], addr=other), Disconnects()) == blocked
+        decision, _ = await accept(svc, keys["benw"], "2001:db8:1:3::1")  # the next /64
+        await decision.lease.end()
+        for i in range(5):
+            await svc.authorize(attempt(f"v4-{i}", addr="::ffff:192.0.2.7"), Disconnects())
+        assert (
+            await svc.authorize(attempt(keys["benw"], addr="192.0.2.7"), Disconnects()) == blocked
+        )
+        decision, _ = await accept(svc, keys["benw"], "192.0.2.8")  # IPv4: each address alone
+        await decision.lease.end()
+        decision, _ = await accept(svc, keys["benw"], "::ffff:192.0.2.9")  # not all of ::/64
+        await decision.lease.end()
+    finally:
+        await svc.stop()
+    blocks = [r.getMessage() for r in caplog.records if "blocked for" in r.getMessage()]
+    assert blocks == [
+        "2001:db8:1:2::/64 blocked for 60 s after 5 failed attempts",
+        "192.0.2.7 blocked for 60 s after 5 failed attempts",
+    ]
+
+
+def test_limiter_forgives_at_its_rate() -> None:
+    """max_failures at once block; failing at max_failures per window (here one per 12 s) never
+    does; after the backoff a client starts over with the whole allowance."""
+    clock = Clock()
+    limiter = FailureLimiter(5, 60, 30, clock=clock)
+    assert [limiter.failure("10.0.0.1") for _ in range(5)] == [False] * 4 + [True]
+    clock.now += 29
+    assert limiter.blocked("10.0.0.1")
+    clock.now += 1
+    assert not limiter.blocked("10.0.0.1")
+    assert [limiter.failure("10.0.0.1") for _ in range(5)] == [False] * 4 + [True]
+    for _ in range(100):
+        clock.now += 12
+        assert limiter.failure("10.0.0.2") is False
 
 
 def test_limiter_keys_on_the_host_and_stays_bounded() -> None:
@@ -369,3 +479,8 @@ def test_limiter_keys_on_the_host_and_stays_bounded() -> None:
     clock.now += 61
     assert not limiter.blocked("6.6.6.6")
     assert FailureLimiter(0, 60, 60).failure("x") is False  # max_failures 0: no limit
+    # the blocked clients are bounded too: the oldest block is dropped first
+    for i in range(4):
+        assert limiter.failure(f"10.1.0.{i}") is False and limiter.failure(f"10.1.0.{i}") is True
+    assert not limiter.blocked("10.1.0.0")
+    assert all(limiter.blocked(f"10.1.0.{i}") for i in (1, 2, 3))

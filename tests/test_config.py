@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from rtmpd.web.guard import HTTP_KEEPALIVE_TIMEOUT, HTTP_SEND_TIMEOUT
 
 from rtmpd import config
 from rtmpd.config import Config, ConfigError, from_dict, load
@@ -17,6 +18,9 @@ def test_defaults_match_the_documented_names() -> None:
     c = Config()
     assert c.rtmp.listen == "0.0.0.0:1935" and c.rtmp.app == "app" and c.rtmp.allow_play is False
     assert c.http.listen == "0.0.0.0:8080"
+    assert (c.http.keepalive_timeout, c.http.send_timeout) == (
+        HTTP_KEEPALIVE_TIMEOUT, HTTP_SEND_TIMEOUT
+    )  # fmt: skip
     assert (c.hls.fragment, c.hls.playlist_length, c.hls.naming) == (5.0, 30.0, "system")
     assert c.hls.nested is True and c.hls.cleanup is True
     assert c.hls_path == Path.cwd() / "rtmpd-data" / "hls"
@@ -65,6 +69,8 @@ def test_rtmpd_toml_in_the_working_directory_is_found(
         ('[auth]\nduplicate = "both"\n', "[auth] duplicate"),
         ("[hls]\nfragment = -1\n", "must not be negative"),
         ("[hls]\nfragment = 0\n", "[hls] fragment"),
+        ("[http]\nsend_timeout = 0\n", "[http] send_timeout: must be greater than 0"),
+        ('[http]\nsend_timeout = "1m"\n', "[http] send_timeout: expected a number, got '1m'"),
         ('[auth]\non_publish = "ftp://x"\n', "[auth] on_publish"),
         ('[web]\npublic_rtmp_url = "example.org"\n', "[web] public_rtmp_url"),
         ('[http]\ntrusted_proxies = ["proxy"]\n', "[http] trusted_proxies"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -272,9 +273,10 @@ async def test_the_open_file_limit_leaves_room_for_the_caps(tmp_path: Path) -> N
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def test_connection_guard_counts_and_throttles_its_log() -> None:
-    """The total cap as well as the per-address one; a flood of refusals is one log line per
-    ten seconds that says how many there were."""
+async def test_connection_guard_counts_and_throttles_its_log() -> None:
+    """The per-address cap refuses; the total cap refuses only when every connection is busy,
+    else it closes the least recently active idle one; a flood of refusals is one log line per
+    ten seconds that says how many."""
     now = [0.0]
     messages: list[str] = []
 
@@ -284,20 +286,44 @@ def test_connection_guard_counts_and_throttles_its_log() -> None:
 
     log = logging.getLogger("rtmpd.test.guard")
     log.addHandler(Capture())
+    loop = asyncio.get_running_loop()
+    peers: list[socket.socket] = []
+    transports: list[asyncio.Transport] = []
+
+    async def transport() -> asyncio.Transport:
+        ours, theirs = socket.socketpair()
+        peers.append(theirs)
+        made, _ = await loop.connect_accepted_socket(asyncio.Protocol, ours)
+        transports.append(made)
+        return made
+
     guard = ConnectionGuard(3, 2, log=log, clock=lambda: now[0])
-    assert [guard.admit(h) for h in ("a", "a", "a", "b", "c")] == [
-        "", "", "2 HTTP connections already open from a", "",
-        "3 HTTP connections already open",
-    ]  # fmt: skip
-    for _ in range(100):
-        guard.admit("d")
-    now[0] = 10.0
-    assert guard.admit("d") == "3 HTTP connections already open"
-    guard.release("a")
-    assert guard.admit("d") == "" and guard.connections == 3
-    assert guard.refused == 103
+    a1, a2 = guard.admit("a", await transport()), guard.admit("a", await transport())
+    assert guard.admit("a", await transport()) is None
+    b = guard.admit("b", await transport())
+    assert a1 is not None and a2 is not None and b is not None
+    with guard.busy(a1.transport), guard.busy(a2.transport), guard.busy(b.transport):
+        assert guard.idle == 0
+        assert guard.admit("c", await transport()) is None
+        for _ in range(100):
+            assert guard.admit("d", await transport()) is None
+        now[0] = 10.0
+        assert guard.admit("d", await transport()) is None
+    assert guard.idle == 3  # idle again, b the least recently active (its request ended first)
+    guard.active(b)  # bytes arrived on b: now a2 is the least recently active
+    c = guard.admit("c", await transport())
+    assert c is not None and a2.transport.is_closing() and not a2.open
+    assert not a1.transport.is_closing() and not b.transport.is_closing()
+    assert guard.connections == 3 and guard.refused == 103
+    guard.release(a2)  # connection_lost of a connection already dropped: no double count
+    assert guard.connections == 3
     assert messages == [
         "HTTP connection refused: 2 HTTP connections already open from a",
-        "HTTP connection refused: 3 HTTP connections already open (101 more refused since the "
-        "last report)",
+        "HTTP connection refused: 3 HTTP connections already open, all busy (101 more refused "
+        "since the last report)",
+        "HTTP: 3 connections open; the least recently active idle one (a) was closed to make room",
     ]
+    for made in transports:
+        made.close()
+    for peer in peers:
+        peer.close()

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from rtmpd.web import Metrics, StreamStats
+from rtmpd.web import Channel, Metrics, StreamStats
 from rtmpd.web.thumbnails import ThumbnailCache
 from rtmpd.web.viewers import ViewerTracker
 
@@ -377,6 +377,28 @@ async def test_access_log_is_common_log_format(
         ("GET /api/streams/benw?x=1 HTTP/1.1", "200", str(len(body))),
     ]
     assert not any("secret-agent" in line for line in lines)
+
+
+class BrokenDirectory(MemoryDirectory):
+    """A directory with a bug: looking a channel up raises."""
+
+    async def channel(self, name: str) -> Channel | None:
+        raise RuntimeError("a bug in the directory")
+
+
+async def test_a_bug_in_a_handler_is_still_logged_with_its_traceback(
+    hls: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Routine client errors are counted instead of logged; a real error is not routine."""
+    caplog.set_level(logging.WARNING)
+    async with serve(hls, BrokenDirectory()) as s, s.get("/api/streams/benw") as r:
+        assert r.status == 500
+        assert r.headers["Server"] == "rtmpd"
+        text = await r.text()
+    assert "a bug in the directory" not in text  # the traceback goes to the log only
+    errors = [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].name == "rtmpd.http"
+    assert errors[0].exc_info is not None and isinstance(errors[0].exc_info[1], RuntimeError)
 
 
 class _Balance(HTMLParser):

@@ -24,9 +24,11 @@ from . import admin_api, dashboard
 from .admin import Admin
 from .config import DEFAULT_HLSJS_URL
 from .directory import Channel, Directory, StreamStats
-from .hlsfiles import CORS, NAME, parse_hls_path, serve_file
+from .guard import HTTP_SEND_TIMEOUT, ConnectionGuard, busy_middleware, reset
+from .hlsfiles import CORS, NAME, Sending, parse_hls_path, serve_file
 from .metrics import Metrics
 from .openapi import document as openapi_document
+from .protocol import Runner, ServerLog, server_header
 from .proxies import TrustedProxies
 from .sessions import Sessions
 from .thumbnails import ThumbnailCache
@@ -68,6 +70,7 @@ class _State:
     viewers: ViewerTracker
     thumbs: ThumbnailCache
     templates: jinja2.Environment
+    sending: Sending
     static: dict[str, _Static] = field(default_factory=dict)
 
 
@@ -85,11 +88,14 @@ def create_app(
     hlsjs_file: Path | None = None,
     admin: Admin | None = None,
     trusted_proxies: TrustedProxies | None = None,
+    guard: ConnectionGuard | None = None,
 ) -> web.Application:
     """The web application. `hlsjs_file`, if given, is served at /static/vendor/hls.min.js and
     used instead of `hlsjs_url` (self-hosting). With `admin`, the management API under
     /api/admin/ and the dashboard at /admin exist; `trusted_proxies` may say a request came
-    over https and from whom. Start it with `make_runner` to get access logs."""
+    over https and from whom. With the `guard` of its GuardedSite, requests mark their
+    connection busy and files go out under the guard's send timeout; without one, under the
+    default send timeout. Start it with `make_runner` to get access logs."""
     templates = jinja2.Environment(
         loader=jinja2.FileSystemLoader(_HERE / "templates"),
         autoescape=True,
@@ -99,22 +105,31 @@ def create_app(
         lstrip_blocks=True,
     )
     templates.filters["duration"] = format_duration
+    metrics = metrics if metrics is not None else Metrics()
+    sending = Sending(
+        guard.send_timeout if guard is not None else HTTP_SEND_TIMEOUT,
+        guard.send_stalled if guard is not None else reset,
+        lambda: metrics.http_client_error("disconnected"),
+    )
     state = _State(
         hls_root=Path(hls_path).resolve(),
         nested=nested,
         directory=directory,
-        metrics=metrics if metrics is not None else Metrics(),
+        metrics=metrics,
         hlsjs_url=hlsjs_url,
         hlsjs_file=hlsjs_file,
         access_log=access_log,
         viewers=ViewerTracker(),
         thumbs=ThumbnailCache(directory.thumbnail),
         templates=templates,
+        sending=sending,
     )
     templates.globals["static_url"] = lambda name: _static_url(state, name)
-    app = web.Application(middlewares=[_errors_and_metrics, admin_api.guard])
+    outer = [busy_middleware(guard)] if guard is not None else []
+    app = web.Application(middlewares=[*outer, _errors_and_metrics, admin_api.guard])
     app[STATE] = state
     app.on_startup.append(_load_assets)
+    app.on_response_prepare.append(server_header)
     r = app.router
     r.add_get("/", _index, name="index")
     r.add_get("/api/openapi.json", _openapi, name="api_openapi")
@@ -140,10 +155,16 @@ def create_app(
 
 
 def make_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
-    """An AppRunner that writes one Common Log Format line per request to the app's logger."""
+    """An AppRunner that writes one Common Log Format line per request to the app's logger, and
+    counts routine client errors instead of logging their tracebacks (rtmpd.web.protocol)."""
     state = app[STATE]
-    return web.AppRunner(
-        app, access_log=state.access_log, access_log_format=ACCESS_LOG_FORMAT, **kwargs
+    server_log = ServerLog(logging.getLogger("rtmpd.http"), state.metrics)
+    return Runner(
+        app,
+        access_log=state.access_log,
+        access_log_format=ACCESS_LOG_FORMAT,
+        logger=server_log,
+        **kwargs,
     )
 
 
@@ -402,7 +423,7 @@ async def _hls(request: web.Request) -> web.StreamResponse:
     target = parse_hls_path(request.rel_url.raw_path, state.nested)
     if target is None:
         raise web.HTTPNotFound(headers=CORS)
-    response = await serve_file(request, state.hls_root, target)
+    response = await serve_file(request, state.hls_root, target, state.sending)
     if target.playlist and response.status in (200, 206, 304):
         state.viewers.seen(target.name, request.remote, request.headers.get("User-Agent", ""))
     return response

@@ -1,104 +1,250 @@
-"""Connection caps for the HTTP port, and the timeout that ends slow requests.
+"""The HTTP port's connections: caps, idle connections at the cap, and slow clients.
 
-aiohttp arms its keep-alive timer when a connection opens and again after each response, and
-closes the connection if a complete request head has not arrived by then; data trickling in
-does not re-arm it. A short `keepalive_timeout` is therefore also the request-header timeout
-that defeats slowloris. aiohttp has no cap on connections, so `GuardedSite` adds one in total
-and one per client address: past either, a new connection gets a bare 503 and is closed before
-aiohttp sees it, and the file descriptors a slow client can hold stay bounded.
+- Request head: aiohttp arms its keep-alive timer when a connection opens and again after each
+  response, and closes the connection if a complete request head has not arrived by then; data
+  trickling in does not re-arm it. A short `keepalive_timeout` is therefore also the
+  request-header timeout that defeats slowloris.
+- Response: it must make progress. A client that leaves our output unread for `send_timeout`
+  seconds (writes paused that long here, or a file chunk not taken in that time, see
+  hlsfiles.py) is reset, as nginx does with send_timeout and reset_timedout_connection: a reset
+  frees the socket buffer at once, where a close would leave it queued to a reader that is gone.
+- Caps: aiohttp has none. Past the per-address cap a new connection gets a bare 503 and is
+  closed before aiohttp sees it, so one address cannot hold everything. At the total cap the
+  least recently active idle connection (no request being handled on it: a keep-alive
+  connection between requests, one that has not sent a complete request yet) is reset to make
+  room, as nginx reuses keep-alive connections when it runs out; only when every connection is
+  busy is the new one refused with a 503. A request being handled (a file being sent, a
+  blocking playlist request) is never idle: the middleware marks it busy until its response is
+  written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import logging
-import time
-from collections.abc import Callable
+import socket
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from .metrics import Metrics
+from .protocol import SERVER, RequestHandler, Runner, Throttle, plain_host
 
 #: Seconds a connection may take to deliver a complete request head (after opening or after
 #: the previous response); also how long an idle keep-alive connection stays open.
 HTTP_KEEPALIVE_TIMEOUT = 15.0
+#: Seconds a response may wait for the client to take its next chunk; nginx's send_timeout
+#: default. A player fetches a segment in a fraction of its duration, so a client that takes
+#: nothing for a minute has stopped reading; waiting less would cut viewers on a congested link
+#: for no gain, since the caps bound how many such clients there can be meanwhile.
+HTTP_SEND_TIMEOUT = 60.0
 #: Open HTTP connections, in total and from one client address.
 HTTP_MAX_CONNECTIONS = 4096
 HTTP_MAX_CONNECTIONS_PER_IP = 256
-#: At most one log line per this many seconds about refused connections (it says how many).
-_LOG_EVERY = 10.0
 
-_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nServer: " + SERVER.encode() + b"\r\n"
+    b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+)
+
+
+@dataclass(slots=True, eq=False)
+class Connection:
+    """One admitted connection: its address, whether requests are being handled on it, and the
+    timer that resets it when the client stops taking our output."""
+
+    host: str
+    transport: asyncio.BaseTransport
+    busy: int = 0
+    stall: asyncio.TimerHandle | None = None
+    open: bool = True
+
+
+def client_host(peername: object) -> str:
+    """The address a connection is counted under; an IPv4 client of a dual-stack socket
+    (::ffff:a.b.c.d) counts as the IPv4 address it is."""
+    if not isinstance(peername, tuple) or not peername:
+        return "?"
+    return plain_host(str(peername[0]))
 
 
 class ConnectionGuard:
-    """Counts open connections per address; says why a new one is refused, or ''."""
+    """Counts open connections per address, keeps the idle ones in order of last activity, and
+    resets clients that stop reading."""
 
     def __init__(
         self,
         max_connections: int = HTTP_MAX_CONNECTIONS,
         max_per_ip: int = HTTP_MAX_CONNECTIONS_PER_IP,
         *,
+        send_timeout: float = HTTP_SEND_TIMEOUT,
+        metrics: Metrics | None = None,
         log: logging.Logger | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.max_connections = max_connections
         self.max_per_ip = max_per_ip
+        self.send_timeout = send_timeout
         self.log = log or logging.getLogger("rtmpd.http")
         self.refused = 0
-        self._clock = clock
-        self._open = 0
+        self._metrics = metrics
+        self._conns: dict[asyncio.BaseTransport, Connection] = {}
+        self._idle: OrderedDict[Connection, None] = OrderedDict()  # least recently active first
         self._per_ip: dict[str, int] = {}
-        self._logged_at = -_LOG_EVERY
-        self._unlogged = 0
+        timing: dict[str, Any] = {} if clock is None else {"clock": clock}
+        self._refusals = Throttle(self.log, logging.WARNING, "refused", **timing)
+        self._reaped = Throttle(self.log, logging.INFO, "closed", **timing)
+        self._stalls = Throttle(self.log, logging.INFO, "reset", **timing)
 
     @property
     def connections(self) -> int:
-        return self._open
+        return len(self._conns)
 
-    def admit(self, host: str) -> str:
-        if self._open >= self.max_connections:
-            why = f"{self.max_connections} HTTP connections already open"
-        elif self._per_ip.get(host, 0) >= self.max_per_ip:
-            why = f"{self.max_per_ip} HTTP connections already open from {host}"
-        else:
-            self._open += 1
-            self._per_ip[host] = self._per_ip.get(host, 0) + 1
-            return ""
-        self.refused += 1
-        self._unlogged += 1
-        now = self._clock()
-        if now - self._logged_at >= _LOG_EVERY:
-            more = self._unlogged - 1
-            extra = f" ({more} more refused since the last report)" if more else ""
-            self.log.warning("HTTP connection refused: %s%s", why, extra)
-            self._logged_at = now
-            self._unlogged = 0
-        return why
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
 
-    def release(self, host: str) -> None:
-        self._open -= 1
-        left = self._per_ip.get(host, 0) - 1
+    def admit(self, host: str, transport: asyncio.BaseTransport) -> Connection | None:
+        """Count a new connection in, or None (then it gets the 503). At the total cap the least
+        recently active idle connection is reset to make room."""
+        if self._per_ip.get(host, 0) >= self.max_per_ip:
+            self._refuse(f"{self.max_per_ip} HTTP connections already open from {host}")
+            return None
+        if len(self._conns) >= self.max_connections and not self._close_idle():
+            self._refuse(f"{self.max_connections} HTTP connections already open, all busy")
+            return None
+        conn = Connection(host, transport)
+        self._conns[transport] = conn
+        self._per_ip[host] = self._per_ip.get(host, 0) + 1
+        self._idle[conn] = None
+        return conn
+
+    def release(self, conn: Connection) -> None:
+        """The connection is gone (also fine for one already dropped here)."""
+        if not conn.open:
+            return
+        conn.open = False
+        del self._conns[conn.transport]
+        self._idle.pop(conn, None)
+        left = self._per_ip.get(conn.host, 0) - 1
         if left > 0:
-            self._per_ip[host] = left
+            self._per_ip[conn.host] = left
         else:
-            self._per_ip.pop(host, None)
+            self._per_ip.pop(conn.host, None)
+        self.resumed(conn)
+
+    def active(self, conn: Connection) -> None:
+        """Bytes arrived: an idle connection becomes the most recently active."""
+        if conn in self._idle:
+            self._idle.move_to_end(conn)
+
+    @contextlib.contextmanager
+    def busy(self, transport: asyncio.BaseTransport | None) -> Iterator[None]:
+        """A request is being handled on this connection: it is not idle until this ends."""
+        conn = self._conns.get(transport) if transport is not None else None
+        if conn is None:
+            yield
+            return
+        conn.busy += 1
+        self._idle.pop(conn, None)
+        try:
+            yield
+        finally:
+            conn.busy -= 1
+            if not conn.busy and conn.open:
+                self._idle[conn] = None
+
+    def paused(self, conn: Connection) -> None:
+        """The transport's buffer is full: the client has `send_timeout` to take some of it."""
+        if conn.stall is None and conn.open:
+            loop = asyncio.get_running_loop()
+            conn.stall = loop.call_later(self.send_timeout, self._stalled, conn)
+
+    def resumed(self, conn: Connection) -> None:
+        if conn.stall is not None:
+            conn.stall.cancel()
+            conn.stall = None
+
+    def _stalled(self, conn: Connection) -> None:
+        conn.stall = None
+        self.send_stalled(conn.transport)
+
+    def send_stalled(self, transport: asyncio.BaseTransport) -> None:
+        """The client took nothing for `send_timeout` seconds: reset the connection."""
+        conn = self._conns.get(transport)
+        host = conn.host if conn is not None else client_host(transport.get_extra_info("peername"))
+        if self._metrics is not None:
+            self._metrics.http_connection_dropped("send_timeout")
+        self._stalls("HTTP client %s took nothing for %g s; connection reset", host,
+                     self.send_timeout)  # fmt: skip
+        reset(transport)
+
+    def _close_idle(self) -> bool:
+        if not self._idle:
+            return False
+        conn = next(iter(self._idle))
+        self.release(conn)
+        reset(conn.transport)
+        if self._metrics is not None:
+            self._metrics.http_connection_dropped("idle")
+        self._reaped("HTTP: %d connections open; the least recently active idle one (%s) was "
+                     "closed to make room", self.max_connections, conn.host)  # fmt: skip
+        return True
+
+    def _refuse(self, why: str) -> None:
+        self.refused += 1
+        if self._metrics is not None:
+            self._metrics.http_connection_dropped("refused")
+        self._refusals("HTTP connection refused: %s", why)
+
+
+def reset(transport: asyncio.BaseTransport) -> None:
+    """Abort (RST): what the client had not taken yet is dropped at once, not kept queued."""
+    if isinstance(transport, asyncio.WriteTransport):
+        transport.abort()
+    else:
+        transport.close()
+
+
+def busy_middleware(guard: ConnectionGuard) -> Middleware:
+    """Marks the connection busy while a request is handled and its response written."""
+
+    @web.middleware
+    async def busy(request: web.Request, handler: Handler) -> web.StreamResponse:
+        with guard.busy(request.transport):
+            response = await handler(request)
+            # aiohttp would write a Response only after the middlewares returned, with the
+            # connection already counted idle: write it here. A client gone is aiohttp's to see.
+            with contextlib.suppress(ConnectionError):
+                await response.prepare(request)
+                await response.write_eof()
+        return response
+
+    return busy
 
 
 class _Guarded(asyncio.Protocol):
-    """Stands in front of aiohttp's protocol: admits the connection or answers 503."""
+    """Stands in front of aiohttp's protocol: admits the connection or answers 503, and tells
+    the guard about activity and stalled writes."""
 
-    __slots__ = ("_factory", "_guard", "_inner", "_host")
+    __slots__ = ("_factory", "_guard", "_inner", "_conn")
 
-    def __init__(self, factory: Callable[[], Any], guard: ConnectionGuard) -> None:
+    def __init__(self, factory: Callable[[], asyncio.Protocol], guard: ConnectionGuard) -> None:
         self._factory = factory
         self._guard = guard
         self._inner: asyncio.Protocol | None = None
-        self._host = "?"
+        self._conn: Connection | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        peer = transport.get_extra_info("peername")
-        self._host = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
-        if self._guard.admit(self._host):
+        host = client_host(transport.get_extra_info("peername"))
+        self._conn = self._guard.admit(host, transport)
+        if self._conn is None:
             assert isinstance(transport, asyncio.Transport)
             transport.write(_BUSY)
             transport.close()
@@ -107,28 +253,45 @@ class _Guarded(asyncio.Protocol):
         self._inner.connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._inner is not None:
-            self._guard.release(self._host)
+        if self._inner is not None and self._conn is not None:
+            self._guard.release(self._conn)
             self._inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._inner is not None:
+        if self._inner is not None and self._conn is not None:
+            self._guard.active(self._conn)
             self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
         return self._inner.eof_received() if self._inner is not None else None
 
     def pause_writing(self) -> None:
-        if self._inner is not None:
+        if self._inner is not None and self._conn is not None:
+            self._guard.paused(self._conn)
             self._inner.pause_writing()
 
     def resume_writing(self) -> None:
-        if self._inner is not None:
+        if self._inner is not None and self._conn is not None:
+            self._guard.resumed(self._conn)
             self._inner.resume_writing()
 
 
+def dual_stack_socket(host: str, port: int) -> socket.socket | None:
+    """A listening socket for `[::]` that takes IPv4 clients too (IPV6_V6ONLY off): that is
+    what `[::]` means to whoever writes it, and asyncio would bind it IPv6-only. None for any
+    other host (asyncio binds those)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if ip.version != 6 or not ip.is_unspecified or not socket.has_dualstack_ipv6():
+        return None
+    return socket.create_server((host, port), family=socket.AF_INET6, dualstack_ipv6=True)
+
+
 class GuardedSite(web.TCPSite):
-    """A TCPSite whose connections pass a `ConnectionGuard` first."""
+    """A TCPSite whose connections pass a `ConnectionGuard` first, served by rtmpd's
+    `RequestHandler` when the runner is a `Runner`; `[::]` listens for IPv4 as well."""
 
     __slots__ = ("guard",)
 
@@ -139,15 +302,27 @@ class GuardedSite(web.TCPSite):
 
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site with its runner
-        server = self._runner.server
+        runner = self._runner
+        server = runner.server
         assert server is not None
+        loop = asyncio.get_running_loop()
+        make: Callable[[], asyncio.Protocol] = server
+        if isinstance(runner, Runner):
+            args = runner.handler_args
+            make = lambda: RequestHandler(server, loop=loop, **args)  # noqa: E731
         guard = self.guard
-        self._server = await asyncio.get_running_loop().create_server(
-            lambda: _Guarded(server, guard),
-            self._host,
-            self._port,
-            backlog=self._backlog,
-            reuse_address=self._reuse_address,
-        )
+        sock = dual_stack_socket(self._host, self._port) if self._host else None
+        if sock is not None:
+            self._server = await loop.create_server(
+                lambda: _Guarded(make, guard), sock=sock, backlog=self._backlog
+            )
+        else:
+            self._server = await loop.create_server(
+                lambda: _Guarded(make, guard),
+                self._host,
+                self._port,
+                backlog=self._backlog,
+                reuse_address=self._reuse_address,
+            )
         sockets = self._server.sockets
         self._bound_port = sockets[0].getsockname()[1] if sockets else self._port

@@ -8,6 +8,9 @@ ETag is nginx's "<mtime hex>-<size hex>", single byte ranges give 206/416, If-No
 If-Modified-Since, If-Match, If-Unmodified-Since and If-Range are honoured. File work runs in a
 worker thread and bodies go out with loop.sendfile, as aiohttp's FileResponse does; this module
 does not use FileResponse itself because its ETag format and If-Range handling differ from nginx.
+A body goes out in chunks of `SEND_CHUNK` bytes, each of which the client must take within the
+send timeout (or its connection is reset: see guard.py), so a client that stops reading cannot
+hold a connection and an open file for as long as it likes.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import os
 import re
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
@@ -35,6 +39,8 @@ _FLAT = re.compile(rf"/live/(?P<file>(?P<name>{FRAGMENT})\.(?P<ext>m3u8|ts))")
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 SEGMENT_TYPE = "video/mp2t"
 EXPIRES_MAX = "Thu, 31 Dec 2037 23:55:55 GMT"  # nginx `expires max`
+#: Bytes handed to sendfile at once; the client must take each chunk within the send timeout.
+SEND_CHUNK = 256 * 1024
 CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET"}
 
 
@@ -97,8 +103,14 @@ def _open_inside(root: Path, relpath: str) -> _Opened | None:
     return _Opened(os.fdopen(fd, "rb"), st.st_size, int(st.st_mtime))
 
 
+#: An HTTP-date is 29 characters; anything much longer is not one (and is not parsed).
+_MAX_DATE_CHARS = 64
+#: nginx's NGX_MAX_OFF_T_VALUE: a range number past it is unsatisfiable (nginx: 416).
+MAX_OFFSET = 2**63 - 1
+
+
 def _http_date(value: str | None) -> float | None:
-    if not value:
+    if not value or len(value) > _MAX_DATE_CHARS:
         return None
     try:
         return parsedate_to_datetime(value).timestamp()
@@ -133,30 +145,58 @@ def parse_range(value: str, size: int) -> tuple[int, int] | None | bool:
     if m is None or (not m[1] and not m[2]):
         return False
     if not m[1]:
-        suffix = int(m[2])
-        if suffix == 0:
+        suffix = _offset(m[2])
+        if not suffix:
             return False
         return (max(0, size - suffix), size - 1)
-    start = int(m[1])
-    end = int(m[2]) if m[2] else size - 1
-    if start >= size or end < start:
+    start = _offset(m[1])
+    end = _offset(m[2]) if m[2] else size - 1
+    if start is None or end is None or start >= size or end < start:
         return False
     return (start, min(end, size - 1))
 
 
-async def serve_file(request: web.Request, root: Path, target: HlsTarget) -> web.StreamResponse:
+def _offset(digits: str) -> int | None:
+    """A range number, None past MAX_OFFSET. Checked before int(): Python refuses to convert
+    more than 4,300 digits (a ValueError, which was a 500), and nginx answers 416."""
+    digits = digits.lstrip("0") or "0"
+    if len(digits) > len(str(MAX_OFFSET)):
+        return None
+    number = int(digits)
+    return number if number <= MAX_OFFSET else None
+
+
+class SendTimeout(ConnectionResetError):
+    """The client took no chunk within the send timeout; its connection was reset."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sending:
+    """How bodies go out: seconds each chunk may take, what resets a client that stalls, and
+    what counts a client that went away."""
+
+    timeout: float
+    stalled: Callable[[asyncio.BaseTransport], None]
+    gone: Callable[[], None]
+
+
+async def serve_file(
+    request: web.Request, root: Path, target: HlsTarget, sending: Sending
+) -> web.StreamResponse:
     """Answer GET/HEAD for a validated target: 200, 206, 304, 412, 416 or 404."""
     loop = asyncio.get_running_loop()
     opened = await loop.run_in_executor(None, _open_inside, root, target.relpath)
     if opened is None:
         raise web.HTTPNotFound(headers=CORS)
     try:
-        return await _respond(request, opened, target.playlist)
+        return await _respond(request, opened, target.playlist, sending)
     finally:
         opened.file.close()
 
 
-async def _respond(request: web.Request, f: _Opened, playlist: bool) -> web.StreamResponse:
+async def _respond(
+    request: web.Request, f: _Opened, playlist: bool, sending: Sending
+) -> web.StreamResponse:
     etag = f'"{f.mtime:x}-{f.size:x}"'
     headers = {
         "Last-Modified": formatdate(f.mtime, usegmt=True),
@@ -169,9 +209,7 @@ async def _respond(request: web.Request, f: _Opened, playlist: bool) -> web.Stre
         return web.Response(status=412, headers=CORS)
     if status == 304:
         response = web.StreamResponse(status=304, headers=headers)
-        await response.prepare(request)
-        await response.write_eof()
-        return response
+        return await _write(request, response, f, 0, 0, sending)
     offset, count = 0, f.size
     rng = request.headers.get("Range")
     if rng is not None and f.size > 0 and _if_range_holds(request, etag, f.mtime):
@@ -189,18 +227,54 @@ async def _respond(request: web.Request, f: _Opened, playlist: bool) -> web.Stre
     response.headers.update(headers)
     response.content_type = PLAYLIST_TYPE if playlist else SEGMENT_TYPE
     response.content_length = count
-    writer = await response.prepare(request)
-    if count and request.method != "HEAD" and writer is not None:
-        transport = request.transport
-        if transport is None:
-            raise ConnectionResetError("client went away")
-        try:
-            await asyncio.get_running_loop().sendfile(transport, f.file, offset, count)
-        except ConnectionError:
-            return response  # the player gave up on this file (seek, quality switch): normal
-        writer.output_size += count  # so the access log's %b counts what sendfile sent
-    await response.write_eof()
+    return await _write(request, response, f, offset, count, sending)
+
+
+async def _write(
+    request: web.Request,
+    response: web.StreamResponse,
+    f: _Opened,
+    offset: int,
+    count: int,
+    sending: Sending,
+) -> web.StreamResponse:
+    """Headers, then `count` bytes of the file from `offset`. A client that goes away meanwhile
+    (a player seeking or switching quality, a load tool stopping) is normal: the response is
+    returned as far as it got, and aiohttp, seeing the connection gone, writes nothing more."""
+    try:
+        writer = await response.prepare(request)
+        if count and request.method != "HEAD" and writer is not None:
+            transport = request.transport
+            if transport is None:
+                raise ConnectionResetError("client went away")
+            await _send(transport, f.file, offset, count, sending)
+            writer.output_size += count  # so the access log's %b counts what sendfile sent
+        await response.write_eof()
+    except SendTimeout:
+        pass  # counted and logged as a send timeout
+    except ConnectionError:
+        sending.gone()
     return response
+
+
+async def _send(
+    transport: asyncio.Transport, file: BinaryIO, offset: int, count: int, sending: Sending
+) -> None:
+    """sendfile in chunks, each under the send timeout; a chunk not taken in time resets the
+    connection (sendfile itself would wait for the client forever)."""
+    loop = asyncio.get_running_loop()
+    end = offset + count
+    while offset < end:
+        if transport.is_closing():  # sendfile would raise RuntimeError
+            raise ConnectionResetError("the connection is closing")
+        try:
+            async with asyncio.timeout(sending.timeout):
+                offset += await loop.sendfile(
+                    transport, file, offset, min(SEND_CHUNK, end - offset)
+                )
+        except TimeoutError:
+            sending.stalled(transport)
+            raise SendTimeout("the client stopped reading") from None
 
 
 def _precondition(request: web.Request, etag: str, mtime: int) -> int:

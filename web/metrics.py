@@ -62,6 +62,20 @@ class Metrics:
             ["route", "status"],
             registry=reg,
         )
+        self._client_errors = Counter(
+            "rtmpd_http_client_errors",
+            "Routine client errors, counted instead of logged: malformed requests, clients "
+            "that went away mid-response",
+            ["kind"],
+            registry=reg,
+        )
+        self._dropped = Counter(
+            "rtmpd_http_connections_dropped",
+            "HTTP connections rtmpd refused or closed: refused (503 at a cap), idle (closed at "
+            "the total cap to make room), send_timeout (the client stopped reading)",
+            ["reason"],
+            registry=reg,
+        )
 
     def set_live(self, count: int) -> None:
         self._live.set(count)
@@ -89,6 +103,14 @@ class Metrics:
 
     def http_request(self, route: str, status: int) -> None:
         self._http.labels(route=route, status=str(status)).inc()
+
+    def http_client_error(self, kind: str) -> None:
+        """Kinds are short fixed words ("malformed", "disconnected")."""
+        self._client_errors.labels(kind=kind).inc()
+
+    def http_connection_dropped(self, reason: str) -> None:
+        """Reasons are short fixed words ("refused", "idle", "send_timeout")."""
+        self._dropped.labels(reason=reason).inc()
 
     def render(self) -> bytes:
         """The Prometheus text exposition of everything above."""
