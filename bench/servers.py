@@ -115,8 +115,16 @@ class Server:
 class RtmpdServer(Server):
     """`rtmpd -c <generated toml>` in a temporary folder, HLS written, logs at warning."""
 
-    def __init__(self, *, fragment: float = 5.0, playlist_length: float = 30.0) -> None:
-        super().__init__("rtmpd")
+    def __init__(
+        self,
+        *,
+        fragment: float = 5.0,
+        playlist_length: float = 30.0,
+        command: list[str] | None = None,
+        label: str = "rtmpd",
+    ) -> None:
+        super().__init__(label)
+        self.command = command or rtmpd_command()
         self.tmp = Path(tempfile.mkdtemp(prefix="rtmpd-bench-"))
         self.rtmp_port, self.http_port = free_port(), free_port()
         self.hls_dir = self.tmp / "hls"
@@ -141,7 +149,7 @@ class RtmpdServer(Server):
     def start(self) -> None:
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [*rtmpd_command(), "-c", str(self.config)], stdout=log, stderr=log, cwd=self.tmp
+                [*self.command, "-c", str(self.config)], stdout=log, stderr=log, cwd=self.tmp
             )
         try:
             wait_port(
@@ -173,7 +181,7 @@ class RtmpdServer(Server):
     def add_user(self, name: str) -> str:
         """`rtmpd users add NAME`; returns the key it prints."""
         done = subprocess.run(
-            [*rtmpd_command(), "-c", str(self.config), "users", "add", name],
+            [*self.command, "-c", str(self.config), "users", "add", name],
             capture_output=True,
             text=True,
             cwd=self.tmp,
@@ -270,9 +278,18 @@ class PyrtmpServer(Server):
         return [(secrets.token_urlsafe(15), f"{prefix}{i:04d}") for i in range(count)]
 
 
+#: Another rtmpd to compare with (an earlier version, say): its `rtmpd` command.
+BASE_ENV = "BENCH_RTMPD_BASE"
+
+
 def make_server(label: str) -> Server:
     if label == "rtmpd":
         return RtmpdServer()
+    if label == "rtmpd-base":
+        base = os.environ.get(BASE_ENV)
+        if not base:
+            raise RuntimeError(f"set {BASE_ENV} to the `rtmpd` command of the build to compare")
+        return RtmpdServer(command=[base], label="rtmpd (before)")
     if label == "nginx":
         return NginxServer()
     if label == "pyrtmp":
