@@ -3,13 +3,14 @@
 Takes ints, bytes and paths only: it never imports the RTMP core, auth or web.
 """
 
-from .config import HlsConfig, Naming
+from .config import Format, HlsConfig, Naming
 from .model import Keyframe, SegmentWritten, StreamInfo
 from .packager import StreamPackager
 from .service import HlsService
 from .thumbnail import keyframe_to_jpeg
 
 __all__ = [
+    "Format",
     "HlsConfig",
     "HlsService",
     "Keyframe",

@@ -58,6 +58,7 @@ class AacConfig:
     core_object_type: int  # the object type under SBR/PS: what ADTS headers carry
     sample_rate: int  # output rate (the SBR extension rate for HE-AAC)
     channels: int | None  # None when a program config element defines them
+    core_sample_rate: int = 0  # the rate of the AAC core (under SBR: half the output rate)
 
     @property
     def codec_string(self) -> str:
@@ -256,7 +257,7 @@ def parse_asc(data: bytes) -> AacConfig:
         return AAC_SAMPLE_RATES[index]
 
     aot = object_type()
-    rate = sample_rate()
+    rate = core_rate = sample_rate()
     channel_config = bits.u(4)
     core = aot
     if aot in _SBR_PS:
@@ -271,7 +272,7 @@ def parse_asc(data: bytes) -> AacConfig:
     if channel_config > 7:
         raise ValueError(f"reserved AAC channel configuration {channel_config}")
     channels = {0: None, 7: 8}.get(channel_config, channel_config)
-    return AacConfig(aot, core, rate, channels)
+    return AacConfig(aot, core, rate, channels, core_rate)
 
 
 def _backward_compatible_sbr(bits: _Bits, rate: int) -> tuple[int, int]:

@@ -27,6 +27,14 @@ class Naming(StrEnum):
     TIMESTAMP = "timestamp"  # stream ms
 
 
+class Format(StrEnum):
+    """What segments are made of."""
+
+    TS = "ts"  # MPEG-TS, as the seed's recipe serves it
+    FMP4 = "fmp4"  # fragmented MP4 (CMAF): needed for LL-HLS and for the newer codecs
+    AUTO = "auto"  # MPEG-TS where every track of the stream fits it, fMP4 otherwise
+
+
 class HlsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Where and how HLS is written; times in seconds."""
 
@@ -40,15 +48,20 @@ class HlsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_fragment: Seconds = 0.0
     max_segment_bytes: Bytes = 64 * 1024 * 1024
     grace: Seconds = 0.0
+    format: Format = Format.AUTO
+    low_latency: bool = False  # LL-HLS (parts, blocking reloads); implies fMP4
+    part_duration: Seconds = 0.2
 
     def __post_init__(self) -> None:
         # Constructed in code (tests) the fields are not type-checked: normalise them here.
         force_setattr(self, "path", Path(self.path))
-        try:
-            force_setattr(self, "naming", Naming(self.naming))
-        except ValueError:
-            choices = ", ".join(n.value for n in Naming)
-            raise ValueError(f"naming: {self.naming!r} is not one of {choices}") from None
+        for key, kind in (("naming", Naming), ("format", Format)):
+            value = getattr(self, key)
+            try:
+                force_setattr(self, key, kind(value))
+            except ValueError:
+                choices = ", ".join(n.value for n in kind)
+                raise ValueError(f"{key}: {value!r} is not one of {choices}") from None
         if not self.fragment > 0:
             raise ValueError("fragment: must be greater than 0")
         if self.playlist_length < self.fragment:
@@ -59,6 +72,13 @@ class HlsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("max_segment_bytes: must be greater than 0")
         if self.grace < 0:
             raise ValueError("grace: must not be negative")
+        if not 0.05 <= self.part_duration <= self.fragment / 2:
+            raise ValueError("part_duration: must be from 0.05 s to half of [hls] fragment")
+
+    @property
+    def fmp4_only(self) -> bool:
+        """fMP4 whatever the tracks: asked for, or needed by LL-HLS."""
+        return self.low_latency or self.format is Format.FMP4
 
     @property
     def effective_max_fragment(self) -> float:

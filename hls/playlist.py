@@ -29,6 +29,8 @@ class Segment:
     duration_ms: int
     discontinuity: bool = False  # an EXT-X-DISCONTINUITY tag precedes it
     program_date_time: float | None = None  # unix seconds of its first frame
+    map_uri: str | None = None  # fMP4: the init segment it needs (EXT-X-MAP)
+    gap: bool = False  # lost (EXT-X-GAP): listed so that the numbering goes on (LL-HLS)
 
 
 def format_duration(duration_ms: int) -> str:
@@ -65,25 +67,44 @@ def render(
     discontinuity_sequence: int = 0,
     endlist: bool = False,
 ) -> str:
-    """The playlist text for `segments` (oldest first)."""
+    """The playlist text for `segments` (oldest first). EXT-X-VERSION is what the tags used
+    need: 3 for MPEG-TS segments, 6 once EXT-X-MAP is there (fMP4), 8 for EXT-X-GAP."""
+    segments = list(segments)
+    version = 8 if any(s.gap for s in segments) else 6 if any(s.map_uri for s in segments) else 3
     lines = [
         "#EXTM3U",
-        "#EXT-X-VERSION:3",
+        f"#EXT-X-VERSION:{version}",
         f"#EXT-X-TARGETDURATION:{target_duration}",
         f"#EXT-X-MEDIA-SEQUENCE:{media_sequence}",
     ]
     if discontinuity_sequence:
         lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_sequence}")
+    current_map: str | None = None
     for segment in segments:
-        if segment.discontinuity:
-            lines.append("#EXT-X-DISCONTINUITY")
-        if segment.program_date_time is not None:
-            lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_date_time(segment.program_date_time)}")
-        lines.append(f"#EXTINF:{format_duration(segment.duration_ms)},")
-        lines.append(segment.uri)
+        segment_head(lines, segment, segment.map_uri != current_map)
+        segment_tail(lines, segment)
+        current_map = segment.map_uri
     if endlist:
         lines.append("#EXT-X-ENDLIST")
     return "\n".join(lines) + "\n"
+
+
+def segment_head(lines: list[str], segment: Segment, new_map: bool) -> None:
+    """The tags that come before a segment's parts: discontinuity, map, date-time."""
+    if segment.discontinuity:
+        lines.append("#EXT-X-DISCONTINUITY")
+    if new_map and segment.map_uri is not None:
+        lines.append(f'#EXT-X-MAP:URI="{segment.map_uri}"')
+    if segment.program_date_time is not None:
+        lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_date_time(segment.program_date_time)}")
+
+
+def segment_tail(lines: list[str], segment: Segment) -> None:
+    """What comes after its parts: EXT-X-GAP if it was lost, EXTINF and its URI."""
+    if segment.gap:
+        lines.append("#EXT-X-GAP")
+    lines.append(f"#EXTINF:{format_duration(segment.duration_ms)},")
+    lines.append(segment.uri)
 
 
 class PlaylistWindow:
@@ -119,14 +140,21 @@ class PlaylistWindow:
         numbers = {"MEDIA-SEQUENCE": 0, "TARGETDURATION": 0, "DISCONTINUITY-SEQUENCE": 0}
         segments: list[Segment] = []
         duration: int | None = None
-        discontinuity = False
+        discontinuity = gap = False
         date_time: float | None = None
+        map_uri: str | None = None
         for line in lines[1:]:
             tag, _, value = line.partition(":")
             if tag[7:] in numbers and tag.startswith("#EXT-X-"):
                 numbers[tag[7:]] = int(value)
             elif line == "#EXT-X-DISCONTINUITY":
                 discontinuity = True
+            elif line == "#EXT-X-GAP":
+                gap = True
+            elif tag == "#EXT-X-MAP":
+                map_uri = value.removeprefix('URI="').removesuffix('"')
+                if not map_uri or "/" in map_uri or "\\" in map_uri:
+                    raise ValueError(f"unexpected map line {line!r}")
             elif tag == "#EXT-X-PROGRAM-DATE-TIME":
                 date_time = datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
             elif tag == "#EXTINF":
@@ -135,8 +163,10 @@ class PlaylistWindow:
                 if duration is None or duration <= 0 or "/" in line or "\\" in line:
                     raise ValueError(f"unexpected segment line {line!r}")
                 sequence = numbers["MEDIA-SEQUENCE"] + len(segments)
-                segments.append(Segment(line, sequence, duration, discontinuity, date_time))
-                duration, discontinuity, date_time = None, False, None
+                segments.append(
+                    Segment(line, sequence, duration, discontinuity, date_time, map_uri, gap)
+                )
+                duration, discontinuity, gap, date_time = None, False, False, None
         window = cls(
             playlist_length_ms,
             numbers["MEDIA-SEQUENCE"] + len(segments),
@@ -172,6 +202,8 @@ class PlaylistWindow:
         *,
         discontinuity: bool = False,
         program_date_time: float | None = None,
+        map_uri: str | None = None,
+        gap: bool = False,
     ) -> tuple[Segment, list[Segment]]:
         """List a finished segment; returns it and the segments that left the window. The
         target must be decided first."""
@@ -179,7 +211,8 @@ class PlaylistWindow:
             raise ValueError("segment duration must be positive")
         if self.target_duration is None:
             raise ValueError("decide the target duration before listing a segment")
-        segment = Segment(uri, self.next_sequence, duration_ms, discontinuity, program_date_time)
+        segment = Segment(uri, self.next_sequence, duration_ms, discontinuity, program_date_time,
+                          map_uri, gap)  # fmt: skip
         self.next_sequence += 1
         self.segments.append(segment)
         self.endlist = False

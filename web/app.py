@@ -25,7 +25,8 @@ from .admin import Admin
 from .config import DEFAULT_HLSJS_URL
 from .directory import Channel, Directory, StreamStats
 from .guard import HTTP_SEND_TIMEOUT, ConnectionGuard, busy_middleware, reset
-from .hlsfiles import CORS, NAME, Sending, parse_hls_path, serve_file
+from .hlsfiles import CORS, NAME, HlsTarget, Sending, cache_headers, parse_hls_path, serve_file
+from .live import LiveSource, Waiters, blocking_playlist, cache_control, next_part
 from .metrics import Metrics
 from .openapi import document as openapi_document
 from .protocol import Runner, ServerLog, server_header
@@ -71,6 +72,9 @@ class _State:
     thumbs: ThumbnailCache
     templates: jinja2.Environment
     sending: Sending
+    live: LiveSource | None = None
+    waiters: Waiters = field(default_factory=Waiters)
+    low_latency: bool = False
     static: dict[str, _Static] = field(default_factory=dict)
 
 
@@ -89,13 +93,18 @@ def create_app(
     admin: Admin | None = None,
     trusted_proxies: TrustedProxies | None = None,
     guard: ConnectionGuard | None = None,
+    live: LiveSource | None = None,
+    waiters: Waiters | None = None,
+    low_latency: bool = False,
 ) -> web.Application:
     """The web application. `hlsjs_file`, if given, is served at /static/vendor/hls.min.js and
     used instead of `hlsjs_url` (self-hosting). With `admin`, the management API under
     /api/admin/ and the dashboard at /admin exist; `trusted_proxies` may say a request came
     over https and from whom. With the `guard` of its GuardedSite, requests mark their
     connection busy and files go out under the guard's send timeout; without one, under the
-    default send timeout. Start it with `make_runner` to get access logs."""
+    default send timeout. With `live` (and the `waiters` its changes wake), LL-HLS playlists
+    answer blocking reloads and parts come from memory. Start it with `make_runner` to get
+    access logs."""
     templates = jinja2.Environment(
         loader=jinja2.FileSystemLoader(_HERE / "templates"),
         autoescape=True,
@@ -123,6 +132,9 @@ def create_app(
         thumbs=ThumbnailCache(directory.thumbnail),
         templates=templates,
         sending=sending,
+        live=live,
+        waiters=waiters if waiters is not None else Waiters(),
+        low_latency=low_latency,
     )
     templates.globals["static_url"] = lambda name: _static_url(state, name)
     outer = [busy_middleware(guard)] if guard is not None else []
@@ -312,7 +324,13 @@ async def _channel_page(request: web.Request) -> web.Response:
     if channel is None:
         raise web.HTTPNotFound()
     return _page(
-        request, "channel.html", {"info": _info(state, channel), "hlsjs_url": state.hlsjs_url}
+        request,
+        "channel.html",
+        {
+            "info": _info(state, channel),
+            "hlsjs_url": state.hlsjs_url,
+            "low_latency": state.low_latency,
+        },  # fmt: skip
     )
 
 
@@ -423,10 +441,43 @@ async def _hls(request: web.Request) -> web.StreamResponse:
     target = parse_hls_path(request.rel_url.raw_path, state.nested)
     if target is None:
         raise web.HTTPNotFound(headers=CORS)
+    if state.live is not None:
+        answer = await _live(request, state, state.live, target)
+        if answer is not None:
+            return answer
     response = await serve_file(request, state.hls_root, target, state.sending)
     if target.playlist and response.status in (200, 206, 304):
         state.viewers.seen(target.name, request.remote, request.headers.get("User-Agent", ""))
     return response
+
+
+async def _live(
+    request: web.Request, state: _State, live: LiveSource, target: HlsTarget
+) -> web.StreamResponse | None:
+    """An LL-HLS playlist or a part from memory; None to serve the file instead."""
+    if target.playlist:
+        view = live.playlist(target.name)
+        if view is None:
+            return None
+        try:
+            body, blocking = await blocking_playlist(
+                view, state.waiters, target.name, request.query, live
+            )
+        except web.HTTPException as exc:
+            exc.headers.update(CORS)
+            raise
+        headers = {**cache_headers(True), **CORS}
+        headers["Cache-Control"] = cache_control(blocking, view.target_seconds())
+        state.viewers.seen(target.name, request.remote, request.headers.get("User-Agent", ""))
+    elif target.ext == "m4s":
+        data = await next_part(live, state.waiters, target.name, target.file)
+        if data is None:
+            return None
+        body = data
+        headers = {**cache_headers(False), **CORS}
+    else:
+        return None
+    return web.Response(body=body, headers=headers, content_type=target.content_type)
 
 
 async def _hls_options(request: web.Request) -> web.Response:

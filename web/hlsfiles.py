@@ -31,13 +31,15 @@ from aiohttp import web
 #: Channel names as rtmpd.auth allows them: public names are [a-z0-9_], nginx-style ones add A-Z -
 NAME = r"[A-Za-z0-9_-]{1,64}"
 FRAGMENT = r"[A-Za-z0-9_-]{1,100}"
-_NESTED = re.compile(rf"/live/(?P<name>{NAME})/(?P<file>{FRAGMENT}\.(?P<ext>m3u8|ts))")
+_NESTED = re.compile(rf"/live/(?P<name>{NAME})/(?P<file>{FRAGMENT}\.(?P<ext>m3u8|ts|m4s|mp4))")
 # Flat layout: <name>.m3u8 and <name>-<fragment>.ts; a name may hold "-" too, so segments are
 # only checked as a whole (their name part is not needed: viewers are counted on playlists).
-_FLAT = re.compile(rf"/live/(?P<file>(?P<name>{FRAGMENT})\.(?P<ext>m3u8|ts))")
+_FLAT = re.compile(rf"/live/(?P<file>(?P<name>{FRAGMENT})\.(?P<ext>m3u8|ts|m4s|mp4))")
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 SEGMENT_TYPE = "video/mp2t"
+#: By extension: MPEG-TS segments, fMP4 media segments and parts, fMP4 init segments.
+CONTENT_TYPES = {"ts": SEGMENT_TYPE, "m4s": "video/iso.segment", "mp4": "video/mp4"}
 EXPIRES_MAX = "Thu, 31 Dec 2037 23:55:55 GMT"  # nginx `expires max`
 #: Bytes handed to sendfile at once; the client must take each chunk within the send timeout.
 SEND_CHUNK = 256 * 1024
@@ -51,6 +53,16 @@ class HlsTarget:
     name: str
     relpath: str
     playlist: bool
+    ext: str = "ts"
+
+    @property
+    def file(self) -> str:
+        """The last path component: what the playlist lists."""
+        return self.relpath.rsplit("/", 1)[-1]
+
+    @property
+    def content_type(self) -> str:
+        return PLAYLIST_TYPE if self.playlist else CONTENT_TYPES[self.ext]
 
 
 def parse_hls_path(raw_path: str, nested: bool) -> HlsTarget | None:
@@ -58,12 +70,13 @@ def parse_hls_path(raw_path: str, nested: bool) -> HlsTarget | None:
     m = (_NESTED if nested else _FLAT).fullmatch(raw_path)
     if m is None:
         return None
-    playlist = m["ext"] == "m3u8"
+    ext = m["ext"]
+    playlist = ext == "m3u8"
     if nested:
-        return HlsTarget(m["name"], f"{m['name']}/{m['file']}", playlist)
+        return HlsTarget(m["name"], f"{m['name']}/{m['file']}", playlist, ext)
     if not playlist and "-" not in m["name"]:
-        return None  # a flat segment is always <name>-<fragment>.ts
-    return HlsTarget(m["name"], m["file"], playlist)
+        return None  # a flat segment is always <name>-<fragment>.<ext>
+    return HlsTarget(m["name"], m["file"], playlist, ext)
 
 
 def cache_headers(playlist: bool, now: float | None = None) -> dict[str, str]:
@@ -189,13 +202,13 @@ async def serve_file(
     if opened is None:
         raise web.HTTPNotFound(headers=CORS)
     try:
-        return await _respond(request, opened, target.playlist, sending)
+        return await _respond(request, opened, target.playlist, sending, target.content_type)
     finally:
         opened.file.close()
 
 
 async def _respond(
-    request: web.Request, f: _Opened, playlist: bool, sending: Sending
+    request: web.Request, f: _Opened, playlist: bool, sending: Sending, content_type: str
 ) -> web.StreamResponse:
     etag = f'"{f.mtime:x}-{f.size:x}"'
     headers = {
@@ -225,7 +238,7 @@ async def _respond(
         headers["Accept-Ranges"] = "bytes"
     response = web.StreamResponse(status=206 if "Content-Range" in headers else 200)
     response.headers.update(headers)
-    response.content_type = PLAYLIST_TYPE if playlist else SEGMENT_TYPE
+    response.content_type = content_type
     response.content_length = count
     return await _write(request, response, f, offset, count, sending)
 

@@ -11,6 +11,9 @@
   const problem = root.querySelector(".problem");
   const field = (name) => root.querySelector(`[data-field="${name}"]`);
   const forceHlsjs = new URLSearchParams(location.search).get("player") === "hlsjs";
+  const lowLatency = root.dataset.lowLatency === "true";
+  const latencyField = field("latency");
+  let latencyTimer = 0;
   let live = false;
   let hls = null;
   let hlsjsLoading = null;
@@ -47,6 +50,8 @@
   function detach() {
     generation += 1;
     clearTimeout(retryTimer);
+    clearInterval(latencyTimer);
+    latencyField.hidden = true;
     if (hls) {
       hls.destroy();
       hls = null;
@@ -85,7 +90,8 @@
         return;
       }
       root.dataset.engine = "hlsjs";
-      hls = new Hls({ liveDurationInfinity: true });
+      // LL-HLS: parts, blocking playlist reloads and preload hints (hls.js lowLatencyMode).
+      hls = new Hls({ liveDurationInfinity: true, lowLatencyMode: lowLatency });
       hls.on(Hls.Events.ERROR, (_event, data) => {
         if (!data.fatal) return;
         if (data.type === Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
@@ -95,6 +101,29 @@
       hls.attachMedia(video);
     }
     video.play().catch(() => {}); // autoplay may be refused; the controls remain
+    clearInterval(latencyTimer);
+    latencyTimer = setInterval(showLatency, 1000);
+  }
+
+  function latency() {
+    // Seconds behind the live edge: hls.js measures it; a native player exposes the
+    // playlist's PROGRAM-DATE-TIME of its position (getStartDate), which rtmpd anchors to
+    // the time the media arrived.
+    if (hls && typeof hls.latency === "number" && hls.latency > 0) return hls.latency;
+    const start = video.getStartDate ? video.getStartDate().getTime() : NaN;
+    if (!Number.isFinite(start) || !(video.currentTime > 0)) return NaN;
+    return (Date.now() - start) / 1000 - video.currentTime;
+  }
+
+  function showLatency() {
+    const value = latency();
+    if (!Number.isFinite(value) || video.paused) {
+      latencyField.hidden = true;
+      return;
+    }
+    latencyField.textContent = `${value.toFixed(1)} s behind live${lowLatency ? " · low latency" : ""}`;
+    latencyField.hidden = false;
+    root.dataset.latency = value.toFixed(3);
   }
 
   video.addEventListener("error", () => {
