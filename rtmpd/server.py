@@ -25,20 +25,28 @@ from rtmpd.rtmp.errors import ProtocolError
 from rtmpd.rtmp.events import (
     Audio,
     AudioConfig,
+    AudioMultichannel,
     Connect,
     Metadata,
     PlayRequest,
     ProtocolViolation,
+    ProtocolWarning,
     PublishEnd,
     PublishRequest,
+    SequenceEnd,
     TimedOut,
     Video,
     VideoConfig,
+    VideoMetadata,
 )
 from rtmpd.rtmp.session import ServerSession
 
-MediaEvent = VideoConfig | Video | AudioConfig | Audio | Metadata
-_MEDIA = (Video, Audio, VideoConfig, AudioConfig, Metadata)
+MediaEvent = (
+    VideoConfig | Video | AudioConfig | Audio | Metadata | SequenceEnd | VideoMetadata
+    | AudioMultichannel
+)  # fmt: skip
+_MEDIA = (Video, Audio, VideoConfig, AudioConfig, Metadata, SequenceEnd, VideoMetadata,
+          AudioMultichannel)  # fmt: skip
 
 #: Kernel-side writes we queue before asking the session to stop producing (pause reading).
 WRITE_HIGH_WATER = 256 * 1024
@@ -283,6 +291,8 @@ class _Connection(asyncio.Protocol):
                 self.server._end(self, publishing, event.reason)
         elif isinstance(event, ProtocolViolation):
             self._violation(f"protocol violation: {event.reason}")
+        elif isinstance(event, ProtocolWarning):
+            self.log.warning("%s: %s", self.where, event.reason)
         elif isinstance(event, TimedOut):
             self._violation(f"timed out: {event.reason}")
 

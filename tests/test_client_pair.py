@@ -24,6 +24,7 @@ from rtmpd.rtmp.events import (
     Metadata,
     PublishEnd,
     PublishRequest,
+    SequenceEnd,
     Video,
     VideoConfig,
 )
@@ -54,6 +55,8 @@ def expected_events(offset: int = 0) -> list[tuple[Any, ...]]:
             out.append(("VideoConfig", 1, ts, 7, b[5:]))
         elif t.kind == 9 and b[1] == 1:
             out.append(("Video", 1, ts, 7, b[0] >> 4 == 1, _s24(b[2:5]), b[5:]))
+        elif t.kind == 9 and b[1] == 2:  # AVC end of sequence
+            out.append(("SequenceEnd", 1, ts, 7, True))
         elif t.kind == 8 and b[1] == 0:
             out.append(("AudioConfig", 1, ts, 10, b[2:]))
         elif t.kind == 8:
@@ -80,6 +83,8 @@ def as_tuples(events: list[Event]) -> list[tuple[Any, ...]]:
             )  # fmt: skip
         elif isinstance(e, Metadata):
             out.append(("Metadata", e.stream_id, e.values))
+        elif isinstance(e, SequenceEnd):
+            out.append(("SequenceEnd", e.stream_id, e.timestamp, e.codec_id, e.video))
         else:
             out.append((type(e).__name__,))
     return out
@@ -265,7 +270,7 @@ def test_delete_stream_ends_the_publish_once() -> None:
 def test_digest_handshake_client() -> None:
     client, server = publishing_pair(digest=True)
     client.send_video(0, b"\x17\x02\x00\x00\x00")
-    assert pump(client, server) == []  # end of sequence: nothing to report
+    assert pump(client, server) == [SequenceEnd(1, 0, 7, True)]
     assert not server.closed
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from rtmpd.rtmp import amf0, limits, messages
+from rtmpd.rtmp import amf0, limits, messages, records
 from rtmpd.rtmp.chunk import Message
 from rtmpd.rtmp.config import SessionConfig
 from rtmpd.rtmp.events import (
@@ -17,6 +17,7 @@ from rtmpd.rtmp.events import (
     ProtocolViolation,
     PublishEnd,
     PublishRequest,
+    SequenceEnd,
     TimedOut,
     Video,
     VideoConfig,
@@ -218,14 +219,15 @@ def test_media_events(mode: str) -> None:
     events = drain(client.server)
     assert events[:3] == [
         Metadata(1, {"width": 64.0}),
-        VideoConfig(1, base, 7, avc),
-        AudioConfig(1, base, 10, asc),
+        VideoConfig(1, base, 7, avc, 0, records.parse_avc(avc)),
+        AudioConfig(1, base, 10, asc, 0, records.AacConfig(2, 44100, 2)),
     ]
     video1, audio, video2 = events[3:]
     assert isinstance(video1, Video) and isinstance(video2, Video) and isinstance(audio, Audio)
     assert (video1.timestamp, video1.keyframe, video1.composition_offset) == (base + 40, True, 40)
-    assert bytes(video1.data) == NAL
+    assert bytes(video1.data) == NAL and (video1.frame_type, video1.track) == (1, 0)
     assert (video2.timestamp, video2.keyframe, video2.composition_offset) == (base + 80, False, -10)
+    assert video2.frame_type == 2
     assert (audio.timestamp, audio.codec_id, audio.sound_rate, audio.channels) == (
         base + 23,
         10,
@@ -247,10 +249,11 @@ def test_other_codecs_pass_through() -> None:
     client.send(MessageType.AUDIO, h("af 05 00"), 1, 16, 6)  # unknown AAC packet type
     hvc1 = int.from_bytes(b"hvc1", "big")
     assert drain(client.server) == [
-        Video(1, 10, 2, False, 0, b"h263"),
+        Video(1, 10, 2, False, 0, b"h263", 2),
         Audio(1, 11, 2, 44100, 16, 1, h("fffb")),
-        VideoConfig(1, 12, hvc1, h("0102")),
-        Video(1, 13, hvc1, True, 33, NAL),
+        VideoConfig(1, 12, hvc1, h("0102")),  # too short to read: no record
+        Video(1, 13, hvc1, True, 33, NAL, 1),
+        SequenceEnd(1, 14, 7, True),
     ]
     assert not client.server.closed
 
