@@ -15,6 +15,7 @@ from rtmpd.rtmp.events import (
     Metadata,
     PlayRequest,
     ProtocolViolation,
+    ProtocolWarning,
     PublishEnd,
     PublishRequest,
     SequenceEnd,
@@ -353,6 +354,45 @@ def test_delete_stream_ends_publish() -> None:
     client.command("deleteStream", 0, None, 1.0)
     client.command("deleteStream", 0, None, 1.0)
     assert drain(client.server) == [PublishEnd(1, "deleteStream")]
+
+
+# GStreamer's rtmp2sink stops with FCUnpublish(name) and then deleteStream with no stream id
+# and the name instead: null and the name, or the name alone.
+GSTREAMER_DELETES = [
+    encode_command("deleteStream", 6.0, None, None, "key1234"),
+    encode_command("deleteStream", 6.0, None, "key1234"),
+]
+
+
+@pytest.mark.parametrize("mode", FEEDS)
+@pytest.mark.parametrize("wire", GSTREAMER_DELETES, ids=["null-and-name", "name"])
+def test_gstreamer_stop_is_understood(mode: str, wire: bytes) -> None:
+    client = publishing(mode)
+    client.send(MessageType.COMMAND_AMF0, encode_command("FCUnpublish", 5.0, None, "key1234"))
+    client.send(MessageType.COMMAND_AMF0, wire)
+    assert drain(client.server) == [PublishEnd(1, "FCUnpublish")]  # no violation, no warning
+    assert client.server.stream_state(1) is None and not client.server.closed
+
+
+@pytest.mark.parametrize("wire", GSTREAMER_DELETES, ids=["null-and-name", "name"])
+def test_delete_stream_by_name_ends_the_publish_of_that_name(wire: bytes) -> None:
+    client = publishing()
+    client.command("createStream", 3)
+    client.command("publish", 0, None, "other", "live", stream_id=2)
+    assert drain(client.server) == [PublishRequest(2, "other", "", "live")]
+    client.send(MessageType.COMMAND_AMF0, wire)
+    assert drain(client.server) == [PublishEnd(1, "deleteStream")]
+    assert client.server.stream_state(2) is StreamState.PUBLISH_PENDING  # "other" untouched
+
+
+@pytest.mark.parametrize("args", [(), (None,), (True,), ({"a": 1.0},)])
+def test_delete_stream_naming_nothing_is_a_warning(args: tuple[object, ...]) -> None:
+    client = publishing()
+    client.command("deleteStream", 6, None, *args)
+    assert drain(client.server) == [
+        ProtocolWarning("deleteStream without a stream id or name; ignored")
+    ]
+    assert client.server.stream_state(1) is StreamState.PUBLISHING and not client.server.closed
 
 
 def test_close_stream_ends_publish_and_allows_a_new_one() -> None:

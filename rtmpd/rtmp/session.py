@@ -73,8 +73,6 @@ _AVC = flv.VideoCodec.AVC.value
 _AAC = flv.SoundFormat.AAC.value
 _CODED = _V.CODED_FRAMES.value
 _CODED_X = _V.CODED_FRAMES_X.value
-#: The onStatus code of enhanced RTMP v2's reconnect request.
-RECONNECT_REQUEST = "NetConnection.Connect.ReconnectRequest"
 
 
 def _config_bytes(data: _Buf, what: str) -> bytes:
@@ -225,7 +223,7 @@ class ServerSession:
         if self._cstate.conn is not ConnState.CONNECTED or not self._peer.caps.reconnect:
             return False
         extra = {"tcUrl": tc_url} if tc_url else {}
-        info = msgs.status_info("status", RECONNECT_REQUEST, description, **extra)
+        info = msgs.status_info("status", msgs.RECONNECT_REQUEST, description, **extra)
         self._output.command(0, "onStatus", 0, None, info)
         return True
 
