@@ -223,9 +223,69 @@ def main() -> None:
     write("segmenter", "steady", segmenter_program(tags))
     write("segmenter", "config-change", segmenter_program(tags, change_at=len(tags) // 2))
     write("segmenter", "jump-back", segmenter_program(tags, jump_at=len(tags) // 2))
+    enhanced_seeds()
     for folder in sorted(CORPUS.iterdir()):
         files = list(folder.glob("seed-*"))
         print(f"{folder.name}: {len(files)} seeds, {sum(f.stat().st_size for f in files)} bytes")
+
+
+def enhanced_seeds() -> None:
+    """Enhanced RTMP bodies for the exheader target: FFmpeg's (HEVC, AV1, VP9 with Opus, FLAC,
+    AC-3: every sequence start and a frame of each), and hand-built ModEx and multitrack ones;
+    and rtmpd's client publishing FFmpeg's HEVC + Opus (enhanced connect) for the session
+    target."""
+    from tests.support import exmedia
+
+    for pair in (("libx265", "libopus"), ("libsvtav1", "flac"), ("libvpx-vp9", "ac3")):
+        seen: set[tuple[int, int]] = set()
+        for tag in exmedia.real_tags(*pair):
+            key = (tag.kind, tag.body[0])
+            if key in seen:
+                continue
+            seen.add(key)
+            flags = b"\x00" if tag.kind == TAG_VIDEO else b"\x01"
+            write("exheader", f"{pair[0]}-{tag.kind}-{tag.body[0]:02x}", flags + tag.body[:1500])
+    nal = bytes.fromhex("000000056588840021")
+    write("exheader", "multitrack-many-codecs", b"\x00" + exmedia.multitrack(
+        0x96, 2, 1, [(b"avc1", 0, b"\0\0\x28" + nal), (b"av01", 1, nal)]))  # fmt: skip
+    write("exheader", "multitrack-audio", b"\x01" + exmedia.multitrack(
+        0x95, 1, 0, [(b"Opus", 0, b"OpusHead\x01\x02" + bytes(9)), (b"Opus", 1, b"")]))  # fmt: skip
+    write("exheader", "modex-nano", b"\x00" + exmedia.video(1, b"hvc1", b"\0\0\0" + nal,
+                                                             mod=b"\x0f\x42\x3f"))  # fmt: skip
+    caps = {"fourCcList": ["hvc1", "*"], "capsEx": 1.0, "videoFourCcInfoMap": {"av01": 4.0}}
+    write("exheader", "connect-caps", b"\x00" + amf0.encode_all(caps))
+    flv = make_flv(seconds=1.0, fps=10, width=64, height=64, gop=5, video_codec="libx265",
+                   audio_codec="libopus", sample_rate=48000)  # fmt: skip
+    session = ClientSession()
+    session.connect("app", "rtmp://127.0.0.1/app", fourCcList=["hvc1", "Opus"], capsEx=1.0)
+    session.create_stream()
+    stream = _self_answered(session, [t for t in read_flv_tags(flv) if t.kind in (8, 9)])
+    write("session", "client-hevc-opus", b"\x00" + stream[:12000])
+
+
+def _self_answered(session: ClientSession, tags: list[FlvTag]) -> bytes:
+    """What `session` sends to a ServerSession that answers it (handshake included), with
+    `tags` published: the bytes after the handshake."""
+    from rtmpd.rtmp.session import ServerSession
+
+    server = ServerSession()
+    sent = bytearray()
+    session.publish("seedkey")
+    for _ in range(50):
+        up = session.data_to_send()
+        sent += up
+        server.receive_data(up, 0.0)
+        while (event := server.next_event()) is not None:
+            if type(event).__name__ == "PublishRequest":
+                server.accept_publish(1)
+        session.receive_data(server.data_to_send())
+        if session.publishing:
+            break
+    for tag in tags:
+        (session.send_video if tag.kind == TAG_VIDEO else session.send_audio)(tag.timestamp,
+                                                                              tag.body)  # fmt: skip
+    sent += session.data_to_send()
+    return bytes(sent[HANDSHAKE_BYTES:])
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
     pip install atheris                      # into the project's virtualenv
     python -m fuzz.run TARGET [SECONDS] [libFuzzer options...]
 
-TARGET is one of fuzz/targets.py's TARGETS (session, handshake, amf0, amf3, flv, segmenter).
+TARGET is one of fuzz/targets.py's TARGETS (session, handshake, amf0, amf3, flv, exheader,
+segmenter).
 The run starts from the committed seeds in fuzz/corpus/TARGET, keeps the inputs it finds in a
 work folder outside the repository (RTMPD_FUZZ_WORK, default $TMPDIR/rtmpd-fuzz/TARGET), and
 writes any crashing input to fuzz/crashes/TARGET/, where tests/test_hostile_fuzz.py replays it

@@ -20,7 +20,7 @@ from typing import Any
 from rtmpd.hls import codecs
 from rtmpd.hls.segmenter import Action, Segmenter, Track
 
-from rtmpd.rtmp import amf0, amf3, flv, limits
+from rtmpd.rtmp import amf0, amf3, exheader, flv, limits, records
 from rtmpd.rtmp.chunk import ChunkReader
 from rtmpd.rtmp.errors import ProtocolError
 from rtmpd.rtmp.events import ProtocolViolation, PublishEnd, PublishRequest, TimedOut
@@ -259,6 +259,57 @@ def flv_bodies(data: bytes) -> None:
         check(avc.width > 0 and avc.height > 0, f"picture size {avc.width}x{avc.height}")
 
 
+# --- enhanced RTMP ---------------------------------------------------------------------------
+
+_VIDEO_CODES = (7, *(c.value for c in exheader.VideoFourCC))
+_AUDIO_CODES = (10, *(c.value for c in exheader.AudioFourCC))
+
+
+def ex_headers(data: bytes) -> None:
+    """Enhanced RTMP bodies (flags bit 0: video or audio), as the session parses them: the ex
+    header into packets, then each packet's record or multichannel configuration; and the
+    whole body as every codec's record, and (AMF0-decoded) as connect's capabilities.
+
+    Invariants: packets lie within the body, track ids are bytes, composition times SI24;
+    records parse or are None (never an exception); capabilities are bounded."""
+    if not data:
+        return
+    flags, body = data[0], data[1:]
+    video = not flags & 1
+    try:
+        packets: list[exheader.ExVideo] | list[exheader.ExAudio] = (
+            exheader.parse_video(body) if video else exheader.parse_audio(body)
+        )
+    except ProtocolError:
+        packets = []
+    total = 0
+    for p in packets:
+        total += len(p.data)
+        check(0 <= p.track <= 255 and 0 <= p.nano_offset < 2**24, "track or nano offset")
+        if isinstance(p, exheader.ExVideo):
+            check(-(2**23) <= p.composition_offset < 2**23, "composition time past SI24")
+            if p.packet_type == exheader.VideoPacketType.SEQUENCE_START:
+                records.parse_video_record(p.fourcc, p.data)
+        elif p.packet_type == exheader.AudioPacketType.SEQUENCE_START:
+            records.parse_audio_record(p.fourcc, p.data)
+        elif p.packet_type == exheader.AudioPacketType.MULTICHANNEL_CONFIG:
+            with contextlib.suppress(ProtocolError):
+                config = exheader.parse_multichannel(p.data)
+                check(len(config.mapping) == config.channel_count or not config.mapping, "map")
+    check(total <= len(body), "packets longer than the body")
+    for code in _VIDEO_CODES:
+        records.parse_video_record(code, body)
+    for code in _AUDIO_CODES:
+        records.parse_audio_record(code, body)
+    try:
+        value, _ = amf0.decode(body)
+    except ProtocolError:
+        return
+    if isinstance(value, dict):
+        caps = exheader.parse_client_caps(value)
+        check(len(caps.fourccs) <= 192 and 0 <= caps.caps_ex < 2**31, "unbounded capabilities")
+
+
 # --- segmenter --------------------------------------------------------------------------------
 
 _OP = struct.Struct(">BhB")
@@ -319,5 +370,6 @@ TARGETS: dict[str, Callable[[bytes], Any]] = {
     "amf0": amf0_values,
     "amf3": amf3_values,
     "flv": flv_bodies,
+    "exheader": ex_headers,
     "segmenter": segmenter,
 }

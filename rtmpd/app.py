@@ -5,6 +5,11 @@ It turns the core's publish requests into `rtmpd.auth` attempts and an accepted 
 a `Publish` (rtmpd.publish): the sink the server feeds that publish's media into and ends. The
 stream key stops here: past `authorize`, only the public name is used.
 
+RTMPS is the same RTMP server on a second listener with an SSLContext made here; SIGHUP's
+`reload_tls` makes a new one from the same files for the next handshakes. `drain` (SIGUSR1,
+from `rtmpd drain`) and `shutdown` (SIGTERM: stop listening, drain, stop) ask publishers to
+reconnect within `[rtmp] drain_grace`.
+
 It also samples each publish's health once per second (rtmpd.health), gives the web layer its
 `Admin` (rtmpd.admin, over auth's `Accounts`) and tells the webhooks (rtmpd.webhooks) what
 happened: streams started and ended, publishes refused, users banned (by anyone: the store's
@@ -18,6 +23,7 @@ import contextlib
 import errno
 import logging
 import resource
+import ssl
 import time
 from pathlib import Path
 
@@ -32,7 +38,15 @@ from rtmpd.config import Address, Config
 from rtmpd.hls import HlsService, SegmentWritten
 from rtmpd.rtmp.config import SessionConfig
 from rtmpd.rtmp.events import PublishRequest
-from rtmpd.server import Accept, Publisher, Reject, RtmpServer
+from rtmpd.server import (
+    Accept,
+    DrainResult,
+    Publisher,
+    Reject,
+    RtmpServer,
+    TlsListener,
+    TlsListenError,
+)
 from rtmpd.web import create_app, make_runner
 from rtmpd.web.guard import ConnectionGuard, GuardedSite
 from rtmpd.web.metrics import Metrics
@@ -75,6 +89,10 @@ class Rtmpd:
             app=config.rtmp.app,
             log=logging.getLogger("rtmpd.auth"),
         )
+        tls = None
+        if config.rtmps.enabled:
+            addr = config.rtmps.address
+            tls = TlsListener(addr.host, addr.port, self._tls_context())
         self.rtmp = RtmpServer(
             self,
             host=config.rtmp_address.host,
@@ -83,7 +101,10 @@ class Rtmpd:
             max_connections=config.rtmp.max_connections,
             max_connections_per_ip=config.rtmp.max_connections_per_ip,
             log=logging.getLogger("rtmpd.rtmp"),
+            tls=tls,
         )
+        self._draining: asyncio.Task[DrainResult] | None = None
+        self._stopping: asyncio.Future[None] | None = None
         self.directory = ChannelDirectory(self.auth, self.hls)
         #: Users and API tokens on the server's own store; None in callback mode (no database).
         self.accounts: Accounts | None = None
@@ -136,10 +157,17 @@ class Rtmpd:
         addr = self.config.rtmp_address
         try:
             await self.rtmp.start()
+        except TlsListenError as exc:
+            where = self.config.rtmps.address
+            raise StartupError(f"cannot listen for RTMPS on {where}: {_why(exc)}") from None
         except OSError as exc:
             raise StartupError(f"cannot listen for RTMP on {addr}: {_why(exc)}") from None
         log.info("RTMP listening on rtmp://%s/%s", Address(addr.host, self.rtmp.port),
                  self.config.rtmp.app)  # fmt: skip
+        if self.config.rtmps.enabled:
+            tls_addr = self.config.rtmps.address
+            log.info("RTMPS listening on rtmps://%s/%s", Address(tls_addr.host, self.rtmp.tls_port),
+                     self.config.rtmp.app)  # fmt: skip
         await self._start_http()
         self._ticker = asyncio.create_task(self._tick())
 
@@ -178,6 +206,13 @@ class Rtmpd:
         log.info("HTTP listening on http://%s/", Address(addr.host, self.http_port))
 
     async def stop(self) -> None:
+        """Stop everything; a second call waits for the first (SIGTERM's drain may still be
+        stopping when a second signal asks)."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop())
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -188,6 +223,52 @@ class Rtmpd:
             await self._runner.cleanup()
         await self.webhooks.stop()
         await self.auth.stop()
+
+    # -- RTMPS certificates, draining ------------------------------------------------------
+
+    def _tls_context(self) -> ssl.SSLContext:
+        cfg = self.config.rtmps
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(cfg.cert, cfg.key)
+        except (OSError, ssl.SSLError) as exc:  # missing file, bad PEM, key not the cert's
+            reason = exc.strerror if not isinstance(exc, ssl.SSLError) else exc.reason or exc
+            raise StartupError(f"[rtmps] cert/key {cfg.cert}, {cfg.key}: {reason}") from None
+        return context
+
+    def reload_tls(self) -> bool:
+        """Load [rtmps] cert and key again (SIGHUP): the next TLS handshakes use them, running
+        connections keep theirs. A pair that does not load leaves the old one in use."""
+        if not self.config.rtmps.enabled:
+            log.info("reload: RTMPS is off, no certificate to load")
+            return False
+        try:
+            context = self._tls_context()
+        except StartupError as exc:
+            log.warning("%s; the certificate in use stays", exc)
+            return False
+        self.rtmp.set_tls_context(context)
+        log.info("[rtmps] certificate reloaded from %s", self.config.rtmps.cert)
+        return True
+
+    async def drain(self) -> DrainResult | None:
+        """Ask the publishers connected now to reconnect (those that can), give them
+        [rtmp] drain_grace, end the rest; the server goes on. None when drain_grace is 0."""
+        grace = self.config.rtmp.drain_grace
+        if grace <= 0:
+            log.info("drain: [rtmp] drain_grace is 0 (off); nothing done")
+            return None
+        if self._draining is None or self._draining.done():
+            self._draining = asyncio.create_task(
+                self.rtmp.drain(grace, self.config.rtmp.drain_redirect)
+            )
+        return await asyncio.shield(self._draining)
+
+    async def shutdown(self) -> None:
+        """SIGTERM: stop taking connections, drain (when [rtmp] drain_grace is set), stop."""
+        self.rtmp.stop_listening()
+        await self.drain()
+        await self.stop()
 
     async def _tick(self) -> None:
         while True:

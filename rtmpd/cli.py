@@ -1,5 +1,12 @@
 """The `rtmpd` command: `serve` (the default) runs the server, `users` manages accounts,
-`tokens` the API tokens of the admin API.
+`tokens` the API tokens of the admin API, `drain` asks a running server to drain.
+
+Signals of `serve`: SIGINT stops at once; SIGTERM stops listening, drains ([rtmp]
+drain_grace) and stops (a second SIGTERM stops at once); SIGUSR1 drains and goes on; SIGHUP
+reloads the RTMPS certificate. `serve` writes its process id to rtmpd.pid next to the database,
+where `rtmpd drain` finds it and sends SIGUSR1: a signal, not an admin socket, so there is no
+new port to guard, the operating system decides who may ask (the same user or root), and
+systemd can do the same (`systemctl kill -s USR1`, `ExecReload=` with SIGHUP).
 
 Errors a user can fix (a bad config, a port in use) end in one line on stderr and exit
 status 2, never a traceback.
@@ -9,10 +16,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from rtmpd import config as configuration
 
@@ -27,12 +38,22 @@ commands:
   serve        run the RTMP and HTTP servers (the default)
   users        manage streamers and their stream keys (rtmpd users --help)
   tokens       manage API tokens for /api/admin/ and /admin (rtmpd tokens --help)
+  drain        ask the running server to move its publishers off (rtmpd drain --help)
 """
 
 SERVE_HELP = """\
 Listen for RTMP publishers and HTTP viewers until SIGINT or SIGTERM. The configuration
 comes from -c FILE, else ./rtmpd.toml when present, else built-in defaults (see
-config.example.toml, which documents every key).
+config.example.toml, which documents every key). SIGTERM drains first ([rtmp] drain_grace),
+SIGUSR1 drains and goes on, SIGHUP reloads the [rtmps] certificate.
+"""
+
+DRAIN_HELP = """\
+Tell the server running with this configuration (its process id is in rtmpd.pid next to
+the database) to drain: publishers that support enhanced RTMP's reconnect request are asked
+to reconnect (to [rtmp] drain_redirect when set) and take over their stream, with a
+discontinuity in the playlist; the others, and whoever has not gone after [rtmp]
+drain_grace seconds, are disconnected. The server keeps running and accepting publishers.
 """
 
 
@@ -60,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _config_option(serve, top=False)
+    drain = commands.add_parser(
+        "drain",
+        help="ask the running server to drain its publishers",
+        description=DRAIN_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _config_option(drain, top=False)
     for name, text in (("users", "manage streamers and stream keys"),
                        ("tokens", "manage API tokens of the admin API")):  # fmt: skip
         sub = commands.add_parser(name, help=text, add_help=False, prefix_chars="\0")
@@ -118,7 +146,36 @@ def main(argv: list[str] | None = None) -> int:
             guessed=config.publish_url_guessed,
         )
         return status
+    if args.command == "drain":
+        return drain(config)
     return serve(config)
+
+
+def drain(config: configuration.Config) -> int:
+    """Send SIGUSR1 to the server whose process id is in the pid file."""
+    path = config.pid_file
+    try:
+        pid = int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        print(f"rtmpd: no running server found (no process id in {path})", file=sys.stderr)
+        return 1
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    try:
+        if cmdline.parent.exists() and b"rtmpd" not in cmdline.read_bytes():
+            raise ProcessLookupError  # the id was reused by another program
+        os.kill(pid, signal.SIGUSR1)
+    except (ProcessLookupError, FileNotFoundError):
+        print(f"rtmpd: no running server found (process {pid} from {path} is gone)",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    except PermissionError:
+        print(f"rtmpd: not allowed to signal process {pid} (run as its user)", file=sys.stderr)
+        return 1
+    grace = config.rtmp.drain_grace
+    print(f"asked rtmpd (process {pid}) to drain; publishers left after {grace:g} s are "
+          "disconnected" if grace else f"asked rtmpd (process {pid}) to drain, but its "
+          "[rtmp] drain_grace is 0 (off)")  # fmt: skip
+    return 0
 
 
 def serve(config: configuration.Config) -> int:
@@ -132,21 +189,72 @@ def serve(config: configuration.Config) -> int:
 async def _serve(config: configuration.Config) -> int:
     from rtmpd.app import Rtmpd, StartupError
 
-    server = Rtmpd(config)
+    try:
+        server = Rtmpd(config)
+    except StartupError as exc:
+        print(f"rtmpd: {exc}", file=sys.stderr)
+        return 2
     try:
         await server.start()
     except StartupError as exc:
         await server.stop()
         print(f"rtmpd: {exc}", file=sys.stderr)
         return 2
+    log = logging.getLogger("rtmpd")
+    pid_file = _write_pid(config.pid_file, log)
     stop = asyncio.Event()
+    terms: list[bool] = []
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    logging.getLogger("rtmpd").info("shutting down")
-    await server.stop()
+    tasks: set[asyncio.Task[object]] = set()
+
+    def spawn(coro: Coroutine[Any, Any, object]) -> None:
+        task = loop.create_task(coro)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def on_term() -> None:
+        if terms or not config.rtmp.drain_grace:
+            stop.set()  # a second SIGTERM, or draining off: stop now
+            return
+        terms.append(True)
+        log.info("SIGTERM: draining for up to %g s, then stopping", config.rtmp.drain_grace)
+
+        async def shutdown() -> None:
+            try:
+                await server.shutdown()
+            finally:
+                stop.set()
+
+        spawn(shutdown())
+
+    def on_usr1() -> None:
+        log.info("SIGUSR1: draining")
+        spawn(server.drain())
+
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, on_term)
+    loop.add_signal_handler(signal.SIGUSR1, on_usr1)
+    loop.add_signal_handler(signal.SIGHUP, server.reload_tls)
+    try:
+        await stop.wait()
+        log.info("shutting down")
+        await server.stop()
+    finally:
+        for task in tasks:
+            task.cancel()
+        if pid_file is not None:
+            with contextlib.suppress(OSError):
+                pid_file.unlink()
     return 0
+
+
+def _write_pid(path: Path, log: logging.Logger) -> Path | None:
+    try:
+        path.write_text(f"{os.getpid()}\n")
+    except OSError as exc:
+        log.warning("cannot write %s (rtmpd drain needs it): %s", path, exc.strerror)
+        return None
+    return path
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ The file is `-c FILE`, else `./rtmpd.toml` when present, else the built-in defau
 paths resolve against the config file's folder (the working directory without a file). A bad
 file stops start-up with one line naming the key: operators fix what the message names.
 
-- [rtmp], [http], [log]: `RtmpSection`, `HttpSection`, `LogSection` here (the listeners and
-  the log, which the composition root opens);
+- [rtmp], [rtmps], [http], [log]: `RtmpSection`, `RtmpsSection`, `HttpSection`, `LogSection`
+  here (the listeners and the log, which the composition root opens);
 - [hls]: `rtmpd.hls.HlsConfig` (the packager);
 - [auth], [database]: `rtmpd.auth.AuthConfig`, `rtmpd.auth.DatabaseConfig` (publish decisions);
 - [web]: `rtmpd.web.WebConfig` (the pages);
@@ -78,15 +78,48 @@ class RtmpSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     allow_play: bool = False
     max_connections: Count = 1000
     max_connections_per_ip: Count = 50
+    #: Seconds a drain (`rtmpd drain`, SIGTERM) gives publishers before ending them; 0: off.
+    drain_grace: Seconds = 10.0
+    #: Where drained publishers are asked to reconnect (a tcUrl); empty: where they are.
+    drain_redirect: str = ""
 
     def __post_init__(self) -> None:
         parse_address(self.listen, "listen")
         if not self.app or "/" in self.app:
             raise ValueError("app: must be a non-empty name without '/'")
+        if self.drain_redirect and not self.drain_redirect.startswith(_TC_URL_STARTS):
+            raise ValueError(
+                "drain_redirect: must be an rtmp:// or rtmps:// URL (or //host/app, /app)"
+            )
 
     @property
     def address(self) -> Address:
         return parse_address(self.listen, "[rtmp] listen")
+
+
+_TC_URL_STARTS = ("rtmp://", "rtmps://", "/")
+
+
+class RtmpsSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """RTMP over TLS: the same app, keys and limits as [rtmp]; off unless cert and key are set
+    (PEM files; relative paths against the config file's folder)."""
+
+    listen: str = "0.0.0.0:1936"
+    cert: str = ""
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        parse_address(self.listen, "listen")
+        if bool(self.cert) != bool(self.key):
+            raise ValueError("cert, key: set both (PEM files) or neither (RTMPS off)")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert)
+
+    @property
+    def address(self) -> Address:
+        return parse_address(self.listen, "[rtmps] listen")
 
 
 class HttpSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -122,6 +155,7 @@ class _File(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The file as written: one table per section."""
 
     rtmp: RtmpSection = msgspec.field(default_factory=RtmpSection)
+    rtmps: RtmpsSection = msgspec.field(default_factory=RtmpsSection)
     http: HttpSection = msgspec.field(default_factory=HttpSection)
     hls: HlsConfig = msgspec.field(default_factory=HlsConfig)
     database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
@@ -136,6 +170,7 @@ class Config:
     """Every section, with relative paths resolved against `base_dir`."""
 
     rtmp: RtmpSection = field(default_factory=RtmpSection)
+    rtmps: RtmpsSection = field(default_factory=RtmpsSection)
     http: HttpSection = field(default_factory=HttpSection)
     hls: HlsConfig = field(default_factory=HlsConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
@@ -156,12 +191,21 @@ class Config:
         if self.web.hlsjs_file:
             hlsjs = str(self.resolve(self.web.hlsjs_file))
             resolved["web"] = msgspec.structs.replace(self.web, hlsjs_file=hlsjs)
+        if self.rtmps.enabled:
+            cert, key = (str(self.resolve(p)) for p in (self.rtmps.cert, self.rtmps.key))
+            resolved["rtmps"] = msgspec.structs.replace(self.rtmps, cert=cert, key=key)
         for name, value in resolved.items():
             object.__setattr__(self, name, value)
 
     @property
     def rtmp_address(self) -> Address:
         return self.rtmp.address
+
+    @property
+    def pid_file(self) -> Path:
+        """Where `serve` writes its process id and `rtmpd drain` reads it: next to the
+        database, which both already agree on."""
+        return self.database.path.parent / "rtmpd.pid"
 
     @property
     def http_address(self) -> Address:

@@ -4,10 +4,13 @@ when the publish ends. On the way it feeds the publish's health (rtmpd.health: f
 keyframe timestamps) and warns once when keyframes come further apart than the segments are
 long, which OBS's and FFmpeg's defaults do (the packager can only cut on keyframes).
 
-HLS takes H.264 video and AAC or MP3 audio here. Any other codec is named in the log (HEVC,
-AV1, Opus, Speex: never a number) and dropped; a publish none of whose tracks can be packaged
-within NO_TRACK_TIMEOUT is ended with an onStatus error naming its codecs, so the streamer sees
-why in OBS or FFmpeg instead of a channel that says Live and plays nothing.
+HLS takes H.264 video and AAC or MP3 audio here, whether the publisher sends them with legacy
+FLV headers or enhanced RTMP's (avc1, mp4a, .mp3: the same bitstreams). Any other codec is
+named in the log (HEVC, AV1, Opus, Speex: never a number; VP8 and VVC as refused, rtmpd does
+not take them at all) and dropped; a publish none of whose tracks can be packaged within
+NO_TRACK_TIMEOUT is ended with an onStatus error naming its codecs, so the streamer sees why in
+OBS or FFmpeg instead of a channel that says Live and plays nothing. Of an enhanced multitrack
+publish only track 0, the default track, goes to HLS; each other track is named once.
 
 The stream key stops before this object exists: it only knows the public name.
 """
@@ -22,6 +25,7 @@ from rtmpd.auth import Lease
 from rtmpd.health import PublishHealth
 from rtmpd.hls import StreamPackager
 from rtmpd.rtmp.events import Audio, AudioConfig, Video, VideoConfig
+from rtmpd.rtmp.exheader import INGEST_AUDIO, INGEST_VIDEO, AudioFourCC, VideoFourCC
 from rtmpd.rtmp.flv import SoundFormat, VideoCodec, codec_name
 from rtmpd.server import MediaEvent, Publisher
 from rtmpd.web.metrics import Metrics
@@ -30,7 +34,13 @@ log = logging.getLogger("rtmpd")
 
 _AVC = VideoCodec.AVC.value
 _AAC = SoundFormat.AAC.value
-_MP3 = frozenset((SoundFormat.MP3.value, SoundFormat.MP3_8K.value))
+_MP3 = frozenset((SoundFormat.MP3.value, SoundFormat.MP3_8K.value, AudioFourCC.MP3.value))
+_H264 = frozenset((_AVC, VideoFourCC.AVC.value))
+_AACS = frozenset((_AAC, AudioFourCC.AAC.value))
+#: Enhanced RTMP FourCCs rtmpd does not take at ingest (not in its connect answer either).
+_REFUSED = frozenset(c.value for c in (*VideoFourCC, *AudioFourCC)) - frozenset(
+    c.value for c in (*INGEST_VIDEO, *INGEST_AUDIO)
+)
 #: Seconds a publish may send media with no track HLS can carry before it is ended.
 NO_TRACK_TIMEOUT = 5.0
 #: The onStatus code for a publish ended for its codecs ("an error for another reason").
@@ -74,44 +84,58 @@ class Publish:
         kind = type(event)
         if kind is Video:
             assert isinstance(event, Video)
-            if event.codec_id == _AVC:
+            if event.codec_id == _AVC or self._default(event, "video", _H264):
                 packager.video(
                     event.timestamp, event.composition_offset, event.keyframe, event.data
                 )
                 interval = self.health.video(event.timestamp, event.keyframe)
                 if interval is not None and self.health.gop_too_long(interval):
                     self._warn_gop(interval)
-            else:
-                self._unsupported("video", event.codec_id)
         elif kind is Audio:
             assert isinstance(event, Audio)
             codec = event.codec_id
             if codec == _AAC:
                 packager.audio(event.timestamp, event.data)
-            elif codec in _MP3:
-                packager.mp3(event.timestamp, event.data)
-                self._seen.setdefault("audio", "MP3")
-            else:
-                self._unsupported("audio", codec)
+            elif self._default(event, "audio", _AACS | _MP3):
+                if codec in _MP3:
+                    packager.mp3(event.timestamp, event.data)
+                    self._seen.setdefault("audio", "MP3")
+                else:
+                    packager.audio(event.timestamp, event.data)
         elif kind is VideoConfig:
             assert isinstance(event, VideoConfig)
-            if event.codec_id == _AVC:
+            if self._default(event, "video", _H264):
                 packager.video_config(event.timestamp, event.data)
                 self._seen["video"] = "H.264"
-            else:
-                self._unsupported("video", event.codec_id)
         elif kind is AudioConfig:
             assert isinstance(event, AudioConfig)
-            if event.codec_id == _AAC:
+            # MP3 has no configuration: taken (track 0, a codec HLS carries), nothing to do.
+            if self._default(event, "audio", _AACS | _MP3) and event.codec_id in _AACS:
                 packager.audio_config(event.timestamp, event.data)
                 self._seen["audio"] = "AAC"
-            else:
-                self._unsupported("audio", event.codec_id)
+        # SequenceEnd, VideoMetadata, AudioMultichannel, Metadata: nothing HLS needs today.
         if self._deadline:
             self._check_tracks()
 
+    def _default(
+        self, event: Video | Audio | VideoConfig | AudioConfig, track: str, packaged: frozenset[int]
+    ) -> bool:
+        """Whether the event is of track 0 and a codec HLS takes; names it once if not."""
+        if event.track:
+            self._other_track(track, event.track, event.codec_id)
+            return False
+        if event.codec_id in packaged:
+            return True
+        self._unsupported(track, event.codec_id)
+        return False
+
+    def _other_track(self, track: str, number: int, codec_id: int) -> None:
+        name = _describe(codec_id, video=track == "video")
+        self._warn_once(f"{track} track {number}", f"{track} track {number} ({name}) is not "
+                        "packaged: HLS carries track 0, the default track, only")  # fmt: skip
+
     def _unsupported(self, track: str, codec_id: int) -> None:
-        name = codec_name(codec_id, video=track == "video")
+        name = _describe(codec_id, video=track == "video")
         self._seen[track] = name
         self._warn_once(track, f"{track} {name} is not packaged ({PACKAGED})")
 
@@ -156,3 +180,8 @@ class Publish:
         if kind not in self._warned:
             self._warned.add(kind)
             log.warning("%s: %s; dropped", self.name, message)
+
+
+def _describe(codec_id: int, *, video: bool) -> str:
+    name = codec_name(codec_id, video=video)
+    return f"{name} (refused: not supported by rtmpd)" if codec_id in _REFUSED else name

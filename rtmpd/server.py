@@ -6,6 +6,17 @@ and what the session wants sent is written back. One `asyncio.Protocol` per conn
 the hot path (data_received -> session -> sink.media) free of task switches.
 Every failure is contained to its connection: a protocol violation, a timeout or an exception
 in the handler closes that connection with one log line and nothing else.
+
+RTMPS is the same server on a second listener: each accepted connection is counted against the
+same caps first, then upgraded with `loop.start_tls` (so a failed TLS handshake is one log
+line, and its time counts against the handshake timeout), then runs exactly as plain RTMP. The
+SSLContext is read per new connection, so `set_tls_context` (a certificate reload) applies to
+the next handshake and leaves connections already up as they are.
+
+`drain` asks every publisher on a connection open now to go: those that announced enhanced
+RTMP's Reconnect capability get NetConnection.Connect.ReconnectRequest (optionally naming
+another node) and reconnect at their next keyframe, taking over their own name; whatever is
+still open when the grace runs out is ended, as a stop would.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ import hashlib
 import ipaddress
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -26,20 +38,28 @@ from rtmpd.rtmp.errors import ProtocolError
 from rtmpd.rtmp.events import (
     Audio,
     AudioConfig,
+    AudioMultichannel,
     Connect,
     Metadata,
     PlayRequest,
     ProtocolViolation,
+    ProtocolWarning,
     PublishEnd,
     PublishRequest,
+    SequenceEnd,
     TimedOut,
     Video,
     VideoConfig,
+    VideoMetadata,
 )
 from rtmpd.rtmp.session import ServerSession
 
-MediaEvent = VideoConfig | Video | AudioConfig | Audio | Metadata
-_MEDIA = (Video, Audio, VideoConfig, AudioConfig, Metadata)
+MediaEvent = (
+    VideoConfig | Video | AudioConfig | Audio | Metadata | SequenceEnd | VideoMetadata
+    | AudioMultichannel
+)  # fmt: skip
+_MEDIA = (Video, Audio, VideoConfig, AudioConfig, Metadata, SequenceEnd, VideoMetadata,
+          AudioMultichannel)  # fmt: skip
 
 #: Kernel-side writes we queue before asking the session to stop producing (pause reading).
 WRITE_HIGH_WATER = 256 * 1024
@@ -167,15 +187,38 @@ class _Publishing:
     sink: PublishSink
 
 
+class TlsListenError(OSError):
+    """The RTMPS listener could not bind (the plain one did, and is closed again)."""
+
+
+@dataclass(slots=True)
+class TlsListener:
+    """Where RTMPS listens, and the context new handshakes use (swapped on reload)."""
+
+    host: str
+    port: int
+    context: ssl.SSLContext
+
+
+@dataclass(frozen=True, slots=True)
+class DrainResult:
+    asked: int  # publishers asked to reconnect
+    left: int  # connections that went by themselves within the grace
+    ended: int  # connections still open when the grace ran out
+
+
 class _Connection(asyncio.Protocol):
     """One TCP connection: feeds its session and acts on the events, in order."""
 
-    def __init__(self, server: RtmpServer, conn_id: int) -> None:
+    def __init__(self, server: RtmpServer, conn_id: int, tls: bool = False) -> None:
         self.server = server
         self.conn_id = conn_id
+        self.tls = tls
         self.loop = asyncio.get_running_loop()
         self.log = server.log
         self.transport: asyncio.Transport | None = None
+        #: Done once the server forgets the connection (what a drain waits for).
+        self.gone: asyncio.Future[None] = self.loop.create_future()
         self.peer = "?"
         self.port = 0
         self.where = f"conn {conn_id}"
@@ -191,6 +234,8 @@ class _Connection(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0
         self.stall: asyncio.TimerHandle | None = None
+        self.tls_pending = False
+        self.early: list[bytes] = []
 
     @property
     def bytes_received(self) -> int:
@@ -205,7 +250,8 @@ class _Connection(asyncio.Protocol):
         if isinstance(peername, tuple):
             self.peer, self.port = peer_host(str(peername[0])), int(peername[1])
         shown = f"[{self.peer}]" if ":" in self.peer else self.peer
-        self.where = f"conn {self.conn_id} {shown}:{self.port}"
+        scheme = " rtmps" if self.tls else ""
+        self.where = f"conn {self.conn_id}{scheme} {shown}:{self.port}"
         self.info = ConnectionInfo(self.peer, self.port, self.conn_id, "", None, None, None, None)
         refusal = self.server._admit(self)
         if refusal:
@@ -213,11 +259,47 @@ class _Connection(asyncio.Protocol):
             self.log.warning("%s: refused: %s", self.where, refusal)
             transport.close()
             return
+        if self.tls:
+            self.tls_pending = True
+            self.server._spawn(self._start_tls(transport))
+            return
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        self._after_session()
+
+    async def _start_tls(self, raw: asyncio.Transport) -> None:
+        """The TLS handshake, then the connection runs as plain RTMP over the TLS transport."""
+        context = self.server.tls_context
+        assert context is not None
+        try:
+            tls = await self.loop.start_tls(
+                raw, self, context, server_side=True,
+                ssl_handshake_timeout=self.server.session_config.handshake_timeout,
+            )  # fmt: skip
+        except (OSError, ssl.SSLError, EOFError) as exc:  # ssl.SSLError is an OSError too
+            if not self.closing:
+                self.closing = True
+                self.log.warning("%s: TLS handshake failed: %s", self.where, exc or "closed")
+            raw.close()
+            self.server._forget(self)
+            return
+        if tls is None or self.closing:  # shut down while the handshake ran
+            if tls is not None:
+                tls.close()
+            self.server._forget(self)
+            return
+        self.transport = tls
+        self.tls_pending = False
+        tls.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        early, self.early = self.early, []
+        for data in early:
+            self.data_received(data)
         self._after_session()
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
+            return
+        if self.tls_pending:  # decrypted before start_tls has handed us the TLS transport
+            self.early.append(data)
             return
         try:
             self.session.receive_data(data, self.loop.time())
@@ -309,6 +391,8 @@ class _Connection(asyncio.Protocol):
                 self.server._end(self, publishing, event.reason)
         elif isinstance(event, ProtocolViolation):
             self._violation(f"protocol violation: {event.reason}")
+        elif isinstance(event, ProtocolWarning):
+            self.log.warning("%s: %s", self.where, event.reason)
         elif isinstance(event, TimedOut):
             self._violation(f"timed out: {event.reason}")
 
@@ -473,8 +557,10 @@ class RtmpServer:
         max_connections: int = 1000,
         max_connections_per_ip: int = 50,
         log: logging.Logger | None = None,
+        tls: TlsListener | None = None,
     ) -> None:
         self.handler = handler
+        self.tls = tls
         self.host = host
         self._port = port
         self.session_config = session_config or SessionConfig()
@@ -482,6 +568,7 @@ class RtmpServer:
         self.max_connections_per_ip = max_connections_per_ip
         self.log = log or logging.getLogger("rtmpd.rtmp")
         self._server: asyncio.Server | None = None
+        self._tls_server: asyncio.Server | None = None
         self._conns: dict[int, _Connection] = {}
         self._per_ip: dict[str, int] = {}
         self._next_id = 1
@@ -499,11 +586,68 @@ class RtmpServer:
             )
         sock: socket.socket = self._server.sockets[0]
         self._port = int(sock.getsockname()[1])
+        if self.tls is not None:
+            try:
+                self._tls_server = await loop.create_server(
+                    lambda: self._new_connection(tls=True), self.tls.host, self.tls.port,
+                    reuse_address=True,
+                )  # fmt: skip
+            except OSError as exc:
+                self._server.close()
+                raise TlsListenError(exc.errno, exc.strerror) from None
+            self.tls.port = int(self._tls_server.sockets[0].getsockname()[1])
 
     @property
     def port(self) -> int:
         """The bound port (the real one when constructed with port 0)."""
         return self._port
+
+    @property
+    def tls_port(self) -> int:
+        """The bound RTMPS port, 0 without RTMPS."""
+        return self.tls.port if self.tls is not None else 0
+
+    @property
+    def tls_context(self) -> ssl.SSLContext | None:
+        return self.tls.context if self.tls is not None else None
+
+    def set_tls_context(self, context: ssl.SSLContext) -> None:
+        """Use `context` (a reloaded certificate) for every TLS handshake from now on;
+        connections already up keep theirs."""
+        if self.tls is not None:
+            self.tls.context = context
+
+    def stop_listening(self) -> None:
+        """No new connections (the ones open go on)."""
+        for listener in (self._server, self._tls_server):
+            if listener is not None:
+                listener.close()
+
+    async def drain(self, grace: float, redirect: str = "") -> DrainResult:
+        """Ask the publishers open now to go, give them `grace` seconds, then end the rest.
+        Publishers that announced the Reconnect capability get a reconnect request (to
+        `redirect`, else to where they are); the others just get the grace."""
+        conns = [c for c in self._conns.values() if c.publishes and not c.closing]
+        asked = 0
+        for conn in conns:
+            description = "The server is draining: reconnect, please"
+            if conn.session.request_reconnect(redirect, description):
+                asked += 1
+                conn._flush()
+                self.log.info("%s: asked to reconnect%s", conn.where,
+                              f" to {redirect}" if redirect else "")  # fmt: skip
+        self.log.info(
+            "draining: %d publisher(s) asked to reconnect, %d without the capability; "
+            "the rest ends in %g s", asked, len(conns) - asked, grace,
+        )  # fmt: skip
+        if conns and grace > 0:
+            await asyncio.wait([c.gone for c in conns], timeout=grace)
+        late = [c for c in conns if not c.gone.done()]
+        for conn in late:
+            conn.shutdown("server draining")
+        self.log.info("drained: %d went by themselves, %d ended", len(conns) - len(late),
+                      len(late))  # fmt: skip
+        return DrainResult(asked, len(conns) - len(late), len(late))
 
     @property
     def connections(self) -> int:
@@ -519,8 +663,7 @@ class RtmpServer:
 
     async def close(self) -> None:
         """Stop listening, close every connection, and wait for every publish to end."""
-        if self._server is not None:
-            self._server.close()
+        self.stop_listening()
         for conn in list(self._conns.values()):
             conn.shutdown("server shutting down")
         # Decisions still pending are moot now; give them a moment, then cancel them.
@@ -541,16 +684,17 @@ class RtmpServer:
             if not self._conns:
                 break
             await asyncio.sleep(0)
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
+        for listener in (self._server, self._tls_server):
+            if listener is not None:
+                await listener.wait_closed()
+        self._server = self._tls_server = None
 
     # -- for _Connection ---------------------------------------------------------------
 
-    def _new_connection(self) -> _Connection:
+    def _new_connection(self, tls: bool = False) -> _Connection:
         conn_id = self._next_id
         self._next_id += 1
-        return _Connection(self, conn_id)
+        return _Connection(self, conn_id, tls)
 
     def _admit(self, conn: _Connection) -> str:
         """Count a new connection in; the reason to refuse it, or ''."""
@@ -563,6 +707,8 @@ class RtmpServer:
         return ""
 
     def _forget(self, conn: _Connection) -> None:
+        if not conn.gone.done():
+            conn.gone.set_result(None)
         if self._conns.pop(conn.conn_id, None) is None:
             return
         left = self._per_ip.get(conn.peer, 0) - 1

@@ -13,8 +13,15 @@ from typing import Any
 import pytest
 
 from rtmpd.rtmp import amf0
-from rtmpd.rtmp.chunk import ChunkWriter, SerializedMessage, serialize_message
-from rtmpd.rtmp.client import ClientSession, CommandResult, Connected, ServerCommand, StreamCreated
+from rtmpd.rtmp.chunk import ChunkReader, ChunkWriter, SerializedMessage, serialize_message
+from rtmpd.rtmp.client import (
+    ClientSession,
+    CommandResult,
+    Connected,
+    ReconnectRequest,
+    ServerCommand,
+    StreamCreated,
+)
 from rtmpd.rtmp.client import Status as ClientStatus
 from rtmpd.rtmp.events import (
     Audio,
@@ -24,12 +31,14 @@ from rtmpd.rtmp.events import (
     Metadata,
     PublishEnd,
     PublishRequest,
+    SequenceEnd,
     Video,
     VideoConfig,
 )
+from rtmpd.rtmp.exheader import CapsEx
 from rtmpd.rtmp.handshake import ClientHandshake
-from rtmpd.rtmp.messages import ChunkStreamId, MessageType
-from rtmpd.rtmp.session import ServerSession
+from rtmpd.rtmp.messages import ChunkStreamId, MessageType, parse_command
+from rtmpd.rtmp.session import ServerSession, StreamState
 from tests.support.core import client_events, drain, pump, send_abort, send_raw
 from tests.support.media import FlvTag, make_flv, read_flv_tags
 from tests.support.wire import ping_request
@@ -54,6 +63,8 @@ def expected_events(offset: int = 0) -> list[tuple[Any, ...]]:
             out.append(("VideoConfig", 1, ts, 7, b[5:]))
         elif t.kind == 9 and b[1] == 1:
             out.append(("Video", 1, ts, 7, b[0] >> 4 == 1, _s24(b[2:5]), b[5:]))
+        elif t.kind == 9 and b[1] == 2:  # AVC end of sequence
+            out.append(("SequenceEnd", 1, ts, 7, True))
         elif t.kind == 8 and b[1] == 0:
             out.append(("AudioConfig", 1, ts, 10, b[2:]))
         elif t.kind == 8:
@@ -80,6 +91,8 @@ def as_tuples(events: list[Event]) -> list[tuple[Any, ...]]:
             )  # fmt: skip
         elif isinstance(e, Metadata):
             out.append(("Metadata", e.stream_id, e.values))
+        elif isinstance(e, SequenceEnd):
+            out.append(("SequenceEnd", e.stream_id, e.timestamp, e.codec_id, e.video))
         else:
             out.append((type(e).__name__,))
     return out
@@ -265,7 +278,7 @@ def test_delete_stream_ends_the_publish_once() -> None:
 def test_digest_handshake_client() -> None:
     client, server = publishing_pair(digest=True)
     client.send_video(0, b"\x17\x02\x00\x00\x00")
-    assert pump(client, server) == []  # end of sequence: nothing to report
+    assert pump(client, server) == [SequenceEnd(1, 0, 7, True)]
     assert not server.closed
 
 
@@ -328,3 +341,43 @@ def test_frames_from_pyrtmp_writer_and_serializer(pyrtmp: Any) -> None:
     server.receive_data(frame(6, 9, 1, video.body), 0.0)
     [event] = drain(server)
     assert isinstance(event, Video) and bytes(event.data) == video.body[5:]
+
+
+# --- enhanced RTMP v2: reconnect requests -----------------------------------------------------
+
+
+def test_reconnect_request_reaches_a_client_that_announced_it() -> None:
+    client, server = publishing_pair(caps_ex=CapsEx.RECONNECT)
+    (connected,) = [e for e in drain(client) if isinstance(e, Connected)]
+    assert int(connected.properties["capsEx"]) & CapsEx.RECONNECT  # the server sends them
+    assert server.peer_caps.reconnect
+    assert server.request_reconnect("rtmp://other.example/app", "Server update")
+    wire = server.data_to_send()
+    reader = ChunkReader()
+    reader.set_chunk_size(4096)  # the server announced it after connect
+    reader.feed(wire)
+    msg = reader.next_message()
+    assert msg is not None and (msg.msg_type, msg.stream_id) == (MessageType.COMMAND_AMF0, 0)
+    cmd = parse_command(msg.payload)
+    assert (cmd.name, cmd.transaction_id, cmd.command_object) == ("onStatus", 0.0, None)
+    assert cmd.args[0] == {
+        "level": "status",
+        "code": "NetConnection.Connect.ReconnectRequest",
+        "description": "Server update",
+        "tcUrl": "rtmp://other.example/app",
+    }
+    client.receive_data(wire)
+    assert drain(client) == [ReconnectRequest("rtmp://other.example/app", "Server update")]
+    assert server.stream_state(1) is StreamState.PUBLISHING  # it goes on until the client goes
+    assert server.request_reconnect()  # no tcUrl: the client reconnects where it is
+    client.receive_data(server.data_to_send())
+    assert drain(client) == [ReconnectRequest("", "Reconnect, please")]
+
+
+def test_no_reconnect_request_to_a_client_that_did_not_announce_it() -> None:
+    client, server = publishing_pair()
+    assert not server.peer_caps.reconnect and not server.peer_caps.enhanced
+    assert not server.request_reconnect("rtmp://other.example/app")
+    assert server.data_to_send() == b""
+    fresh = ServerSession()
+    assert not fresh.request_reconnect()  # nor before connect

@@ -30,7 +30,7 @@ def test_example_file_documents_every_key_with_its_default() -> None:
     data = tomllib.loads((ROOT / "config.example.toml").read_text())
     example = from_dict(data, ROOT)
     defaults = Config(base_dir=ROOT)
-    for section in ("rtmp", "http", "hls", "database", "auth", "web", "webhooks", "log"):
+    for section in ("rtmp", "rtmps", "http", "hls", "database", "auth", "web", "webhooks", "log"):
         assert getattr(example, section) == getattr(defaults, section), section
         documented = set(data[section])
         known = set(getattr(defaults, section).__slots__)
@@ -78,6 +78,12 @@ def test_rtmpd_toml_in_the_working_directory_is_found(
         ('[webhooks]\nurl = "hook"\nsecret = "s"\n', "[webhooks] url"),
         ("[webhooks]\nmax_pending = 0\n", "[webhooks] max_pending"),
         ("[rtmp\n", "config file"),
+        ("[rtmp]\ndrain_grace = -1\n", "[rtmp] drain_grace: must not be negative"),
+        ('[rtmp]\ndrain_grace = "10"\n', "[rtmp] drain_grace: expected a number"),
+        ('[rtmp]\ndrain_redirect = "live2:1935"\n', "[rtmp] drain_redirect: must be an rtmp://"),
+        ('[rtmps]\ncert = "a.pem"\n', "[rtmps] cert, key: set both"),
+        ('[rtmps]\nlisten = "1936"\n', "[rtmps] listen"),
+        ('[rtmps]\ncertificate = "a.pem"\n', "unknown key [rtmps] certificate"),
     ],
 )
 def test_mistakes_name_the_key(tmp_path: Path, text: str, message: str) -> None:
@@ -87,6 +93,15 @@ def test_mistakes_name_the_key(tmp_path: Path, text: str, message: str) -> None:
         load(path)
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_rtmps_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
+    c = from_dict({"rtmps": {"cert": "tls/cert.pem", "key": "/etc/k.pem"}}, tmp_path)
+    assert (c.rtmps.enabled, c.rtmps.cert, c.rtmps.key) == (
+        True, str(tmp_path / "tls/cert.pem"), "/etc/k.pem",
+    )  # fmt: skip
+    assert not Config().rtmps.enabled and Config().rtmp.drain_grace == 10.0
+    assert Config().pid_file == Config().database_path.parent / "rtmpd.pid"
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:

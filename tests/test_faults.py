@@ -26,6 +26,7 @@ from rtmpd.hls import name_state as name_state_module
 from rtmpd.app import Rtmpd
 from rtmpd.rtmp.config import SessionConfig
 from rtmpd.rtmp.limits import MAX_CONFIG_SIZE
+from tests.support import exmedia
 from tests.support.app import make_config, start_server
 from tests.support.hls import decode_segment
 from tests.support.hostile import (
@@ -534,7 +535,32 @@ def speex(tag: FlvTag) -> FlvTag:
     return FlvTag(TAG_AUDIO, tag.timestamp, b"\xb6" + tag.body[2:])
 
 
+def ex_video(code: bytes) -> Any:
+    """Legacy H.264 frames re-labelled as another enhanced RTMP codec (dropped unread)."""
+
+    def convert(tag: FlvTag) -> FlvTag:
+        return FlvTag(TAG_VIDEO, tag.timestamp, exmedia.video(1, code, tag.body[5:],
+                                                              frame=tag.body[0] >> 4))  # fmt: skip
+
+    return convert
+
+
+def ex_opus(tag: FlvTag) -> FlvTag:
+    return FlvTag(TAG_AUDIO, tag.timestamp, exmedia.audio(1, b"Opus", tag.body[2:]))
+
+
+def as_enhanced(tag: FlvTag) -> FlvTag:
+    """The same H.264 or AAC in enhanced RTMP's headers (avc1, mp4a)."""
+    b = tag.body
+    if tag.kind == TAG_AUDIO:
+        return FlvTag(TAG_AUDIO, tag.timestamp, exmedia.audio(b[1], b"mp4a", b[2:]))
+    ptype = {0: 0, 1: 1, 2: 2}[b[1]]
+    body = b[2:] if ptype == 1 else b[5:]  # CodedFrames keep their composition time
+    return FlvTag(TAG_VIDEO, tag.timestamp, exmedia.video(ptype, b"avc1", body, frame=b[0] >> 4))
+
+
 PACKAGED = "(rtmpd packages H.264 video and AAC or MP3 audio into HLS)"
+REFUSED = "(refused: not supported by rtmpd)"
 
 
 @pytest.mark.parametrize(
@@ -542,6 +568,10 @@ PACKAGED = "(rtmpd packages H.264 video and AAC or MP3 audio into HLS)"
     [
         (TAG_VIDEO, vp6, f"video On2 VP6 is not packaged {PACKAGED}; dropped"),
         (TAG_AUDIO, speex, f"audio Speex is not packaged {PACKAGED}; dropped"),
+        (TAG_VIDEO, ex_video(b"hvc1"), f"video HEVC is not packaged {PACKAGED}; dropped"),
+        (TAG_VIDEO, ex_video(b"vp08"), f"video VP8 {REFUSED} is not packaged {PACKAGED}; dropped"),
+        (TAG_VIDEO, ex_video(b"vvc1"), f"video VVC {REFUSED} is not packaged {PACKAGED}; dropped"),
+        (TAG_AUDIO, ex_opus, f"audio Opus is not packaged {PACKAGED}; dropped"),
     ],
 )
 async def test_codecs_hls_cannot_carry_are_dropped(
@@ -562,6 +592,43 @@ async def test_codecs_hls_cannot_carry_are_dropped(
     segment = decode_segment(server.hls.segment_dir("legacy") / playlist.segments[0].uri)
     assert (segment.video_frames > 0) == (kind == TAG_AUDIO)
     assert (segment.audio_frames > 0) == (kind == TAG_VIDEO)
+
+
+async def test_enhanced_h264_and_aac_are_packaged_as_legacy(
+    server: Rtmpd, caplog: pytest.LogCaptureFixture
+) -> None:
+    """avc1 and mp4a in enhanced RTMP headers carry the same bitstreams: packaged the same."""
+    stream = await stream_through(server, "exavc", [as_enhanced(t) for t in small_tags(3.0)])
+    playlist = stream.playlist()
+    assert 2.8 <= playlist.duration <= 3.2
+    segment = decode_segment(server.hls.segment_dir("exavc") / playlist.segments[0].uri)
+    assert segment.video_frames > 0 and segment.audio_frames > 0 and segment.errors == []
+    assert lines(caplog) == []
+
+
+async def test_tracks_beyond_the_default_are_named_once_and_left_out(
+    server: Rtmpd, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A multitrack publish: track 0 (legacy H.264 + AAC) goes to HLS; HEVC on video track 1
+    and Opus on audio track 2 are named once each, however many messages they send."""
+    tags = []
+    for tag in small_tags(3.0):
+        tags.append(tag)
+        if tag.kind == TAG_VIDEO:
+            extra = exmedia.multitrack(0x96, 1, 1, [(b"hvc1", 1, b"\0\0\0" + tag.body[5:])])
+        else:
+            extra = exmedia.multitrack(0x95, 1, 1, [(b"Opus", 2, tag.body[2:])])
+        tags.append(FlvTag(tag.kind, tag.timestamp, extra))
+    stream = await stream_through(server, "multi", tags)
+    assert [line for line in lines(caplog) if "not pack" in line] == [
+        "rtmpd: multi: video track 1 (HEVC) is not packaged: HLS carries track 0, the default "
+        "track, only; dropped",
+        "rtmpd: multi: audio track 2 (Opus) is not packaged: HLS carries track 0, the default "
+        "track, only; dropped",
+    ]
+    playlist = stream.playlist()
+    assert 2.8 <= playlist.duration <= 3.2
+    decodes(stream)
 
 
 def with_config(tags: list[FlvTag], kind: int, body: bytes) -> list[FlvTag]:

@@ -26,12 +26,16 @@ def tracks() -> tuple[Track, Track]:
 
 
 def decode(path: Path) -> tuple[int, int, list[str]]:
+    level = av.logging.get_level()
     av.logging.set_level(av.logging.WARNING)
     video = audio = 0
-    with av.logging.Capture(local=False) as logs, av.open(str(path)) as container:
-        for frame in container.decode(*container.streams):
-            video += isinstance(frame, av.VideoFrame)
-            audio += isinstance(frame, av.AudioFrame)
+    try:
+        with av.logging.Capture(local=False) as logs, av.open(str(path)) as container:
+            for frame in container.decode(*container.streams):
+                video += isinstance(frame, av.VideoFrame)
+                audio += isinstance(frame, av.AudioFrame)
+    finally:
+        av.logging.set_level(level)
     return video, audio, [text for level, _, text in logs if level <= av.logging.WARNING]
 
 

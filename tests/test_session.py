@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from rtmpd.rtmp import amf0, limits, messages
+from rtmpd.rtmp import amf0, limits, messages, records
 from rtmpd.rtmp.chunk import Message
 from rtmpd.rtmp.config import SessionConfig
 from rtmpd.rtmp.events import (
@@ -15,8 +15,10 @@ from rtmpd.rtmp.events import (
     Metadata,
     PlayRequest,
     ProtocolViolation,
+    ProtocolWarning,
     PublishEnd,
     PublishRequest,
+    SequenceEnd,
     TimedOut,
     Video,
     VideoConfig,
@@ -218,14 +220,15 @@ def test_media_events(mode: str) -> None:
     events = drain(client.server)
     assert events[:3] == [
         Metadata(1, {"width": 64.0}),
-        VideoConfig(1, base, 7, avc),
-        AudioConfig(1, base, 10, asc),
+        VideoConfig(1, base, 7, avc, 0, records.parse_avc(avc)),
+        AudioConfig(1, base, 10, asc, 0, records.AacConfig(2, 44100, 2)),
     ]
     video1, audio, video2 = events[3:]
     assert isinstance(video1, Video) and isinstance(video2, Video) and isinstance(audio, Audio)
     assert (video1.timestamp, video1.keyframe, video1.composition_offset) == (base + 40, True, 40)
-    assert bytes(video1.data) == NAL
+    assert bytes(video1.data) == NAL and (video1.frame_type, video1.track) == (1, 0)
     assert (video2.timestamp, video2.keyframe, video2.composition_offset) == (base + 80, False, -10)
+    assert video2.frame_type == 2
     assert (audio.timestamp, audio.codec_id, audio.sound_rate, audio.channels) == (
         base + 23,
         10,
@@ -247,10 +250,11 @@ def test_other_codecs_pass_through() -> None:
     client.send(MessageType.AUDIO, h("af 05 00"), 1, 16, 6)  # unknown AAC packet type
     hvc1 = int.from_bytes(b"hvc1", "big")
     assert drain(client.server) == [
-        Video(1, 10, 2, False, 0, b"h263"),
+        Video(1, 10, 2, False, 0, b"h263", 2),
         Audio(1, 11, 2, 44100, 16, 1, h("fffb")),
-        VideoConfig(1, 12, hvc1, h("0102")),
-        Video(1, 13, hvc1, True, 33, NAL),
+        VideoConfig(1, 12, hvc1, h("0102")),  # too short to read: no record
+        Video(1, 13, hvc1, True, 33, NAL, 1),
+        SequenceEnd(1, 14, 7, True),
     ]
     assert not client.server.closed
 
@@ -350,6 +354,45 @@ def test_delete_stream_ends_publish() -> None:
     client.command("deleteStream", 0, None, 1.0)
     client.command("deleteStream", 0, None, 1.0)
     assert drain(client.server) == [PublishEnd(1, "deleteStream")]
+
+
+# GStreamer's rtmp2sink stops with FCUnpublish(name) and then deleteStream with no stream id
+# and the name instead: null and the name, or the name alone.
+GSTREAMER_DELETES = [
+    encode_command("deleteStream", 6.0, None, None, "key1234"),
+    encode_command("deleteStream", 6.0, None, "key1234"),
+]
+
+
+@pytest.mark.parametrize("mode", FEEDS)
+@pytest.mark.parametrize("wire", GSTREAMER_DELETES, ids=["null-and-name", "name"])
+def test_gstreamer_stop_is_understood(mode: str, wire: bytes) -> None:
+    client = publishing(mode)
+    client.send(MessageType.COMMAND_AMF0, encode_command("FCUnpublish", 5.0, None, "key1234"))
+    client.send(MessageType.COMMAND_AMF0, wire)
+    assert drain(client.server) == [PublishEnd(1, "FCUnpublish")]  # no violation, no warning
+    assert client.server.stream_state(1) is None and not client.server.closed
+
+
+@pytest.mark.parametrize("wire", GSTREAMER_DELETES, ids=["null-and-name", "name"])
+def test_delete_stream_by_name_ends_the_publish_of_that_name(wire: bytes) -> None:
+    client = publishing()
+    client.command("createStream", 3)
+    client.command("publish", 0, None, "other", "live", stream_id=2)
+    assert drain(client.server) == [PublishRequest(2, "other", "", "live")]
+    client.send(MessageType.COMMAND_AMF0, wire)
+    assert drain(client.server) == [PublishEnd(1, "deleteStream")]
+    assert client.server.stream_state(2) is StreamState.PUBLISH_PENDING  # "other" untouched
+
+
+@pytest.mark.parametrize("args", [(), (None,), (True,), ({"a": 1.0},)])
+def test_delete_stream_naming_nothing_is_a_warning(args: tuple[object, ...]) -> None:
+    client = publishing()
+    client.command("deleteStream", 6, None, *args)
+    assert drain(client.server) == [
+        ProtocolWarning("deleteStream without a stream id or name; ignored")
+    ]
+    assert client.server.stream_state(1) is StreamState.PUBLISHING and not client.server.closed
 
 
 def test_close_stream_ends_publish_and_allows_a_new_one() -> None:

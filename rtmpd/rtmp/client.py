@@ -7,6 +7,11 @@ as given (timestamps are unbounded ints, sent modulo 2**32). For many publishers
 same media, cut each frame once with `rtmpd.rtmp.chunk.serialize_message` (fmt 0 header, so it
 needs no per-connection context) and hand it to `send_serialized`: no per-client copy.
 
+Enhanced RTMP: `caps_ex` is announced in connect (capsEx; CapsEx.RECONNECT says the client
+honours reconnect requests), and a server's NetConnection.Connect.ReconnectRequest becomes a
+ReconnectRequest event (what to do about it, reconnecting at the next keyframe, is the
+caller's: this object is one connection).
+
 Anything malformed from the server raises ProtocolError out of `receive_data`.
 """
 
@@ -22,6 +27,7 @@ from .chunk import ChunkReader, ChunkWriter, Message, SerializedMessage
 from .errors import ProtocolError
 from .handshake import ClientHandshake
 from .messages import (
+    RECONNECT_REQUEST,
     ChunkStreamId,
     MessageType,
     UserControlEvent,
@@ -85,7 +91,19 @@ class ServerCommand:
     args: list[Any]
 
 
-ClientEvent = Connected | ConnectFailed | StreamCreated | Status | CommandResult | ServerCommand
+@dataclass(frozen=True, slots=True)
+class ReconnectRequest:
+    """The server asks us to reconnect (enhanced RTMP v2): to `tc_url` when given, else to the
+    tcUrl of this connection; keep publishing here up to the next keyframe first."""
+
+    tc_url: str
+    description: str
+
+
+ClientEvent = (
+    Connected | ConnectFailed | StreamCreated | Status | CommandResult | ServerCommand
+    | ReconnectRequest
+)  # fmt: skip
 
 _Pending = tuple[int, int, int, int, _Buf]
 
@@ -98,6 +116,7 @@ class ClientSession:
         now_ms: int = 0,
         digest: bool = False,
         flashver: str = "FMLE/3.0 (compatible; rtmpd)",
+        caps_ex: int = 0,
     ) -> None:
         self._handshake = ClientHandshake(now_ms=now_ms, digest=digest)
         self._reader = ChunkReader()
@@ -109,6 +128,7 @@ class ClientSession:
         self._next_tid = 1
         self._chunk_size = chunk_size
         self._flashver = flashver
+        self._caps_ex = caps_ex
         self._publish_queued: tuple[str, str, bool] | None = None
         self._play_queued: str | None = None
         self.stream_id: int | None = None
@@ -164,6 +184,8 @@ class ClientSession:
             "flashVer": self._flashver,
             "tcUrl": tc_url,
         }
+        if self._caps_ex:
+            obj["capsEx"] = float(self._caps_ex)
         obj.update(properties)
         tid = float(self._next_tid)
         self._next_tid += 1
@@ -332,6 +354,9 @@ class ClientSession:
                 value = info.get(key)
                 return value if isinstance(value, str) else ""
 
+            if text("code") == RECONNECT_REQUEST and msg.stream_id == 0:
+                self._events.append(ReconnectRequest(text("tcUrl"), text("description")))
+                return
             status = Status(msg.stream_id, text("level"), text("code"), text("description"), info)
             if status.code == "NetStream.Publish.Start":
                 self.publishing = True

@@ -15,12 +15,14 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from . import limits
+from . import exheader, limits
 from . import messages as msgs
 from .config import SessionConfig
 from .errors import ProtocolError
-from .events import Connect, Event, PlayRequest, PublishEnd, PublishRequest
+from .events import Connect, Event, PlayRequest, ProtocolWarning, PublishEnd, PublishRequest
+from .exheader import ClientCaps
 from .messages import Command, MessageType, PeerBandwidthLimit, status_info
 from .output import Output
 from .states import (
@@ -37,15 +39,27 @@ from .states import (
 _QUIET = frozenset(("_result", "_error", "onStatus", "onBWDone", "receiveAudio", "receiveVideo"))
 
 
+class Peer:
+    """What the peer said of itself in connect, for the session to act on later (whether it
+    takes reconnect requests)."""
+
+    __slots__ = ("caps", "tc_url")
+
+    def __init__(self) -> None:
+        self.caps = ClientCaps()
+        self.tc_url = ""
+
+
 @dataclass(frozen=True, slots=True)
 class Context:
-    """What a command handler may touch: the session's state machine, output, event queue
-    and config (the same objects the session holds)."""
+    """What a command handler may touch: the session's state machine, output, event queue,
+    config and what the peer said in connect (the same objects the session holds)."""
 
     cstate: ConnectionState
     output: Output
     events: deque[Event]
     config: SessionConfig
+    peer: Peer
 
     def end_session(self, reason: str) -> None:
         """Close the session; every publish that was running gets its PublishEnd(reason)."""
@@ -92,6 +106,9 @@ def _connect(ctx: Context, cmd: Command) -> None:
         value = obj.get(key)
         return value if isinstance(value, str) else ""
 
+    caps = exheader.parse_client_caps(obj)
+    ctx.peer.caps = caps
+    ctx.peer.tc_url = text("tcUrl")
     ctx.events.append(
         Connect(
             app,
@@ -101,6 +118,7 @@ def _connect(ctx: Context, cmd: Command) -> None:
             text("pageUrl"),
             encoding,
             dict(obj),
+            caps,
         )
     )
     out = ctx.output
@@ -110,7 +128,9 @@ def _connect(ctx: Context, cmd: Command) -> None:
         MessageType.SET_PEER_BANDWIDTH,
     )
     out.set_chunk_size(cfg.chunk_size)
-    props = {"fmsVer": "FMS/3,5,7,7009", "capabilities": 31.0, "mode": 1.0}
+    props: dict[str, Any] = {"fmsVer": "FMS/3,5,7,7009", "capabilities": 31.0, "mode": 1.0}
+    if caps.enhanced:  # what rtmpd takes, to a client that asked in enhanced RTMP's words
+        props.update(exheader.server_caps())
     info = status_info(
         "status",
         "NetConnection.Connect.Success",
@@ -204,14 +224,26 @@ def _close_stream(ctx: Context, stream_id: int, cmd: Command) -> None:
 
 
 def _delete_stream(ctx: Context, stream_id: int, cmd: Command) -> None:
-    target = cmd.args[0] if cmd.args else None
-    if isinstance(target, bool) or not isinstance(target, int | float):
-        raise ProtocolError("deleteStream without a stream id")
-    # Any float can arrive here (inf, nan, 1.5): only whole numbers name a stream.
-    whole = isinstance(target, int) or target.is_integer()
-    stream = ctx.cstate.streams.get(int(target)) if whole else None
-    if stream is not None:
-        _unpublish(ctx, stream, StreamTrigger.DELETE, "deleteStream")
+    """deleteStream(id) as FFmpeg and OBS send it; GStreamer's rtmp2sink sends no id (null or
+    nothing) and the stream's name instead, so a stream is also found by its name. Only a
+    deleteStream naming neither is worth a warning; a stream that is already gone is not."""
+    target = next((a for a in cmd.args if isinstance(a, int | float) and not isinstance(a, bool)),
+                  None)  # fmt: skip
+    if target is not None:
+        # Any float can arrive here (inf, nan, 1.5): only whole numbers name a stream.
+        whole = isinstance(target, int) or target.is_integer()
+        stream = ctx.cstate.streams.get(int(target)) if whole else None
+        if stream is not None:
+            _unpublish(ctx, stream, StreamTrigger.DELETE, "deleteStream")
+        return
+    name = next((a for a in cmd.args if isinstance(a, str)), None)
+    if name is None:
+        ctx.events.append(ProtocolWarning("deleteStream without a stream id or name; ignored"))
+        return
+    name = name.partition("?")[0]
+    for stream in list(ctx.cstate.streams.values()):
+        if name and stream.name == name:
+            _unpublish(ctx, stream, StreamTrigger.DELETE, "deleteStream")
 
 
 #: The handler of each command after connect.

@@ -1,16 +1,52 @@
 """Events a ServerSession hands to the socket layer (see docs/architecture.md).
 
-Frozen and slotted: cheap to make on the media hot path and safe to pass around. Media
-timestamps are milliseconds, already unwrapped past 32 bits. Media payloads may be memoryviews
-into the message buffer (no copy); configurations are bytes.
+Frozen and slotted: safe to pass around. Media timestamps are milliseconds, already unwrapped
+past 32 bits. Media payloads may be memoryviews into the message buffer (no copy);
+configurations are bytes.
+
+Media events say their codec as `codec_id`: the legacy FLV id (7 H.264, 10 AAC, 2 MP3, ...)
+or, for enhanced RTMP, the FourCC as a 32-bit int (rtmpd.rtmp.exheader.VideoFourCC and
+AudioFourCC; rtmpd.rtmp.flv.codec_name names either). `track` is the enhanced multitrack id;
+0, the default track, for everything else. Configuration events carry the record as sent and
+what rtmpd.rtmp.records could read of it (`record`, None when there is none or it does not
+parse: whether a record is usable is the packager's call).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+from .exheader import ClientCaps, Multichannel
+from .records import AudioRecord, VideoRecord
 
 Payload = bytes | bytearray | memoryview
+_T = TypeVar("_T")
+
+
+def _quick_init(cls: type[_T]) -> type[_T]:
+    """The same __init__ with the setter bound once. A frozen dataclass's generated __init__
+    looks object.__setattr__ up again for every field, which is a third of what making a media
+    event costs, and one is made per message. Only for frozen slotted dataclasses whose
+    defaults are plain constants (checked)."""
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    params = []
+    for f in fields:
+        if f.default is dataclasses.MISSING:
+            params.append(f.name)
+        else:
+            assert isinstance(f.default, int | str | None), f.name
+            params.append(f"{f.name}={f.default!r}")
+    body = "".join(f"        _set(self, {f.name!r}, {f.name})\n" for f in fields)
+    signature = ", ".join(params)
+    source = f"def make(_set):\n    def __init__(self, {signature}):\n{body}    return __init__\n"
+    namespace: dict[str, Any] = {}
+    exec(source, {}, namespace)  # noqa: S102 - our own field names, checked above
+    init = namespace["make"](object.__setattr__)
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = init  # type: ignore[method-assign]
+    return cls
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +58,8 @@ class Connect:
     page_url: str
     object_encoding: int
     properties: dict[str, Any] = field(default_factory=dict)
+    #: What an enhanced RTMP client said it supports (empty for a legacy client).
+    caps: ClientCaps = ClientCaps()
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,19 +86,27 @@ class Metadata:
 
 @dataclass(frozen=True, slots=True)
 class VideoConfig:
-    """codec_id 7 = AVC (data is an AVCDecoderConfigurationRecord); enhanced RTMP passes the
-    FourCC as an int."""
+    """A video sequence start: AVCDecoderConfigurationRecord (7, avc1),
+    HEVCDecoderConfigurationRecord (hvc1), AV1CodecConfigurationRecord (av01),
+    VPCodecConfigurationRecord (vp09, vp08). With `ts_descriptor` (MPEG2TSSequenceStart), data
+    is AV1's MPEG-2 TS video descriptor instead of its record."""
 
     stream_id: int
     timestamp: int
     codec_id: int
     data: bytes
+    track: int = 0
+    record: VideoRecord | None = None
+    ts_descriptor: bool = False
 
 
+@_quick_init
 @dataclass(frozen=True, slots=True)
 class Video:
-    """data: AVCC NAL units after the 5-byte header for AVC; the body after the 1-byte header
-    for other codecs."""
+    """One coded frame. data: length-prefixed NAL units for H.264/HEVC/VVC (after the
+    composition time), OBUs of one temporal unit for AV1, a frame for VP8/VP9, the body after
+    the header for legacy codecs. frame_type is the FLV VideoFrameType (1 key, 2 inter,
+    3 disposable inter, 4 generated key); `keyframe` is frame_type 1."""
 
     stream_id: int
     timestamp: int
@@ -68,22 +114,30 @@ class Video:
     keyframe: bool
     composition_offset: int
     data: Payload
+    frame_type: int
+    track: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class AudioConfig:
-    """codec_id 10 = AAC (data is an AudioSpecificConfig)."""
+    """An audio sequence start: AudioSpecificConfig (10, mp4a), the Opus ID header, FLAC's
+    "fLaC" and metadata blocks (or FFmpeg's bare STREAMINFO); empty for AC-3, E-AC-3 and MP3
+    (their frames carry their sync headers)."""
 
     stream_id: int
     timestamp: int
     codec_id: int
     data: bytes
+    track: int = 0
+    record: AudioRecord | None = None
 
 
+@_quick_init
 @dataclass(frozen=True, slots=True)
 class Audio:
-    """sound_rate in Hz, sound_size in bits, channels 1 or 2 (as the FLV header says; for AAC
-    the AudioSpecificConfig is authoritative). data: the raw frame after the header."""
+    """One coded audio packet: the raw frame after the header. sound_rate in Hz, sound_size in
+    bits, channels 1 or 2 as a legacy FLV header says (for AAC the AudioSpecificConfig is
+    authoritative); 0 for enhanced RTMP, whose header has no such fields (see the config)."""
 
     stream_id: int
     timestamp: int
@@ -92,6 +146,42 @@ class Audio:
     sound_size: int
     channels: int
     data: Payload
+    track: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AudioMultichannel:
+    """Enhanced RTMP's MultichannelConfig: the speaker layout, for codecs whose stream does
+    not say it."""
+
+    stream_id: int
+    timestamp: int
+    codec_id: int
+    config: Multichannel
+    track: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceEnd:
+    """The end of a track's sequence (legacy AVC end of sequence, enhanced SequenceEnd)."""
+
+    stream_id: int
+    timestamp: int
+    codec_id: int
+    video: bool
+    track: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class VideoMetadata:
+    """Enhanced RTMP's video Metadata packet: AMF [name, value] pairs, in the video timeline
+    (today "colorInfo", HDR colour information, which applies from the next frame on)."""
+
+    stream_id: int
+    timestamp: int
+    codec_id: int
+    values: dict[str, Any]
+    track: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +202,14 @@ class TimedOut:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class ProtocolWarning:
+    """Something the peer sent that could not be understood and was ignored; the session goes
+    on (a ProtocolViolation ends it)."""
+
+    reason: str
+
+
 Event = (
     Connect
     | PublishRequest
@@ -121,7 +219,11 @@ Event = (
     | Video
     | AudioConfig
     | Audio
+    | AudioMultichannel
+    | SequenceEnd
+    | VideoMetadata
     | PublishEnd
     | ProtocolViolation
+    | ProtocolWarning
     | TimedOut
 )

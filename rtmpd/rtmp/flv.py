@@ -1,13 +1,13 @@
 """FLV audio/video tag bodies, which are exactly RTMP audio/video message payloads.
 
 Video: 1 byte (frame type << 4 | codec id); for AVC (7) then an AVC packet type and a signed
-24-bit composition time. Enhanced RTMP sets the top bit of the first byte: then the low nibble
-is a packet type and a FourCC follows; we pass the FourCC through as `codec_id` (as a 32-bit
-int) and never crash on codecs we do not package. Audio: 1 byte (format << 4 | rate << 2 |
-size << 1 | channels); for AAC (10) then an AAC packet type. Codec configuration records are
-only bounded in size here: whether one is usable is the packager's call, and an unusable one
-costs the track it configures, not the publish. An RTMP aggregate message is FLV tags back to
-back (11-byte tag header, body, 4-byte back pointer); `aggregate_tags` splits one.
+24-bit composition time. Audio: 1 byte (format << 4 | rate << 2 | size << 1 | channels); for
+AAC (10) then an AAC packet type. Enhanced RTMP's headers (the top bit of a video body's first
+byte, sound format 9) are rtmpd.rtmp.exheader's; the parsers here refuse them. Codec
+configuration records are only bounded in size here: whether one is usable is the packager's
+call, and an unusable one costs the track it configures, not the publish. An RTMP aggregate
+message is FLV tags back to back (11-byte tag header, body, 4-byte back pointer);
+`aggregate_tags` splits one. `codec_name` names every codec, legacy or enhanced.
 """
 
 from __future__ import annotations
@@ -49,17 +49,6 @@ class AvcPacketType(IntEnum):
     END_OF_SEQUENCE = 2
 
 
-class ExVideoPacketType(IntEnum):
-    """Enhanced RTMP video packet types."""
-
-    SEQUENCE_START = 0
-    CODED_FRAMES = 1
-    SEQUENCE_END = 2
-    CODED_FRAMES_X = 3
-    METADATA = 4
-    MPEG2TS_SEQUENCE_START = 5
-
-
 class SoundFormat(IntEnum):
     LINEAR_PCM = 0
     ADPCM = 1
@@ -88,10 +77,6 @@ def fourcc(code: bytes) -> int:
     return int.from_bytes(code, "big")
 
 
-# FourCCs whose CodedFrames packets carry a composition time offset.
-_CTS_FOURCCS = frozenset((fourcc(b"avc1"), fourcc(b"hvc1")))
-
-
 @dataclass(frozen=True, slots=True)
 class VideoTag:
     """A parsed video body. `packet_type` is the AVC (or enhanced) packet type, None for
@@ -102,21 +87,19 @@ class VideoTag:
     packet_type: int | None
     composition_offset: int
     data: Buffer
-    enhanced: bool = False
 
     @property
     def is_config(self) -> bool:
-        return self.packet_type == 0 and (self.codec_id == VideoCodec.AVC or self.enhanced)
+        return self.packet_type == AvcPacketType.SEQUENCE_HEADER
+
+    @property
+    def is_end(self) -> bool:
+        return self.packet_type == AvcPacketType.END_OF_SEQUENCE
 
     @property
     def is_frame(self) -> bool:
         if self.frame_type == VideoFrameType.INFO:
             return False
-        if self.enhanced:
-            return self.packet_type in (
-                ExVideoPacketType.CODED_FRAMES,
-                ExVideoPacketType.CODED_FRAMES_X,
-            )
         return self.packet_type is None or self.packet_type == AvcPacketType.NALU
 
 
@@ -139,17 +122,8 @@ def parse_video(body: Buffer) -> VideoTag:
         raise ProtocolError("empty video message")
     b0 = body[0]
     view = memoryview(body)
-    if b0 & 0x80:  # enhanced RTMP
-        if n < 5:
-            raise ProtocolError("truncated enhanced video header")
-        frame_type = (b0 >> 4) & 0x07
-        ptype = b0 & 0x0F
-        codec = fourcc(bytes(view[1:5]))
-        if ptype == ExVideoPacketType.CODED_FRAMES and codec in _CTS_FOURCCS:
-            if n < 8:
-                raise ProtocolError("truncated enhanced video header")
-            return VideoTag(frame_type, codec, ptype, _s24(view, 5), view[8:], True)
-        return VideoTag(frame_type, codec, ptype, 0, view[5:], True)
+    if b0 & EX_VIDEO_BIT:
+        raise ProtocolError("enhanced RTMP video header (rtmpd.rtmp.exheader parses it)")
     frame_type = b0 >> 4
     codec = b0 & 0x0F
     # Info/command frames carry one command byte, not a codec packet, whatever the codec.
@@ -175,10 +149,8 @@ def parse_audio(body: Buffer) -> AudioTag:
     rate = SOUND_RATES[(b0 >> 2) & 3]
     size = 16 if b0 & 2 else 8
     channels = 2 if b0 & 1 else 1
-    if fmt == EX_AUDIO_FORMAT:  # enhanced RTMP: packet type, then the FourCC
-        if n < 5:
-            raise ProtocolError("truncated enhanced audio header")
-        return AudioTag(fourcc(bytes(view[1:5])), rate, size, channels, b0 & 0x0F, view[5:])
+    if fmt == EX_AUDIO_FORMAT:
+        raise ProtocolError("enhanced RTMP audio header (rtmpd.rtmp.exheader parses it)")
     if fmt != SoundFormat.AAC:
         return AudioTag(fmt, rate, size, channels, None, view[1:])
     if n < 2:
@@ -186,6 +158,8 @@ def parse_audio(body: Buffer) -> AudioTag:
     return AudioTag(fmt, rate, size, channels, body[1], view[2:])
 
 
+#: The top bit of a video body announces enhanced RTMP's video header.
+EX_VIDEO_BIT = 0x80
 #: Sound format 9 announces enhanced RTMP's audio header (a packet type and a FourCC).
 EX_AUDIO_FORMAT = 9
 _LEGACY_VIDEO = {1: "JPEG", 2: "Sorenson H.263", 3: "Screen video", 4: "On2 VP6",

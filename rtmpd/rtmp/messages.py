@@ -187,6 +187,10 @@ def encode_data(*values: Any) -> bytes:
     return amf0.encode_all(*values)
 
 
+#: The onStatus code of enhanced RTMP v2's reconnect request (on stream 0, level status).
+RECONNECT_REQUEST = "NetConnection.Connect.ReconnectRequest"
+
+
 def status_info(level: str, code: str, description: str, **extra: Any) -> dict[str, Any]:
     """The info object of onStatus / _result / _error."""
     info: dict[str, Any] = {"level": level, "code": code, "description": description}

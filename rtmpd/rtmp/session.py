@@ -16,25 +16,32 @@ event; receive_data never raises it.
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
-from . import commands, flv, limits
+from . import amf0, commands, exheader, flv, limits, records
 from . import messages as msgs
 from .amf_values import TypedObject
 from .chunk import ChunkReader, Message
-from .commands import Context
+from .commands import Context, Peer
 from .config import SessionConfig
 from .errors import ProtocolError
 from .events import (
     Audio,
     AudioConfig,
+    AudioMultichannel,
     Event,
     Metadata,
     ProtocolViolation,
     PublishEnd,
+    SequenceEnd,
     TimedOut,
     Video,
     VideoConfig,
+    VideoMetadata,
 )
+from .exheader import AudioPacketType as _A
+from .exheader import ClientCaps
+from .exheader import VideoPacketType as _V
 from .handshake import ServerHandshake
 from .messages import (
     MessageType,
@@ -58,9 +65,29 @@ __all__ = ["ConnState", "ServerSession", "StreamState"]
 
 _Buf = bytes | bytearray | memoryview
 _DEFAULT_CONFIG = SessionConfig()
-# Codec ids as plain ints, bound once: the media fast paths compare and store them per message.
+# Codec ids and media message types as plain ints, bound once: the media fast paths compare and
+# store them per message (an IntEnum member costs a class attribute lookup each time).
+_VIDEO = MessageType.VIDEO.value
+_AUDIO = MessageType.AUDIO.value
 _AVC = flv.VideoCodec.AVC.value
 _AAC = flv.SoundFormat.AAC.value
+_CODED = _V.CODED_FRAMES.value
+_CODED_X = _V.CODED_FRAMES_X.value
+
+
+def _config_bytes(data: _Buf, what: str) -> bytes:
+    if len(data) > limits.MAX_CONFIG_SIZE:
+        raise flv.InvalidConfig(f"{what} configuration too large")
+    return bytes(data)
+
+
+def _metadata(data: _Buf) -> dict[str, Any]:
+    """A video Metadata body: AMF0 [name, value] pairs (bounded like a command)."""
+    if len(data) > limits.MAX_COMMAND_SIZE:
+        raise ProtocolError("video metadata too large")
+    values = amf0.decode_all(data)
+    return {name: value for name, value in zip(values[::2], values[1::2], strict=False)
+            if isinstance(name, str)}  # fmt: skip
 
 
 class ServerSession:
@@ -72,7 +99,8 @@ class ServerSession:
         self._streams = self._cstate.streams  # read directly on the media hot path
         self._output = Output()
         self._events: deque[Event] = deque()
-        self._ctx = Context(self._cstate, self._output, self._events, config)
+        self._peer = Peer()
+        self._ctx = Context(self._cstate, self._output, self._events, config, self._peer)
         self._handshake = ServerHandshake(now_ms=int(now * 1000) & 0xFFFFFFFF)
         self._reader = ChunkReader()
         self._started = now
@@ -98,6 +126,11 @@ class ServerSession:
     def bytes_received(self) -> int:
         """Every byte fed so far, handshake included (not wrapped)."""
         return self._bytes_received
+
+    @property
+    def peer_caps(self) -> ClientCaps:
+        """What the peer said it supports in connect (enhanced RTMP; empty before connect)."""
+        return self._peer.caps
 
     def stream_state(self, stream_id: int) -> StreamState | None:
         stream = self._streams.get(stream_id)
@@ -181,6 +214,19 @@ class ServerSession:
         self._ctx.end_session(description)
         return True
 
+    def request_reconnect(self, tc_url: str = "", description: str = "Reconnect, please") -> bool:
+        """Enhanced RTMP v2's reconnect request: onStatus NetConnection.Connect.ReconnectRequest
+        on stream 0 (with `tc_url`, where to reconnect, when given; else the client uses its
+        own). The session goes on as before: the client is to keep sending up to its next
+        keyframe, reconnect and then leave. Only to a peer that announced the Reconnect
+        capability in connect; False, and nothing sent, otherwise."""
+        if self._cstate.conn is not ConnState.CONNECTED or not self._peer.caps.reconnect:
+            return False
+        extra = {"tcUrl": tc_url} if tc_url else {}
+        info = msgs.status_info("status", msgs.RECONNECT_REQUEST, description, **extra)
+        self._output.command(0, "onStatus", 0, None, info)
+        return True
+
     def get_timer(self) -> float | None:
         """When handle_timer must next be called, or None."""
         cstate = self._cstate
@@ -246,7 +292,7 @@ class ServerSession:
 
     def _dispatch(self, msg: Message) -> None:
         t = msg.msg_type
-        if t == MessageType.VIDEO or t == MessageType.AUDIO:
+        if t == _VIDEO or t == _AUDIO:  # noqa: SIM109 - two int compares beat building a tuple
             self._media(t, msg.stream_id, msg.timestamp, msg.payload)
         elif t == MessageType.COMMAND_AMF0 or t == MessageType.COMMAND_AMF3:
             cmd = parse_command(msg.payload, amf3=t == MessageType.COMMAND_AMF3)
@@ -271,48 +317,59 @@ class ServerSession:
         return True
 
     def _media(self, msg_type: int, stream_id: int, ts: int, payload: _Buf) -> None:
-        if not self._stream_for_media(stream_id):
+        stream = self._streams.get(stream_id)  # _stream_for_media, inlined: once per message
+        if stream is None or stream.state not in MEDIA_STATES:
+            self.ignored_media += 1
             return
-        if not len(payload):
+        n = len(payload)
+        if not n:
             return  # some encoders send empty audio/video messages; nothing to do
         self._media_seen = True
         b0 = payload[0]
-        n = len(payload)
         # Fast paths for what nearly every message is (AVC NAL units, raw AAC); same results as
-        # the general flv parsers below, without the intermediate tag object.
-        if msg_type == MessageType.VIDEO:
+        # the general parsers below, without the intermediate tag object.
+        if msg_type == _VIDEO:
             # b0 & 0x8F: the enhanced-RTMP bit and the codec id; then a NALU, not an info frame.
             if b0 & 0x8F == _AVC and n >= 5 and payload[1] == 1 and b0 >> 4 != 5:
                 cts = (payload[2] << 16) | (payload[3] << 8) | payload[4]
                 if cts & 0x800000:
                     cts -= 0x1000000
+                kind = b0 >> 4
                 view = memoryview(payload)[5:]
-                self._events.append(Video(stream_id, ts, _AVC, b0 >> 4 == 1, cts, view))
+                self._events.append(Video(stream_id, ts, _AVC, kind == 1, cts, view, kind))
+                return
+            if b0 & flv.EX_VIDEO_BIT:
+                self._ex_video(stream_id, ts, payload)
                 return
             tag = flv.parse_video(payload)
             if tag.is_config:
                 # Only bounded here: a record the packager cannot use costs that track (one
                 # log line there), not the publish; some encoders send an empty one first.
-                if len(tag.data) > limits.MAX_CONFIG_SIZE:
-                    raise flv.InvalidConfig("video configuration too large")
-                self._events.append(VideoConfig(stream_id, ts, tag.codec_id, bytes(tag.data)))
+                data = _config_bytes(tag.data, "video")
+                record = records.parse_video_record(tag.codec_id, data)
+                self._events.append(VideoConfig(stream_id, ts, tag.codec_id, data, 0, record))
+            elif tag.is_end:
+                self._events.append(SequenceEnd(stream_id, ts, tag.codec_id, True))
             elif tag.is_frame:
-                keyframe = tag.frame_type == flv.VideoFrameType.KEY
-                self._events.append(
-                    Video(stream_id, ts, tag.codec_id, keyframe, tag.composition_offset, tag.data)
-                )
+                kind = tag.frame_type
+                self._events.append(Video(stream_id, ts, tag.codec_id, kind == 1,
+                                          tag.composition_offset, tag.data, kind))  # fmt: skip
         else:
-            if b0 >> 4 == _AAC and n >= 2 and payload[1] == 1:
+            fmt = b0 >> 4
+            if fmt == _AAC and n >= 2 and payload[1] == 1:
                 self._events.append(
                     Audio(stream_id, ts, _AAC, flv.SOUND_RATES[(b0 >> 2) & 3], 16 if b0 & 2 else 8,
                           2 if b0 & 1 else 1, memoryview(payload)[2:])
                 )  # fmt: skip
                 return
+            if fmt == flv.EX_AUDIO_FORMAT:
+                self._ex_audio(stream_id, ts, payload)
+                return
             a = flv.parse_audio(payload)
             if a.packet_type == flv.AacPacketType.SEQUENCE_HEADER:
-                if len(a.data) > limits.MAX_CONFIG_SIZE:
-                    raise flv.InvalidConfig("audio configuration too large")
-                self._events.append(AudioConfig(stream_id, ts, a.sound_format, bytes(a.data)))
+                data = _config_bytes(a.data, "audio")
+                found = records.parse_audio_record(a.sound_format, data)
+                self._events.append(AudioConfig(stream_id, ts, a.sound_format, data, 0, found))
             elif a.packet_type is None or a.packet_type == flv.AacPacketType.RAW:
                 self._events.append(
                     Audio(
@@ -325,6 +382,42 @@ class ServerSession:
                         a.data,
                     )
                 )
+
+    def _ex_video(self, stream_id: int, ts: int, payload: _Buf) -> None:
+        """Enhanced RTMP video: one event per track of the message (rtmpd.rtmp.exheader)."""
+        events = self._events
+        for p in exheader.parse_video(payload):
+            kind, code, track = p.packet_type, p.fourcc, p.track
+            if kind in (_CODED, _CODED_X):
+                frame = p.frame_type
+                events.append(Video(stream_id, ts, code, frame == 1, p.composition_offset, p.data,
+                                    frame, track))  # fmt: skip
+            elif kind == _V.SEQUENCE_START or kind == _V.MPEG2TS_SEQUENCE_START:
+                data = _config_bytes(p.data, "video")
+                descriptor = kind == _V.MPEG2TS_SEQUENCE_START
+                record = None if descriptor else records.parse_video_record(code, data)
+                events.append(VideoConfig(stream_id, ts, code, data, track, record, descriptor))
+            elif kind == _V.SEQUENCE_END:
+                events.append(SequenceEnd(stream_id, ts, code, True, track))
+            elif kind == _V.METADATA:
+                events.append(VideoMetadata(stream_id, ts, code, _metadata(p.data), track))
+
+    def _ex_audio(self, stream_id: int, ts: int, payload: _Buf) -> None:
+        """Enhanced RTMP audio: one event per track of the message (rtmpd.rtmp.exheader)."""
+        events = self._events
+        for p in exheader.parse_audio(payload):
+            kind, code, track = p.packet_type, p.fourcc, p.track
+            if kind == _A.CODED_FRAMES:
+                events.append(Audio(stream_id, ts, code, 0, 0, 0, p.data, track))
+            elif kind == _A.SEQUENCE_START:
+                data = _config_bytes(p.data, "audio")
+                found = records.parse_audio_record(code, data)
+                events.append(AudioConfig(stream_id, ts, code, data, track, found))
+            elif kind == _A.SEQUENCE_END:
+                events.append(SequenceEnd(stream_id, ts, code, False, track))
+            elif kind == _A.MULTICHANNEL_CONFIG:
+                config = exheader.parse_multichannel(p.data)
+                events.append(AudioMultichannel(stream_id, ts, code, config, track))
 
     def _data(self, stream_id: int, payload: _Buf, *, amf3: bool) -> None:
         if not self._stream_for_media(stream_id):

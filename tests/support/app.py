@@ -2,18 +2,24 @@
 
 The in-process publisher drives rtmpd's own sans-I/O client over a real socket; unlike PyAV's
 publisher (which must run in a child process, see rtmp_fixtures) it can hold a publish open
-while the test acts (takeover, bans), and see exactly when the server closes it.
+while the test acts (takeover, bans), and see exactly when the server closes it. It can go
+over TLS (rtmps), and announce enhanced RTMP's Reconnect capability; ReconnectingPublisher
+honours the reconnect requests that brings, as the spec asks of a client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
+import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from rtmpd.app import Rtmpd
 from rtmpd.config import from_dict
-from rtmpd.rtmp.client import ClientSession, Status
+from rtmpd.rtmp.client import ClientSession, ReconnectRequest, Status
+from rtmpd.rtmp.exheader import CapsEx
 from tests.support.media import TAG_AUDIO, TAG_VIDEO, FlvTag, make_flv, read_flv_tags
 
 
@@ -37,13 +43,26 @@ async def start_server(tmp_path: Path, **sections: dict[str, Any]) -> Rtmpd:
 class HeldPublisher:
     """Publishes with rtmpd's client and keeps the connection open until told otherwise."""
 
-    def __init__(self, port: int, key: str, app: str = "app", source: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        port: int,
+        key: str,
+        app: str = "app",
+        source: str = "127.0.0.1",
+        *,
+        tls: ssl.SSLContext | None = None,
+        caps_ex: int = 0,
+    ) -> None:
         self.port = port
         self.key = key
         self.app = app
         self.source = source  # the local (client) address: 127.x addresses are distinct peers
-        self.session = ClientSession()
+        self.tls = tls
+        self.session = ClientSession(caps_ex=caps_ex)
         self.statuses: list[Status] = []
+        self.reconnect_requests: list[ReconnectRequest] = []
+        #: The server's certificate (DER) over TLS.
+        self.peer_cert: bytes | None = None
         self.closed = asyncio.Event()
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -52,9 +71,14 @@ class HeldPublisher:
     async def start(self, timeout: float = 10.0) -> Status:
         """Connect and publish; returns the server's onStatus answer to publish."""
         self._reader, self._writer = await asyncio.open_connection(
-            "127.0.0.1", self.port, local_addr=(self.source, 0)
-        )
-        self.session.connect(self.app, f"rtmp://127.0.0.1:{self.port}/{self.app}")
+            "127.0.0.1", self.port, local_addr=(self.source, 0), ssl=self.tls,
+            server_hostname="" if self.tls else None,
+        )  # fmt: skip
+        if self.tls is not None:
+            tls_object = self._writer.get_extra_info("ssl_object")
+            self.peer_cert = tls_object.getpeercert(binary_form=True)
+        scheme = "rtmps" if self.tls else "rtmp"
+        self.session.connect(self.app, f"{scheme}://127.0.0.1:{self.port}/{self.app}")
         self.session.create_stream()
         self.session.publish(self.key)
         self._flush()
@@ -97,11 +121,65 @@ class HeldPublisher:
                 while (event := self.session.next_event()) is not None:
                     if isinstance(event, Status):
                         self.statuses.append(event)
+                    elif isinstance(event, ReconnectRequest):
+                        self.reconnect_requests.append(event)
                 self._flush()
         except (ConnectionError, OSError):
             pass
         finally:
             self.closed.set()
+
+
+class ReconnectingPublisher:
+    """Publishes tags in real time, announcing the Reconnect capability, and honours reconnect
+    requests: it keeps sending on the old connection up to the next video keyframe, then
+    connects again (to the request's tcUrl, else where it was), publishes the same key from
+    that keyframe on (sequence headers first, stamped with its time) and closes the old
+    connection. Timestamps go on as they were: one timeline across the reconnect."""
+
+    def __init__(self, port: int, key: str, *, tls: ssl.SSLContext | None = None) -> None:
+        self.port = port
+        self.key = key
+        self.tls = tls
+        self.connections: list[HeldPublisher] = []
+        #: (media timestamp of the keyframe, seconds the new connection took to publish).
+        self.reconnects: list[tuple[int, float]] = []
+
+    @property
+    def current(self) -> HeldPublisher:
+        return self.connections[-1]
+
+    async def connect(self, port: int) -> HeldPublisher:
+        publisher = HeldPublisher(port, self.key, tls=self.tls, caps_ex=CapsEx.RECONNECT)
+        status = await publisher.start()
+        if status.code != "NetStream.Publish.Start":
+            raise ConnectionError(f"publish refused: {status.code}")
+        self.connections.append(publisher)
+        return publisher
+
+    async def run(self, tags: list[FlvTag], pace: float = 1.0) -> None:
+        headers = [t for t in tags if t.is_sequence_header]
+        if not self.connections:
+            await self.connect(self.port)
+        start = time.monotonic()
+        for tag in tags:
+            delay = start + tag.timestamp / 1000 / pace - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            old = self.current
+            keyframe = tag.kind == TAG_VIDEO and tag.body[0] >> 4 == 1 and tag.body[1] == 1
+            if old.reconnect_requests and keyframe:
+                target = urlsplit(old.reconnect_requests[-1].tc_url).port or self.port
+                began = time.monotonic()
+                new = await self.connect(target)
+                self.reconnects.append((tag.timestamp, time.monotonic() - began))
+                new.send_tags([FlvTag(t.kind, tag.timestamp, t.body) for t in headers])
+                await old.close()
+            self.current.send_tags([tag])
+
+    async def close(self) -> None:
+        for publisher in self.connections:
+            await publisher.close()
 
 
 def media_tags(**kwargs: Any) -> list[FlvTag]:
