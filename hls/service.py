@@ -41,6 +41,8 @@ class HlsService:
         self._states: dict[str, NameState] = {}
         self._retired: dict[str, PlaylistWindow] = {}  # counters of names whose files went
         self._cleanup = CleanupQueue()
+        self._length_ms = round(config.playlist_length * 1000)
+        self._fragment_ms = round(config.fragment * 1000)
         self._context = NameContext(
             config=config,
             layout=self.layout,
@@ -122,7 +124,7 @@ class HlsService:
         if window is None:
             window = self._window_on_disk(name)
         if window is None:
-            window = PlaylistWindow(round(self.config.playlist_length * 1000))
+            window = PlaylistWindow(self._length_ms, fragment_ms=self._fragment_ms)
         return window
 
     def _window_on_disk(self, name: str) -> PlaylistWindow | None:
@@ -130,7 +132,7 @@ class HlsService:
         Files on disk that it does not list are removed after a playlist length."""
         try:
             text = self.layout.playlist_path(name).read_text(encoding="utf-8", errors="replace")
-            window = PlaylistWindow.restore(text, round(self.config.playlist_length * 1000))
+            window = PlaylistWindow.restore(text, self._length_ms, self._fragment_ms)
         except (OSError, ValueError):
             return None
         folder = self.layout.stream_dir(name)
