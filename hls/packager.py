@@ -14,6 +14,10 @@ and ignored (the previous valid one stays in force; with none, that track's fram
 dropped), a payload FFmpeg rejects is dropped. A disk error (ENOSPC, EACCES, ...) is logged
 once per outage: the segment being written is lost, the stream goes on, and writing resumes
 at the next segment that can be opened, with a discontinuity.
+
+Abuse is not bad input: a publish that goes past one of the bounds (the segmenter's breaks
+over and over) is stopped: what was written is listed, ENDLIST, and `violation` tells the
+composition root why, which ends the publish with that error (rtmpd.publish).
 """
 
 from __future__ import annotations
@@ -30,15 +34,16 @@ import av
 
 from .codecs import AacConfig, AvcConfig, Mp3Config, parse_asc, parse_avcc, parse_mp3
 from .config import HlsConfig
-from .model import Keyframe, StreamInfo
+from .model import Bound, Keyframe, StreamInfo, Violation
 from .muxer import SegmentOutput, TsMuxer
-from .segmenter import Action, Segmenter, Track
+from .segmenter import Action, Segmenter, Track, describe_break
 from .storage import FILE_MODE, Layout, make_dirs
 from .templates import Template, audio_template, mp3_template, video_template
 
 _STATS_SEGMENTS = 3  # bitrates and fps are measured over this many recent segments
 _MEDIA_ERRORS = (ValueError, av.FFmpegError)
-_WRITE, _DROP, _CUT, _CLOSE = Action.WRITE, Action.DROP, Action.CUT, Action.CLOSE
+_WRITE, _DROP, _CUT = Action.WRITE, Action.DROP, Action.CUT
+_CLOSE, _STOP = Action.CLOSE, Action.STOP
 _VIDEO, _AUDIO = Track.VIDEO, Track.AUDIO
 
 
@@ -146,6 +151,9 @@ class StreamPackager:
         self._anchor: tuple[float, int] | None = None  # (wall, stream ms) for date-times
         self._stats: deque[tuple[int, int, int, int]] = deque(maxlen=_STATS_SEGMENTS)
         self._keyframe: Keyframe | None = None
+        #: Set when the packager ended this publish at one of its bounds; the composition root
+        #: then ends the publish with an error the publisher sees.
+        self.violation: Violation | None = None
 
     @property
     def has_tracks(self) -> bool:
@@ -207,10 +215,9 @@ class StreamPackager:
             if action is _DROP:
                 return
             cut = self._cut(action, timestamp)
-            if action is _CLOSE:
-                return
         seg = self._current
-        assert seg is not None
+        if seg is None:  # closed (CLOSE), or the publish was stopped (STOP)
+            return
         seg.vbytes += size
         seg.vframes += 1
         if seg.vfirst < 0:
@@ -260,6 +267,14 @@ class StreamPackager:
         """A takeover replaced this publish: list its partial segment, no ENDLIST."""
         self._finish_publish(ended=False)
 
+    def stop(self, violation: Violation) -> None:
+        """End this publish at a bound: what is written is listed, ENDLIST, no more media;
+        `violation` says why, for the publisher."""
+        if self._done:
+            return
+        self.violation = violation
+        self._finish_publish(ended=True)
+
     # -- internals --------------------------------------------------------------------------
 
     def _audio_frame(self, timestamp: int, data: bytes | bytearray | memoryview) -> None:
@@ -274,10 +289,9 @@ class StreamPackager:
             if action is _DROP:
                 return
             cut = self._cut(action, timestamp)
-            if action is _CLOSE:
-                return
         seg = self._current
-        assert seg is not None
+        if seg is None:  # closed (CLOSE), or the publish was stopped (STOP)
+            return
         seg.abytes += size
         muxer = self._muxer
         if muxer is not None:
@@ -299,11 +313,17 @@ class StreamPackager:
 
     def _cut(self, action: Action, timestamp: int) -> SegmentOutput | None:
         """Close the open segment and, for a CUT, open the next. Returns the output the running
-        muxer is to split into at this packet, or None when the packet starts a new run."""
+        muxer is to split into at this packet, or None when the packet starts a new run (or
+        there is no open segment now: CLOSE, STOP)."""
         now = self._clock()
         self._close_current(self._seg.closed_duration or 1, now)
         if action is _CLOSE:
             self._end_run()
+            return None
+        if action is _STOP:
+            reason = self._seg.stopped
+            assert reason is not None
+            self.stop(Violation(Bound.BREAKS, describe_break(reason)))
             return None
         new_timeline = self._seg.discontinuity
         seg = self._open_segment(timestamp, now, new_timeline)

@@ -9,6 +9,10 @@ AV1, Opus, Speex: never a number) and dropped; a publish none of whose tracks ca
 within NO_TRACK_TIMEOUT is ended with an onStatus error naming its codecs, so the streamer sees
 why in OBS or FFmpeg instead of a channel that says Live and plays nothing.
 
+A publish the packager stopped at one of its bounds (rtmpd.hls: timestamps or codec settings
+breaking segments over and over, too much disk, media far faster than real time) is ended
+the same way, with the packager's description, and one log line.
+
 The stream key stops before this object exists: it only knows the public name.
 """
 
@@ -20,7 +24,7 @@ from collections.abc import Callable
 
 from rtmpd.auth import Lease
 from rtmpd.health import PublishHealth
-from rtmpd.hls import StreamPackager
+from rtmpd.hls import StreamPackager, Violation
 from rtmpd.rtmp.events import Audio, AudioConfig, Video, VideoConfig
 from rtmpd.rtmp.flv import SoundFormat, VideoCodec, codec_name
 from rtmpd.server import MediaEvent, Publisher
@@ -35,6 +39,8 @@ _MP3 = frozenset((SoundFormat.MP3.value, SoundFormat.MP3_8K.value))
 NO_TRACK_TIMEOUT = 5.0
 #: The onStatus code for a publish ended for its codecs ("an error for another reason").
 UNSUPPORTED = "NetStream.Failed"
+#: The onStatus code for a publish the packager stopped at one of its bounds.
+VIOLATION = "NetStream.Failed"
 PACKAGED = "rtmpd packages H.264 video and AAC or MP3 audio into HLS"
 
 
@@ -42,7 +48,7 @@ class Publish:
     """Implements `rtmpd.server.PublishSink` for one accepted publish."""
 
     __slots__ = ("name", "publisher", "packager", "lease", "health", "_metrics", "_on_end",
-                 "_warned", "_bytes_counted", "_seen", "_deadline")  # fmt: skip
+                 "_warned", "_bytes_counted", "_seen", "_deadline", "_stopped")  # fmt: skip
 
     def __init__(
         self,
@@ -67,6 +73,7 @@ class Publish:
         self._seen: dict[str, str] = {}  # "video"/"audio" -> the codec name, once known
         # Until a track can be packaged: when to give up (0.0 once one can).
         self._deadline = time.monotonic() + NO_TRACK_TIMEOUT
+        self._stopped = False  # the packager stopped it and the publisher was told
 
     def media(self, event: MediaEvent) -> None:
         """The hot path: one packager call per media message."""
@@ -109,6 +116,8 @@ class Publish:
                 self._unsupported("audio", event.codec_id)
         if self._deadline:
             self._check_tracks()
+        if packager.violation is not None and not self._stopped:
+            self._violated(packager.violation)
 
     def _unsupported(self, track: str, codec_id: int) -> None:
         name = codec_name(codec_id, video=track == "video")
@@ -126,6 +135,12 @@ class Publish:
             log.warning("%s: nothing to package after %g s (%s); ending the publish",
                         self.name, NO_TRACK_TIMEOUT, found or "no codec seen")  # fmt: skip
             self.publisher.fail(UNSUPPORTED, description)
+
+    def _violated(self, violation: Violation) -> None:
+        """The packager stopped this publish at a bound: the publisher is told why."""
+        self._stopped = True
+        log.warning("%s: %s; ending the publish", self.name, violation.description)
+        self.publisher.fail(VIOLATION, violation.description)
 
     async def end(self, reason: str) -> None:
         self.count_bytes()
