@@ -16,8 +16,10 @@ once per outage: the segment being written is lost, the stream goes on, and writ
 at the next segment that can be opened, with a discontinuity.
 
 Abuse is not bad input: a publish that goes past one of the bounds (the segmenter's breaks
-over and over) is stopped: what was written is listed, ENDLIST, and `violation` tells the
-composition root why, which ends the publish with that error (rtmpd.publish).
+over and over, the disk its name may hold: rtmpd.hls.quota, media far ahead of real time:
+rtmpd.hls.pace) is stopped: what was written is listed, ENDLIST, and `violation` tells the
+composition root why, which ends the publish with that error (rtmpd.publish). Past the
+folder's bound the owner makes room, which may stop this publish or another.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from .codecs import AacConfig, AvcConfig, Mp3Config, parse_asc, parse_avcc, pars
 from .config import HlsConfig
 from .model import Bound, Keyframe, StreamInfo, Violation
 from .muxer import SegmentOutput, TsMuxer
+from .pace import Pace
+from .quota import StreamUsage, describe_stream_bound
 from .segmenter import Action, Segmenter, Track, describe_break
 from .storage import FILE_MODE, Layout, make_dirs
 from .templates import Template, audio_template, mp3_template, video_template
@@ -57,6 +61,7 @@ class FinishedSegment:
     discontinuity: bool  # a new timeline starts here, or the segment before it was lost
     program_date_time: float  # unix seconds of its first frame
     closed_at: float  # wall seconds when the packet that closed it arrived
+    opened_at: float  # wall seconds when its first packet arrived
 
 
 class PackagerOwner(Protocol):
@@ -74,6 +79,10 @@ class PackagerOwner(Protocol):
     def publish_finished(self, publish: StreamPackager, ended: bool) -> None:
         """`publish` stopped (`ended`) or was taken over; its last segment is already listed."""
 
+    def make_room(self) -> None:
+        """A write of this publish took the HLS folder past max_total_bytes: make room, which
+        may stop this publish or another."""
+
     @property
     def target_duration(self) -> int | None:
         """EXT-X-TARGETDURATION in seconds once decided (it then never changes), else None."""
@@ -84,11 +93,18 @@ class OpenSegment:
 
     __slots__ = (
         "serial", "path", "output", "start", "pdt", "new_timeline", "duration_ms", "closed_at",
-        "vbytes", "abytes", "vframes", "vfirst", "vlast",
+        "opened_at", "vbytes", "abytes", "vframes", "vfirst", "vlast",
     )  # fmt: skip
 
     def __init__(
-        self, serial: int, path: Path, output: SegmentOutput, start: int, pdt: float, new: bool
+        self,
+        serial: int,
+        path: Path,
+        output: SegmentOutput,
+        start: int,
+        pdt: float,
+        new: bool,
+        opened_at: float,
     ) -> None:
         self.serial = serial
         self.path = path
@@ -98,6 +114,7 @@ class OpenSegment:
         self.new_timeline = new  # else it continues the one before (unless that one was lost)
         self.duration_ms = 0  # set when it is cut
         self.closed_at = 0.0
+        self.opened_at = opened_at
         self.vbytes = 0
         self.abytes = 0
         self.vframes = 0
@@ -120,11 +137,16 @@ class StreamPackager:
         clock: Callable[[], float],
         log: logging.Logger,
         new_timeline: bool,
+        usage: StreamUsage,
+        pace: Pace,
     ) -> None:
         self.name = name
         self._owner = owner
         self._clock = clock
         self._log = log
+        self._usage = usage  # the name's files on disk, which this publish's writes add to
+        self._pace = pace  # how far the name's media is ahead of real time
+        self._held_seconds = config.held_seconds
         self._seg = Segmenter(
             round(config.fragment * 1000),
             round(config.effective_max_fragment * 1000),
@@ -233,6 +255,7 @@ class StreamPackager:
                 self._warn("packet", "dropping packets FFmpeg rejects (%s)", exc)
             if self._finished:
                 self._collect()
+            self._check_room()
 
     def audio(self, timestamp: int, data: bytes | bytearray | memoryview) -> None:
         """An AAC frame (raw, as FLV carries it)."""
@@ -301,6 +324,7 @@ class StreamPackager:
                 self._warn("packet", "dropping packets FFmpeg rejects (%s)", exc)
             if self._finished:
                 self._collect()
+            self._check_room()
 
     def _finish_publish(self, ended: bool) -> None:
         if self._done:
@@ -316,14 +340,17 @@ class StreamPackager:
         muxer is to split into at this packet, or None when the packet starts a new run (or
         there is no open segment now: CLOSE, STOP)."""
         now = self._clock()
-        self._close_current(self._seg.closed_duration or 1, now)
-        if action is _CLOSE:
-            self._end_run()
-            return None
+        in_pace = self._close_current(self._seg.closed_duration or 1, now)
         if action is _STOP:
             reason = self._seg.stopped
             assert reason is not None
             self.stop(Violation(Bound.BREAKS, describe_break(reason)))
+            return None
+        if not in_pace:
+            self.stop(Violation(Bound.SPEED, self._pace.describe()))
+            return None
+        if action is _CLOSE:
+            self._end_run()
             return None
         new_timeline = self._seg.discontinuity
         seg = self._open_segment(timestamp, now, new_timeline)
@@ -333,14 +360,17 @@ class StreamPackager:
         self._start_run(seg)
         return None
 
-    def _close_current(self, duration_ms: int, now: float) -> None:
+    def _close_current(self, duration_ms: int, now: float) -> bool:
+        """Cut the open segment here; False when the name's media is now too far ahead of
+        real time."""
         seg = self._current
         if seg is None:
-            return
+            return True
         self._current = None
         seg.duration_ms = duration_ms
         seg.closed_at = now
         self._stats.append((duration_ms, seg.vbytes, seg.abytes, seg.vframes))
+        return self._pace.media(duration_ms, now)
 
     def _open_segment(self, timestamp: int, now: float, new_timeline: bool) -> OpenSegment:
         """Within a run, each date-time is the one before plus its duration: the anchor moves
@@ -355,8 +385,8 @@ class StreamPackager:
         def failed(exc: OSError) -> None:
             self._disk_error(exc, serial)
 
-        output = SegmentOutput(Layout.temp_path(path), failed)
-        seg = OpenSegment(serial, path, output, timestamp, pdt, new_timeline)
+        output = SegmentOutput(Layout.temp_path(path), failed, self._usage.add)
+        seg = OpenSegment(serial, path, output, timestamp, pdt, new_timeline, now)
         try:
             make_dirs(path.parent)
         except OSError as exc:
@@ -420,10 +450,27 @@ class StreamPackager:
             self._log.info("HLS %s: writing segments again", self.name)
         self._owner.segment_finished(
             FinishedSegment(
-                seg.path, seg.duration_ms, output.size, discontinuity, seg.pdt, seg.closed_at
+                seg.path,
+                seg.duration_ms,
+                output.size,
+                discontinuity,
+                seg.pdt,
+                seg.closed_at,
+                seg.opened_at,
             )
         )
         self._follow_target()
+
+    def _check_room(self) -> None:
+        """After a write: past its name's bound this publish ends; past the folder's, the
+        owner makes room (which may end this publish or another)."""
+        bound = self._usage.over()
+        if bound is Bound.STREAM_BYTES:
+            limit = self._usage.quota.max_stream
+            fits = limit * 8 / self._held_seconds
+            self.stop(Violation(bound, describe_stream_bound(limit, fits)))
+        elif bound is not None:
+            self._owner.make_room()
 
     def _follow_target(self) -> None:
         target = self._owner.target_duration
