@@ -169,9 +169,10 @@ class NameState:
         self._files[uri] = (segment.size, segment.opened_at)  # its bytes are counted already
         if removed:
             now = context.clock()
-            gone_ms = sum(old.duration_ms for old in removed)
-            longest = max(round(config.playlist_length * 1000), window.duration_ms) + gone_ms
-            journey = window.duration_ms + gone_ms  # media from the oldest one to now
+            # The longest playlist that listed them: the one before this removal. (It covers
+            # the playlist length, unless they left by the count bound: segments of a few ms.)
+            longest = window.duration_ms + sum(old.duration_ms for old in removed)
+            journey = longest  # media from the start of the oldest one to now
             for old in removed:
                 self.listed.discard(old.uri)
                 if config.cleanup:

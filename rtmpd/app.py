@@ -136,6 +136,10 @@ class Rtmpd:
         quota = self.hls.quota
         log.info("HLS files: at most %d MiB per stream, %d MiB in all under %s", quota.max_stream
                  // MIB, quota.max_total // MIB, self.config.hls_path)  # fmt: skip
+        if quota.max_total < quota.max_stream:
+            log.warning("HLS: only %d MiB for all streams under %s (free space, or [hls] "
+                        "max_total_bytes): streams are ended when they fill it",
+                        quota.max_total // MIB, self.config.hls_path)  # fmt: skip
         await self.webhooks.start()
         addr = self.config.rtmp_address
         try:
