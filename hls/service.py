@@ -9,8 +9,8 @@ their grace). The event loop calls everything here synchronously.
 When the folder holds more than max_total_bytes (rtmpd.hls.quota), the service makes room:
 the files of streams that ended go first, the largest first (their playlists say ENDLIST;
 only the end of their grace is lost); if that is not enough, the live publish whose name
-holds the most is ended (its files go at the next pass). Never an honest stream for another's
-files, unless it is itself the largest.
+holds the most is ended (its files go at the next pass). A stream is ended there for no one
+else's files but its own, and only if no live stream holds more.
 """
 
 from __future__ import annotations

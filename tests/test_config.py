@@ -78,6 +78,10 @@ def test_rtmpd_toml_in_the_working_directory_is_found(
         ('[webhooks]\nurl = "hook"\nsecret = "s"\n', "[webhooks] url"),
         ("[webhooks]\nmax_pending = 0\n", "[webhooks] max_pending"),
         ("[rtmp\n", "config file"),
+        ("[hls]\nmax_speed = 0.5\n", "[hls] max_speed: must be at least 1 (real time)"),
+        ("[hls]\nspeed_burst = -1\n", "[hls] speed_burst"),
+        ("[hls]\nmax_stream_bytes = 1000\n", "[hls] max_stream_bytes: must be at least"),
+        ('[hls]\nmax_total_bytes = "1G"\n', "[hls] max_total_bytes: expected an int"),
     ],
 )
 def test_mistakes_name_the_key(tmp_path: Path, text: str, message: str) -> None:

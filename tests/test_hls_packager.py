@@ -701,6 +701,9 @@ def test_config_defaults(tmp_path: Path) -> None:
     assert isinstance(config.path, Path)
     assert (config.effective_max_fragment, config.effective_grace) == (50.0, 60.0)
     assert config.max_segment_bytes == 64 * 1024 * 1024
+    # 50 Mb/s for three 30 s windows; the folder's bound is derived at start (from the disk).
+    assert (config.effective_max_stream_bytes, config.max_total_bytes) == (562_500_000, 0)
+    assert (config.max_speed, config.speed_burst) == (2.0, 30.0)
     assert (config.naming, config.nested, config.cleanup, config.endlist) == (
         "system", True, True, True,
     )  # fmt: skip
