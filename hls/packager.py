@@ -14,6 +14,12 @@ and ignored (the previous valid one stays in force; with none, that track's fram
 dropped), a payload FFmpeg rejects is dropped. A disk error (ENOSPC, EACCES, ...) is logged
 once per outage: the segment being written is lost, the stream goes on, and writing resumes
 at the next segment that can be opened, with a discontinuity.
+
+Abuse is not bad input: a publish that goes past one of the bounds (the segmenter's breaks
+over and over, the disk its name may hold: rtmpd.hls.quota, media far ahead of real time:
+rtmpd.hls.pace) is stopped: what was written is listed, ENDLIST, and `violation` tells the
+composition root why, which ends the publish with that error (rtmpd.publish). Past the
+folder's bound the owner makes room, which may stop this publish or another.
 """
 
 from __future__ import annotations
@@ -30,15 +36,18 @@ import av
 
 from .codecs import AacConfig, AvcConfig, Mp3Config, parse_asc, parse_avcc, parse_mp3
 from .config import HlsConfig
-from .model import Keyframe, StreamInfo
+from .model import Bound, Keyframe, StreamInfo, Violation
 from .muxer import SegmentOutput, TsMuxer
-from .segmenter import Action, Segmenter, Track
+from .pace import Pace
+from .quota import StreamUsage, describe_stream_bound
+from .segmenter import Action, Segmenter, Track, describe_break
 from .storage import FILE_MODE, Layout, make_dirs
 from .templates import Template, audio_template, mp3_template, video_template
 
 _STATS_SEGMENTS = 3  # bitrates and fps are measured over this many recent segments
 _MEDIA_ERRORS = (ValueError, av.FFmpegError)
-_WRITE, _DROP, _CUT, _CLOSE = Action.WRITE, Action.DROP, Action.CUT, Action.CLOSE
+_WRITE, _DROP, _CUT = Action.WRITE, Action.DROP, Action.CUT
+_CLOSE, _STOP = Action.CLOSE, Action.STOP
 _VIDEO, _AUDIO = Track.VIDEO, Track.AUDIO
 
 
@@ -52,6 +61,7 @@ class FinishedSegment:
     discontinuity: bool  # a new timeline starts here, or the segment before it was lost
     program_date_time: float  # unix seconds of its first frame
     closed_at: float  # wall seconds when the packet that closed it arrived
+    opened_at: float  # wall seconds when its first packet arrived
 
 
 class PackagerOwner(Protocol):
@@ -69,6 +79,10 @@ class PackagerOwner(Protocol):
     def publish_finished(self, publish: StreamPackager, ended: bool) -> None:
         """`publish` stopped (`ended`) or was taken over; its last segment is already listed."""
 
+    def make_room(self) -> None:
+        """A write of this publish took the HLS folder past max_total_bytes: make room, which
+        may stop this publish or another."""
+
     @property
     def target_duration(self) -> int | None:
         """EXT-X-TARGETDURATION in seconds once decided (it then never changes), else None."""
@@ -79,11 +93,18 @@ class OpenSegment:
 
     __slots__ = (
         "serial", "path", "output", "start", "pdt", "new_timeline", "duration_ms", "closed_at",
-        "vbytes", "abytes", "vframes", "vfirst", "vlast",
+        "opened_at", "vbytes", "abytes", "vframes", "vfirst", "vlast",
     )  # fmt: skip
 
     def __init__(
-        self, serial: int, path: Path, output: SegmentOutput, start: int, pdt: float, new: bool
+        self,
+        serial: int,
+        path: Path,
+        output: SegmentOutput,
+        start: int,
+        pdt: float,
+        new: bool,
+        opened_at: float,
     ) -> None:
         self.serial = serial
         self.path = path
@@ -93,6 +114,7 @@ class OpenSegment:
         self.new_timeline = new  # else it continues the one before (unless that one was lost)
         self.duration_ms = 0  # set when it is cut
         self.closed_at = 0.0
+        self.opened_at = opened_at
         self.vbytes = 0
         self.abytes = 0
         self.vframes = 0
@@ -115,11 +137,16 @@ class StreamPackager:
         clock: Callable[[], float],
         log: logging.Logger,
         new_timeline: bool,
+        usage: StreamUsage,
+        pace: Pace,
     ) -> None:
         self.name = name
         self._owner = owner
         self._clock = clock
         self._log = log
+        self._usage = usage  # the name's files on disk, which this publish's writes add to
+        self._pace = pace  # how far the name's media is ahead of real time
+        self._held_seconds = config.held_seconds
         self._seg = Segmenter(
             round(config.fragment * 1000),
             round(config.effective_max_fragment * 1000),
@@ -146,6 +173,9 @@ class StreamPackager:
         self._anchor: tuple[float, int] | None = None  # (wall, stream ms) for date-times
         self._stats: deque[tuple[int, int, int, int]] = deque(maxlen=_STATS_SEGMENTS)
         self._keyframe: Keyframe | None = None
+        #: Set when the packager ended this publish at one of its bounds; the composition root
+        #: then ends the publish with an error the publisher sees.
+        self.violation: Violation | None = None
 
     @property
     def has_tracks(self) -> bool:
@@ -207,10 +237,9 @@ class StreamPackager:
             if action is _DROP:
                 return
             cut = self._cut(action, timestamp)
-            if action is _CLOSE:
-                return
         seg = self._current
-        assert seg is not None
+        if seg is None:  # closed (CLOSE), or the publish was stopped (STOP)
+            return
         seg.vbytes += size
         seg.vframes += 1
         if seg.vfirst < 0:
@@ -226,6 +255,7 @@ class StreamPackager:
                 self._warn("packet", "dropping packets FFmpeg rejects (%s)", exc)
             if self._finished:
                 self._collect()
+            self._check_room()
 
     def audio(self, timestamp: int, data: bytes | bytearray | memoryview) -> None:
         """An AAC frame (raw, as FLV carries it)."""
@@ -260,6 +290,14 @@ class StreamPackager:
         """A takeover replaced this publish: list its partial segment, no ENDLIST."""
         self._finish_publish(ended=False)
 
+    def stop(self, violation: Violation) -> None:
+        """End this publish at a bound: what is written is listed, ENDLIST, no more media;
+        `violation` says why, for the publisher."""
+        if self._done:
+            return
+        self.violation = violation
+        self._finish_publish(ended=True)
+
     # -- internals --------------------------------------------------------------------------
 
     def _audio_frame(self, timestamp: int, data: bytes | bytearray | memoryview) -> None:
@@ -274,10 +312,9 @@ class StreamPackager:
             if action is _DROP:
                 return
             cut = self._cut(action, timestamp)
-            if action is _CLOSE:
-                return
         seg = self._current
-        assert seg is not None
+        if seg is None:  # closed (CLOSE), or the publish was stopped (STOP)
+            return
         seg.abytes += size
         muxer = self._muxer
         if muxer is not None:
@@ -287,6 +324,7 @@ class StreamPackager:
                 self._warn("packet", "dropping packets FFmpeg rejects (%s)", exc)
             if self._finished:
                 self._collect()
+            self._check_room()
 
     def _finish_publish(self, ended: bool) -> None:
         if self._done:
@@ -299,9 +337,18 @@ class StreamPackager:
 
     def _cut(self, action: Action, timestamp: int) -> SegmentOutput | None:
         """Close the open segment and, for a CUT, open the next. Returns the output the running
-        muxer is to split into at this packet, or None when the packet starts a new run."""
+        muxer is to split into at this packet, or None when the packet starts a new run (or
+        there is no open segment now: CLOSE, STOP)."""
         now = self._clock()
-        self._close_current(self._seg.closed_duration or 1, now)
+        in_pace = self._close_current(self._seg.closed_duration or 1, now)
+        if action is _STOP:
+            reason = self._seg.stopped
+            assert reason is not None
+            self.stop(Violation(Bound.BREAKS, describe_break(reason)))
+            return None
+        if not in_pace:
+            self.stop(Violation(Bound.SPEED, self._pace.describe()))
+            return None
         if action is _CLOSE:
             self._end_run()
             return None
@@ -313,14 +360,17 @@ class StreamPackager:
         self._start_run(seg)
         return None
 
-    def _close_current(self, duration_ms: int, now: float) -> None:
+    def _close_current(self, duration_ms: int, now: float) -> bool:
+        """Cut the open segment here; False when the name's media is now too far ahead of
+        real time."""
         seg = self._current
         if seg is None:
-            return
+            return True
         self._current = None
         seg.duration_ms = duration_ms
         seg.closed_at = now
         self._stats.append((duration_ms, seg.vbytes, seg.abytes, seg.vframes))
+        return self._pace.media(duration_ms, now)
 
     def _open_segment(self, timestamp: int, now: float, new_timeline: bool) -> OpenSegment:
         """Within a run, each date-time is the one before plus its duration: the anchor moves
@@ -335,8 +385,8 @@ class StreamPackager:
         def failed(exc: OSError) -> None:
             self._disk_error(exc, serial)
 
-        output = SegmentOutput(Layout.temp_path(path), failed)
-        seg = OpenSegment(serial, path, output, timestamp, pdt, new_timeline)
+        output = SegmentOutput(Layout.temp_path(path), failed, self._usage.add)
+        seg = OpenSegment(serial, path, output, timestamp, pdt, new_timeline, now)
         try:
             make_dirs(path.parent)
         except OSError as exc:
@@ -400,10 +450,27 @@ class StreamPackager:
             self._log.info("HLS %s: writing segments again", self.name)
         self._owner.segment_finished(
             FinishedSegment(
-                seg.path, seg.duration_ms, output.size, discontinuity, seg.pdt, seg.closed_at
+                seg.path,
+                seg.duration_ms,
+                output.size,
+                discontinuity,
+                seg.pdt,
+                seg.closed_at,
+                seg.opened_at,
             )
         )
         self._follow_target()
+
+    def _check_room(self) -> None:
+        """After a write: past its name's bound this publish ends; past the folder's, the
+        owner makes room (which may end this publish or another)."""
+        bound = self._usage.over()
+        if bound is Bound.STREAM_BYTES:
+            limit = self._usage.quota.max_stream
+            fits = limit * 8 / self._held_seconds
+            self.stop(Violation(bound, describe_stream_bound(limit, fits)))
+        elif bound is not None:
+            self._owner.make_room()
 
     def _follow_target(self) -> None:
         target = self._owner.target_duration

@@ -62,6 +62,7 @@ from .webhooks import Webhooks
 log = logging.getLogger("rtmpd")
 
 TICK_SECONDS = 1.0
+MIB = 1024 * 1024
 #: File descriptors kept free beyond the connection caps: database, segments being written,
 #: listening sockets, logs.
 FD_RESERVE = 256
@@ -153,6 +154,13 @@ class Rtmpd:
         except Exception as exc:  # noqa: BLE001 - report any database failure in one line
             raise StartupError(f"database {self.config.database_path}: {exc}") from None
         self.hls.startup_cleanup(await self.auth.live_names())
+        quota = self.hls.quota
+        log.info("HLS files: at most %d MiB per stream, %d MiB in all under %s", quota.max_stream
+                 // MIB, quota.max_total // MIB, self.config.hls_path)  # fmt: skip
+        if quota.max_total < quota.max_stream:
+            log.warning("HLS: only %d MiB for all streams under %s (free space, or [hls] "
+                        "max_total_bytes): streams are ended when they fill it",
+                        quota.max_total // MIB, self.config.hls_path)  # fmt: skip
         await self.webhooks.start()
         addr = self.config.rtmp_address
         try:

@@ -84,6 +84,10 @@ def test_rtmpd_toml_in_the_working_directory_is_found(
         ('[rtmps]\ncert = "a.pem"\n', "[rtmps] cert, key: set both"),
         ('[rtmps]\nlisten = "1936"\n', "[rtmps] listen"),
         ('[rtmps]\ncertificate = "a.pem"\n', "unknown key [rtmps] certificate"),
+        ("[hls]\nmax_speed = 0.5\n", "[hls] max_speed: must be at least 1 (real time)"),
+        ("[hls]\nspeed_burst = -1\n", "[hls] speed_burst"),
+        ("[hls]\nmax_stream_bytes = 1000\n", "[hls] max_stream_bytes: must be at least"),
+        ('[hls]\nmax_total_bytes = "1G"\n', "[hls] max_total_bytes: expected an int"),
     ],
 )
 def test_mistakes_name_the_key(tmp_path: Path, text: str, message: str) -> None:
