@@ -25,10 +25,11 @@ from pathlib import Path
 
 from .cleanup import CleanupQueue
 from .config import HlsConfig, Naming
+from .live_parts import LiveListener, NameLive
 from .model import SegmentWritten, StreamInfo
 from .pace import Pace
-from .packager import FinishedSegment, StreamPackager
-from .playlist import PlaylistWindow, decide_target, rounded_seconds
+from .packager import FinishedPart, FinishedSegment, StreamPackager
+from .playlist import PlaylistWindow, Segment, decide_target, rounded_seconds
 from .quota import DiskQuota
 from .storage import Layout, write_atomic
 
@@ -46,13 +47,14 @@ class NameContext:
     on_segment: Callable[[SegmentWritten], None] | None
     quota: DiskQuota
     make_room: Callable[[], None]
+    live: LiveListener | None = None  # told about LL-HLS parts and segments
 
 
 class NameState:
     """The playlist of one name and its current publish; implements `PackagerOwner`."""
 
     __slots__ = (
-        "name", "window", "listed", "packager", "generation", "usage", "pace", "_context",
+        "name", "window", "listed", "packager", "generation", "usage", "pace", "live", "_context",
         "_files", "_playlist_bytes", "_last_publish", "_last_name_ms", "_last_sequence_name",
         "_playlist_failed", "_overlong_warned",
     )  # fmt: skip
@@ -60,12 +62,20 @@ class NameState:
     def __init__(self, name: str, window: PlaylistWindow, context: NameContext) -> None:
         self.name = name
         self.window = window
-        self.listed = {s.uri for s in window.segments}  # files the playlist lists
+        # Files the playlist lists, and the init segments those need.
+        self.listed = {s.uri for s in window.segments} | {
+            s.map_uri for s in window.segments if s.map_uri is not None
+        }
         self.packager: StreamPackager | None = None  # the open publish
         self.generation = 0  # counts publishes: a stream cleanup is for the one it followed
         self.usage = context.quota.usage()  # bytes of its files on disk
         config = context.config
         self.pace = Pace(config.max_speed, config.speed_burst, context.clock())
+        self.live: NameLive | None = None
+        if config.low_latency:
+            prefix = "" if config.nested else f"{name}-"
+            part_ms = round(config.part_duration * 1000)
+            self.live = NameLive(name, window, part_ms, prefix, context.live, context.clock())
         self._context = context
         # Its segment files on disk, listed or waiting for cleanup: (bytes, wall seconds of
         # the first packet; 0.0 when unknown: from an earlier run).
@@ -125,7 +135,7 @@ class NameState:
     def target_duration(self) -> int | None:
         return self.window.target_duration
 
-    def segment_path(self, timestamp: int, program_date_time: float) -> Path:
+    def segment_path(self, timestamp: int, program_date_time: float, ext: str = "ts") -> Path:
         """Named per `naming`; a name already taken on disk gets "_<n>" appended."""
         context = self._context
         naming = context.config.naming
@@ -139,12 +149,31 @@ class NameState:
         else:
             base = timestamp
         layout = context.layout
-        path = layout.segment_path(self.name, str(base))
+        path = layout.segment_path(self.name, str(base), ext)
         for n in itertools.count(1):
-            if not (os.path.lexists(path) or os.path.lexists(Layout.temp_path(path))):
+            init = path.with_suffix(".mp4")  # an fMP4 run's init segment takes this name
+            taken = (path, Layout.temp_path(path), init, Layout.temp_path(init))
+            if not any(os.path.lexists(p) for p in taken):
                 break
-            path = layout.segment_path(self.name, f"{base}_{n}")
+            path = layout.segment_path(self.name, f"{base}_{n}", ext)
         return path
+
+    def init_written(self, path: Path, data: bytes) -> str:
+        """Write an fMP4 init segment; it is listed (kept) while a listed segment needs it."""
+        uri = path.name
+        try:
+            write_atomic(path, data)
+        except OSError as exc:
+            self._context.log.error("HLS %s: cannot write the init segment: %s", self.name, exc)
+            return uri
+        self.listed.add(uri)
+        self._files[uri] = (len(data), self._context.clock())
+        self.usage.add(len(data))
+        return uri
+
+    def part_finished(self, part: FinishedPart) -> None:
+        if self.live is not None:
+            self.live.part(part)
 
     def segment_finished(self, segment: FinishedSegment) -> None:
         """List the segment, schedule removal of the ones that left the window (clients may
@@ -164,9 +193,12 @@ class NameState:
             duration_ms,
             discontinuity=segment.discontinuity,
             program_date_time=segment.program_date_time,
+            map_uri=segment.map_uri,
+            gap=segment.gap,
         )
-        self.listed.add(uri)
-        self._files[uri] = (segment.size, segment.opened_at)  # its bytes are counted already
+        if not segment.gap:
+            self.listed.add(uri)
+            self._files[uri] = (segment.size, segment.opened_at)  # its bytes are counted already
         if removed:
             now = context.clock()
             # The longest playlist that listed them: the one before this removal. (It covers
@@ -179,7 +211,10 @@ class NameState:
                     delay = self._cleanup_delay(old.uri, old.duration_ms + longest, journey, now)
                     context.cleanup.schedule_segment(now + delay, self.name, old.uri)
                 journey -= old.duration_ms
+            self._release_inits(removed, delay_s=longest / 1000)
         self._write_playlist()
+        if self.live is not None:
+            self.live.listed(entry)
         on_segment = context.on_segment
         if on_segment is not None:
             lag = context.clock() - segment.closed_at
@@ -202,11 +237,24 @@ class NameState:
         if ended and config.endlist:
             self.window.endlist = True
         self._write_playlist()
+        if ended and self.live is not None:
+            self.live.end(config.endlist)
         if ended and config.cleanup:
             due = context.clock() + config.effective_grace
             context.cleanup.schedule_stream(due, self.name, self.generation)
 
     # -- internals --------------------------------------------------------------------------
+
+    def _release_inits(self, removed: list[Segment], delay_s: float) -> None:
+        """Init segments no listed segment needs any more go like the segments did."""
+        context = self._context
+        needed = {s.map_uri for s in self.window.segments}
+        for map_uri in {s.map_uri for s in removed} - needed:
+            if map_uri is not None and map_uri in self.listed:
+                self.listed.discard(map_uri)
+                if context.config.cleanup:
+                    due = context.clock() + delay_s
+                    context.cleanup.schedule_segment(due, self.name, map_uri)
 
     def _cleanup_delay(self, uri: str, media_ms: int, journey_ms: int, now: float) -> float:
         """Wall seconds a segment that left the window stays: `media_ms`, RFC 8216 6.2.2's

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from .cleanup import CleanupQueue, Removal
 from .config import HlsConfig
+from .live_parts import LiveListener
+from .llhls import LivePlaylist
 from .model import Bound, SegmentWritten, StreamInfo, Violation
 from .name_state import NameContext, NameState
 from .packager import StreamPackager
@@ -40,6 +42,7 @@ class HlsService:
         clock: Callable[[], float] = time.time,
         on_segment: Callable[[SegmentWritten], None] | None = None,
         log: logging.Logger | None = None,
+        live: LiveListener | None = None,
     ) -> None:
         self.config = config
         self.layout = Layout(config.path, config.nested)
@@ -64,6 +67,7 @@ class HlsService:
             on_segment=on_segment,
             quota=self.quota,
             make_room=self._make_room,
+            live=live,
         )
 
     # -- public API -------------------------------------------------------------------------
@@ -115,6 +119,21 @@ class HlsService:
         state = self._states.get(name)
         return state is not None and state.packager is not None and bool(state.window.segments)
 
+    def live_playlist(self, name: str) -> LivePlaylist | None:
+        """The LL-HLS playlist of `name` (with low_latency, once its first part exists)."""
+        state = self._states.get(name)
+        return None if state is None or state.live is None else state.live.playlist
+
+    def part(self, name: str, uri: str) -> bytes | None:
+        """The bytes of LL-HLS part `uri` of `name`, while a playlist version shows it."""
+        state = self._states.get(name)
+        return None if state is None or state.live is None else state.live.part_bytes(uri)
+
+    def hinted_part(self, name: str, uri: str) -> tuple[int, int] | None:
+        """(msn, part) of `uri` if it is the part the preload hint of `name` names."""
+        state = self._states.get(name)
+        return None if state is None or state.live is None else state.live.hinted(uri)
+
     def playlist_path(self, name: str) -> Path:
         """Where the playlist of `name` is (ValueError for a name that could escape the root)."""
         return self.layout.playlist_path(check_name(name))
@@ -155,7 +174,10 @@ class HlsService:
         state = NameState(name, window, self._context)
         due = self._clock() + self.config.playlist_length
         for path in self.layout.stream_files(name):
-            if self.config.cleanup and path.name.endswith(".ts") and path.name not in state.listed:
+            leftover = path.name not in state.listed and not path.name.endswith(
+                (".m3u8", TEMP_SUFFIX)
+            )
+            if self.config.cleanup and leftover:
                 state.hold(path.name, _size(path))
                 self._cleanup.schedule_segment(due, name, path.name)
         return state
@@ -163,6 +185,8 @@ class HlsService:
     def _remove_stream(self, state: NameState, why: str = "after the grace period") -> None:
         count = self.layout.remove_stream(state.name)
         state.usage.release()
+        if state.live is not None:
+            state.live.close()
         self._retired[state.name] = state.window.successor()
         del self._states[state.name]
         self._log.info("HLS %s: removed %d file(s) %s", state.name, count, why)

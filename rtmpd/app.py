@@ -49,6 +49,7 @@ from rtmpd.server import (
 )
 from rtmpd.web import create_app, make_runner
 from rtmpd.web.guard import ConnectionGuard, GuardedSite
+from rtmpd.web.live import Waiters
 from rtmpd.web.metrics import Metrics
 from rtmpd.web.proxies import TrustedProxies
 
@@ -56,6 +57,7 @@ from . import webhooks
 from .admin import AdminService
 from .channels import ChannelDirectory
 from .health import PublishHealth
+from .live_source import HlsLiveSource
 from .publish import Publish
 from .webhooks import Webhooks
 
@@ -81,8 +83,13 @@ class Rtmpd:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.metrics = Metrics()
+        #: Requests blocked on LL-HLS parts, woken by the packager as parts complete.
+        self.waiters = Waiters()
         self.hls = HlsService(
-            config.hls, on_segment=self._segment_written, log=logging.getLogger("rtmpd.hls")
+            config.hls,
+            on_segment=self._segment_written,
+            log=logging.getLogger("rtmpd.hls"),
+            live=self.waiters if config.hls.low_latency else None,
         )
         self.auth = AuthService(
             config.auth,
@@ -195,6 +202,11 @@ class Rtmpd:
             else AdminService(self.accounts, lambda: self._publishes, self.config.hls.fragment),
             trusted_proxies=TrustedProxies.parse(self.config.http.trusted_proxies),
             guard=self.http_guard,
+            live=HlsLiveSource(self.hls, self.config.hls.nested)
+            if self.config.hls.low_latency
+            else None,
+            waiters=self.waiters,
+            low_latency=self.config.hls.low_latency,
         )
         self._runner = make_runner(
             app,

@@ -127,6 +127,29 @@ class Recorder:
 
 
 @dataclass
+class DecodedFmp4:
+    video: int
+    audio: int
+    warnings: list[str]
+
+
+def decode_fmp4(data: bytes) -> DecodedFmp4:
+    """Decode an init segment followed by fragments; FFmpeg's warnings are kept."""
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.WARNING)
+    video = audio = 0
+    try:
+        with av.logging.Capture(local=False) as logs, av.open(io.BytesIO(data)) as container:
+            for frame in container.decode(*container.streams):
+                video += isinstance(frame, av.VideoFrame)
+                audio += isinstance(frame, av.AudioFrame)
+    finally:
+        av.logging.set_level(level)
+    warnings = [text for lvl, _, text in logs if lvl <= av.logging.WARNING]
+    return DecodedFmp4(video, audio, warnings)
+
+
+@dataclass
 class DecodedSegment:
     video_frames: int = 0
     audio_frames: int = 0
