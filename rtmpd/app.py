@@ -103,6 +103,7 @@ class Rtmpd:
             max_connections_per_ip=config.rtmp.max_connections_per_ip,
             log=logging.getLogger("rtmpd.rtmp"),
             tls=tls,
+            proxy=config.rtmp.proxy_policy,
         )
         self._draining: asyncio.Task[DrainResult] | None = None
         self._stopping: asyncio.Future[None] | None = None
@@ -130,6 +131,7 @@ class Rtmpd:
             send_timeout=config.http.send_timeout,
             metrics=self.metrics,
             log=logging.getLogger("rtmpd.http"),
+            proxy=config.http.proxy_policy,
         )
         self.http_keepalive_timeout = config.http.keepalive_timeout
         self._publishes: set[Publish] = set()

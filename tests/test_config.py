@@ -74,6 +74,13 @@ def test_rtmpd_toml_in_the_working_directory_is_found(
         ('[auth]\non_publish = "ftp://x"\n', "[auth] on_publish"),
         ('[web]\npublic_rtmp_url = "example.org"\n', "[web] public_rtmp_url"),
         ('[http]\ntrusted_proxies = ["proxy"]\n', "[http] trusted_proxies"),
+        ('[rtmp]\ntrusted_proxies = ["lb"]\n', "[rtmp] trusted_proxies: 'lb' is not an IP"),
+        ("[rtmp]\nproxy_protocol = true\n", "[rtmp] proxy_protocol: needs trusted_proxies"),
+        (
+            "[http]\nproxy_protocol = true\ntrusted_proxies = []\n",
+            "[http] proxy_protocol: needs trusted_proxies",
+        ),
+        ('[http]\nproxy_protocol = "yes"\n', "[http] proxy_protocol: expected true or false"),
         ('[webhooks]\nurl = "http://127.0.0.1:9/hook"\n', "[webhooks] secret"),
         ('[webhooks]\nurl = "hook"\nsecret = "s"\n', "[webhooks] url"),
         ("[webhooks]\nmax_pending = 0\n", "[webhooks] max_pending"),

@@ -1,0 +1,143 @@
+"""The real servers rtmpd runs beside in production, started by the tests themselves on
+loopback, in temp folders: HAProxy, PostgreSQL (a throwaway cluster made with initdb) and
+nginx. They come from Debian (tests/setup_servers.sh installs them); a missing binary fails
+the test that needs it, it is never skipped.
+
+The config files are the ones under deploy/ that docs/deploy.md shows; the tests only fill in
+their ports (HAProxy reads them from the environment, nginx's are put in with `template`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def binary(name: str, *folders: str) -> str:
+    """The path of a server binary; AssertionError (a failure, not a skip) when it is not
+    installed: tests/setup_servers.sh installs every one of them."""
+    for folder in folders:
+        for candidate in sorted(glob.glob(os.path.join(folder, name)), reverse=True):
+            if os.access(candidate, os.X_OK):
+                return candidate
+    found = shutil.which(name)
+    assert found, f"{name} is not installed: run bash tests/setup_servers.sh"
+    return found
+
+
+def wait_port(
+    port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 15.0
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"server exited with status {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on port {port} after {timeout:g} s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+# -- HAProxy ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def haproxy(env: dict[str, str], ports: list[int], config: Path = DEPLOY / "haproxy.cfg"
+            ) -> Iterator[subprocess.Popen[bytes]]:  # fmt: skip
+    """HAProxy on `config` with `env` (its "${VAR}"s), until the `ports` it binds answer."""
+    exe = binary("haproxy", "/usr/sbin")
+    proc = subprocess.Popen([exe, "-db", "-f", str(config)], env={**os.environ, **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        for port in ports:
+            wait_port(port, proc)
+        yield proc
+    finally:
+        stop(proc)
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+
+PG_BIN = "/usr/lib/postgresql/*/bin"
+
+
+@dataclass(frozen=True, slots=True)
+class Postgres:
+    """A running throwaway cluster: `url` reaches its `rtmpd` database over TCP."""
+
+    folder: Path
+    port: int
+    url: str
+
+
+def _as_user(user: str, *args: str) -> list[str]:
+    """initdb refuses root: the cluster is run by an unprivileged user."""
+    return ["runuser", "-u", user, "--", *args] if os.geteuid() == 0 else list(args)
+
+
+@contextlib.contextmanager
+def postgres(folder: Path, user: str = "postgres") -> Iterator[Postgres]:
+    """initdb in `folder`, pg_ctl start on a free loopback port (fsync off: a throwaway), a
+    database `rtmpd` owned by the superuser `rtmpd` (password `rtmpd`); stopped after."""
+    initdb, pg_ctl = binary("initdb", PG_BIN), binary("pg_ctl", PG_BIN)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / "pgdata"
+    run = folder / "run"
+    if os.geteuid() == 0:
+        for path in (folder, *folder.parents):  # the server's user must reach its folder
+            with contextlib.suppress(OSError):
+                path.chmod(path.stat().st_mode | 0o011)
+        run.mkdir(exist_ok=True)
+        shutil.chown(folder, user)
+        shutil.chown(run, user)
+    else:
+        run.mkdir(exist_ok=True)
+    pwfile = folder / "pw"
+    pwfile.write_text("rtmpd\n")
+    if os.geteuid() == 0:
+        shutil.chown(pwfile, user)
+    subprocess.run(_as_user(user, initdb, "-D", str(data), "-U", "rtmpd", "--pwfile", str(pwfile),
+                            "-A", "scram-sha-256", "-E", "UTF8", "--no-sync"),
+                   check=True, capture_output=True, timeout=120)  # fmt: skip
+    port = free_port()
+    options = (f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={run} "
+               "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")  # fmt: skip
+    subprocess.run(_as_user(user, pg_ctl, "-D", str(data), "-o", options, "-l",
+                            str(folder / "log"), "-w", "-t", "60", "start"),
+                   check=True, capture_output=True, timeout=90)  # fmt: skip
+    try:
+        psql = binary("psql", PG_BIN)
+        subprocess.run([psql, "-h", "127.0.0.1", "-p", str(port), "-U", "rtmpd", "-d", "postgres",
+                        "-c", "CREATE DATABASE rtmpd"], env={**os.environ, "PGPASSWORD": "rtmpd"},
+                       check=True, capture_output=True, timeout=30)  # fmt: skip
+        yield Postgres(folder, port, f"postgresql://rtmpd:rtmpd@127.0.0.1:{port}/rtmpd")
+    finally:
+        subprocess.run(_as_user(user, pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"),
+                       capture_output=True, timeout=60)  # fmt: skip
