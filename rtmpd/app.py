@@ -25,7 +25,9 @@ import logging
 import resource
 import ssl
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -89,6 +91,9 @@ class Rtmpd:
             config.database.path,
             app=config.rtmp.app,
             log=logging.getLogger("rtmpd.auth"),
+            db_url=config.database.url,
+            node=config.database.node_name,
+            lease=config.database.lease,
         )
         tls = None
         if config.rtmps.enabled:
@@ -139,6 +144,10 @@ class Rtmpd:
         self._site: GuardedSite | None = None
         self._ticker: asyncio.Task[None] | None = None
         self.http_port = 0
+        #: This node's HTTP base URL as viewers reach it ([web] public_http_url, or derived).
+        self.node_url = ""
+        self._playing: set[Publish] = set()  # publishes whose first segment was announced
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -214,6 +223,7 @@ class Rtmpd:
             raise StartupError(f"cannot listen for HTTP on {addr}: {_why(exc)}") from None
         self.http_port = self._site.port
         log.info("HTTP listening on http://%s/", Address(addr.host, self.http_port))
+        self.node_url = self.config.public_http_url(self.http_port)
 
     async def stop(self) -> None:
         """Stop everything; a second call waits for the first (SIGTERM's drain may still be
@@ -232,6 +242,8 @@ class Rtmpd:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.webhooks.stop()
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
         await self.auth.stop()
 
     # -- RTMPS certificates, draining ------------------------------------------------------
@@ -349,6 +361,7 @@ class Rtmpd:
 
     def _publish_ended(self, publish: Publish, reason: str) -> None:
         self._publishes.discard(publish)
+        self._playing.discard(publish)
         self.metrics.set_live(len(self._publishes))
         if reason == TAKEN_OVER or any(p.name == publish.name for p in self._publishes):
             return  # a reconnect took over: the stream goes on, no stream.ended
@@ -366,6 +379,14 @@ class Rtmpd:
         for publish in self._publishes:
             if publish.name == segment.name:
                 publish.health.segment(segment.duration, segment.lag)
+                if publish not in self._playing:  # other nodes may send viewers here now
+                    self._playing.add(publish)
+                    self._spawn(self.auth.playing(publish.name, self.node_url))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
 
 def _raise_file_limit(needed: int) -> None:

@@ -260,6 +260,16 @@ class Config:
         host = f"[{host}]" if ":" in host else host
         return f"rtmp://{host}:{addr.port}/{self.rtmp.app}"
 
+    def public_http_url(self, port: int) -> str:
+        """This node's HTTP base URL for viewers (no trailing slash): `[web] public_http_url`,
+        else the HTTP listen address (bound `port`) or, for a wildcard, this host's name."""
+        if self.web.public_http_url:
+            return self.web.public_http_url.rstrip("/")
+        addr = self.http_address
+        host = host_name() if addr.host in ("0.0.0.0", "::") else addr.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{port}"
+
     @property
     def publish_url_guessed(self) -> bool:
         """True when the publish URL was derived rather than set in `[web] public_rtmp_url`."""

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import itertools
 import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -103,41 +107,59 @@ def _as_user(user: str, *args: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def postgres(folder: Path, user: str = "postgres") -> Iterator[Postgres]:
-    """initdb in `folder`, pg_ctl start on a free loopback port (fsync off: a throwaway), a
-    database `rtmpd` owned by the superuser `rtmpd` (password `rtmpd`); stopped after."""
+def postgres(user: str = "postgres") -> Iterator[Postgres]:
+    """initdb in a fresh folder under /tmp (which the server's unprivileged user can reach,
+    unlike pytest's 0700 basetemp), pg_ctl start on a free loopback port (fsync off: a
+    throwaway), the superuser `rtmpd` with password `rtmpd`; stopped and removed after."""
     initdb, pg_ctl = binary("initdb", PG_BIN), binary("pg_ctl", PG_BIN)
-    folder.mkdir(parents=True, exist_ok=True)
-    data = folder / "pgdata"
-    run = folder / "run"
-    if os.geteuid() == 0:
-        for path in (folder, *folder.parents):  # the server's user must reach its folder
-            with contextlib.suppress(OSError):
-                path.chmod(path.stat().st_mode | 0o011)
-        run.mkdir(exist_ok=True)
-        shutil.chown(folder, user)
-        shutil.chown(run, user)
-    else:
-        run.mkdir(exist_ok=True)
-    pwfile = folder / "pw"
+    folder = Path(tempfile.mkdtemp(prefix="rtmpd-pg-"))
+    data, run, pwfile = folder / "pgdata", folder / "run", folder / "pw"
+    run.mkdir()
     pwfile.write_text("rtmpd\n")
     if os.geteuid() == 0:
-        shutil.chown(pwfile, user)
-    subprocess.run(_as_user(user, initdb, "-D", str(data), "-U", "rtmpd", "--pwfile", str(pwfile),
-                            "-A", "scram-sha-256", "-E", "UTF8", "--no-sync"),
-                   check=True, capture_output=True, timeout=120)  # fmt: skip
+        for path in (folder, run, pwfile):
+            shutil.chown(path, user)
     port = free_port()
-    options = (f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={run} "
-               "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")  # fmt: skip
-    subprocess.run(_as_user(user, pg_ctl, "-D", str(data), "-o", options, "-l",
-                            str(folder / "log"), "-w", "-t", "60", "start"),
-                   check=True, capture_output=True, timeout=90)  # fmt: skip
+    started = False
     try:
-        psql = binary("psql", PG_BIN)
-        subprocess.run([psql, "-h", "127.0.0.1", "-p", str(port), "-U", "rtmpd", "-d", "postgres",
-                        "-c", "CREATE DATABASE rtmpd"], env={**os.environ, "PGPASSWORD": "rtmpd"},
-                       check=True, capture_output=True, timeout=30)  # fmt: skip
-        yield Postgres(folder, port, f"postgresql://rtmpd:rtmpd@127.0.0.1:{port}/rtmpd")
+        subprocess.run(_as_user(user, initdb, "-D", str(data), "-U", "rtmpd", "--pwfile",
+                                str(pwfile), "-A", "scram-sha-256", "-E", "UTF8", "--no-sync"),
+                       check=True, capture_output=True, timeout=120)  # fmt: skip
+        options = (f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={run}"
+                   " -c fsync=off -c synchronous_commit=off -c full_page_writes=off")  # fmt: skip
+        subprocess.run(_as_user(user, pg_ctl, "-D", str(data), "-o", options, "-l",
+                                str(folder / "log"), "-w", "-t", "60", "start"),
+                       check=True, capture_output=True, timeout=90)  # fmt: skip
+        started = True
+        yield Postgres(folder, port, f"postgresql://rtmpd:rtmpd@127.0.0.1:{port}/postgres")
     finally:
-        subprocess.run(_as_user(user, pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"),
-                       capture_output=True, timeout=60)  # fmt: skip
+        if started:
+            subprocess.run(_as_user(user, pg_ctl, "-D", str(data), "-m", "immediate", "-w",
+                                    "stop"), capture_output=True, timeout=60)  # fmt: skip
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def database_url(cluster: Postgres, name: str) -> str:
+    """A fresh, empty database `name` in `cluster` (one per test keeps tests apart)."""
+    psql = binary("psql", PG_BIN)
+    subprocess.run([psql, "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "rtmpd", "-d",
+                    "postgres", "-c", f'DROP DATABASE IF EXISTS "{name}"', "-c",
+                    f'CREATE DATABASE "{name}"'], env={**os.environ, "PGPASSWORD": "rtmpd"},
+                   check=True, capture_output=True, timeout=30)  # fmt: skip
+    return cluster.url.rsplit("/", 1)[0] + "/" + name
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Postgres]:
+    """One PostgreSQL cluster for the whole session."""
+    with postgres() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Postgres) -> str:
+    """The URL of a database of its own for this test."""
+    return database_url(pg_cluster, f"t{os.getpid()}_{next(_databases)}")
