@@ -13,6 +13,7 @@ import contextlib
 import glob
 import itertools
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -163,3 +164,39 @@ def pg_cluster() -> Iterator[Postgres]:
 def pg_url(pg_cluster: Postgres) -> str:
     """The URL of a database of its own for this test."""
     return database_url(pg_cluster, f"t{os.getpid()}_{next(_databases)}")
+
+
+# -- nginx -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Nginx:
+    port: int
+    prefix: Path
+
+
+@contextlib.contextmanager
+def nginx(origin: str, config: Path = DEPLOY / "nginx-edge.conf") -> Iterator[Nginx]:
+    """nginx on `config` with its @WORDS@ filled in: a free loopback port, `origin`, a prefix
+    folder under /tmp (its worker runs as nobody when we are root, and must reach the cache)."""
+    exe = binary("nginx", "/usr/sbin")
+    prefix = Path(tempfile.mkdtemp(prefix="rtmpd-edge-"))
+    prefix.chmod(0o755)
+    port = free_port()
+    user = "nobody nogroup" if os.geteuid() == 0 else os.environ.get("USER", "nobody")
+    text = config.read_text()
+    for word, value in (("LISTEN", f"127.0.0.1:{port}"), ("ORIGIN", origin),
+                        ("PREFIX", str(prefix)), ("USER", user)):  # fmt: skip
+        text = text.replace(f"@{word}@", value)
+    code = [line.split("#", 1)[0] for line in text.splitlines()]
+    assert not any(re.search(r"@[A-Z]+@", line) for line in code), "an @WORD@ left unfilled"
+    conf = prefix / "nginx.conf"
+    conf.write_text(text)
+    proc = subprocess.Popen([exe, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        wait_port(port, proc)
+        yield Nginx(port, prefix)
+    finally:
+        stop(proc)
+        shutil.rmtree(prefix, ignore_errors=True)
