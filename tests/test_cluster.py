@@ -21,7 +21,7 @@ import pytest
 
 from rtmpd.app import Rtmpd
 from tests.support.app import HeldPublisher, media_tags, start_server
-from tests.support.engines import free_port, stop, wait_port
+from tests.support.engines import DEPLOY, free_port, stop, wait_port
 
 START = "NetStream.Publish.Start"
 LEASE = 3.0
@@ -59,8 +59,8 @@ async def api_live(server: Rtmpd) -> list[str]:
         return [s["name"] for s in (await got.json())["streams"]]
 
 
-async def streaming(port: int, key: str) -> HeldPublisher:
-    publisher = HeldPublisher(port, key)
+async def streaming(port: int, key: str, source: str = "127.0.0.1") -> HeldPublisher:
+    publisher = HeldPublisher(port, key, source=source)
     assert (await publisher.start()).code == START
     publisher.send_tags(media_tags(seconds=3, fps=10, width=96, height=64))
     return publisher
@@ -152,13 +152,17 @@ async def test_duplicate_reject_holds_across_nodes(tmp_path: Path, pg_url: str) 
 
 
 def write_node_config(folder: Path, name: str, url: str, rtmp: int, http: int) -> Path:
+    """deploy/rtmpd-node.toml with its @WORDS@ filled in; fragments of 1 s for a quick test."""
     folder.mkdir(parents=True, exist_ok=True)
+    text = (DEPLOY / "rtmpd-node.toml").read_text()
+    for word, value in (("RTMP", f"127.0.0.1:{rtmp}"), ("HTTP", f"127.0.0.1:{http}"),
+                        ("BALANCER", "127.0.0.1"), ("DATABASE", url), ("NODE", name),
+                        ("PUBLIC", f"http://127.0.0.1:{http}"), ("DATA", str(folder))):  # fmt: skip
+        text = text.replace(f"@{word}@", value)
+    text = text.replace("lease = 15.0", f"lease = {LEASE}")
+    text = text.replace("[hls]\n", "[hls]\nfragment = 1.0\nplaylist_length = 4.0\n")
     config = folder / "rtmpd.toml"
-    config.write_text(
-        f'[rtmp]\nlisten = "127.0.0.1:{rtmp}"\n[http]\nlisten = "127.0.0.1:{http}"\n'
-        f"[hls]\nfragment = 1.0\nplaylist_length = 4.0\n"
-        f'[database]\nurl = "{url}"\nnode = "{name}"\nlease = {LEASE}\n'
-    )
+    config.write_text(text)
     return config
 
 
@@ -175,7 +179,8 @@ async def test_a_killed_nodes_stream_is_released_by_the_others(
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     try:
         await asyncio.to_thread(wait_port, rtmp, proc, 30.0)
-        publisher = await streaming(rtmp, key)
+        # HAProxy (127.0.0.1) is the node's trusted balancer; the streamer comes straight in.
+        publisher = await streaming(rtmp, key, source="127.0.0.2")
 
         async def a_lists_it() -> bool:
             return await api_live(a) == ["benw"]
