@@ -163,6 +163,8 @@ class Rtmpd:
         try:
             await self.auth.start()
         except Exception as exc:  # noqa: BLE001 - report any database failure in one line
+            if self.config.database.url:  # the message names the server (no password)
+                raise StartupError(str(exc)) from None
             raise StartupError(f"database {self.config.database_path}: {exc}") from None
         self.hls.startup_cleanup(await self.auth.live_names())
         quota = self.hls.quota
