@@ -2,11 +2,14 @@
 publishes on node B; A lists B's stream and sends its viewers to B; a ban on A cuts the stream
 on B within 2 s; a reconnect that lands on another node takes the stream over; with
 duplicate = reject the other node refuses; a node killed with SIGKILL has its stream released
-by the others once its lease runs out, and the streamer publishes again elsewhere."""
+by the others once its lease runs out, and the streamer publishes again elsewhere; and two
+nodes behind HAProxy (deploy/haproxy.cfg, send-proxy-v2) see the streamer's and the viewer's
+own addresses."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -21,7 +24,7 @@ import pytest
 
 from rtmpd.app import Rtmpd
 from tests.support.app import HeldPublisher, media_tags, start_server
-from tests.support.engines import DEPLOY, free_port, stop, wait_port
+from tests.support.engines import DEPLOY, free_port, haproxy, stop, wait_port
 
 START = "NetStream.Publish.Start"
 LEASE = 3.0
@@ -53,8 +56,10 @@ async def until(check: Any, timeout: float = 5.0, what: str = "") -> float:
     return time.monotonic() - started
 
 
-async def api_live(server: Rtmpd) -> list[str]:
-    async with aiohttp.ClientSession() as http:
+async def api_live(server: Rtmpd, source: str = "127.0.0.1") -> list[str]:
+    """The names node `server`'s API lists as live, asked directly from `source`."""
+    connector = aiohttp.TCPConnector(local_addr=(source, 0))
+    async with aiohttp.ClientSession(connector=connector) as http:
         got = await http.get(f"http://127.0.0.1:{server.http_port}/api/streams")
         return [s["name"] for s in (await got.json())["streams"]]
 
@@ -208,3 +213,57 @@ async def test_a_killed_nodes_stream_is_released_by_the_others(
         stop(proc)
         err = proc.stderr.read().decode() if proc.stderr else ""
         assert key not in err and key[:8] not in err
+
+
+async def test_two_nodes_behind_haproxy(
+    tmp_path: Path, pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """deploy/haproxy.cfg in front of nodes A and B: the streamer's address reaches the node
+    its publish lands on, and any node answers viewers (or sends them to the owner)."""
+    caplog.set_level(logging.INFO)
+    behind = {"proxy_protocol": True, "trusted_proxies": ["127.0.0.1"]}
+    a = await node(tmp_path, "a", pg_url, rtmp=behind, http=behind)
+    b = await node(tmp_path, "b", pg_url, rtmp=behind, http=behind)
+    rtmp, http = free_port(), free_port()
+    env = {"RTMP_BIND": f"127.0.0.1:{rtmp}", "HTTP_BIND": f"127.0.0.1:{http}"}
+    for label, server in (("A", a), ("B", b)):
+        env[f"NODE_{label}_RTMP"] = f"127.0.0.1:{server.rtmp.port}"
+        env[f"NODE_{label}_HTTP"] = f"127.0.0.1:{server.http_port}"
+    try:
+        with haproxy(env, [rtmp, http]):
+            assert a.accounts is not None
+            key = (await a.accounts.add_user("benw")).key
+            publisher = await streaming(rtmp, key, source="127.0.0.7")
+            owner = a if a.auth.remote("benw") is None and await a.auth.live_names() else b
+            assert await owner.auth.live_names() == {"benw"}
+            accepted = [
+                r.getMessage() for r in caplog.records if "accepted under" in r.getMessage()
+            ]
+            assert accepted == ["publish from 127.0.0.7 accepted under benw"]
+
+            async def both_list_it() -> bool:  # asked directly, not as the trusted balancer
+                direct = [await api_live(n, "127.0.0.2") for n in (a, b)]
+                return direct == [["benw"], ["benw"]]
+
+            await until(both_list_it)
+            connector = aiohttp.TCPConnector(local_addr=("127.0.0.8", 0), force_close=True)
+            statuses = []
+            async with aiohttp.ClientSession(connector=connector) as viewer:
+                for _ in range(6):
+                    url = f"http://127.0.0.1:{http}/live/benw/index.m3u8"
+                    got = await viewer.get(url, allow_redirects=False)
+                    statuses.append(got.status)
+                    if got.status == 307:
+                        assert got.headers["Location"].startswith(owner.node_url)
+                for _ in range(2):  # whichever node HAProxy picks, the viewer gets the playlist
+                    followed = await viewer.get(url)
+                    assert followed.status == 200
+                    assert (await followed.text()).startswith("#EXTM3U")
+            assert set(statuses) == {200, 307}, statuses  # round robin: owner and the other
+            access = [r.getMessage() for r in caplog.records if r.name == "rtmpd.access"]
+            viewed = [line for line in access if "/live/benw/" in line]
+            assert len(viewed) >= 8 and all(line.startswith("127.0.0.8 - - ") for line in viewed)
+            await publisher.close()
+    finally:
+        await b.stop()
+        await a.stop()
