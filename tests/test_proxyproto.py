@@ -11,9 +11,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rtmpd.app import Rtmpd
 from rtmpd.proxyproto import (
+    V1_PREFIX,
     V2_SIGNATURE,
     ProxyHeader,
     ProxyHeaderError,
@@ -112,6 +115,24 @@ def test_an_untrusted_peer_is_served_untouched_unless_it_sends_a_header(mode: st
         with pytest.raises(ProxyHeaderError, match="not in trusted_proxies"):
             for chunk in pieces(header, mode):
                 reader.feed(chunk)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.booleans(), st.sampled_from([b"", V1_PREFIX, V2_SIGNATURE]))
+def test_any_bytes_are_a_header_more_wanted_or_one_clear_error(
+    data: bytes, required: bool, start: bytes
+) -> None:
+    reader = ProxyReader(required=required)
+    try:
+        result = reader.feed(start + data)
+    except ProxyHeaderError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return
+    if result is not None:
+        header, rest = result
+        assert len(rest) <= len(start + data)
+        if header is not None and header.source is not None:
+            assert 0 <= header.source[1] <= 65535
 
 
 def test_trusted_networks() -> None:
@@ -225,6 +246,8 @@ async def test_http_through_the_proxy_sees_the_viewer(
     assert await http_exchange(port, PROXY, get) == b""  # the proxy without a header
     refusals = [r.getMessage() for r in caplog.records if "PROXY" in r.getMessage()]
     assert any(f"from {DIRECT} refused" in line for line in refusals), refusals
+    metrics = proxied.metrics.render().decode()
+    assert 'rtmpd_http_connections_dropped_total{reason="proxy_protocol"} 2.0' in metrics
 
 
 async def test_http_per_address_cap_counts_the_viewer_behind_the_proxy(proxied: Rtmpd) -> None:
