@@ -133,6 +133,8 @@ class RtmpdServer(Server):
             f'[rtmp]\nlisten = "127.0.0.1:{self.rtmp_port}"\n'
             "max_connections = 5000\nmax_connections_per_ip = 5000\n"
             f'[http]\nlisten = "127.0.0.1:{self.http_port}"\naccess_log = false\n'
+            # every simulated viewer comes from 127.0.0.1
+            "max_connections = 8192\nmax_connections_per_ip = 8192\n"
             f'[hls]\npath = "hls"\nfragment = {fragment}\nplaylist_length = {playlist_length}\n'
             '[database]\npath = "rtmpd.sqlite3"\n'
             "[auth]\nmax_failures = 1000\n"

@@ -25,7 +25,9 @@ import logging
 import resource
 import ssl
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -96,6 +98,9 @@ class Rtmpd:
             config.database.path,
             app=config.rtmp.app,
             log=logging.getLogger("rtmpd.auth"),
+            db_url=config.database.url,
+            node=config.database.node_name,
+            lease=config.database.lease,
         )
         tls = None
         if config.rtmps.enabled:
@@ -110,6 +115,7 @@ class Rtmpd:
             max_connections_per_ip=config.rtmp.max_connections_per_ip,
             log=logging.getLogger("rtmpd.rtmp"),
             tls=tls,
+            proxy=config.rtmp.proxy_policy,
         )
         self._draining: asyncio.Task[DrainResult] | None = None
         self._stopping: asyncio.Future[None] | None = None
@@ -137,6 +143,7 @@ class Rtmpd:
             send_timeout=config.http.send_timeout,
             metrics=self.metrics,
             log=logging.getLogger("rtmpd.http"),
+            proxy=config.http.proxy_policy,
         )
         self.http_keepalive_timeout = config.http.keepalive_timeout
         self._publishes: set[Publish] = set()
@@ -144,6 +151,10 @@ class Rtmpd:
         self._site: GuardedSite | None = None
         self._ticker: asyncio.Task[None] | None = None
         self.http_port = 0
+        #: This node's HTTP base URL as viewers reach it ([web] public_http_url, or derived).
+        self.node_url = ""
+        self._playing: set[Publish] = set()  # publishes whose first segment was announced
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -159,6 +170,8 @@ class Rtmpd:
         try:
             await self.auth.start()
         except Exception as exc:  # noqa: BLE001 - report any database failure in one line
+            if self.config.database.url:  # the message names the server (no password)
+                raise StartupError(str(exc)) from None
             raise StartupError(f"database {self.config.database_path}: {exc}") from None
         self.hls.startup_cleanup(await self.auth.live_names())
         quota = self.hls.quota
@@ -224,6 +237,7 @@ class Rtmpd:
             raise StartupError(f"cannot listen for HTTP on {addr}: {_why(exc)}") from None
         self.http_port = self._site.port
         log.info("HTTP listening on http://%s/", Address(addr.host, self.http_port))
+        self.node_url = self.config.public_http_url(self.http_port)
 
     async def stop(self) -> None:
         """Stop everything; a second call waits for the first (SIGTERM's drain may still be
@@ -242,6 +256,8 @@ class Rtmpd:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.webhooks.stop()
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
         await self.auth.stop()
 
     # -- RTMPS certificates, draining ------------------------------------------------------
@@ -359,6 +375,7 @@ class Rtmpd:
 
     def _publish_ended(self, publish: Publish, reason: str) -> None:
         self._publishes.discard(publish)
+        self._playing.discard(publish)
         self.metrics.set_live(len(self._publishes))
         if reason == TAKEN_OVER or any(p.name == publish.name for p in self._publishes):
             return  # a reconnect took over: the stream goes on, no stream.ended
@@ -376,6 +393,14 @@ class Rtmpd:
         for publish in self._publishes:
             if publish.name == segment.name:
                 publish.health.segment(segment.duration, segment.lag)
+                if publish not in self._playing:  # other nodes may send viewers here now
+                    self._playing.add(publish)
+                    self._spawn(self.auth.playing(publish.name, self.node_url))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
 
 def _raise_file_limit(needed: int) -> None:

@@ -54,6 +54,8 @@ from rtmpd.rtmp.events import (
 )
 from rtmpd.rtmp.session import ServerSession
 
+from .proxyproto import ProxyHeaderError, ProxyPolicy, ProxyReader
+
 MediaEvent = (
     VideoConfig | Video | AudioConfig | Audio | Metadata | SequenceEnd | VideoMetadata
     | AudioMultichannel
@@ -236,6 +238,11 @@ class _Connection(asyncio.Protocol):
         self.stall: asyncio.TimerHandle | None = None
         self.tls_pending = False
         self.early: list[bytes] = []
+        #: Reads a PROXY protocol header first (only when the listener takes them).
+        self.proxy_reader: ProxyReader | None = None
+        self.proxy_timer: asyncio.TimerHandle | None = None
+        #: The address this connection counts against in the per-address cap, once counted.
+        self.counted_ip: str | None = None
 
     @property
     def bytes_received(self) -> int:
@@ -253,11 +260,21 @@ class _Connection(asyncio.Protocol):
         scheme = " rtmps" if self.tls else ""
         self.where = f"conn {self.conn_id}{scheme} {shown}:{self.port}"
         self.info = ConnectionInfo(self.peer, self.port, self.conn_id, "", None, None, None, None)
-        refusal = self.server._admit(self)
+        policy = self.server.proxy
+        required = False
+        if policy is not None and not self.tls:
+            self.proxy_reader = policy.reader(self.peer)
+            required = self.proxy_reader.required
+        # A trusted proxy's connection counts per address once its header names the client.
+        refusal = self.server._admit(self, count_ip=not required)
         if refusal:
             self.closing = True
             self.log.warning("%s: refused: %s", self.where, refusal)
             transport.close()
+            return
+        if required:
+            assert policy is not None
+            self.proxy_timer = self.loop.call_later(policy.timeout, self._proxy_late)
             return
         if self.tls:
             self.tls_pending = True
@@ -295,8 +312,60 @@ class _Connection(asyncio.Protocol):
             self.data_received(data)
         self._after_session()
 
+    def _proxy_data(self, reader: ProxyReader, data: bytes) -> None:
+        """The first bytes, while a PROXY header may or must come: the client's address from a
+        trusted proxy, a refusal for a header from anyone else."""
+        try:
+            result = reader.feed(data)
+        except ProxyHeaderError as exc:
+            self._refuse(str(exc))
+            return
+        if result is None:
+            return
+        header, rest = result
+        self.proxy_reader = None
+        if reader.required:
+            if self.proxy_timer is not None:
+                self.proxy_timer.cancel()
+                self.proxy_timer = None
+            if header is not None and header.source is not None:
+                via = f"[{self.peer}]" if ":" in self.peer else self.peer
+                self.peer, self.port = peer_host(header.source[0]), header.source[1]
+                shown = f"[{self.peer}]" if ":" in self.peer else self.peer
+                self.where = f"conn {self.conn_id} {shown}:{self.port} via {via}"
+                self.info = ConnectionInfo(
+                    self.peer, self.port, self.conn_id, "", None, None, None, None
+                )
+            refusal = self.server._admit_ip(self)
+            if refusal:
+                self._refuse(refusal)
+                return
+            assert self.transport is not None
+            self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+            self._after_session()
+        if rest:
+            self.data_received(rest)
+
+    def _proxy_late(self) -> None:
+        self.proxy_timer = None
+        if not self.closing and self.proxy_reader is not None:
+            self._refuse("no PROXY protocol header in time from a trusted proxy")
+
+    def _refuse(self, reason: str) -> None:
+        self.closing = True
+        self.log.warning("%s: refused: %s", self.where, reason)
+        if self.proxy_timer is not None:
+            self.proxy_timer.cancel()
+            self.proxy_timer = None
+        if self.transport is not None:
+            self.transport.close()
+        self.server._forget(self)
+
     def data_received(self, data: bytes) -> None:
         if self.closing:
+            return
+        if self.proxy_reader is not None:
+            self._proxy_data(self.proxy_reader, data)
             return
         if self.tls_pending:  # decrypted before start_tls has handed us the TLS transport
             self.early.append(data)
@@ -512,10 +581,10 @@ class _Connection(asyncio.Protocol):
         self.closing = True
         self.close_reason = reason
         self.log.debug("%s: closing: %s", self.where, reason)
-        for pending in (self.timer, self.stall):
+        for pending in (self.timer, self.stall, self.proxy_timer):
             if pending is not None:
                 pending.cancel()
-        self.timer = self.stall = None
+        self.timer = self.stall = self.proxy_timer = None
         transport = self.transport
         if transport is not None and not transport.is_closing():
             if abort:
@@ -558,9 +627,12 @@ class RtmpServer:
         max_connections_per_ip: int = 50,
         log: logging.Logger | None = None,
         tls: TlsListener | None = None,
+        proxy: ProxyPolicy | None = None,
     ) -> None:
         self.handler = handler
         self.tls = tls
+        #: PROXY protocol on the plain RTMP listener (RTMPS behind a balancer: let it end TLS).
+        self.proxy = proxy
         self.host = host
         self._port = port
         self.session_config = session_config or SessionConfig()
@@ -696,26 +768,34 @@ class RtmpServer:
         self._next_id += 1
         return _Connection(self, conn_id, tls)
 
-    def _admit(self, conn: _Connection) -> str:
-        """Count a new connection in; the reason to refuse it, or ''."""
+    def _admit(self, conn: _Connection, *, count_ip: bool = True) -> str:
+        """Count a new connection in; the reason to refuse it, or ''. Without `count_ip` (a
+        trusted proxy's connection before its header named the client) only the total cap
+        counts it, until `_admit_ip`."""
         if len(self._conns) >= self.max_connections:
             return f"{self.max_connections} connections already open"
-        if self._per_ip.get(conn.peer, 0) >= self.max_connections_per_ip:
-            return f"{self.max_connections_per_ip} connections already open from {conn.peer}"
         self._conns[conn.conn_id] = conn
+        return self._admit_ip(conn) if count_ip else ""
+
+    def _admit_ip(self, conn: _Connection) -> str:
+        if self._per_ip.get(conn.peer, 0) >= self.max_connections_per_ip:
+            del self._conns[conn.conn_id]
+            return f"{self.max_connections_per_ip} connections already open from {conn.peer}"
         self._per_ip[conn.peer] = self._per_ip.get(conn.peer, 0) + 1
+        conn.counted_ip = conn.peer
         return ""
 
     def _forget(self, conn: _Connection) -> None:
         if not conn.gone.done():
             conn.gone.set_result(None)
-        if self._conns.pop(conn.conn_id, None) is None:
+        if self._conns.pop(conn.conn_id, None) is None or conn.counted_ip is None:
             return
-        left = self._per_ip.get(conn.peer, 0) - 1
+        host, conn.counted_ip = conn.counted_ip, None
+        left = self._per_ip.get(host, 0) - 1
         if left > 0:
-            self._per_ip[conn.peer] = left
+            self._per_ip[host] = left
         else:
-            self._per_ip.pop(conn.peer, None)
+            self._per_ip.pop(host, None)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], *, auth: bool = False) -> None:
         task = asyncio.get_running_loop().create_task(coro)

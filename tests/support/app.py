@@ -40,6 +40,32 @@ async def start_server(tmp_path: Path, **sections: dict[str, Any]) -> Rtmpd:
     return server
 
 
+async def publish_attempt(
+    port: int, key: str, source: str, preamble: bytes = b"", *, host: str = "127.0.0.1"
+) -> Status | None:
+    """Connect from `source`, send `preamble` (a PROXY header, say), publish `key`: the
+    server's answer, or None when it closed the connection without one."""
+    session = ClientSession()
+    reader, writer = await asyncio.open_connection(host, port, local_addr=(source, 0))
+    try:
+        session.connect("app", f"rtmp://{host}:{port}/app")
+        session.create_stream()
+        session.publish(key)
+        writer.write(preamble + session.data_to_send())
+        async with asyncio.timeout(10):
+            while data := await reader.read(65536):
+                session.receive_data(data)
+                while (event := session.next_event()) is not None:
+                    if isinstance(event, Status):
+                        return event
+                writer.write(session.data_to_send())
+        return None
+    except ConnectionError:
+        return None
+    finally:
+        writer.close()
+
+
 class HeldPublisher:
     """Publishes with rtmpd's client and keeps the connection open until told otherwise."""
 
