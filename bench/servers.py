@@ -51,6 +51,12 @@ def loadavg() -> list[float]:
         return [float(x) for x in f.read().split()[:3]]
 
 
+def _own_env() -> dict[str, str]:
+    """The environment without the bench's PYTHONPATH: another build of rtmpd (an earlier
+    version to compare with) must import its own package, not this checkout's."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -151,8 +157,9 @@ class RtmpdServer(Server):
     def start(self) -> None:
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [*self.command, "-c", str(self.config)], stdout=log, stderr=log, cwd=self.tmp
-            )
+                [*self.command, "-c", str(self.config)], stdout=log, stderr=log, cwd=self.tmp,
+                env=_own_env(),
+            )  # fmt: skip
         try:
             wait_port(
                 self.rtmp_port, alive=lambda: self.proc is not None and self.proc.poll() is None
@@ -187,6 +194,7 @@ class RtmpdServer(Server):
             capture_output=True,
             text=True,
             cwd=self.tmp,
+            env=_own_env(),
         )
         lines = done.stdout.strip().splitlines()
         if done.returncode != 0 or not lines:
