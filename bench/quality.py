@@ -41,7 +41,9 @@ from tests.support.tscheck import check_stream
 RESULTS = Path(__file__).resolve().parent / "results"
 #: What the players print about a broken stream (the lines counted per player).
 PLAYER_PATTERNS = {
-    "vlc": re.compile(r"discontinuity received|PCR is called too late|TS discontinuity|dropping"),
+    # Not VLC's "late frames, dropping frame": its decoder falling behind at --rate 4 on a busy
+    # machine, which it says of every server's output alike.
+    "vlc": re.compile(r"discontinuity received|PCR is called too late|TS discontinuity"),
     "mpv": re.compile(r"[Cc]orrupt|[Ii]nvalid|discontinuit"),
 }
 
