@@ -87,7 +87,9 @@ class ChannelDirectory:
 
         def render() -> bytes | None:
             try:
-                jpeg: bytes = keyframe_to_jpeg(keyframe.avcc, keyframe.data)
+                jpeg: bytes = keyframe_to_jpeg(
+                    keyframe.avcc, keyframe.data, decoder_name=keyframe.decoder
+                )
             except ValueError:
                 return None
             return jpeg

@@ -1,0 +1,105 @@
+"""HEVC, AV1, VP9, Opus, FLAC, AC-3 and E-AC-3 from a real publisher into HLS and back.
+
+FFmpeg's RTMP client (PyAV, in a child process) publishes enhanced RTMP; rtmpd packages each
+stream into the segments its tracks need (`format = "auto"`: MPEG-TS where every track fits,
+fMP4 otherwise) or the ones it is told to; every version of the playlist passes the validator,
+MPEG-TS segments say the right stream types, and FFmpeg's HLS client (a child process, over
+rtmpd's own HTTP) decodes the whole stream with the right codecs and not one warning. The API
+gives the CODECS strings, and a configuration that cannot carry a track ends the publish with
+an error that names it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.app import start_server
+from tests.support.player import play
+from tests.support.publisher import run_publisher
+from tests.support.tscheck import check_stream
+from tests.test_hls_quality import every_version, written  # noqa: F401 - the fixture
+
+MEDIA: dict[str, Any] = {"seconds": 3.0, "fps": 10, "gop": 10, "width": 160, "height": 120,
+                         "sample_rate": 48000}  # fmt: skip
+#: MPEG-TS stream types (ISO/IEC 13818-1 table 2-34; AC-3 and E-AC-3 as ATSC A/52 has them).
+H264, HEVC, AAC, AC3, EAC3 = 0x1B, 0x24, 0x0F, 0x81, 0x87
+
+
+@pytest.mark.parametrize(
+    ("media", "fmt", "ext", "codecs", "strings", "types"),
+    [
+        pytest.param({"video_codec": "libx265"}, "auto", "ts", ["hevc", "aac"],
+                     ("hev1.1.6.L", "mp4a.40.2"), {HEVC, AAC}, id="hevc-aac-ts"),
+        pytest.param({"video_codec": "libx265", "audio_codec": "ac3"}, "fmp4", "m4s",
+                     ["hevc", "ac3"], ("hvc1.1.6.L", "ac-3"), None, id="hevc-ac3-fmp4"),
+        pytest.param({"video_codec": "libsvtav1", "audio_codec": "libopus"}, "auto", "m4s",
+                     ["av1", "opus"], ("av01.0.", "opus"), None, id="av1-opus"),
+        pytest.param({"video_codec": "libvpx-vp9", "audio_codec": "libopus"}, "auto", "m4s",
+                     ["vp9", "opus"], ("vp09.00.", "opus"), None, id="vp9-opus"),
+        pytest.param({"audio_codec": "ac3"}, "auto", "ts", ["h264", "ac3"],
+                     ("avc1.", "ac-3"), {H264, AC3}, id="h264-ac3-ts"),
+        pytest.param({"audio_codec": "eac3"}, "ts", "ts", ["h264", "eac3"],
+                     ("avc1.", "ec-3"), {H264, EAC3}, id="h264-eac3-ts"),
+        pytest.param({"video_codec": "libvpx-vp9", "audio_codec": "flac"}, "auto", "m4s",
+                     ["vp9", "flac"], ("vp09.00.", "fLaC"), None, id="vp9-flac"),
+    ],
+)  # fmt: skip
+async def test_modern_codecs_are_packaged_and_decode_back(
+    tmp_path: Path, written: dict[str, list[str]], media: dict[str, Any], fmt: str, ext: str,  # noqa: F811
+    codecs: list[str], strings: tuple[str, str], types: set[int] | None,
+) -> None:  # fmt: skip
+    server = await start_server(tmp_path, hls={"fragment": 1.0, "playlist_length": 60.0,
+                                               "format": fmt})  # fmt: skip
+    try:
+        key = await server.auth.store.add_user("benw")
+        url = f"rtmp://127.0.0.1:{server.rtmp.port}/app/{key}"
+        result = await run_publisher(url, **MEDIA, **media)
+        assert result.returncode == 0, result.stderr
+        async with asyncio.timeout(10):
+            while not server.hls.playlist_path("benw").exists() or server.hls.playing("benw"):
+                await asyncio.sleep(0.05)
+        playlist = every_version(written, "benw")
+        assert len(playlist.segments) >= 2
+        assert {Path(s.uri).suffix for s in playlist.segments} == {f".{ext}"}
+        if types is not None:
+            folder = server.hls.segment_dir("benw")
+            report = check_stream([(folder / s.uri).read_bytes() for s in playlist.segments])
+            assert set(report.stream_types.values()) == types and report.cc_errors == []
+        played = await play(f"http://127.0.0.1:{server.http_port}/live/benw/index.m3u8")
+        assert played.warnings == []
+        assert played.codecs == codecs
+        assert played.video == 30 and played.audio > 0 and played.size == [160, 120]
+        info = server.hls.stream_info("benw")  # of the publish that just ended
+        assert info is not None and info.video_codec is not None
+        assert info.video_codec.startswith(strings[0]) and info.audio_codec == strings[1]
+        assert (info.width, info.height, info.sample_rate, info.channels) == (160, 120, 48000, 2)
+        assert info.fmp4 == (ext == "m4s")
+    finally:
+        await server.stop()
+
+
+async def test_a_track_mpeg_ts_cannot_carry_ends_the_publish_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`format = "ts"` and Opus audio: FFmpeg, the publisher, shows the streamer the onStatus
+    error, which names the codec and what to change; nothing is listed, one warning."""
+    server = await start_server(tmp_path, hls={"format": "ts"})
+    try:
+        key = await server.auth.store.add_user("benw")
+        result = await run_publisher(
+            f"rtmp://127.0.0.1:{server.rtmp.port}/app/{key}", **{**MEDIA, "seconds": 4.0},
+            video_codec="libx265", audio_codec="libopus", pace=1.0,
+        )  # fmt: skip
+        assert result.returncode != 0
+        assert "MPEG-TS cannot carry Opus audio" in result.stderr
+        assert 'format = "auto"' in result.stderr
+        assert not server.hls.playing("benw")
+        warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warned) == 1 and "MPEG-TS cannot carry Opus audio" in warned[0]
+    finally:
+        await server.stop()
