@@ -74,6 +74,8 @@ class ChannelDirectory:
             sample_rate=info.sample_rate,
             channels=info.channels,
             audio_kbps=info.audio_kbps,
+            video_name=info.video_name,
+            audio_name=info.audio_name,
         )
 
     def thumbnail(self, name: str) -> Callable[[], bytes | None] | None:

@@ -12,13 +12,16 @@ an error that names it.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import av
 import pytest
 
-from tests.support.app import start_server
+from tests.support.app import HeldPublisher, media_tags, start_server
 from tests.support.player import play
 from tests.support.publisher import run_publisher
 from tests.support.tscheck import check_stream
@@ -102,4 +105,48 @@ async def test_a_track_mpeg_ts_cannot_carry_ends_the_publish_named(
         warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
         assert len(warned) == 1 and "MPEG-TS cannot carry Opus audio" in warned[0]
     finally:
+        await server.stop()
+
+
+@pytest.mark.parametrize(
+    ("media", "names", "strings"),
+    [
+        pytest.param({"video_codec": "libx265"}, ("HEVC", "AAC"), ("hev1.1.6.L", "mp4a.40.2"),
+                     id="hevc"),
+        pytest.param({"video_codec": "libsvtav1", "audio_codec": "libopus"}, ("AV1", "Opus"),
+                     ("av01.0.", "opus"), id="av1"),
+        pytest.param({"video_codec": "libvpx-vp9", "audio_codec": "ac3"}, ("VP9", "AC-3"),
+                     ("vp09.00.", "ac-3"), id="vp9"),
+    ],
+)  # fmt: skip
+async def test_the_api_names_the_codecs_and_the_thumbnail_decodes(
+    tmp_path: Path, media: dict[str, Any], names: tuple[str, str], strings: tuple[str, str]
+) -> None:
+    """While the publish is live: the API's codec names and CODECS strings, and a thumbnail
+    decoded from the stream's latest keyframe (in a worker thread) at the stream's size."""
+    server = await start_server(tmp_path)
+    key = await server.auth.store.add_user("benw")
+    publisher = HeldPublisher(server.rtmp.port, key)
+    try:
+        assert (await publisher.start()).code == "NetStream.Publish.Start"
+        publisher.send_tags(media_tags(**{**MEDIA, "seconds": 2.5}, **media))
+        async with asyncio.timeout(10):
+            while not server.hls.playing("benw"):
+                await asyncio.sleep(0.05)
+        base = f"http://127.0.0.1:{server.http_port}"
+        async with aiohttp.ClientSession() as client:
+            async with client.get(f"{base}/api/streams/benw") as response:
+                info = await response.json()
+            async with client.get(f"{base}/thumb/benw.jpg") as response:
+                assert response.status == 200
+                jpeg = await response.read()
+        assert (info["video"]["name"], info["audio"]["name"]) == names
+        assert info["video"]["codec"].startswith(strings[0])
+        assert info["audio"]["codec"] == strings[1]
+        assert (info["video"]["width"], info["video"]["height"]) == (160, 120)
+        with av.open(io.BytesIO(jpeg), "r", format="mjpeg") as container:
+            frame = next(container.decode(video=0))
+        assert (frame.width, frame.height) == (160, 120)
+    finally:
+        await publisher.close()
         await server.stop()
