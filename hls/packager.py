@@ -117,6 +117,10 @@ class PackagerOwner(Protocol):
         may stop this publish or another."""
 
     @property
+    def lists_fmp4(self) -> bool:
+        """The playlist lists an fMP4 segment (one with an init segment)."""
+
+    @property
     def target_duration(self) -> int | None:
         """EXT-X-TARGETDURATION in seconds once decided (it then never changes), else None."""
 
@@ -441,8 +445,9 @@ class StreamPackager:
             self._end_run()
             return None
         new_timeline = self._seg.discontinuity
-        seg = self._open_segment(timestamp, now, new_timeline)
-        if (self._muxer is not None or self._run is not None) and not new_timeline:
+        running = self._muxer is not None or self._run is not None
+        seg = self._open_segment(timestamp, now, new_timeline, running and not new_timeline)
+        if running and not new_timeline:
             seg.map_uri = self._map_uri
             return seg.output
         self._end_run()
@@ -461,14 +466,18 @@ class StreamPackager:
         self._stats.append((duration_ms, seg.vbytes, seg.abytes, seg.vframes))
         return self._pace.media(duration_ms, now)
 
-    def _open_segment(self, timestamp: int, now: float, new_timeline: bool) -> OpenSegment:
+    def _open_segment(
+        self, timestamp: int, now: float, new_timeline: bool, continues: bool = False
+    ) -> OpenSegment:
         """Within a run, each date-time is the one before plus its duration: the anchor moves
-        to the wall clock only where a new timeline starts."""
+        to the wall clock only where a new timeline starts. A segment that `continues` the
+        running muxer is of its format."""
         anchor = self._anchor
         if anchor is None or new_timeline:
             anchor = self._anchor = (now, timestamp)
         pdt = anchor[0] + (timestamp - anchor[1]) / 1000
-        ext = "m4s" if self._wants_fmp4() else "ts"
+        fmp4 = self._run is not None if continues else self._wants_fmp4()
+        ext = "m4s" if fmp4 else "ts"
         path = self._owner.segment_path(timestamp, pdt, ext)
         serial = self._serial = self._serial + 1
 
@@ -488,8 +497,9 @@ class StreamPackager:
 
     def _wants_fmp4(self) -> bool:
         """fMP4 when asked for (or for LL-HLS), or with `auto` for tracks MPEG-TS cannot
-        carry (AV1, VP9, Opus, FLAC)."""
-        if self._fmp4_only:
+        carry (AV1, VP9, Opus, FLAC), and while the name's playlist lists fMP4 segments (an
+        EXT-X-MAP holds for every segment after it: MPEG-TS cannot follow)."""
+        if self._fmp4_only or self._owner.lists_fmp4:
             return True
         return not (ts_carries(self._video) and ts_carries(self._audio))
 

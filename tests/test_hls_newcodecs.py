@@ -20,8 +20,12 @@ from typing import Any
 import aiohttp
 import av
 import pytest
+from rtmpd.hls import Codec, HlsConfig, HlsService
 
 from tests.support.app import HeldPublisher, media_tags, start_server
+from tests.support.hls import Event, decode_fmp4, feed, media, shift
+from tests.support.m3u8_validator import PlaylistHistory
+from tests.support.media import TAG_AUDIO, TAG_VIDEO, FlvTag, make_flv, read_flv_tags
 from tests.support.player import play
 from tests.support.publisher import run_publisher
 from tests.support.tscheck import check_stream
@@ -150,3 +154,49 @@ async def test_the_api_names_the_codecs_and_the_thumbnail_decodes(
     finally:
         await publisher.close()
         await server.stop()
+
+
+def opus_publish_events(seconds: float) -> list[Event]:
+    """H.264 in legacy FLV tags with Opus in enhanced ones, as FFmpeg writes them."""
+    flv = make_flv(**{**MEDIA, "seconds": seconds}, audio_codec="libopus")
+    events: list[Event] = []
+    for tag in read_flv_tags(flv):
+        body = tag.body
+        if tag.kind == TAG_VIDEO:
+            events.extend(events_from_flv_tag(tag))
+        elif tag.kind == TAG_AUDIO and body[0] & 0x0F == 0:
+            events.append(("audio_config", tag.timestamp, body[5:], Codec.OPUS))
+        elif tag.kind == TAG_AUDIO and body[0] & 0x0F == 1:
+            events.append(("audio", tag.timestamp, body[5:]))
+    return events
+
+
+def events_from_flv_tag(tag: FlvTag) -> list[Event]:
+    body = tag.body
+    if body[1] == 0:
+        return [("video_config", tag.timestamp, body[5:])]
+    cto = int.from_bytes(body[2:5], "big", signed=True)
+    return [("video", tag.timestamp, cto, tag.is_keyframe, body[5:])] if body[1] == 1 else []
+
+
+def test_after_fmp4_segments_a_republish_stays_fmp4(tmp_path: Path) -> None:
+    """format = "auto": H.264 + Opus goes into fMP4; H.264 + AAC published next under the same
+    name would fit MPEG-TS, but an EXT-X-MAP holds for every segment after it, so while the
+    playlist lists fMP4 segments the new publish is fMP4 too, after a discontinuity."""
+    service = HlsService(HlsConfig(tmp_path, fragment=1.0, playlist_length=60.0))
+    first = opus_publish_events(3.0)
+    packager = service.open_stream("benw")
+    feed(packager, first)
+    packager.close()
+    packager = service.open_stream("benw")
+    feed(packager, shift(media(**{**MEDIA, "sample_rate": 44100}), first[-1][1] + 100))
+    packager.close()
+    text = service.playlist_path("benw").read_text()
+    playlist = PlaylistHistory().check(text)
+    assert len(playlist.segments) >= 4
+    assert {Path(s.uri).suffix for s in playlist.segments} == {".m4s"}
+    assert text.count("#EXT-X-DISCONTINUITY") == 1 and text.count("#EXT-X-MAP") == 2
+    folder, last = service.segment_dir("benw"), playlist.segments[-1]
+    assert last.map_uri is not None
+    decoded = decode_fmp4((folder / last.map_uri).read_bytes() + (folder / last.uri).read_bytes())
+    assert decoded.warnings == [] and decoded.video > 0 and decoded.audio > 0
