@@ -5,10 +5,13 @@ the frame facts fMP4 sample durations come from (Opus TOC, FLAC block size, E-AC
 
 from __future__ import annotations
 
+import contextlib
 import io
 
 import av
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from rtmpd.hls.acodecs import flac_samples, opus_samples
 from rtmpd.hls.fmp4 import init_segment
 from rtmpd.hls.model import Codec
@@ -101,3 +104,45 @@ def test_frame_durations_from_the_frames() -> None:
     assert flac_samples(b"\xff\xf8\xc9\x08\x00\x00", 0) == 4096
     assert flac_samples(b"\xff\xf8\x79\x08\xc2\x80\x0f\xff", 0) == 4096
     assert flac_samples(b"not flac", 1234) == 1234
+
+
+def _mutations(codec: str) -> st.SearchStrategy[bytes]:
+    """Random bytes, and real headers and frames with bytes changed or cut short."""
+    pairs = {"hevc": ("libx265", "libopus"), "av1": ("libsvtav1", "flac"),
+             "vp9": ("libvpx-vp9", "ac3"), "eac3": ("libx264", "eac3")}  # fmt: skip
+    tags = exmedia.real_tags(*pairs[codec])
+    seeds = [t.body[5:] for t in tags if t.body[0] & 0x80][:12]
+
+    def mutate(seed: bytes, at: list[tuple[int, int]], cut: int) -> bytes:
+        data = bytearray(seed)
+        for pos, value in at:
+            if data:
+                data[pos % len(data)] = value
+        return bytes(data[: max(0, len(data) - cut)])
+
+    mutated = st.builds(mutate, st.sampled_from(seeds),
+                        st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=4),
+                        st.integers(0, 40))  # fmt: skip
+    return st.one_of(st.binary(max_size=200), mutated)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_any_header_or_frame_is_read_or_refused_with_a_value_error(data: st.DataObject) -> None:
+    """What the packager calls on a publisher's bytes raises ValueError or nothing: it logs
+    the one and goes on (another exception would end the connection with a traceback)."""
+    for codec, kind in ((Codec.HEVC, "hevc"), (Codec.AV1, "av1"), (Codec.VP9, "vp9")):
+        blob = data.draw(_mutations(kind))
+        with contextlib.suppress(ValueError):
+            setup = video_setup(codec, blob)
+            setup.with_keyframe(data.draw(_mutations(kind))).track(1)
+            setup.sample(data.draw(_mutations(kind)))
+    for codec, kind in ((Codec.OPUS, "hevc"), (Codec.FLAC, "av1")):  # the pairs with them
+        with contextlib.suppress(ValueError):
+            audio = audio_setup(codec, data.draw(_mutations(kind)))
+            audio.track(2)
+            audio.samples(data.draw(_mutations(kind)))
+    for codec in (Codec.AC3, Codec.EAC3, Codec.MP3):
+        frame = data.draw(_mutations("eac3"))
+        with contextlib.suppress(ValueError):
+            frame_setup(codec, frame, frame_key(codec, frame)).track(2)

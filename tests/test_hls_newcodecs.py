@@ -46,6 +46,8 @@ H264, HEVC, AAC, AC3, EAC3 = 0x1B, 0x24, 0x0F, 0x81, 0x87
                      ["hevc", "ac3"], ("hvc1.1.6.L", "ac-3"), None, id="hevc-ac3-fmp4"),
         pytest.param({"video_codec": "libsvtav1", "audio_codec": "libopus"}, "auto", "m4s",
                      ["av1", "opus"], ("av01.0.", "opus"), None, id="av1-opus"),
+        pytest.param({"video_codec": "libx265", "audio_codec": "libopus"}, "ll", "m4s",
+                     ["hevc", "opus"], ("hvc1.1.6.L", "opus"), None, id="hevc-opus-llhls"),
         pytest.param({"video_codec": "libvpx-vp9", "audio_codec": "libopus"}, "auto", "m4s",
                      ["vp9", "opus"], ("vp09.00.", "opus"), None, id="vp9-opus"),
         pytest.param({"audio_codec": "ac3"}, "auto", "ts", ["h264", "ac3"],
@@ -60,8 +62,8 @@ async def test_modern_codecs_are_packaged_and_decode_back(
     tmp_path: Path, written: dict[str, list[str]], media: dict[str, Any], fmt: str, ext: str,  # noqa: F811
     codecs: list[str], strings: tuple[str, str], types: set[int] | None,
 ) -> None:  # fmt: skip
-    server = await start_server(tmp_path, hls={"fragment": 1.0, "playlist_length": 60.0,
-                                               "format": fmt})  # fmt: skip
+    hls = {"low_latency": True} if fmt == "ll" else {"format": fmt}  # ll: LL-HLS, fMP4
+    server = await start_server(tmp_path, hls={"fragment": 1.0, "playlist_length": 60.0, **hls})
     try:
         key = await server.auth.store.add_user("benw")
         url = f"rtmp://127.0.0.1:{server.rtmp.port}/app/{key}"
