@@ -6,6 +6,10 @@ goes out under, which outlives the publish: it names the files, lists them and d
 playlist's target duration (rtmpd.hls.name_state). Disk work per packet is the splitter's
 buffered write, per segment a rename and, in the owner, one playlist rewrite.
 
+Which muxer a run gets: `[hls] format`; with "auto" MPEG-TS where every track's setup
+(rtmpd.hls.tracks) fits it, fMP4 otherwise, and fMP4 while the name's playlist lists fMP4
+segments; with "ts" a track it cannot carry stops the publish (Bound.FORMAT), named.
+
 A run of segments shares one muxer, so continuity counters and PCR go on across its files; it
 ends (and the next segment starts a new muxer) only where the playlist says
 EXT-X-DISCONTINUITY: a new timeline, new codec parameters, a re-publish.

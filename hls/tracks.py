@@ -49,9 +49,6 @@ from .vcodecs import (
 
 VideoParsed = AvcConfig | HevcConfig | Av1Config | Vp9Config
 AudioParsed = AacConfig | Mp3Config | OpusConfig | FlacConfig | Ac3Config
-#: The codecs whose frames carry their configuration (no sequence header).
-SELF_CONFIGURED = frozenset((Codec.MP3, Codec.AC3, Codec.EAC3))
-VIDEO_CODECS = frozenset((Codec.H264, Codec.HEVC, Codec.AV1, Codec.VP9))
 
 
 @dataclass(frozen=True, slots=True)
