@@ -128,6 +128,7 @@ class RtmpdServer(Server):
         playlist_length: float = 30.0,
         command: list[str] | None = None,
         label: str = "rtmpd",
+        max_speed: float = 2.0,
     ) -> None:
         super().__init__(label)
         self.command = command or rtmpd_command()
@@ -135,6 +136,7 @@ class RtmpdServer(Server):
         self.rtmp_port, self.http_port = free_port(), free_port()
         self.hls_dir = self.tmp / "hls"
         self.config = self.tmp / "rtmpd.toml"
+        speed = f"max_speed = {max_speed}\n" if max_speed != 2.0 else ""  # older builds lack it
         self.config.write_text(
             f'[rtmp]\nlisten = "127.0.0.1:{self.rtmp_port}"\n'
             "max_connections = 5000\nmax_connections_per_ip = 5000\n"
@@ -142,6 +144,7 @@ class RtmpdServer(Server):
             # every simulated viewer comes from 127.0.0.1
             "max_connections = 8192\nmax_connections_per_ip = 8192\n"
             f'[hls]\npath = "hls"\nfragment = {fragment}\nplaylist_length = {playlist_length}\n'
+            f"{speed}"
             '[database]\npath = "rtmpd.sqlite3"\n'
             "[auth]\nmax_failures = 1000\n"
             '[log]\nlevel = "warning"\n'
@@ -292,14 +295,15 @@ class PyrtmpServer(Server):
 BASE_ENV = "BENCH_RTMPD_BASE"
 
 
-def make_server(label: str) -> Server:
+def make_server(label: str, *, max_speed: float = 2.0) -> Server:
+    """`max_speed` is rtmpd's [hls] bound on media ahead of real time (flat out needs it off)."""
     if label == "rtmpd":
-        return RtmpdServer()
+        return RtmpdServer(max_speed=max_speed)
     if label == "rtmpd-base":
         base = os.environ.get(BASE_ENV)
         if not base:
             raise RuntimeError(f"set {BASE_ENV} to the `rtmpd` command of the build to compare")
-        return RtmpdServer(command=[base], label="rtmpd (before)")
+        return RtmpdServer(command=[base], label="rtmpd (before)", max_speed=max_speed)
     if label == "nginx":
         return NginxServer()
     if label == "pyrtmp":
