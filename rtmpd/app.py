@@ -97,7 +97,7 @@ class Rtmpd:
             self,
             host=config.rtmp_address.host,
             port=config.rtmp_address.port,
-            session_config=SessionConfig(allow_play=config.rtmp.allow_play),
+            session_config=SessionConfig(),
             max_connections=config.rtmp.max_connections,
             max_connections_per_ip=config.rtmp.max_connections_per_ip,
             log=logging.getLogger("rtmpd.rtmp"),
