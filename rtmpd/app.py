@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import logging
 import resource
 import ssl
@@ -31,16 +32,18 @@ from aiohttp import web
 
 from rtmpd.auth.accounts import Accounts
 from rtmpd.auth.limiter import FailureLimiter, client_host
-from rtmpd.auth.model import RATE_LIMITED
+from rtmpd.auth.model import PLAY_FAILED, PLAY_NOT_FOUND, RATE_LIMITED, Denied, PlayAttempt
 from rtmpd.auth.service import TAKEN_OVER, Accepted, AuthService, PublishAttempt
 from rtmpd.auth.store import StoreError
 from rtmpd.config import Address, Config
 from rtmpd.hls import HlsService, SegmentWritten
 from rtmpd.rtmp.config import SessionConfig
-from rtmpd.rtmp.events import PublishRequest
+from rtmpd.rtmp.events import PlayRequest, PublishRequest
 from rtmpd.server import (
     Accept,
     DrainResult,
+    PlayAccept,
+    Player,
     Publisher,
     Reject,
     RtmpServer,
@@ -54,9 +57,11 @@ from rtmpd.web.proxies import TrustedProxies
 
 from . import webhooks
 from .admin import AdminService
+from .broadcast import Broadcast
 from .channels import ChannelDirectory
 from .health import PublishHealth
 from .publish import Publish
+from .relay import PlayerOutput
 from .webhooks import Webhooks
 
 log = logging.getLogger("rtmpd")
@@ -102,7 +107,12 @@ class Rtmpd:
             max_connections_per_ip=config.rtmp.max_connections_per_ip,
             log=logging.getLogger("rtmpd.rtmp"),
             tls=tls,
+            play_handler=self if config.rtmp.allow_play else None,
         )
+        self._play_networks = config.rtmp.play_networks
+        #: Names on the air (live, or within the grace after their last publish).
+        self.broadcasts: dict[str, Broadcast] = {}
+        self._players: set[PlayerOutput] = set()
         self._draining: asyncio.Task[DrainResult] | None = None
         self._stopping: asyncio.Future[None] | None = None
         self.directory = ChannelDirectory(self.auth, self.hls)
@@ -218,6 +228,8 @@ class Rtmpd:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
         await self.rtmp.close()
+        for broadcast in list(self.broadcasts.values()):
+            broadcast.end()
         self.hls.close()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -328,18 +340,43 @@ class Rtmpd:
         self.metrics.publish_attempt("accepted")
         packager = self.hls.open_stream(decision.name)
         health = PublishHealth(self.config.hls.fragment, time.time())
+        broadcast = self._broadcast(decision.name)
+        raw = self._relays(broadcast)
         publish = Publish(decision.name, publisher, packager, decision.lease, health=health,
-                          metrics=self.metrics, on_end=self._publish_ended)  # fmt: skip
+                          metrics=self.metrics, on_end=self._publish_ended,
+                          fanout=broadcast.fanout if raw else None)  # fmt: skip
+        broadcast.attach(publish)
         self._publishes.add(publish)
         self.metrics.set_live(len(self._publishes))
         self.webhooks.emit(webhooks.STREAM_STARTED, {
             "name": decision.name, "started_at": webhooks.iso(decision.lease.since),
         })  # fmt: skip
-        return Accept(decision.name, publish)
+        return Accept(decision.name, publish, raw=raw)
+
+    def _broadcast(self, name: str) -> Broadcast:
+        """The name's broadcast: the one in its grace, else a new one."""
+        broadcast = self.broadcasts.get(name)
+        if broadcast is None or broadcast.ended:
+            broadcast = Broadcast(name, self.config.hls.effective_grace, self._broadcast_ended,
+                                  on_drop=self.metrics.relay_dropped)  # fmt: skip
+            self.broadcasts[name] = broadcast
+        return broadcast
+
+    def _relays(self, broadcast: Broadcast) -> bool:
+        """Whether the broadcast's media goes anywhere as it came (players, destinations):
+        only then does the core tap it."""
+        return bool(self._play_networks) or bool(broadcast.parts)
+
+    def _broadcast_ended(self, broadcast: Broadcast) -> None:
+        if self.broadcasts.get(broadcast.name) is broadcast:
+            del self.broadcasts[broadcast.name]
 
     def _publish_ended(self, publish: Publish, reason: str) -> None:
         self._publishes.discard(publish)
         self.metrics.set_live(len(self._publishes))
+        broadcast = self.broadcasts.get(publish.name)
+        if broadcast is not None:
+            broadcast.detach(publish)
         if reason == TAKEN_OVER or any(p.name == publish.name for p in self._publishes):
             return  # a reconnect took over: the stream goes on, no stream.ended
         ended = time.time()
@@ -348,6 +385,46 @@ class Rtmpd:
             "started_at": webhooks.iso(publish.lease.since), "ended_at": webhooks.iso(ended),
             "duration_seconds": round(max(ended - publish.lease.since, 0.0), 3),
         })  # fmt: skip
+
+    # -- PlayHandler ---------------------------------------------------------------------
+
+    async def authorize_play(self, player: Player, request: PlayRequest) -> PlayAccept | Reject:
+        """By public name, from an address in [rtmp] allow_play (and on_play's yes, when
+        set), of a name on the air."""
+        info = player.info
+        if info.app.partition("?")[0].strip("/") != self.config.rtmp.app:
+            return Reject(PLAY_NOT_FOUND, "unknown application")
+        if not self._play_allowed(info.peer):
+            return Reject(PLAY_FAILED, "playback is not allowed from this address")
+        attempt = PlayAttempt(
+            app=info.app, name=request.name, query=request.query, addr=info.peer,
+            tcurl=info.tc_url or "", flashver=info.flashver or "", swfurl=info.swf_url or "",
+            pageurl=info.page_url or "", clientid=str(info.conn_id), start=request.start,
+            duration=request.duration, reset=request.reset,
+        )  # fmt: skip
+        decided = await self.auth.authorize_play(attempt)
+        if isinstance(decided, Denied):
+            return Reject(decided.code, decided.description)
+        broadcast = self.broadcasts.get(decided)
+        if broadcast is None or broadcast.ended:
+            return Reject(PLAY_NOT_FOUND, "no such live stream")
+
+        def ended(reason: str) -> None:
+            self._players.discard(output)
+            self.metrics.set_players(len(self._players))
+            self.auth.play_ended(attempt)
+
+        output = PlayerOutput(broadcast.fanout, player, on_end=ended)
+        self._players.add(output)
+        self.metrics.set_players(len(self._players))
+        return PlayAccept(decided, output)
+
+    def _play_allowed(self, peer: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(addr in net for net in self._play_networks)
 
     # -- helpers -----------------------------------------------------------------------
 

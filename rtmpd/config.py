@@ -75,7 +75,8 @@ def parse_address(value: str, key: str) -> Address:
 class RtmpSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     listen: str = "0.0.0.0:1935"
     app: str = "app"
-    allow_play: bool = False
+    #: Addresses or networks allowed to play over RTMP (by public name); empty: nobody.
+    allow_play: tuple[str, ...] = ()
     max_connections: Count = 1000
     max_connections_per_ip: Count = 50
     #: Seconds a drain (`rtmpd drain`, SIGTERM) gives publishers before ending them; 0: off.
@@ -87,6 +88,13 @@ class RtmpSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
         parse_address(self.listen, "listen")
         if not self.app or "/" in self.app:
             raise ValueError("app: must be a non-empty name without '/'")
+        for entry in self.allow_play:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"allow_play: {entry!r} is not an address or network (CIDR)"
+                ) from None
         if self.drain_redirect and not self.drain_redirect.startswith(_TC_URL_STARTS):
             raise ValueError(
                 "drain_redirect: must be an rtmp:// or rtmps:// URL (or //host/app, /app)"
@@ -95,6 +103,10 @@ class RtmpSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     @property
     def address(self) -> Address:
         return parse_address(self.listen, "[rtmp] listen")
+
+    @property
+    def play_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(e, strict=False) for e in self.allow_play)
 
 
 _TC_URL_STARTS = ("rtmp://", "rtmps://", "/")
@@ -196,6 +208,11 @@ class Config:
             resolved["rtmps"] = msgspec.structs.replace(self.rtmps, cert=cert, key=key)
         for name, value in resolved.items():
             object.__setattr__(self, name, value)
+        if self.auth.on_play and not self.rtmp.allow_play:
+            raise ConfigError(
+                "[auth] on_play: RTMP play is refused to every address while [rtmp] allow_play "
+                'is empty; list the addresses or networks that may play (e.g. "0.0.0.0/0")'
+            )
 
     @property
     def rtmp_address(self) -> Address:

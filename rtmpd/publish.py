@@ -12,6 +12,9 @@ NO_TRACK_TIMEOUT is ended with an onStatus error naming its codecs, so the strea
 OBS or FFmpeg instead of a channel that says Live and plays nothing. Of an enhanced multitrack
 publish only track 0, the default track, goes to HLS; each other track is named once.
 
+With a `fanout` (the broadcast relays to players or push destinations), the server also hands
+it each media message as it came (RawMedia) and the metadata, which go there untouched.
+
 The stream key stops before this object exists: it only knows the public name.
 """
 
@@ -24,11 +27,13 @@ from collections.abc import Callable
 from rtmpd.auth import Lease
 from rtmpd.health import PublishHealth
 from rtmpd.hls import StreamPackager
-from rtmpd.rtmp.events import Audio, AudioConfig, Video, VideoConfig
+from rtmpd.rtmp.events import Audio, AudioConfig, Metadata, RawMedia, Video, VideoConfig
 from rtmpd.rtmp.exheader import INGEST_AUDIO, INGEST_VIDEO, AudioFourCC, VideoFourCC
 from rtmpd.rtmp.flv import SoundFormat, VideoCodec, codec_name
 from rtmpd.server import MediaEvent, Publisher
 from rtmpd.web.metrics import Metrics
+
+from .relay import Fanout
 
 log = logging.getLogger("rtmpd")
 
@@ -51,8 +56,8 @@ PACKAGED = "rtmpd packages H.264 video and AAC or MP3 audio into HLS"
 class Publish:
     """Implements `rtmpd.server.PublishSink` for one accepted publish."""
 
-    __slots__ = ("name", "publisher", "packager", "lease", "health", "_metrics", "_on_end",
-                 "_warned", "_bytes_counted", "_seen", "_deadline")  # fmt: skip
+    __slots__ = ("name", "publisher", "packager", "lease", "health", "fanout", "_metrics",
+                 "_on_end", "_warned", "_bytes_counted", "_seen", "_deadline")  # fmt: skip
 
     def __init__(
         self,
@@ -64,8 +69,10 @@ class Publish:
         health: PublishHealth,
         metrics: Metrics,
         on_end: Callable[[Publish, str], None],
+        fanout: Fanout | None = None,
     ) -> None:
         self.name = name
+        self.fanout = fanout
         self.publisher = publisher
         self.packager = packager
         self.lease = lease
@@ -102,6 +109,10 @@ class Publish:
                     self._seen.setdefault("audio", "MP3")
                 else:
                     packager.audio(event.timestamp, event.data)
+        elif kind is RawMedia:
+            assert isinstance(event, RawMedia) and self.fanout is not None
+            self.fanout.message(self, event)
+            return
         elif kind is VideoConfig:
             assert isinstance(event, VideoConfig)
             if self._default(event, "video", _H264):
@@ -113,6 +124,9 @@ class Publish:
             if self._default(event, "audio", _AACS | _MP3) and event.codec_id in _AACS:
                 packager.audio_config(event.timestamp, event.data)
                 self._seen["audio"] = "AAC"
+        elif kind is Metadata and self.fanout is not None:
+            assert isinstance(event, Metadata)
+            self.fanout.metadata(self, event.values)
         # SequenceEnd, VideoMetadata, AudioMultichannel, Metadata: nothing HLS needs today.
         if self._deadline:
             self._check_tracks()

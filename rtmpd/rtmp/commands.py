@@ -206,8 +206,16 @@ def _play(ctx: Context, stream_id: int, cmd: Command) -> None:
     if not isinstance(raw, str) or len(raw.encode()) > ctx.config.max_name_bytes:
         raise ProtocolError("play without a valid stream name")
     name, _, query = raw.partition("?")
+
+    def number(at: int, default: float) -> float:
+        value = cmd.args[at] if len(cmd.args) > at else None
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return float(value) if ok and abs(value) < 2**53 else default  # type: ignore[arg-type]
+
+    reset = len(cmd.args) > 3 and cmd.args[3] is True
     ctx.cstate.stream_to(stream, StreamTrigger.PLAY, peer=True)
-    ctx.events.append(PlayRequest(stream_id, name, query[: limits.MAX_QUERY_BYTES]))
+    ctx.events.append(PlayRequest(stream_id, name, query[: limits.MAX_QUERY_BYTES],
+                                  number(1, -2.0), number(2, -1.0), reset))  # fmt: skip
 
 
 def _unpublish(ctx: Context, stream: Stream, trigger: StreamTrigger, reason: str) -> None:

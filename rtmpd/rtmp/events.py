@@ -81,6 +81,9 @@ class PlayRequest:
     stream_id: int
     name: str
     query: str = ""
+    start: float = -2.0  # as the play command says: -2 live or recorded, -1 live, else seconds
+    duration: float = -1.0
+    reset: bool = False
 
 
 @dataclass(frozen=True, slots=True)
