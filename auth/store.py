@@ -24,7 +24,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,10 @@ class UnknownUser(StoreError, LookupError):
 
 
 class NameTaken(StoreError):
+    pass
+
+
+class UnknownDestination(StoreError, LookupError):
     pass
 
 
@@ -100,6 +104,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
                 INSERT INTO events (kind, name, at) VALUES ('user.banned', NEW.name, {_NOW});
             END""",
     ),
+    (
+        """CREATE TABLE destinations (
+            id INTEGER PRIMARY KEY,
+            user_id INTEGER NOT NULL,
+            url TEXT NOT NULL,
+            created REAL NOT NULL
+        )""",
+        "CREATE INDEX destinations_by_user ON destinations (user_id)",
+        """CREATE TRIGGER user_removed AFTER DELETE ON users
+            BEGIN
+                DELETE FROM destinations WHERE user_id = OLD.id;
+            END""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -140,6 +157,17 @@ class ApiToken:
     name: str
     created: float
     last_used: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """A push destination of a user, as stored: `url` holds the other service's key, so it
+    is for connecting only (shown as `rtmpd.auth.destinations.redact(url)`)."""
+
+    destination_id: int
+    user: str
+    url: str = field(repr=False)
+    created: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,6 +537,42 @@ class Store:
 
     async def token_used(self, token_id: int, when: float) -> None:
         await self._exec("UPDATE api_tokens SET last_used = ? WHERE id = ?", (when, token_id))
+
+    # -- push destinations ------------------------------------------------------------------
+
+    async def add_destination(self, name: str, url: str) -> Destination:
+        """Give user `name` a push destination (the URL checked by the caller)."""
+        now = self._clock()
+        changed = await self._exec(
+            "INSERT INTO destinations (user_id, url, created) "
+            "SELECT id, ?, ? FROM users WHERE name = ?",
+            (url, now, name),
+        )
+        if not changed:
+            raise UnknownUser(f"no user named {name!r}")
+        rows = await self._query(
+            "SELECT d.id FROM destinations d JOIN users u ON u.id = d.user_id "
+            "WHERE u.name = ? ORDER BY d.id DESC LIMIT 1", (name,),
+        )  # fmt: skip
+        return Destination(int(rows[0][0]), name, url, now)
+
+    async def destinations(self, name: str) -> list[Destination]:
+        """User `name`'s destinations, oldest first (UnknownUser if there is no such user)."""
+        await self._require_user(name)
+        rows = await self._query(
+            "SELECT d.id, d.url, d.created FROM destinations d JOIN users u ON u.id = d.user_id "
+            "WHERE u.name = ? ORDER BY d.id", (name,),
+        )  # fmt: skip
+        return [Destination(int(r[0]), name, r[1], r[2]) for r in rows]
+
+    async def remove_destination(self, name: str, destination_id: int) -> None:
+        removed = await self._exec(
+            "DELETE FROM destinations WHERE id = ? AND user_id = "
+            "(SELECT id FROM users WHERE name = ?)", (destination_id, name),
+        )  # fmt: skip
+        if not removed:
+            await self._require_user(name)
+            raise UnknownDestination(f"{name} has no destination {destination_id}")
 
     # -- account events ---------------------------------------------------------------------
 

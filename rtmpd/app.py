@@ -30,6 +30,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from rtmpd.auth import destinations
 from rtmpd.auth.accounts import Accounts
 from rtmpd.auth.limiter import FailureLimiter, client_host
 from rtmpd.auth.model import PLAY_FAILED, PLAY_NOT_FOUND, RATE_LIMITED, Denied, PlayAttempt
@@ -61,6 +62,7 @@ from .broadcast import Broadcast
 from .channels import ChannelDirectory
 from .health import PublishHealth
 from .publish import Publish
+from .push import PushRelay, PushStatus
 from .relay import PlayerOutput
 from .webhooks import Webhooks
 
@@ -113,6 +115,9 @@ class Rtmpd:
         #: Names on the air (live, or within the grace after their last publish).
         self.broadcasts: dict[str, Broadcast] = {}
         self._players: set[PlayerOutput] = set()
+        #: The TLS context a push to an rtmps:// destination starts from (tests trust their CA).
+        self.push_tls = ssl.create_default_context
+        self._pushes_connected = 0
         self._draining: asyncio.Task[DrainResult] | None = None
         self._stopping: asyncio.Future[None] | None = None
         self.directory = ChannelDirectory(self.auth, self.hls)
@@ -194,7 +199,8 @@ class Rtmpd:
             hlsjs_file=Path(web_cfg.hlsjs_file) if web_cfg.hlsjs_file else None,
             admin=None
             if self.accounts is None
-            else AdminService(self.accounts, lambda: self._publishes, self.config.hls.fragment),
+            else AdminService(self.accounts, lambda: self._publishes, self.config.hls.fragment,
+                              push_status=self.push_status),
             trusted_proxies=TrustedProxies.parse(self.config.http.trusted_proxies),
             guard=self.http_guard,
         )
@@ -293,6 +299,10 @@ class Rtmpd:
             for publish in self._publishes:
                 publish.count_bytes()
                 publish.health.sample(now, publish.publisher.bytes_received)
+            for broadcast in self.broadcasts.values():
+                for part in broadcast.parts:
+                    if isinstance(part, PushRelay):
+                        part.sample()
             self.metrics.set_live(len(self._publishes))
             self.metrics.set_webhooks_pending(self.webhooks.pending)
             await self._account_events()
@@ -341,6 +351,8 @@ class Rtmpd:
         packager = self.hls.open_stream(decision.name)
         health = PublishHealth(self.config.hls.fragment, time.time())
         broadcast = self._broadcast(decision.name)
+        if not broadcast.publishes:
+            await self._add_pushes(broadcast)
         raw = self._relays(broadcast)
         publish = Publish(decision.name, publisher, packager, decision.lease, health=health,
                           metrics=self.metrics, on_end=self._publish_ended,
@@ -361,6 +373,35 @@ class Rtmpd:
                                   on_drop=self.metrics.relay_dropped)  # fmt: skip
             self.broadcasts[name] = broadcast
         return broadcast
+
+    async def _add_pushes(self, broadcast: Broadcast) -> None:
+        """The broadcast's push relays: every [[push]] of the configuration, and its user's
+        destinations (read once, when the broadcast starts)."""
+        targets: list[tuple[int | None, destinations.DestinationUrl]] = [
+            (None, entry.target) for entry in self.config.push
+        ]
+        if self.accounts is not None:
+            try:
+                for dest in await self.accounts.destinations(broadcast.name):
+                    with contextlib.suppress(destinations.InvalidDestination):
+                        targets.append((dest.destination_id, destinations.parse_url(dest.url)))
+            except StoreError as exc:  # UnknownUser included: a callback-mode name
+                if not isinstance(exc, LookupError):
+                    log.warning("%s: push destinations not read: %s", broadcast.name, exc)
+        for destination_id, target in targets:
+            relay = PushRelay(broadcast.fanout, target, destination_id=destination_id,
+                              tls=self.push_tls, on_connected=self._push_connected)  # fmt: skip
+            broadcast.parts.append(relay)
+
+    def _push_connected(self, change: int) -> None:
+        self._pushes_connected += change
+        self.metrics.set_pushes(self._pushes_connected)
+
+    def push_status(self, name: str) -> list[PushStatus]:
+        broadcast = self.broadcasts.get(name)
+        if broadcast is None:
+            return []
+        return [p.status() for p in broadcast.parts if isinstance(p, PushRelay)]
 
     def _relays(self, broadcast: Broadcast) -> bool:
         """Whether the broadcast's media goes anywhere as it came (players, destinations):

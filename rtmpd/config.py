@@ -28,6 +28,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from rtmpd.auth import destinations
 from rtmpd.auth.config import AuthConfig, DatabaseConfig
 from rtmpd.hls.config import HlsConfig
 from rtmpd.web.config import WebConfig
@@ -159,6 +160,26 @@ class HttpSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
         return parse_address(self.listen, "[http] listen")
 
 
+class PushEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One `[[push]]` table: a destination every broadcast goes to (nginx-rtmp's `push`);
+    without a key in the URL, the broadcast's public name is the stream name there."""
+
+    url: str
+
+    def __post_init__(self) -> None:
+        try:
+            destinations.parse_url(self.url)
+        except destinations.InvalidDestination as exc:
+            raise ValueError(f"url: {exc}") from None
+
+    @property
+    def target(self) -> destinations.DestinationUrl:
+        return destinations.parse_url(self.url)
+
+    def __repr__(self) -> str:  # the URL holds another service's key
+        return f"PushEntry(url={destinations.redact(self.url)!r})"
+
+
 class LogSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -175,6 +196,7 @@ class _File(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     web: WebConfig = msgspec.field(default_factory=WebConfig)
     webhooks: WebhooksConfig = msgspec.field(default_factory=WebhooksConfig)
     log: LogSection = msgspec.field(default_factory=LogSection)
+    push: tuple[PushEntry, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +212,7 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     log: LogSection = field(default_factory=LogSection)
+    push: tuple[PushEntry, ...] = ()
     base_dir: Path = field(default_factory=Path.cwd)
     source: Path | None = None
 

@@ -29,6 +29,9 @@ class Metrics:
         reg = self.registry
         self._live = Gauge("rtmpd_live_publishers", "Streams being published now", registry=reg)
         self._players = Gauge("rtmpd_rtmp_players", "RTMP players playing now", registry=reg)
+        self._pushes = Gauge(
+            "rtmpd_push_connected", "Push destinations connected and publishing now", registry=reg
+        )
         self._relay_dropped = Counter(
             "rtmpd_relay_dropped_messages",
             "Media messages dropped for an output that could not take them (a slow RTMP "
@@ -84,6 +87,9 @@ class Metrics:
             ["reason"],
             registry=reg,
         )
+
+    def set_pushes(self, count: int) -> None:
+        self._pushes.set(count)
 
     def set_players(self, count: int) -> None:
         self._players.set(count)
