@@ -20,7 +20,15 @@ from enum import Enum
 
 from . import destinations, keys
 from .limiter import AttemptGuard, FailureLimiter, client_host
-from .store import AccountEvent, ApiToken, Destination, InvalidName, Store, UnknownUser, User
+from .sqlstore import (
+    AccountEvent,
+    ApiToken,
+    Destination,
+    InvalidName,
+    SqlStore,
+    UnknownUser,
+    User,
+)
 
 #: Seconds between two writes of a token's last-used time (not one write per request).
 TOKEN_USED_EVERY = 60.0
@@ -45,7 +53,7 @@ class Accounts:
 
     def __init__(
         self,
-        store: Store,
+        store: SqlStore,
         *,
         limiter: FailureLimiter | None = None,
         clock: Callable[[], float] = time.time,

@@ -21,8 +21,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from .accounts import Accounts
+from .backend import open_store
 from .destinations import redact
-from .store import ApiToken, Destination, Store, StoreError, User
+from .sqlstore import ApiToken, Destination, StoreError, User
 
 PROG = "rtmpd users"
 TOKENS_PROG = "rtmpd tokens"
@@ -175,6 +176,7 @@ def _main(
     argv: list[str],
     db_path: Path,
     run: Callable[[Accounts, argparse.Namespace], Awaitable[None]],
+    db_url: str = "",
 ) -> int:
     try:
         args = parser.parse_args(argv)
@@ -182,7 +184,7 @@ def _main(
         return exc.code if isinstance(exc.code, int) else 2
 
     async def session() -> None:
-        async with Store(Path(db_path)) as store:
+        async with open_store(Path(db_path), db_url) as store:
             await run(Accounts(store), args)
 
     try:
@@ -198,7 +200,12 @@ def _tell(line: str) -> None:
 
 
 def main_users(
-    argv: list[str], db_path: Path, publish_url_hint: str, *, guessed: bool = False
+    argv: list[str],
+    db_path: Path,
+    publish_url_hint: str,
+    *,
+    guessed: bool = False,
+    db_url: str = "",
 ) -> int:
     """Run one `rtmpd users` command; the exit status. `publish_url_hint` is the base publish
     URL, e.g. "rtmp://example.com:1935/app" (the key is never put into it); `guessed` says it
@@ -208,15 +215,16 @@ def main_users(
     def run(accounts: Accounts, args: argparse.Namespace) -> Awaitable[None]:
         return _users(accounts, args, publish_url_hint, guessed)
 
-    return _main(PROG, parser, argv, db_path, run)
+    return _main(PROG, parser, argv, db_path, run, db_url)
 
 
-def main_tokens(argv: list[str], db_path: Path) -> int:
-    """Run one `rtmpd tokens` command; the exit status."""
+def main_tokens(argv: list[str], db_path: Path, db_url: str = "") -> int:
+    """Run one `rtmpd tokens` command; the exit status (`db_url`: PostgreSQL instead of the
+    file)."""
     parser = _parser(TOKENS_PROG, "Manage API tokens for the admin API.", TOKENS_HELP)
-    return _main(TOKENS_PROG, parser, argv, db_path, _tokens)
+    return _main(TOKENS_PROG, parser, argv, db_path, _tokens, db_url)
 
 
-def main_push(argv: list[str], db_path: Path) -> int:
+def main_push(argv: list[str], db_path: Path, db_url: str = "") -> int:
     """Run one `rtmpd push` command; the exit status."""
-    return _main(PUSH_PROG, _push_parser(), argv, db_path, _push)
+    return _main(PUSH_PROG, _push_parser(), argv, db_path, _push, db_url)

@@ -3,6 +3,8 @@ configuration file, loaded straight into these objects (rtmpd.config) and checke
 
 from __future__ import annotations
 
+import re
+import socket
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -48,10 +50,30 @@ class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
                 raise ValueError(f"{key}: {url!r} is not an http:// or https:// URL")
 
 
-class DatabaseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The SQLite file with users, key digests and live state (shared with `rtmpd users`)."""
+class DatabaseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Where users, key digests and live state are (shared with `rtmpd users`): the SQLite
+    file `path`, or PostgreSQL at `url` (several nodes on one database). `node` names this
+    server in live records (unique per server on one database); `lease` is how long a live
+    record of a node that stopped renewing it stays."""
 
     path: Path = Path("rtmpd-data/rtmpd.sqlite3")
+    url: str = ""
+    node: str = ""
+    lease: Seconds = 15.0
 
     def __post_init__(self) -> None:
         force_setattr(self, "path", Path(self.path))
+        if self.url and not self.url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("url: must be a postgresql:// URL (or empty for the SQLite file)")
+        if self.lease < 3:
+            raise ValueError("lease: must be at least 3 seconds (it is renewed every third)")
+        if not _NODE.fullmatch(self.node):
+            raise ValueError("node: 1 to 64 characters of A-Z, a-z, 0-9, _ . - (or empty)")
+
+    @property
+    def node_name(self) -> str:
+        """`node`, else this machine's host name."""
+        return self.node or socket.gethostname() or "rtmpd"
+
+
+_NODE = re.compile(r"[A-Za-z0-9_.-]{0,64}")

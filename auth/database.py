@@ -1,6 +1,11 @@
 """Publish decisions from the user database: keys looked up by digest, live state kept in the
 store, and a watcher that cuts live publishers whose user was banned, removed or given a new
-key, also when that happened in another process (`rtmpd users` from a shell).
+key, also when that happened in another process (`rtmpd users` from a shell) or on another
+node, and those whose live record another node took over.
+
+The live records are leases (`rtmpd.auth.sqlstore`): the watcher renews this node's, clears
+any node's that expired, and keeps a snapshot of the records other nodes hold (`remote`), for
+the channel list and for sending viewers to the node that serves a stream.
 """
 
 from __future__ import annotations
@@ -17,10 +22,24 @@ from . import keys
 from .decider import Granted, Request
 from .lease import Lease
 from .limiter import AttemptGuard
-from .model import INACTIVE, RATE_LIMITED, UNAVAILABLE, UNKNOWN_KEY, Channel, Denied
+from .model import (
+    ALREADY_LIVE,
+    INACTIVE,
+    RATE_LIMITED,
+    UNAVAILABLE,
+    UNKNOWN_KEY,
+    Channel,
+    Denied,
+)
 from .names import valid_public_name
-from .store import KeyOwner, StoreError, User, UserState
+from .sqlstore import KeyOwner, LiveRecord, StoreError, User, UserState
 
+#: Seconds a live record lasts unless its node renews it (renewed every third of that).
+LEASE = 15.0
+
+#: Why a publisher is cut when its live record now belongs to a publish on another node (or
+#: another worker, or another connection that went through another process).
+TAKEN_OVER_ELSEWHERE = "taken over by a new connection"
 #: Cuts a live publisher: disconnects it for the reason given and ends its lease.
 Revoke = Callable[[Lease, str], Awaitable[None]]
 
@@ -37,13 +56,24 @@ class UserDatabase(Protocol):
 
     async def get_user(self, name: str) -> User | None: ...
 
-    async def set_live(self, user_id: int, since: float, peer: str, token: str) -> None: ...
+    async def set_live(
+        self, user_id: int, since: float, peer: str, token: str, *, node: str = "",
+        expires: float | None = None, replace: bool = True,
+    ) -> bool: ...  # fmt: skip
+
+    async def mark_playing(self, user_id: int, token: str, url: str) -> bool: ...
+
+    async def renew_live(self, node: str, expires: float) -> int: ...
+
+    async def clear_node_live(self, node: str) -> int: ...
+
+    async def clear_expired(self, now: float) -> int: ...
+
+    async def live_records(self, now: float) -> list[LiveRecord]: ...
 
     async def clear_live(self, user_id: int, token: str, ended: float) -> bool:
         """Clear live state if `token` still owns it."""
         ...
-
-    async def clear_all_live(self) -> int: ...
 
     async def user_states(self, user_ids: Sequence[int]) -> dict[int, UserState]: ...
 
@@ -75,8 +105,17 @@ class DatabaseDecider:
         revoke_poll: float,
         clock: Callable[[], float],
         log: logging.Logger,
+        node: str = "",
+        lease: float = LEASE,
+        takeover: bool = True,
     ) -> None:
         self._store = store
+        self.node = node
+        self.lease = lease
+        self._takeover = takeover
+        #: Live records other nodes hold, by name (refreshed by the watcher).
+        self.remote: dict[str, LiveRecord] = {}
+        self._renewed = float("-inf")
         self._guard = guard
         self._revoke = revoke
         self._revoke_poll = revoke_poll
@@ -89,9 +128,10 @@ class DatabaseDecider:
 
     async def start(self) -> None:
         await self._store.open()
-        stale = await self._store.clear_all_live()
+        stale = await self._store.clear_node_live(self.node)
         if stale:
             self._log.info("cleared %d stale live flag(s) from a previous run", stale)
+        await self._leases()
         self._watcher = asyncio.create_task(self._watch(), name="rtmpd-auth-revocations")
 
     async def stop(self) -> None:
@@ -128,12 +168,31 @@ class DatabaseDecider:
     async def went_live(self, lease: Lease, grant: KeyOwner) -> Denied | None:
         token = secrets.token_hex(8)
         try:
-            await self._store.set_live(grant.user_id, lease.since, lease.peer, token)
+            written = await self._store.set_live(
+                grant.user_id, lease.since, lease.peer, token, node=self.node,
+                expires=self._clock() + self.lease, replace=self._takeover,
+            )  # fmt: skip
         except StoreError as exc:
             self._log.error("publish to %s from %s not granted: %s", lease.name, lease.peer, exc)
             return UNAVAILABLE
+        if not written:
+            self._log.info("publish to %s from %s refused: live on another node", lease.name,
+                           lease.peer)  # fmt: skip
+            return ALREADY_LIVE
         self._live[lease.name] = _Live(lease, grant, token)
+        self.remote.pop(lease.name, None)
         return None
+
+    async def playing(self, name: str, url: str) -> None:
+        """The publish of `name` here has a playlist, served under the HTTP base `url`: the
+        other nodes list it from now on and send its viewers here."""
+        record = self._live.get(name)
+        if record is None:
+            return
+        try:
+            await self._store.mark_playing(record.owner.user_id, record.token, url)
+        except StoreError as exc:
+            self._log.warning("%s not marked as playing in the database: %s", name, exc)
 
     async def ended(self, lease: Lease) -> None:
         record = self._live.get(lease.name)
@@ -163,6 +222,8 @@ class DatabaseDecider:
             await asyncio.sleep(self._revoke_poll)
             try:
                 await self._retry_pending_clears()
+                if self._clock() - self._renewed >= self.lease / 3:
+                    await self._leases()
                 await self._check_revocations()
             except StoreError as exc:
                 self._log.warning("revocation check postponed: %s", exc)
@@ -174,17 +235,35 @@ class DatabaseDecider:
             await self._store.clear_live(user_id, token, ended)
             del self._pending_clears[user_id]
 
+    async def _leases(self) -> None:
+        """Renew this node's live records, clear any that expired, read the others'."""
+        now = self._clock()
+        self._renewed = now
+        if self._live:
+            await self._store.renew_live(self.node, now + self.lease)
+        expired = await self._store.clear_expired(now)
+        if expired:
+            self._log.info("cleared %d live record(s) whose node stopped renewing them", expired)
+        await self._read_remote(now)
+
+    async def _read_remote(self, now: float) -> None:
+        records = await self._store.live_records(now)
+        self.remote = {r.name: r for r in records if r.name not in self._live}
+
     async def _check_revocations(self) -> None:
-        """Cut live publishers whose user is gone, banned or has a new key. Cheap when nothing
-        changed: one PRAGMA read."""
-        if not self._live:
-            return
+        """Cut live publishers whose user is gone, banned or has a new key, or whose live
+        record another node or connection took over. Cheap when nothing changed: one PRAGMA
+        read (SQLite), no query at all (PostgreSQL's notifications)."""
         marker = await self._store.change_marker()
         live = list(self._live.values())
         if marker == self._marker and all(record.checked for record in live):
             return
-        states = await self._store.user_states([record.owner.user_id for record in live])
+        if marker != self._marker:
+            await self._read_remote(self._clock())
         self._marker = marker
+        if not live:
+            return
+        states = await self._store.user_states([record.owner.user_id for record in live])
         for record in live:
             record.checked = True
             if self._live.get(record.lease.name) is not record:
@@ -196,6 +275,10 @@ class DatabaseDecider:
                 reason = "user banned"
             elif not keys.digests_equal(state.key_digest, record.owner.key_digest):
                 reason = "stream key changed"
+            elif state.live_token is None:
+                reason = "live record lost (its lease ran out unrenewed)"
+            elif state.live_token != record.token:
+                reason = TAKEN_OVER_ELSEWHERE
             else:
                 continue
             await self._revoke(record.lease, reason)

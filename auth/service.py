@@ -15,9 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .backend import open_store
 from .callbacks import CallbackClient, CallbackDecider, PlayCallbacks
 from .config import AuthConfig, Duplicate
-from .database import DatabaseDecider
+from .database import LEASE, DatabaseDecider
 from .decider import Decider, Granted, Request
 from .lease import Accepted, Lease
 from .limiter import AttemptGuard, FailureLimiter, client_host
@@ -31,7 +32,7 @@ from .model import (
     PlayAttempt,
     PublishAttempt,
 )
-from .store import KeyOwner, Store
+from .sqlstore import KeyOwner, LiveRecord, SqlStore
 
 TAKEN_OVER = "taken over by a new connection"
 #: Seconds between checks for bans, removals and new keys made by other processes.
@@ -61,6 +62,9 @@ class AuthService:
         db_busy_timeout: float = DB_BUSY_TIMEOUT,
         clock: Callable[[], float] = time.time,
         log: logging.Logger | None = None,
+        db_url: str = "",
+        node: str = "",
+        lease: float = LEASE,
     ) -> None:
         self.config = config
         self.app = app
@@ -71,7 +75,8 @@ class AuthService:
             self._log,
         )
         #: The user database, for managing users while the server runs; None in callback mode.
-        self.store: Store | None = None
+        self.store: SqlStore | None = None
+        self._database: DatabaseDecider | None = None
         # Any: whatever grant a decider gives, the service only hands back to that decider.
         self._decider: Decider[Any]
         if config.on_publish:
@@ -84,11 +89,13 @@ class AuthService:
             by_callback: Decider[Request] = CallbackDecider(client, self._guard, self._log)
             self._decider = by_callback
         else:
-            self.store = Store(db_path, busy_timeout=db_busy_timeout, clock=clock)
-            by_database: Decider[KeyOwner] = DatabaseDecider(
+            self.store = open_store(db_path, db_url, busy_timeout=db_busy_timeout, clock=clock)
+            self._database = DatabaseDecider(
                 self.store, self._guard, self._revoke,
-                revoke_poll=revoke_poll, clock=clock, log=self._log,
+                revoke_poll=revoke_poll, clock=clock, log=self._log, node=node, lease=lease,
+                takeover=config.duplicate is Duplicate.TAKEOVER,
             )  # fmt: skip
+            by_database: Decider[KeyOwner] = self._database
             self._decider = by_database
         #: on_play / on_play_done, in either mode; None: play by address only ([rtmp] allow_play).
         self.play_callbacks: PlayCallbacks | None = None
@@ -111,8 +118,8 @@ class AuthService:
         self._running = True
         if self.store is not None and self.store.readable_by_others():
             self._log.warning(
-                "database %s can be read by other users (it holds key digests and addresses); "
-                "chmod 600 it (and its -wal and -shm files)", self.store.path,
+                "%s can be read by other users (it holds key digests and addresses); "
+                "chmod 600 it (and its -wal and -shm files)", self.store.where,
             )  # fmt: skip
 
     async def stop(self) -> None:
@@ -203,3 +210,24 @@ class AuthService:
         """The channel for a page or the API; None if unknown. Raises StoreError when the
         database cannot be read."""
         return await self._decider.channel(name, self._live.get(name))
+
+    # -- other nodes ------------------------------------------------------------------------
+
+    def remote(self, name: str) -> LiveRecord | None:
+        """The live record of `name` when another node (or worker) holds it, as of the
+        watcher's last look (it re-reads on every change it is told of)."""
+        if self._database is None or name in self._live:
+            return None
+        return self._database.remote.get(name)
+
+    def remote_live(self) -> list[LiveRecord]:
+        """Every live record other nodes hold."""
+        if self._database is None:
+            return []
+        return [r for r in self._database.remote.values() if r.name not in self._live]
+
+    async def playing(self, name: str, url: str) -> None:
+        """The publish of `name` here has a playlist at the HTTP base `url` (for other
+        nodes: their channel lists, and where they send its viewers)."""
+        if self._database is not None and name in self._live:
+            await self._database.playing(name, url)

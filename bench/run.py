@@ -4,13 +4,15 @@ bench/results/results.jsonl.
     python -m bench.run flat      [--servers rtmpd,nginx,pyrtmp] [--seconds 60] [--profile]
     python -m bench.run realtime  [--servers rtmpd,nginx] [-n 10 50 100 200] [--steady 60]
     python -m bench.run viewers   [--servers rtmpd,nginx] [-m 100 1000] [--seconds 30]
+    python -m bench.run edge      [--servers direct,edge] [-m 1000] [--seconds 30]
 
 flat: one publisher pushes the file as fast as the server reads it; server CPU seconds per hour
 of media. realtime: N publishers paced in real time; server CPU (share of one core) and RSS in
 the steady window, segment lag from outside (inotify, see hlswatch.py) and rtmpd's own
-histogram. viewers: M HLS viewers of one live stream. The server's numbers are its own process
-only (nginx: the worker); the load average is recorded with every result, since the machine is
-shared.
+histogram. viewers: M HLS viewers of one live stream. edge: the same viewers of rtmpd, directly
+or through nginx as the caching edge (deploy/nginx-edge.conf), with rtmpd's own count of the
+requests it answered (its /metrics). The server's numbers are its own process only (nginx: the
+worker); the load average is recorded with every result, since the machine is shared.
 """
 
 from __future__ import annotations
@@ -439,6 +441,63 @@ async def scenario_viewers(
         server.stop()
 
 
+async def origin_counts(base: str) -> dict[str, float]:
+    """rtmpd's HLS requests answered so far, by route, from its /metrics."""
+    async with aiohttp.ClientSession() as http, http.get(base + "/metrics") as response:
+        text = await response.text()
+    counts = {"hls_playlist": 0.0, "hls_segment": 0.0}
+    for line in text.splitlines():
+        if line.startswith("rtmpd_http_requests_total{"):
+            for route in counts:
+                if f'route="{route}"' in line:
+                    counts[route] += float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+async def scenario_edge(
+    label: str, m: int, args: argparse.Namespace, media: PreparedMedia
+) -> dict[str, Any]:
+    """M viewers of one real-time stream of rtmpd: `direct`, or through the nginx edge."""
+    from tests.support.engines import nginx  # the very launcher and config the tests use
+
+    server = make_server("rtmpd")
+    server.start()
+    try:
+        streams = await make_streams(server, 1)
+        name = streams[0][1]
+        lead = 20.0
+        gen = LoadGenerator("127.0.0.1", server.rtmp_port, streams, media, mode="realtime",
+                            seconds=lead + args.seconds + 15)  # fmt: skip
+        publishing = asyncio.create_task(gen.run())
+        origin = f"http://127.0.0.1:{server.http_port}"
+        path = f"/live/{name}/index.m3u8"
+        await _wait_playlist(origin + path, 2, lead + 10)
+        with contextlib.ExitStack() as stack:
+            base = origin
+            if label == "edge":
+                base = f"http://127.0.0.1:{stack.enter_context(nginx(origin[7:])).port}"
+            before = await origin_counts(origin)
+            c0, t0 = cpu_seconds(server.pid), time.monotonic()
+            stats = await asyncio.to_thread(run_in_processes, base, path, m, args.seconds,
+                                            processes=args.procs)  # fmt: skip
+            c1, t1 = cpu_seconds(server.pid), time.monotonic()
+            after = await origin_counts(origin)
+        for pub in list(gen.active):
+            pub.finish()
+        await publishing
+        row = {"server": label, **stats.summary(args.seconds, m)}
+        segments_seen = len(stats.segment_ttfb) / m if m else 0.0
+        row["origin_playlist_requests"] = after["hls_playlist"] - before["hls_playlist"]
+        row["origin_segment_requests"] = after["hls_segment"] - before["hls_segment"]
+        row["origin_requests_per_segment"] = (
+            round(row["origin_segment_requests"] / segments_seen, 2) if segments_seen else None
+        )
+        row["origin_cpu_share"] = round((c1 - c0) / (t1 - t0), 3)
+        return row
+    finally:
+        server.stop()
+
+
 # --- command line ----------------------------------------------------------------------------
 
 
@@ -483,6 +542,18 @@ COLUMNS: dict[str, list[str]] = {
         "errors",
         "server_cpu_share",
     ],
+    "edge": [
+        "server",
+        "viewers",
+        "requests_per_s",
+        "playlist_ttfb_ms_p99",
+        "segment_ttfb_ms_p99",
+        "errors",
+        "origin_playlist_requests",
+        "origin_segment_requests",
+        "origin_requests_per_segment",
+        "origin_cpu_share",
+    ],
 }
 
 
@@ -509,6 +580,8 @@ async def _main(args: argparse.Namespace) -> int:
             result = await scenario_flat(label, args, media)
         elif args.scenario == "realtime":
             result = await scenario_realtime(label, size, args, media)
+        elif args.scenario == "edge":
+            result = await scenario_edge(label, size, args, media)
         else:
             result = await scenario_viewers(label, size, args, media)
         row = record(args.scenario, {**result, "command": cmd, "machine": info})
@@ -548,6 +621,11 @@ def build_parser() -> argparse.ArgumentParser:
     vw.add_argument(
         "--playlists-only", action="store_true", help="viewers reload playlists, skip segments"
     )
+    edge = sub.add_parser("edge", parents=[common], help="M viewers direct or via nginx edge")
+    edge.add_argument("--servers", default="direct,edge")
+    edge.add_argument("-m", type=int, nargs="+", default=[1000])
+    edge.add_argument("--seconds", type=float, default=30.0)
+    edge.add_argument("--procs", type=int, default=2, help="viewer processes")
     return parser
 
 

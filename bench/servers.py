@@ -51,6 +51,12 @@ def loadavg() -> list[float]:
         return [float(x) for x in f.read().split()[:3]]
 
 
+def _own_env() -> dict[str, str]:
+    """The environment without the bench's PYTHONPATH: another build of rtmpd (an earlier
+    version to compare with) must import its own package, not this checkout's."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -133,6 +139,8 @@ class RtmpdServer(Server):
             f'[rtmp]\nlisten = "127.0.0.1:{self.rtmp_port}"\n'
             "max_connections = 5000\nmax_connections_per_ip = 5000\n"
             f'[http]\nlisten = "127.0.0.1:{self.http_port}"\naccess_log = false\n'
+            # every simulated viewer comes from 127.0.0.1
+            "max_connections = 8192\nmax_connections_per_ip = 8192\n"
             f'[hls]\npath = "hls"\nfragment = {fragment}\nplaylist_length = {playlist_length}\n'
             '[database]\npath = "rtmpd.sqlite3"\n'
             "[auth]\nmax_failures = 1000\n"
@@ -149,8 +157,9 @@ class RtmpdServer(Server):
     def start(self) -> None:
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [*self.command, "-c", str(self.config)], stdout=log, stderr=log, cwd=self.tmp
-            )
+                [*self.command, "-c", str(self.config)], stdout=log, stderr=log, cwd=self.tmp,
+                env=_own_env(),
+            )  # fmt: skip
         try:
             wait_port(
                 self.rtmp_port, alive=lambda: self.proc is not None and self.proc.poll() is None
@@ -185,6 +194,7 @@ class RtmpdServer(Server):
             capture_output=True,
             text=True,
             cwd=self.tmp,
+            env=_own_env(),
         )
         lines = done.stdout.strip().splitlines()
         if done.returncode != 0 or not lines:

@@ -323,7 +323,8 @@ def segmenter(data: bytes) -> None:
     seconds; bit 6 the time step sets an absolute time, up to 2**35 ms), a signed 16-bit time
     step, a size byte. Invariants: actions agree with the open/closed state; a closed segment
     has a positive duration; no written frame lies max_fragment or more after its segment's
-    start; no segment grows past the size cap by more than one frame."""
+    start; no segment grows past the size cap by more than one frame; after a STOP (breaks
+    too often) every frame is dropped."""
     fragment, max_fragment, max_bytes = 1000, 4000, 20000
     seg = Segmenter(fragment, max_fragment, max_bytes)
     dts = 0
@@ -357,7 +358,12 @@ def segmenter(data: bytes) -> None:
         elif action is Action.CLOSE:
             check(was_open and not seg.open, "CLOSE without an open segment")
             check((seg.closed_duration or 0) >= 1, "closed segment without a duration")
+        elif action is Action.STOP:
+            check(was_open and not seg.open, "STOP without an open segment")
+            check(seg.stopped is not None, "STOP without a reason")
+            check((seg.closed_duration or 0) >= 1, "closed segment without a duration")
         else:
+            check(seg.stopped is None or action is Action.DROP, "a frame taken after STOP")
             check(seg.open == was_open and seg.bytes == before, "DROP changed the segment")
         check(seg.elapsed() >= 0, "negative elapsed time")
     duration = seg.finish()

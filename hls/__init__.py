@@ -4,12 +4,13 @@ Takes ints, bytes and paths only: it never imports the RTMP core, auth or web.
 """
 
 from .config import Format, HlsConfig, Naming
-from .model import Keyframe, SegmentWritten, StreamInfo
+from .model import Bound, Keyframe, SegmentWritten, StreamInfo, Violation
 from .packager import StreamPackager
 from .service import HlsService
 from .thumbnail import keyframe_to_jpeg
 
 __all__ = [
+    "Bound",
     "Format",
     "HlsConfig",
     "HlsService",
@@ -18,5 +19,6 @@ __all__ = [
     "SegmentWritten",
     "StreamInfo",
     "StreamPackager",
+    "Violation",
     "keyframe_to_jpeg",
 ]

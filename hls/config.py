@@ -2,8 +2,10 @@
 this object (rtmpd.config) and checked once, here.
 
 Names follow nginx-rtmp's hls_* directives. Zero means "derived" for `max_fragment` (ten
-fragments, as nginx-rtmp) and `grace` (two playlist lengths), so the file and the code share
-one sentinel.
+fragments, as nginx-rtmp), `grace` (two playlist lengths), `max_stream_bytes` (what
+GENEROUS_BITRATE makes in the time a stream's files stay) and `max_total_bytes` (most of the
+space the folder has, found at start: rtmpd.hls.quota), so the file and the code share one
+sentinel.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from msgspec.structs import force_setattr
 
 Seconds = Annotated[float, msgspec.Meta(ge=0)]
 Bytes = Annotated[int, msgspec.Meta(ge=0)]
+#: Bits per second the derived max_stream_bytes is made for: generous (4K at 60 fps is 35 to 51
+#: Mb/s in YouTube's recommendations; most streams are under 10).
+GENEROUS_BITRATE = 50_000_000
 
 
 class Naming(StrEnum):
@@ -51,6 +56,10 @@ class HlsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     format: Format = Format.AUTO
     low_latency: bool = False  # LL-HLS (parts, blocking reloads); implies fMP4
     part_duration: Seconds = 0.2
+    max_stream_bytes: Bytes = 0
+    max_total_bytes: Bytes = 0
+    max_speed: float = 2.0
+    speed_burst: Seconds = 30.0
 
     def __post_init__(self) -> None:
         # Constructed in code (tests) the fields are not type-checked: normalise them here.
@@ -74,6 +83,12 @@ class HlsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("grace: must not be negative")
         if not 0.05 <= self.part_duration <= self.fragment / 2:
             raise ValueError("part_duration: must be from 0.05 s to half of [hls] fragment")
+        if self.max_stream_bytes and self.max_stream_bytes < self.max_segment_bytes:
+            raise ValueError("max_stream_bytes: must be at least max_segment_bytes")
+        if not self.max_speed >= 1:
+            raise ValueError("max_speed: must be at least 1 (real time)")
+        if self.speed_burst < 0:
+            raise ValueError("speed_burst: must not be negative")
 
     @property
     def fmp4_only(self) -> bool:
@@ -87,3 +102,14 @@ class HlsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     @property
     def effective_grace(self) -> float:
         return self.grace or 2 * self.playlist_length
+
+    @property
+    def held_seconds(self) -> float:
+        """Media a real-time stream's files cover at most, with room to spare: three windows
+        (the window listed, the one waiting for cleanup, RFC 8216 6.2.2, and the segment
+        being written), a window being the playlist length or three fragments."""
+        return 3 * max(self.playlist_length, 3 * self.fragment)
+
+    @property
+    def effective_max_stream_bytes(self) -> int:
+        return self.max_stream_bytes or round(GENEROUS_BITRATE / 8 * self.held_seconds)

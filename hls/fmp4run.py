@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from .codecs import AacConfig, AvcConfig, Mp3Config
 from .fmp4 import Sample, Track, TrackRun, fragment, init_segment
 from .muxer import SegmentOutput
 
@@ -29,6 +30,7 @@ class FinishedPart:
     data: bytes
     duration_ms: int
     independent: bool  # starts with a keyframe (always, without video)
+    full: bool  # ended for its length (not by the end of its segment or run)
 
 
 class _Pending:
@@ -56,6 +58,8 @@ class Fmp4Run:
         audio: Track | None,
         audio_frame_samples: int,
         first: SegmentOutput,
+        *,
+        keep_parts: bool = True,
     ) -> None:
         if video is None and audio is None:
             raise ValueError("a stream needs at least one track")
@@ -63,12 +67,40 @@ class Fmp4Run:
         self.audio_track = audio
         self.init = init_segment([t for t in (video, audio) if t is not None])
         self.finished: deque[SegmentOutput] = deque()
-        self.parts: deque[FinishedPart] = deque()
+        self.parts: deque[FinishedPart] = deque()  # finished, for the owner to take
+        self._keep_parts = keep_parts  # False: parts only go into the segment files
         self._frame_samples = audio_frame_samples
         self._output = first
         self._pending: _Pending | None = None
         self._sequence = 0
         self._audio_next: int | None = None  # decode time of the next audio frame, in samples
+
+    @classmethod
+    def for_tracks(
+        cls,
+        video: tuple[bytes, AvcConfig] | None,
+        audio: tuple[bytes, AacConfig | Mp3Config] | None,
+        first: SegmentOutput,
+        *,
+        keep_parts: bool = True,
+    ) -> Fmp4Run:
+        """A run for the tracks as their sequence headers (and what was parsed of them) say."""
+        video_track = audio_track = None
+        frame_samples = 1024
+        if video is not None:
+            avcc, avc = video
+            video_track = Track(1, "avc1", VIDEO_TIMESCALE, avcc, avc.width or 0, avc.height or 0)
+        if audio is not None:
+            config, parsed = audio
+            track_id = 2 if video_track is not None else 1
+            channels = parsed.channels or 2
+            if isinstance(parsed, Mp3Config):
+                frame_samples = 1152 if parsed.version == "1" else 576
+                audio_track = Track(track_id, "mp3", parsed.sample_rate, channels=channels)
+            else:  # AAC frames are 1024 samples of the core (under SBR: half the output rate)
+                rate = parsed.core_sample_rate or parsed.sample_rate
+                audio_track = Track(track_id, "mp4a", rate, config, channels=channels)
+        return cls(video_track, audio_track, frame_samples, first, keep_parts=keep_parts)
 
     def video(self, dts: int, cto: int, keyframe: bool, data: bytes,
               new_part: bool, segment: SegmentOutput | None) -> None:  # fmt: skip
@@ -99,6 +131,9 @@ class Fmp4Run:
             if new_part or segment is not None or pending is None:
                 self._close_part(ts, segment)
                 pending = self._pending = _Pending(ts, True)
+        elif segment is not None:  # a forced cut on audio: the new segment starts here
+            self._close_part(ts, segment)
+            pending = self._pending = _Pending(ts, False)
         elif pending is None:
             return  # nothing before the first video part
         if not pending.audio:
@@ -109,6 +144,13 @@ class Fmp4Run:
             last[1] = int(last[1]) + expected - self._audio_next  # type: ignore[operator]
         pending.audio.append([data, frame])
         self._audio_next = expected + frame
+
+    def open_end(self) -> int | None:
+        """Where the open part of a video run ends if nothing else comes (ms), else None."""
+        pending = self._pending
+        if self.video_track is None or pending is None or pending.last_video < 0:
+            return None
+        return pending.last_video + pending.video_gap
 
     def close(self, end_ms: int | None = None) -> None:
         """The run ends: its last part and segment are finished."""
@@ -139,7 +181,10 @@ class Fmp4Run:
             self._sequence += 1
             data = fragment(self._sequence, runs)
             self._output.write(data)
-            self.parts.append(FinishedPart(self._output, data, duration, pending.independent))
+            if self._keep_parts:
+                full = segment is None and not last
+                part = FinishedPart(self._output, data, duration, pending.independent, full)
+                self.parts.append(part)
         if segment is not None and not last:
             self._output.finish()
             self.finished.append(self._output)

@@ -4,6 +4,7 @@ Plain data, no behaviour."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,6 +14,24 @@ class SegmentWritten:
     duration: float  # seconds
     size: int  # bytes
     lag: float  # wall seconds from the arrival of the closing packet to the playlist listing it
+
+
+class Bound(StrEnum):
+    """What a publish went past when the packager ended it."""
+
+    BREAKS = "breaks"  # timestamp jumps, new sequence headers or tiny size cuts over and over
+    STREAM_BYTES = "max_stream_bytes"  # the files of its name
+    TOTAL_BYTES = "max_total_bytes"  # the files of every name (and its name held the most)
+    SPEED = "max_speed"  # media far ahead of real time
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """Why the packager ended a publish; `description` is for the publisher (the onStatus
+    error its software shows) and the log line, so it says what to change."""
+
+    bound: Bound
+    description: str
 
 
 @dataclass(frozen=True, slots=True)

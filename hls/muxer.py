@@ -56,16 +56,24 @@ OPTIONS = {
 
 class SegmentOutput:
     """Where one segment's bytes go: its temp file, opened with the first byte. A disk error
-    is kept in `error` (the segment is lost, the file removed) and never raised."""
+    is kept in `error` (the segment is lost, the file removed) and never raised. `count` is
+    told every byte written and, negated, every byte of a file removed (disk bounds)."""
 
-    __slots__ = ("temp", "size", "error", "_file", "_on_error")
+    __slots__ = ("temp", "size", "error", "_file", "_on_error", "_count", "_counted")
 
-    def __init__(self, temp: Path, on_error: Callable[[OSError], None]) -> None:
+    def __init__(
+        self,
+        temp: Path,
+        on_error: Callable[[OSError], None],
+        count: Callable[[int], None] | None = None,
+    ) -> None:
         self.temp = temp
         self.size = 0
         self.error: OSError | None = None
         self._file: BinaryIO | None = None
         self._on_error = on_error
+        self._count = count
+        self._counted = 0  # bytes told to `count` and still on disk
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self.error is not None or not data:
@@ -78,6 +86,9 @@ class SegmentOutput:
             self._fail(exc)
             return
         self.size += len(data)
+        if self._count is not None:
+            self._counted += len(data)
+            self._count(len(data))
 
     def finish(self) -> None:
         """Close the file (its bytes are all there unless `error` is set)."""
@@ -96,6 +107,9 @@ class SegmentOutput:
                 file.close()
         with contextlib.suppress(OSError):
             os.unlink(self.temp)
+        if self._counted and self._count is not None:
+            self._count(-self._counted)
+            self._counted = 0
 
     def _fail(self, exc: OSError) -> None:
         self.error = exc

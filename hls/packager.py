@@ -1,9 +1,10 @@
 """Packaging one publish: a `StreamPackager` cuts it (segmenter) and muxes it (one PyAV
-MPEG-TS muxer per run of segments, split into files: rtmpd.hls.muxer), and hands each finished
-segment to its `PackagerOwner`, the public name it goes out under, which outlives the publish:
-it names the files, lists them and decides the playlist's target duration
-(rtmpd.hls.name_state). Disk work per packet is the splitter's buffered write, per segment a
-rename and, in the owner, one playlist rewrite.
+MPEG-TS muxer per run of segments, split into files: rtmpd.hls.muxer; or one fMP4 run of
+fragments: rtmpd.hls.fmp4run, cut into LL-HLS parts by rtmpd.hls.parts), and hands each
+finished segment (and, with LL-HLS, each part) to its `PackagerOwner`, the public name it
+goes out under, which outlives the publish: it names the files, lists them and decides the
+playlist's target duration (rtmpd.hls.name_state). Disk work per packet is the splitter's
+buffered write, per segment a rename and, in the owner, one playlist rewrite.
 
 A run of segments shares one muxer, so continuity counters and PCR go on across its files; it
 ends (and the next segment starts a new muxer) only where the playlist says
@@ -14,6 +15,12 @@ and ignored (the previous valid one stays in force; with none, that track's fram
 dropped), a payload FFmpeg rejects is dropped. A disk error (ENOSPC, EACCES, ...) is logged
 once per outage: the segment being written is lost, the stream goes on, and writing resumes
 at the next segment that can be opened, with a discontinuity.
+
+Abuse is not bad input: a publish that goes past one of the bounds (the segmenter's breaks
+over and over, the disk its name may hold: rtmpd.hls.quota, media far ahead of real time:
+rtmpd.hls.pace) is stopped: what was written is listed, ENDLIST, and `violation` tells the
+composition root why, which ends the publish with that error (rtmpd.publish). Past the
+folder's bound the owner makes room, which may stop this publish or another.
 """
 
 from __future__ import annotations
@@ -29,16 +36,21 @@ from typing import Protocol
 import av
 
 from .codecs import AacConfig, AvcConfig, Mp3Config, parse_asc, parse_avcc, parse_mp3
-from .config import HlsConfig
-from .model import Keyframe, StreamInfo
+from .config import Format, HlsConfig
+from .fmp4run import Fmp4Run
+from .model import Bound, Keyframe, StreamInfo, Violation
 from .muxer import SegmentOutput, TsMuxer
-from .segmenter import Action, Segmenter, Track
+from .pace import Pace
+from .parts import PartCutter
+from .quota import StreamUsage, describe_stream_bound
+from .segmenter import Action, Segmenter, Track, describe_break
 from .storage import FILE_MODE, Layout, make_dirs
 from .templates import Template, audio_template, mp3_template, video_template
 
 _STATS_SEGMENTS = 3  # bitrates and fps are measured over this many recent segments
 _MEDIA_ERRORS = (ValueError, av.FFmpegError)
-_WRITE, _DROP, _CUT, _CLOSE = Action.WRITE, Action.DROP, Action.CUT, Action.CLOSE
+_WRITE, _DROP, _CUT = Action.WRITE, Action.DROP, Action.CUT
+_CLOSE, _STOP = Action.CLOSE, Action.STOP
 _VIDEO, _AUDIO = Track.VIDEO, Track.AUDIO
 
 
@@ -52,6 +64,23 @@ class FinishedSegment:
     discontinuity: bool  # a new timeline starts here, or the segment before it was lost
     program_date_time: float  # unix seconds of its first frame
     closed_at: float  # wall seconds when the packet that closed it arrived
+    opened_at: float  # wall seconds when its first packet arrived
+    map_uri: str | None = None  # fMP4: its init segment (EXT-X-MAP)
+    gap: bool = False  # fMP4: lost (a disk error), listed as EXT-X-GAP so numbering goes on
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedPart:
+    """An LL-HLS part complete in memory, as its owner is told about it."""
+
+    data: bytes
+    duration_ms: int
+    independent: bool  # starts with a keyframe
+    full: bool  # ended for its length (the others end their segment)
+    ahead: int  # segments opened before its own and not listed yet (its msn is that far on)
+    program_date_time: float  # of its segment
+    discontinuity: bool  # its segment starts a new timeline
+    map_uri: str | None  # its segment's init segment
 
 
 class PackagerOwner(Protocol):
@@ -60,14 +89,24 @@ class PackagerOwner(Protocol):
     playlist's target duration once it is decided. Listing, the playlist window and cleanup
     stay with the owner, which outlives the publish."""
 
-    def segment_path(self, timestamp: int, program_date_time: float) -> Path:
+    def segment_path(self, timestamp: int, program_date_time: float, ext: str = "ts") -> Path:
         """Where the segment starting at `timestamp` (stream ms) goes; nothing is there yet."""
+
+    def init_written(self, path: Path, data: bytes) -> str:
+        """Write the init segment of an fMP4 run at `path`; returns its URI (EXT-X-MAP)."""
 
     def segment_finished(self, segment: FinishedSegment) -> None:
         """List `segment`, complete on disk."""
 
+    def part_finished(self, part: FinishedPart) -> None:
+        """An LL-HLS part of the segment being made is complete (only with low_latency)."""
+
     def publish_finished(self, publish: StreamPackager, ended: bool) -> None:
         """`publish` stopped (`ended`) or was taken over; its last segment is already listed."""
+
+    def make_room(self) -> None:
+        """A write of this publish took the HLS folder past max_total_bytes: make room, which
+        may stop this publish or another."""
 
     @property
     def target_duration(self) -> int | None:
@@ -79,11 +118,18 @@ class OpenSegment:
 
     __slots__ = (
         "serial", "path", "output", "start", "pdt", "new_timeline", "duration_ms", "closed_at",
-        "vbytes", "abytes", "vframes", "vfirst", "vlast",
+        "opened_at", "vbytes", "abytes", "vframes", "vfirst", "vlast", "map_uri", "parts",
     )  # fmt: skip
 
     def __init__(
-        self, serial: int, path: Path, output: SegmentOutput, start: int, pdt: float, new: bool
+        self,
+        serial: int,
+        path: Path,
+        output: SegmentOutput,
+        start: int,
+        pdt: float,
+        new: bool,
+        opened_at: float,
     ) -> None:
         self.serial = serial
         self.path = path
@@ -93,11 +139,14 @@ class OpenSegment:
         self.new_timeline = new  # else it continues the one before (unless that one was lost)
         self.duration_ms = 0  # set when it is cut
         self.closed_at = 0.0
+        self.opened_at = opened_at
         self.vbytes = 0
         self.abytes = 0
         self.vframes = 0
         self.vfirst = -1
         self.vlast = -1
+        self.map_uri: str | None = None  # fMP4: the run's init segment
+        self.parts = 0  # LL-HLS parts told to the owner
 
 
 AudioConfig = AacConfig | Mp3Config
@@ -115,11 +164,22 @@ class StreamPackager:
         clock: Callable[[], float],
         log: logging.Logger,
         new_timeline: bool,
+        usage: StreamUsage,
+        pace: Pace,
     ) -> None:
         self.name = name
         self._owner = owner
         self._clock = clock
         self._log = log
+        self._usage = usage  # the name's files on disk, which this publish's writes add to
+        self._pace = pace  # how far the name's media is ahead of real time
+        self._held_seconds = config.held_seconds
+        self._format = config.format
+        self._fmp4_only = config.fmp4_only
+        self._low_latency = config.low_latency
+        self._cutter = PartCutter(round(config.part_duration * 1000))
+        self._run: Fmp4Run | None = None  # the running fMP4 run (instead of a TS muxer)
+        self._map_uri: str | None = None  # its init segment
         self._seg = Segmenter(
             round(config.fragment * 1000),
             round(config.effective_max_fragment * 1000),
@@ -146,6 +206,9 @@ class StreamPackager:
         self._anchor: tuple[float, int] | None = None  # (wall, stream ms) for date-times
         self._stats: deque[tuple[int, int, int, int]] = deque(maxlen=_STATS_SEGMENTS)
         self._keyframe: Keyframe | None = None
+        #: Set when the packager ended this publish at one of its bounds; the composition root
+        #: then ends the publish with an error the publisher sees.
+        self.violation: Violation | None = None
 
     @property
     def has_tracks(self) -> bool:
@@ -207,10 +270,9 @@ class StreamPackager:
             if action is _DROP:
                 return
             cut = self._cut(action, timestamp)
-            if action is _CLOSE:
-                return
         seg = self._current
-        assert seg is not None
+        if seg is None:  # closed (CLOSE), or the publish was stopped (STOP)
+            return
         seg.vbytes += size
         seg.vframes += 1
         if seg.vfirst < 0:
@@ -218,6 +280,16 @@ class StreamPackager:
         seg.vlast = timestamp
         if keyframe:
             self._keyframe = Keyframe(self._vtemplate.config, data, timestamp)
+        run = self._run
+        if run is not None:
+            if cut is not None:
+                self._cutter.segment_start(timestamp, keyframe)
+                new_part = False
+            else:
+                new_part = self._cutter.frame(timestamp, keyframe)
+            run.video(timestamp, composition_offset, keyframe, data, new_part, cut)
+            self._after_run_write(run)
+            return
         muxer = self._muxer
         if muxer is not None:
             try:
@@ -226,6 +298,7 @@ class StreamPackager:
                 self._warn("packet", "dropping packets FFmpeg rejects (%s)", exc)
             if self._finished:
                 self._collect()
+            self._check_room()
 
     def audio(self, timestamp: int, data: bytes | bytearray | memoryview) -> None:
         """An AAC frame (raw, as FLV carries it)."""
@@ -260,6 +333,14 @@ class StreamPackager:
         """A takeover replaced this publish: list its partial segment, no ENDLIST."""
         self._finish_publish(ended=False)
 
+    def stop(self, violation: Violation) -> None:
+        """End this publish at a bound: what is written is listed, ENDLIST, no more media;
+        `violation` says why, for the publisher."""
+        if self._done:
+            return
+        self.violation = violation
+        self._finish_publish(ended=True)
+
     # -- internals --------------------------------------------------------------------------
 
     def _audio_frame(self, timestamp: int, data: bytes | bytearray | memoryview) -> None:
@@ -274,11 +355,21 @@ class StreamPackager:
             if action is _DROP:
                 return
             cut = self._cut(action, timestamp)
-            if action is _CLOSE:
-                return
         seg = self._current
-        assert seg is not None
+        if seg is None:  # closed (CLOSE), or the publish was stopped (STOP)
+            return
         seg.abytes += size
+        run = self._run
+        if run is not None:
+            drives = run.video_track is None  # audio cuts the parts of audio-only streams
+            if cut is not None:
+                self._cutter.segment_start(timestamp, drives)
+                new_part = False
+            else:
+                new_part = drives and self._cutter.frame(timestamp, True)
+            run.audio(timestamp, data, new_part, cut)
+            self._after_run_write(run)
+            return
         muxer = self._muxer
         if muxer is not None:
             try:
@@ -287,40 +378,58 @@ class StreamPackager:
                 self._warn("packet", "dropping packets FFmpeg rejects (%s)", exc)
             if self._finished:
                 self._collect()
+            self._check_room()
 
     def _finish_publish(self, ended: bool) -> None:
         if self._done:
             return
         self._done = True
-        duration = self._seg.finish()
-        self._close_current(duration or 1, self._clock())
-        self._end_run()
+        duration = self._seg.finish() or 1
+        seg = self._current
+        end = self._run.open_end() if self._run is not None else None
+        if seg is not None and end is not None and end > seg.start:
+            duration = end - seg.start  # where its last part ends: parts add up to EXTINF
+        self._close_current(duration, self._clock())
+        self._end_run(None if seg is None else seg.start + duration)
         self._owner.publish_finished(self, ended)
 
     def _cut(self, action: Action, timestamp: int) -> SegmentOutput | None:
         """Close the open segment and, for a CUT, open the next. Returns the output the running
-        muxer is to split into at this packet, or None when the packet starts a new run."""
+        muxer is to split into at this packet, or None when the packet starts a new run (or
+        there is no open segment now: CLOSE, STOP)."""
         now = self._clock()
-        self._close_current(self._seg.closed_duration or 1, now)
+        in_pace = self._close_current(self._seg.closed_duration or 1, now)
+        if action is _STOP:
+            reason = self._seg.stopped
+            assert reason is not None
+            self.stop(Violation(Bound.BREAKS, describe_break(reason)))
+            return None
+        if not in_pace:
+            self.stop(Violation(Bound.SPEED, self._pace.describe()))
+            return None
         if action is _CLOSE:
             self._end_run()
             return None
         new_timeline = self._seg.discontinuity
         seg = self._open_segment(timestamp, now, new_timeline)
-        if self._muxer is not None and not new_timeline:
+        if (self._muxer is not None or self._run is not None) and not new_timeline:
+            seg.map_uri = self._map_uri
             return seg.output
         self._end_run()
         self._start_run(seg)
         return None
 
-    def _close_current(self, duration_ms: int, now: float) -> None:
+    def _close_current(self, duration_ms: int, now: float) -> bool:
+        """Cut the open segment here; False when the name's media is now too far ahead of
+        real time."""
         seg = self._current
         if seg is None:
-            return
+            return True
         self._current = None
         seg.duration_ms = duration_ms
         seg.closed_at = now
         self._stats.append((duration_ms, seg.vbytes, seg.abytes, seg.vframes))
+        return self._pace.media(duration_ms, now)
 
     def _open_segment(self, timestamp: int, now: float, new_timeline: bool) -> OpenSegment:
         """Within a run, each date-time is the one before plus its duration: the anchor moves
@@ -329,14 +438,15 @@ class StreamPackager:
         if anchor is None or new_timeline:
             anchor = self._anchor = (now, timestamp)
         pdt = anchor[0] + (timestamp - anchor[1]) / 1000
-        path = self._owner.segment_path(timestamp, pdt)
+        ext = "m4s" if self._wants_fmp4() else "ts"
+        path = self._owner.segment_path(timestamp, pdt, ext)
         serial = self._serial = self._serial + 1
 
         def failed(exc: OSError) -> None:
             self._disk_error(exc, serial)
 
-        output = SegmentOutput(Layout.temp_path(path), failed)
-        seg = OpenSegment(serial, path, output, timestamp, pdt, new_timeline)
+        output = SegmentOutput(Layout.temp_path(path), failed, self._usage.add)
+        seg = OpenSegment(serial, path, output, timestamp, pdt, new_timeline, now)
         try:
             make_dirs(path.parent)
         except OSError as exc:
@@ -346,7 +456,15 @@ class StreamPackager:
         self._pending.append(seg)
         return seg
 
+    def _wants_fmp4(self) -> bool:
+        """fMP4 when asked for (or for LL-HLS), or with `auto` for tracks MPEG-TS cannot
+        carry (every track packaged today fits it)."""
+        return self._fmp4_only or self._format is Format.FMP4
+
     def _start_run(self, seg: OpenSegment) -> None:
+        if seg.path.suffix == ".m4s":
+            self._start_fmp4_run(seg)
+            return
         try:
             self._muxer = TsMuxer(self._vtemplate, self._atemplate, seg.output)
         except (ValueError, av.FFmpegError) as exc:
@@ -358,7 +476,67 @@ class StreamPackager:
             return
         self._finished = self._muxer.splitter.finished
 
-    def _end_run(self) -> None:
+    def _start_fmp4_run(self, seg: OpenSegment) -> None:
+        video = audio = None
+        if self._vtemplate is not None and self._vconfig is not None:
+            video = (self._vtemplate.config, self._vconfig)
+        if self._atemplate is not None and self._aconfig is not None:
+            audio = (self._atemplate.config, self._aconfig)
+        self._cutter.reset()
+        try:
+            run = Fmp4Run.for_tracks(video, audio, seg.output, keep_parts=self._low_latency)
+        except ValueError as exc:
+            self._warn("open", "cannot start muxing (%s); media is lost", exc)
+            self._finished = deque([seg.output])
+            seg.output.error = OSError(str(exc))
+            self._collect()
+            return
+        self._run = run
+        self._finished = run.finished
+        self._map_uri = seg.map_uri = self._owner.init_written(
+            seg.path.with_suffix(".mp4"), run.init
+        )
+
+    def _after_run_write(self, run: Fmp4Run) -> None:
+        if run.parts:
+            self._tell_parts(run)
+        if self._finished:
+            self._collect()
+        self._check_room()
+
+    def _tell_parts(self, run: Fmp4Run) -> None:
+        """Tell the owner about each finished part, with where its segment stands."""
+        parts, pending = run.parts, self._pending
+        while parts:
+            part = parts.popleft()
+            ahead = next((i for i, seg in enumerate(pending) if seg.output is part.output), -1)
+            if ahead < 0:
+                continue  # its segment is gone (cannot happen: parts come before their listing)
+            seg = pending[ahead]
+            seg.parts += 1
+            self._owner.part_finished(
+                FinishedPart(
+                    part.data,
+                    part.duration_ms,
+                    part.independent,
+                    part.full,
+                    ahead,
+                    seg.pdt,
+                    seg.new_timeline,
+                    seg.map_uri,
+                )  # fmt: skip
+            )
+
+    def _end_run(self, end_ms: int | None = None) -> None:
+        """End the running muxer; `end_ms`, when known, is where the last segment ends."""
+        run = self._run
+        if run is not None:
+            self._run = None
+            run.close(end_ms)
+            if run.parts:
+                self._tell_parts(run)
+            self._collect()
+            return
         muxer = self._muxer
         if muxer is None:
             return
@@ -380,6 +558,10 @@ class StreamPackager:
 
     def _list(self, seg: OpenSegment) -> None:
         output = seg.output
+        lost = output.error is not None or not output.size
+        if seg.map_uri is not None and (output.error is not None or seg.parts) and lost:
+            self._list_gap(seg)  # fMP4: listed, so the numbering of its parts stays true
+            return
         if output.error is not None:
             self._gap = True
             return
@@ -400,10 +582,46 @@ class StreamPackager:
             self._log.info("HLS %s: writing segments again", self.name)
         self._owner.segment_finished(
             FinishedSegment(
-                seg.path, seg.duration_ms, output.size, discontinuity, seg.pdt, seg.closed_at
+                seg.path,
+                seg.duration_ms,
+                output.size,
+                discontinuity,
+                seg.pdt,
+                seg.closed_at,
+                seg.opened_at,
+                seg.map_uri,
             )
         )
         self._follow_target()
+
+    def _list_gap(self, seg: OpenSegment) -> None:
+        """An fMP4 segment lost to a disk error: listed as EXT-X-GAP, so the media sequence
+        numbers its LL-HLS parts were announced under stay true."""
+        self._owner.segment_finished(
+            FinishedSegment(
+                seg.path,
+                seg.duration_ms,
+                0,
+                seg.new_timeline,
+                seg.pdt,
+                seg.closed_at,
+                seg.opened_at,
+                seg.map_uri,
+                gap=True,
+            )  # fmt: skip
+        )
+        self._follow_target()
+
+    def _check_room(self) -> None:
+        """After a write: past its name's bound this publish ends; past the folder's, the
+        owner makes room (which may end this publish or another)."""
+        bound = self._usage.over()
+        if bound is Bound.STREAM_BYTES:
+            limit = self._usage.quota.max_stream
+            fits = limit * 8 / self._held_seconds
+            self.stop(Violation(bound, describe_stream_bound(limit, fits)))
+        elif bound is not None:
+            self._owner.make_room()
 
     def _follow_target(self) -> None:
         target = self._owner.target_duration

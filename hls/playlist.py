@@ -6,6 +6,8 @@ its playlist (across re-publishes, so the media sequence never resets) and rende
 Window rule: after a segment is added, the oldest ones leave while what stays still covers
 both `playlist_length` and three target durations (RFC 8216 6.2.2). In steady state that is
 `playlist_length / fragment` segments plus one partial, like nginx-rtmp's `hls_playlist_length`.
+The window is bounded by count as well (`max_segments`): media time alone let a stream whose
+segments last a millisecond list thousands of them (every timestamp 0, a jump every frame).
 
 Target rule: a live playlist may only change by appending, removing from the head, advancing
 its sequence numbers and adding ENDLIST (RFC 8216 6.2.1), so EXT-X-TARGETDURATION is decided
@@ -50,6 +52,13 @@ def decide_target(first_ms: int, fragment_ms: int) -> int:
     that segment (which tells the keyframe interval the publisher uses), at least the
     fragment's; the segmenter keeps every later segment under it plus half a second."""
     return max(rounded_seconds(first_ms), rounded_seconds(fragment_ms))
+
+
+def max_segments(keep_ms: int, fragment_ms: int) -> int:
+    """The most segments a window that must cover `keep_ms` lists: twice what whole fragments
+    take (cuts wait for a fragment, so honest segments are that long except a few: the end of
+    a publish, a discontinuity, a size cut), and four more."""
+    return 2 * -(-keep_ms // fragment_ms) + 4
 
 
 def format_date_time(unix: float) -> str:
@@ -111,7 +120,7 @@ class PlaylistWindow:
     """The segments currently listed for one name, and the counters that must never go back."""
 
     __slots__ = (
-        "playlist_length_ms", "segments", "next_sequence", "target_duration",
+        "playlist_length_ms", "fragment_ms", "segments", "next_sequence", "target_duration",
         "discontinuity_sequence", "endlist",
     )  # fmt: skip
 
@@ -120,10 +129,14 @@ class PlaylistWindow:
         playlist_length_ms: int,
         first_sequence: int = 0,
         *,
+        fragment_ms: int,
         target_duration: int | None = None,
         discontinuity_sequence: int = 0,
     ) -> None:
+        if fragment_ms <= 0:
+            raise ValueError("fragment_ms must be positive")
         self.playlist_length_ms = playlist_length_ms
+        self.fragment_ms = fragment_ms  # [hls] fragment: what bounds the count
         self.segments: deque[Segment] = deque()
         self.next_sequence = first_sequence
         self.target_duration = target_duration
@@ -131,7 +144,7 @@ class PlaylistWindow:
         self.endlist = False
 
     @classmethod
-    def restore(cls, text: str, playlist_length_ms: int) -> PlaylistWindow:
+    def restore(cls, text: str, playlist_length_ms: int, fragment_ms: int) -> PlaylistWindow:
         """Rebuild the window from a playlist `render` wrote (an earlier run of the server), so
         clients holding it see it go on. ValueError if the text is not such a playlist."""
         lines = text.splitlines()
@@ -170,6 +183,7 @@ class PlaylistWindow:
         window = cls(
             playlist_length_ms,
             numbers["MEDIA-SEQUENCE"] + len(segments),
+            fragment_ms=fragment_ms,
             target_duration=numbers["TARGETDURATION"] or None,
             discontinuity_sequence=numbers["DISCONTINUITY-SEQUENCE"],
         )
@@ -183,6 +197,7 @@ class PlaylistWindow:
         return PlaylistWindow(
             self.playlist_length_ms,
             self.next_sequence,
+            fragment_ms=self.fragment_ms,
             discontinuity_sequence=self.discontinuity_sequence
             + sum(1 for s in self.segments if s.discontinuity),
         )
@@ -205,8 +220,8 @@ class PlaylistWindow:
         map_uri: str | None = None,
         gap: bool = False,
     ) -> tuple[Segment, list[Segment]]:
-        """List a finished segment; returns it and the segments that left the window. The
-        target must be decided first."""
+        """List a finished segment; returns it and the segments that left the window, oldest
+        first. The target must be decided first."""
         if duration_ms <= 0:
             raise ValueError("segment duration must be positive")
         if self.target_duration is None:
@@ -218,8 +233,11 @@ class PlaylistWindow:
         self.endlist = False
         keep_ms = max(self.playlist_length_ms, 3000 * self.target_duration)
         total = self.duration_ms
+        most = max_segments(keep_ms, self.fragment_ms)
         removed = []
-        while len(self.segments) > 1 and total - self.segments[0].duration_ms >= keep_ms:
+        while len(self.segments) > 1 and (
+            total - self.segments[0].duration_ms >= keep_ms or len(self.segments) > most
+        ):
             old = self.segments.popleft()
             total -= old.duration_ms
             if old.discontinuity:

@@ -14,7 +14,17 @@ No I/O and no clock: the packager feeds every frame and obeys the returned `Acti
   start point with a discontinuity;
 - a new or changed sequence header ends the segment at the next start point, with a
   discontinuity (the muxer needs new extradata); until then frames of that track are dropped,
-  the other track keeps going into the old segment.
+  the other track keeps going into the old segment;
+- those breaks (a jump, a new header, and a size cut after less than a tenth of a fragment)
+  may not come over and over: each adds one to a level that every fragment of media takes one
+  off, and past BREAK_BURST the segmenter stops (`Action.STOP`, `stopped` says why) and the
+  publish is ended as a violation. A timestamp jump or a new header every frame made a segment
+  per frame (thousands a minute); honest streams break a few times at most (an encoder
+  restart, a resolution change), and then a fragment or more goes by.
+
+Why stop and not merge: a segment cannot hold two timelines or two codec configurations that
+players decode, and a size cut is the bound on a file; dropping frames instead would leave a
+publish that says it is live and shows nothing, where an error tells the streamer why.
 """
 
 from __future__ import annotations
@@ -25,6 +35,11 @@ from enum import IntEnum
 BACKWARD_TOLERANCE_MS = 100
 # A track's frame interval is only trusted up to this when estimating a segment's end.
 _MAX_INTERVAL_MS = 1000
+#: Breaks allowed in a row (with no fragment of media between them) before the segmenter stops.
+BREAK_BURST = 4
+#: A size cut after less than this part of a fragment counts as a break (the bitrate is
+#: hundreds of Mb/s, or the timestamps do not advance).
+SHORT_SIZE_CUT = 10
 
 
 class Track(IntEnum):
@@ -39,6 +54,7 @@ class Action(IntEnum):
     WRITE = 1  # write this frame into the open segment
     CUT = 2  # finish the open segment (if any), start a new one, write this frame into it
     CLOSE = 3  # finish the open segment, discard this frame (a new one starts later)
+    STOP = 4  # finish the open segment, discard this frame and all after: breaks too often
 
 
 class CutReason(IntEnum):
@@ -52,16 +68,32 @@ class CutReason(IntEnum):
     END = 7  # publish ended
 
 
+_BREAKS = {
+    CutReason.JUMP_BACK: "its timestamps jump backwards over and over",
+    CutReason.JUMP_FORWARD: "its timestamps jump forwards over and over",
+    CutReason.CONFIG: "its sequence headers (codec settings) change over and over",
+    CutReason.SIZE: "it fills segments of [hls] max_segment_bytes in less than a tenth of a "
+    "fragment over and over (a bitrate far too high, or timestamps that do not advance)",
+}
+
+
+def describe_break(reason: CutReason) -> str:
+    """What the publisher is told when the segmenter stopped for breaks of this kind."""
+    what = _BREAKS.get(reason, "it breaks its segments off over and over")
+    return f"stream ended: {what}, and each time HLS must start a new segment; fix the encoder"
+
+
 class Segmenter:
-    """Decides cuts; after a CUT or CLOSE, `closed_duration` is the finished segment's length
-    in ms (None if no segment was open) and `discontinuity` tells whether the new segment starts
-    a new timeline."""
+    """Decides cuts; after a CUT, CLOSE or STOP, `closed_duration` is the finished segment's
+    length in ms (None if no segment was open) and `discontinuity` tells whether the new segment
+    starts a new timeline. After a STOP, `stopped` is the reason of the break that was one too
+    many, and every frame is dropped."""
 
     __slots__ = (
         "fragment", "max_fragment", "max_bytes", "has_video", "has_audio", "open",
-        "start", "bytes", "reason", "discontinuity", "closed_duration", "_pending_disc",
-        "_pending_config", "_pending_reason", "_resync", "_last", "_interval", "_clock",
-        "_limit", "_near",
+        "start", "bytes", "reason", "discontinuity", "closed_duration", "stopped",
+        "_pending_disc", "_pending_config", "_pending_reason", "_resync", "_last", "_interval",
+        "_clock", "_limit", "_near", "_breaks",
     )  # fmt: skip
 
     def __init__(self, fragment_ms: int, max_fragment_ms: int, max_bytes: int) -> None:
@@ -78,6 +110,7 @@ class Segmenter:
         self.reason = CutReason.START
         self.discontinuity = False
         self.closed_duration: int | None = None
+        self.stopped: CutReason | None = None
         self._pending_disc = False
         self._pending_config = False
         self._pending_reason = CutReason.START  # why the next segment will start from scratch
@@ -87,6 +120,7 @@ class Segmenter:
         self._clock: int | None = None  # highest DTS seen on the current timeline
         self._limit = 1 << 62  # a segment must stay shorter than this (ms), once a target is set
         self._near = 1 << 62  # from here on, check the next frame against _limit
+        self._breaks = 0.0  # recent breaks, less a fragment of media each
 
     def set_target(self, target_seconds: int) -> None:
         """The playlist's target duration: segments stay under target + 0.5 s from now on."""
@@ -109,6 +143,8 @@ class Segmenter:
             self._resync.add(track)
 
     def frame(self, track: Track, dts: int, keyframe: bool, size: int) -> Action:
+        if self.stopped is not None:
+            return Action.DROP
         if track is Track.VIDEO:
             if not self.has_video:
                 return Action.DROP
@@ -135,6 +171,8 @@ class Segmenter:
             if start_point:
                 span = dts - self.start if dts > self.start else self._end() - self.start
                 self.closed_duration = max(span, 1)
+                if self._broke(CutReason.CONFIG):
+                    return Action.STOP
                 self._pending_disc = True
                 self._begin(dts, size, track, CutReason.CONFIG)
                 return Action.CUT
@@ -155,6 +193,11 @@ class Segmenter:
             self._advance(track, dts, size)
             return Action.WRITE
         self.closed_duration = max(elapsed, 1)
+        if reason is CutReason.SIZE and elapsed * SHORT_SIZE_CUT < self.fragment:
+            if self._broke(reason):
+                return Action.STOP
+        else:
+            self._broke(None)
         if self._pending_config:  # a forced cut before the start point: new extradata
             self._pending_disc = True
         self._begin(dts, size, track, reason)
@@ -173,6 +216,8 @@ class Segmenter:
 
     def _jump(self, track: Track, dts: int, size: int, start_point: bool, why: CutReason) -> Action:
         self.closed_duration = max(self._end() - self.start, 1)
+        if self._broke(why):
+            return Action.STOP
         self._pending_disc = True
         self._last.clear()
         self._interval.clear()
@@ -183,6 +228,20 @@ class Segmenter:
         self.open = False
         self._pending_reason = why
         return Action.CLOSE
+
+    def _broke(self, why: CutReason | None) -> bool:
+        """Account for the segment just closed (`closed_duration`), cut by a break (`why`) or
+        not (None); True, with the segment closed for good, once breaks come too often."""
+        assert self.closed_duration is not None
+        level = max(self._breaks - self.closed_duration / self.fragment, 0.0)
+        if why is not None:
+            level += 1
+        self._breaks = level
+        if level <= BREAK_BURST:
+            return False
+        self.open = False
+        self.stopped = why
+        return True
 
     def _begin(self, dts: int, size: int, track: Track, reason: CutReason) -> None:
         self.open = True

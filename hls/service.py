@@ -5,6 +5,12 @@
 playlists an earlier run left on disk, forgets a name once its files went (keeping only the
 counters), and removes files when they are due (segments that left the window, streams past
 their grace). The event loop calls everything here synchronously.
+
+When the folder holds more than max_total_bytes (rtmpd.hls.quota), the service makes room:
+the files of streams that ended go first, the largest first (their playlists say ENDLIST;
+only the end of their grace is lost); if that is not enough, the live publish whose name
+holds the most is ended (its files go at the next pass). A stream is ended there for no one
+else's files but its own, and only if no live stream holds more.
 """
 
 from __future__ import annotations
@@ -16,10 +22,13 @@ from pathlib import Path
 
 from .cleanup import CleanupQueue, Removal
 from .config import HlsConfig
-from .model import SegmentWritten, StreamInfo
+from .live_parts import LiveListener
+from .llhls import LivePlaylist
+from .model import Bound, SegmentWritten, StreamInfo, Violation
 from .name_state import NameContext, NameState
 from .packager import StreamPackager
 from .playlist import PlaylistWindow
+from .quota import DiskQuota, derived_total, describe_total_bound
 from .storage import TEMP_SUFFIX, Layout, check_name, make_dirs, unlink_quietly
 
 
@@ -33,6 +42,7 @@ class HlsService:
         clock: Callable[[], float] = time.time,
         on_segment: Callable[[SegmentWritten], None] | None = None,
         log: logging.Logger | None = None,
+        live: LiveListener | None = None,
     ) -> None:
         self.config = config
         self.layout = Layout(config.path, config.nested)
@@ -41,6 +51,13 @@ class HlsService:
         self._states: dict[str, NameState] = {}
         self._retired: dict[str, PlaylistWindow] = {}  # counters of names whose files went
         self._cleanup = CleanupQueue()
+        self._length_ms = round(config.playlist_length * 1000)
+        self._fragment_ms = round(config.fragment * 1000)
+        try:
+            make_dirs(self.layout.root)
+        except OSError as exc:
+            self._log.error("HLS folder %s is not usable: %s", self.layout.root, exc)
+        self.quota = DiskQuota(config.effective_max_stream_bytes, self._max_total())
         self._context = NameContext(
             config=config,
             layout=self.layout,
@@ -48,11 +65,10 @@ class HlsService:
             log=self._log,
             cleanup=self._cleanup,
             on_segment=on_segment,
+            quota=self.quota,
+            make_room=self._make_room,
+            live=live,
         )
-        try:
-            make_dirs(self.layout.root)
-        except OSError as exc:
-            self._log.error("HLS folder %s is not usable: %s", self.layout.root, exc)
 
     # -- public API -------------------------------------------------------------------------
 
@@ -74,7 +90,7 @@ class HlsService:
         check_name(name)
         state = self._states.get(name)
         if state is None:
-            state = self._states[name] = NameState(name, self._new_window(name), self._context)
+            state = self._states[name] = self._new_state(name)
         return state.open_publish()
 
     def tick(self, now: float | None = None) -> None:
@@ -85,6 +101,8 @@ class HlsService:
             if entry.removal is Removal.SEGMENT:
                 if state is None or entry.file not in state.listed:
                     unlink_quietly(self.layout.stream_dir(entry.name) / entry.file)
+                    if state is not None:
+                        state.forget(entry.file)
             elif (
                 state is not None
                 and state.generation == entry.generation
@@ -100,6 +118,21 @@ class HlsService:
         """A publish of `name` is open and its playlist lists something: viewers can play it."""
         state = self._states.get(name)
         return state is not None and state.packager is not None and bool(state.window.segments)
+
+    def live_playlist(self, name: str) -> LivePlaylist | None:
+        """The LL-HLS playlist of `name` (with low_latency, once its first part exists)."""
+        state = self._states.get(name)
+        return None if state is None or state.live is None else state.live.playlist
+
+    def part(self, name: str, uri: str) -> bytes | None:
+        """The bytes of LL-HLS part `uri` of `name`, while a playlist version shows it."""
+        state = self._states.get(name)
+        return None if state is None or state.live is None else state.live.part_bytes(uri)
+
+    def hinted_part(self, name: str, uri: str) -> tuple[int, int] | None:
+        """(msn, part) of `uri` if it is the part the preload hint of `name` names."""
+        state = self._states.get(name)
+        return None if state is None or state.live is None else state.live.hinted(uri)
 
     def playlist_path(self, name: str) -> Path:
         """Where the playlist of `name` is (ValueError for a name that could escape the root)."""
@@ -117,34 +150,75 @@ class HlsService:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _new_window(self, name: str) -> PlaylistWindow:
+    def _new_state(self, name: str) -> NameState:
         window = self._retired.pop(name, None)
-        if window is None:
-            window = self._window_on_disk(name)
-        if window is None:
-            window = PlaylistWindow(round(self.config.playlist_length * 1000))
-        return window
+        if window is not None:
+            return NameState(name, window, self._context)
+        state = self._state_on_disk(name)
+        if state is None:
+            window = PlaylistWindow(self._length_ms, fragment_ms=self._fragment_ms)
+            state = NameState(name, window, self._context)
+        return state
 
-    def _window_on_disk(self, name: str) -> PlaylistWindow | None:
+    def _state_on_disk(self, name: str) -> NameState | None:
         """Resume a playlist left by an earlier run of the server: clients may be polling it.
         Files on disk that it does not list are removed after a playlist length."""
         try:
             text = self.layout.playlist_path(name).read_text(encoding="utf-8", errors="replace")
-            window = PlaylistWindow.restore(text, round(self.config.playlist_length * 1000))
+            window = PlaylistWindow.restore(text, self._length_ms, self._fragment_ms)
         except (OSError, ValueError):
             return None
         folder = self.layout.stream_dir(name)
         if not all((folder / s.uri).is_file() for s in window.segments):
             window = window.successor()  # files are missing: keep only the counters
-        listed = {s.uri for s in window.segments}
+        state = NameState(name, window, self._context)
         due = self._clock() + self.config.playlist_length
         for path in self.layout.stream_files(name):
-            if self.config.cleanup and path.name.endswith(".ts") and path.name not in listed:
+            leftover = path.name not in state.listed and not path.name.endswith(
+                (".m3u8", TEMP_SUFFIX)
+            )
+            if self.config.cleanup and leftover:
+                state.hold(path.name, _size(path))
                 self._cleanup.schedule_segment(due, name, path.name)
-        return window
+        return state
 
-    def _remove_stream(self, state: NameState) -> None:
+    def _remove_stream(self, state: NameState, why: str = "after the grace period") -> None:
         count = self.layout.remove_stream(state.name)
+        state.usage.release()
+        if state.live is not None:
+            state.live.close()
         self._retired[state.name] = state.window.successor()
         del self._states[state.name]
-        self._log.info("HLS %s: removed %d file(s) after the grace period", state.name, count)
+        self._log.info("HLS %s: removed %d file(s) %s", state.name, count, why)
+
+    def _max_total(self) -> int:
+        """max_total_bytes, derived from the folder's file system when it is 0."""
+        if self.config.max_total_bytes:
+            return self.config.max_total_bytes
+        ours = sum(
+            _size(path) for name in self.layout.names_on_disk()
+            for path in self.layout.stream_files(name)
+        )  # fmt: skip
+        return derived_total(str(self.layout.root), ours)
+
+    def _make_room(self) -> None:
+        """The folder holds more than max_total_bytes (see the module doc)."""
+        quota = self.quota
+        ended = [s for s in self._states.values() if s.packager is None and s.usage.bytes]
+        for state in sorted(ended, key=lambda s: s.usage.bytes, reverse=True):
+            if quota.total <= quota.max_total:
+                return
+            self._remove_stream(state, "early: the HLS folder is full ([hls] max_total_bytes)")
+        live = [s for s in self._states.values() if s.packager is not None]
+        if quota.total > quota.max_total and live:
+            largest = max(live, key=lambda s: s.usage.bytes)
+            assert largest.packager is not None
+            violation = Violation(Bound.TOTAL_BYTES, describe_total_bound(quota.max_total))
+            largest.packager.stop(violation)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0

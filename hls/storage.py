@@ -2,6 +2,9 @@
 
 Nested layout (default): <root>/<name>/index.m3u8 and <root>/<name>/<fragment>.ts.
 Flat layout: <root>/<name>.m3u8 and <root>/<name>-<fragment>.ts.
+fMP4 segments end in .m4s instead, and the init segment of a run of them is named after the
+run's first segment with .mp4. LL-HLS parts live in memory only: their names (`p<life>_<n>`)
+never match a file of ours.
 Files being written are hidden (`.<file>.tmp`) until complete, then renamed into place, so the
 HTTP side only ever sees finished segments and whole playlists.
 
@@ -23,6 +26,8 @@ FILE_MODE = 0o644
 DIR_MODE = 0o755
 # Fragment names: digits, optionally "_<n>" when the plain name was already taken.
 _FRAGMENT = re.compile(r"\d+(?:_\d+)?")
+#: What segment files end in: MPEG-TS and fMP4 media segments, fMP4 init segments.
+SEGMENT_EXTENSIONS = ("ts", "m4s", "mp4")
 _MAX_NAME = 128
 
 
@@ -50,12 +55,12 @@ class Layout:
     def playlist_path(self, name: str) -> Path:
         return self.root / name / PLAYLIST if self.nested else self.root / f"{name}.m3u8"
 
-    def segment_file(self, name: str, fragment: str) -> str:
+    def segment_file(self, name: str, fragment: str, ext: str = "ts") -> str:
         """The segment's file name, which is also its URI relative to the playlist."""
-        return f"{fragment}.ts" if self.nested else f"{name}-{fragment}.ts"
+        return f"{fragment}.{ext}" if self.nested else f"{name}-{fragment}.{ext}"
 
-    def segment_path(self, name: str, fragment: str) -> Path:
-        return self.stream_dir(name) / self.segment_file(name, fragment)
+    def segment_path(self, name: str, fragment: str, ext: str = "ts") -> Path:
+        return self.stream_dir(name) / self.segment_file(name, fragment, ext)
 
     @staticmethod
     def temp_path(path: Path) -> Path:
@@ -69,16 +74,18 @@ class Layout:
         base = file_name
         if base.startswith(".") and base.endswith(TEMP_SUFFIX):
             base = base[1 : -len(TEMP_SUFFIX)]
+        stem, dot, ext = base.rpartition(".")
+        ours = bool(dot) and ext in SEGMENT_EXTENSIONS
         if self.nested:
             if in_stream_dir is None:
                 return None
-            if base == PLAYLIST or (base.endswith(".ts") and _FRAGMENT.fullmatch(base[:-3])):
+            if base == PLAYLIST or (ours and _FRAGMENT.fullmatch(stem)):
                 return in_stream_dir
             return None
         if base.endswith(".m3u8"):
             return base[:-5] or None
-        if base.endswith(".ts") and "-" in base:
-            name, fragment = base[:-3].rsplit("-", 1)
+        if ours and "-" in stem:
+            name, fragment = stem.rsplit("-", 1)
             if name and _FRAGMENT.fullmatch(fragment):
                 return name
         return None
@@ -145,12 +152,13 @@ def make_dirs(path: Path) -> None:
         os.chmod(folder, DIR_MODE)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write a small text file so readers see the old or the new version, never a mix."""
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Write a small file so readers see the old or the new version, never a mix."""
     temp = Layout.temp_path(path)
+    data = text.encode() if isinstance(text, str) else text
     try:
-        with open(temp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
+        with open(temp, "wb") as f:
+            f.write(data)
         os.chmod(temp, FILE_MODE)
         os.replace(temp, path)
     except BaseException:

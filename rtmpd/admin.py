@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from rtmpd.auth.accounts import Accounts, TokenRefused
 from rtmpd.auth.destinations import redact
 from rtmpd.auth.names import PUBLIC_NAME
-from rtmpd.auth.store import (
+from rtmpd.auth.sqlstore import (
     Destination,
     InvalidName,
     NameTaken,

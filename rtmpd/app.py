@@ -26,7 +26,9 @@ import logging
 import resource
 import ssl
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -53,6 +55,7 @@ from rtmpd.server import (
 )
 from rtmpd.web import create_app, make_runner
 from rtmpd.web.guard import ConnectionGuard, GuardedSite
+from rtmpd.web.live import Waiters
 from rtmpd.web.metrics import Metrics
 from rtmpd.web.proxies import TrustedProxies
 
@@ -61,6 +64,7 @@ from .admin import AdminService
 from .broadcast import Broadcast
 from .channels import ChannelDirectory
 from .health import PublishHealth
+from .live_source import HlsLiveSource
 from .publish import Publish
 from .push import PushRelay, PushStatus
 from .relay import PlayerOutput
@@ -69,6 +73,7 @@ from .webhooks import Webhooks
 log = logging.getLogger("rtmpd")
 
 TICK_SECONDS = 1.0
+MIB = 1024 * 1024
 #: File descriptors kept free beyond the connection caps: database, segments being written,
 #: listening sockets, logs.
 FD_RESERVE = 256
@@ -87,14 +92,22 @@ class Rtmpd:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.metrics = Metrics()
+        #: Requests blocked on LL-HLS parts, woken by the packager as parts complete.
+        self.waiters = Waiters()
         self.hls = HlsService(
-            config.hls, on_segment=self._segment_written, log=logging.getLogger("rtmpd.hls")
+            config.hls,
+            on_segment=self._segment_written,
+            log=logging.getLogger("rtmpd.hls"),
+            live=self.waiters if config.hls.low_latency else None,
         )
         self.auth = AuthService(
             config.auth,
             config.database.path,
             app=config.rtmp.app,
             log=logging.getLogger("rtmpd.auth"),
+            db_url=config.database.url,
+            node=config.database.node_name,
+            lease=config.database.lease,
         )
         tls = None
         if config.rtmps.enabled:
@@ -110,6 +123,7 @@ class Rtmpd:
             log=logging.getLogger("rtmpd.rtmp"),
             tls=tls,
             play_handler=self if config.rtmp.allow_play else None,
+            proxy=config.rtmp.proxy_policy,
         )
         self._play_networks = config.rtmp.play_networks
         #: Names on the air (live, or within the grace after their last publish).
@@ -144,6 +158,7 @@ class Rtmpd:
             send_timeout=config.http.send_timeout,
             metrics=self.metrics,
             log=logging.getLogger("rtmpd.http"),
+            proxy=config.http.proxy_policy,
         )
         self.http_keepalive_timeout = config.http.keepalive_timeout
         self._publishes: set[Publish] = set()
@@ -151,6 +166,10 @@ class Rtmpd:
         self._site: GuardedSite | None = None
         self._ticker: asyncio.Task[None] | None = None
         self.http_port = 0
+        #: This node's HTTP base URL as viewers reach it ([web] public_http_url, or derived).
+        self.node_url = ""
+        self._playing: set[Publish] = set()  # publishes whose first segment was announced
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -166,8 +185,17 @@ class Rtmpd:
         try:
             await self.auth.start()
         except Exception as exc:  # noqa: BLE001 - report any database failure in one line
+            if self.config.database.url:  # the message names the server (no password)
+                raise StartupError(str(exc)) from None
             raise StartupError(f"database {self.config.database_path}: {exc}") from None
         self.hls.startup_cleanup(await self.auth.live_names())
+        quota = self.hls.quota
+        log.info("HLS files: at most %d MiB per stream, %d MiB in all under %s", quota.max_stream
+                 // MIB, quota.max_total // MIB, self.config.hls_path)  # fmt: skip
+        if quota.max_total < quota.max_stream:
+            log.warning("HLS: only %d MiB for all streams under %s (free space, or [hls] "
+                        "max_total_bytes): streams are ended when they fill it",
+                        quota.max_total // MIB, self.config.hls_path)  # fmt: skip
         await self.webhooks.start()
         addr = self.config.rtmp_address
         try:
@@ -199,10 +227,19 @@ class Rtmpd:
             hlsjs_file=Path(web_cfg.hlsjs_file) if web_cfg.hlsjs_file else None,
             admin=None
             if self.accounts is None
-            else AdminService(self.accounts, lambda: self._publishes, self.config.hls.fragment,
-                              push_status=self.push_status),
+            else AdminService(
+                self.accounts,
+                lambda: self._publishes,
+                self.config.hls.fragment,
+                push_status=self.push_status,
+            ),
             trusted_proxies=TrustedProxies.parse(self.config.http.trusted_proxies),
             guard=self.http_guard,
+            live=HlsLiveSource(self.hls, self.config.hls.nested)
+            if self.config.hls.low_latency
+            else None,
+            waiters=self.waiters,
+            low_latency=self.config.hls.low_latency,
         )
         self._runner = make_runner(
             app,
@@ -220,6 +257,7 @@ class Rtmpd:
             raise StartupError(f"cannot listen for HTTP on {addr}: {_why(exc)}") from None
         self.http_port = self._site.port
         log.info("HTTP listening on http://%s/", Address(addr.host, self.http_port))
+        self.node_url = self.config.public_http_url(self.http_port)
 
     async def stop(self) -> None:
         """Stop everything; a second call waits for the first (SIGTERM's drain may still be
@@ -240,6 +278,8 @@ class Rtmpd:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.webhooks.stop()
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
         await self.auth.stop()
 
     # -- RTMPS certificates, draining ------------------------------------------------------
@@ -414,6 +454,7 @@ class Rtmpd:
 
     def _publish_ended(self, publish: Publish, reason: str) -> None:
         self._publishes.discard(publish)
+        self._playing.discard(publish)
         self.metrics.set_live(len(self._publishes))
         broadcast = self.broadcasts.get(publish.name)
         if broadcast is not None:
@@ -474,6 +515,14 @@ class Rtmpd:
         for publish in self._publishes:
             if publish.name == segment.name:
                 publish.health.segment(segment.duration, segment.lag)
+                if publish not in self._playing:  # other nodes may send viewers here now
+                    self._playing.add(publish)
+                    self._spawn(self.auth.playing(publish.name, self.node_url))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
 
 def _raise_file_limit(needed: int) -> None:

@@ -1,6 +1,10 @@
 """The web layer's view of channels, built from auth (who exists, who is live) and hls (codecs,
 bitrates, keyframes). Lives in the composition root so that web, auth and hls stay unaware of
 each other.
+
+A stream another node holds (the database's live records, `AuthService.remote`) is live here
+too once it has a playlist there; its HLS requests are sent to that node (`elsewhere`), and
+its codecs and thumbnail are that node's to show (None here).
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ class ChannelDirectory:
         if found is None:
             return None
         live = found.live_since is not None and found.active and self._hls.playing(found.name)
+        remote = None if live or not found.active else self._auth.remote(found.name)
+        if remote is not None and remote.url is not None:
+            return Channel(found.name, True, remote.since)
         return Channel(found.name, live, found.live_since if live else None)
 
     async def live_channels(self) -> list[Channel]:
@@ -39,7 +46,17 @@ class ChannelDirectory:
         ]
         for channel in live:
             self._snapshot(channel.name)
-        return live
+        here = {c.name for c in live}
+        live += [Channel(r.name, True, r.since) for r in self._auth.remote_live()
+                 if r.url is not None and r.name not in here]  # fmt: skip
+        return sorted(live, key=lambda c: c.name)
+
+    def elsewhere(self, name: str) -> str | None:
+        """The HTTP base URL of the node that serves `name` when that is not this one."""
+        if self._hls.playing(name):
+            return None
+        remote = self._auth.remote(name)
+        return remote.url if remote is not None else None
 
     def stats(self, name: str) -> StreamStats | None:
         info = self._hls.stream_info(name)

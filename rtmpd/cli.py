@@ -141,15 +141,17 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 1
+        url = config.database.url
         if args.command == "tokens":
-            return main_tokens(users_args, config.database_path)
+            return main_tokens(users_args, config.database_path, url)
         if args.command == "push":
-            return main_push(users_args, config.database_path)
+            return main_push(users_args, config.database_path, url)
         status: int = main_users(
             users_args,
             config.database_path,
             config.publish_url_hint(),
             guessed=config.publish_url_guessed,
+            db_url=url,
         )
         return status
     if args.command == "drain":

@@ -31,8 +31,8 @@ import msgspec
 from rtmpd.auth import destinations
 from rtmpd.auth.config import AuthConfig, DatabaseConfig
 from rtmpd.hls.config import HlsConfig
+from rtmpd.proxyproto import ProxyPolicy, TrustedNetworks
 from rtmpd.web.config import WebConfig
-from rtmpd.web.proxies import TrustedProxies
 from rtmpd.webhooks import WebhooksConfig
 
 DEFAULT_FILE = "rtmpd.toml"
@@ -84,6 +84,10 @@ class RtmpSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     drain_grace: Seconds = 10.0
     #: Where drained publishers are asked to reconnect (a tcUrl); empty: where they are.
     drain_redirect: str = ""
+    #: Read a PROXY protocol header (v1 or v2) from `trusted_proxies` on the RTMP listener.
+    proxy_protocol: bool = False
+    #: Load balancers allowed (and then required) to send one: addresses or CIDR networks.
+    trusted_proxies: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         parse_address(self.listen, "listen")
@@ -96,6 +100,7 @@ class RtmpSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
                 raise ValueError(
                     f"allow_play: {entry!r} is not an address or network (CIDR)"
                 ) from None
+        _check_proxies(self.proxy_protocol, self.trusted_proxies)
         if self.drain_redirect and not self.drain_redirect.startswith(_TC_URL_STARTS):
             raise ValueError(
                 "drain_redirect: must be an rtmp:// or rtmps:// URL (or //host/app, /app)"
@@ -108,6 +113,21 @@ class RtmpSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     @property
     def play_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         return tuple(ipaddress.ip_network(e, strict=False) for e in self.allow_play)
+
+    @property
+    def proxy_policy(self) -> ProxyPolicy | None:
+        if not self.proxy_protocol:
+            return None
+        return ProxyPolicy(TrustedNetworks.parse(self.trusted_proxies))
+
+
+def _check_proxies(proxy_protocol: bool, trusted: tuple[str, ...]) -> None:
+    try:
+        TrustedNetworks.parse(trusted)
+    except ValueError as exc:
+        raise ValueError(f"trusted_proxies: {exc}") from None
+    if proxy_protocol and not trusted:
+        raise ValueError("proxy_protocol: needs trusted_proxies (the load balancers' addresses)")
 
 
 _TC_URL_STARTS = ("rtmp://", "rtmps://", "/")
@@ -142,22 +162,28 @@ class HttpSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     send_timeout: Seconds = 60.0
     max_connections: Count = 4096
     max_connections_per_ip: Count = 256
-    #: Peers whose X-Forwarded-Proto / X-Forwarded-For are believed (a reverse proxy).
+    #: Peers whose X-Forwarded-Proto / X-Forwarded-For are believed (a reverse proxy), and,
+    #: with `proxy_protocol`, whose PROXY header is read (then required of them).
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+    #: Read a PROXY protocol header (v1 or v2) from `trusted_proxies` on the HTTP listener.
+    proxy_protocol: bool = False
 
     def __post_init__(self) -> None:
         parse_address(self.listen, "listen")
         for key in ("keepalive_timeout", "send_timeout"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key}: must be greater than 0")
-        try:
-            TrustedProxies.parse(self.trusted_proxies)
-        except ValueError as exc:
-            raise ValueError(f"trusted_proxies: {exc}") from None
+        _check_proxies(self.proxy_protocol, self.trusted_proxies)
 
     @property
     def address(self) -> Address:
         return parse_address(self.listen, "[http] listen")
+
+    @property
+    def proxy_policy(self) -> ProxyPolicy | None:
+        if not self.proxy_protocol:
+            return None
+        return ProxyPolicy(TrustedNetworks.parse(self.trusted_proxies))
 
 
 class PushEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -273,6 +299,16 @@ class Config:
         host = host_name() if addr.host in ("0.0.0.0", "::") else addr.host
         host = f"[{host}]" if ":" in host else host
         return f"rtmp://{host}:{addr.port}/{self.rtmp.app}"
+
+    def public_http_url(self, port: int) -> str:
+        """This node's HTTP base URL for viewers (no trailing slash): `[web] public_http_url`,
+        else the HTTP listen address (bound `port`) or, for a wildcard, this host's name."""
+        if self.web.public_http_url:
+            return self.web.public_http_url.rstrip("/")
+        addr = self.http_address
+        host = host_name() if addr.host in ("0.0.0.0", "::") else addr.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{port}"
 
     @property
     def publish_url_guessed(self) -> bool:

@@ -12,6 +12,10 @@ NO_TRACK_TIMEOUT is ended with an onStatus error naming its codecs, so the strea
 OBS or FFmpeg instead of a channel that says Live and plays nothing. Of an enhanced multitrack
 publish only track 0, the default track, goes to HLS; each other track is named once.
 
+A publish the packager stopped at one of its bounds (rtmpd.hls: timestamps or codec settings
+breaking segments over and over, too much disk, media far faster than real time) is ended
+the same way, with the packager's description, and one log line.
+
 With a `fanout` (the broadcast relays to players or push destinations), the server also hands
 it each media message as it came (RawMedia) and the metadata, which go there untouched.
 
@@ -26,7 +30,7 @@ from collections.abc import Callable
 
 from rtmpd.auth import Lease
 from rtmpd.health import PublishHealth
-from rtmpd.hls import StreamPackager
+from rtmpd.hls import StreamPackager, Violation
 from rtmpd.rtmp.events import Audio, AudioConfig, Metadata, RawMedia, Video, VideoConfig
 from rtmpd.rtmp.exheader import INGEST_AUDIO, INGEST_VIDEO, AudioFourCC, VideoFourCC
 from rtmpd.rtmp.flv import SoundFormat, VideoCodec, codec_name
@@ -50,6 +54,8 @@ _REFUSED = frozenset(c.value for c in (*VideoFourCC, *AudioFourCC)) - frozenset(
 NO_TRACK_TIMEOUT = 5.0
 #: The onStatus code for a publish ended for its codecs ("an error for another reason").
 UNSUPPORTED = "NetStream.Failed"
+#: The onStatus code for a publish the packager stopped at one of its bounds.
+VIOLATION = "NetStream.Failed"
 PACKAGED = "rtmpd packages H.264 video and AAC or MP3 audio into HLS"
 
 
@@ -57,7 +63,8 @@ class Publish:
     """Implements `rtmpd.server.PublishSink` for one accepted publish."""
 
     __slots__ = ("name", "publisher", "packager", "lease", "health", "fanout", "_metrics",
-                 "_on_end", "_warned", "_bytes_counted", "_seen", "_deadline")  # fmt: skip
+                 "_on_end", "_warned", "_bytes_counted", "_seen", "_deadline",
+                 "_stopped")  # fmt: skip
 
     def __init__(
         self,
@@ -84,6 +91,7 @@ class Publish:
         self._seen: dict[str, str] = {}  # "video"/"audio" -> the codec name, once known
         # Until a track can be packaged: when to give up (0.0 once one can).
         self._deadline = time.monotonic() + NO_TRACK_TIMEOUT
+        self._stopped = False  # the packager stopped it and the publisher was told
 
     def media(self, event: MediaEvent) -> None:
         """The hot path: one packager call per media message."""
@@ -130,6 +138,8 @@ class Publish:
         # SequenceEnd, VideoMetadata, AudioMultichannel, Metadata: nothing HLS needs today.
         if self._deadline:
             self._check_tracks()
+        if packager.violation is not None and not self._stopped:
+            self._violated(packager.violation)
 
     def _default(
         self, event: Video | Audio | VideoConfig | AudioConfig, track: str, packaged: frozenset[int]
@@ -164,6 +174,12 @@ class Publish:
             log.warning("%s: nothing to package after %g s (%s); ending the publish",
                         self.name, NO_TRACK_TIMEOUT, found or "no codec seen")  # fmt: skip
             self.publisher.fail(UNSUPPORTED, description)
+
+    def _violated(self, violation: Violation) -> None:
+        """The packager stopped this publish at a bound: the publisher is told why."""
+        self._stopped = True
+        log.warning("%s: %s; ending the publish", self.name, violation.description)
+        self.publisher.fail(VIOLATION, violation.description)
 
     async def end(self, reason: str) -> None:
         self.count_bytes()

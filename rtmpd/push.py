@@ -5,9 +5,10 @@ A relay connects when its broadcast starts, publishes, and from the next keyfram
 sequence headers and metadata first, stamped with that keyframe's time) sends what the
 broadcast's fanout offers, as it came. Its queue is its socket's output buffer, bounded by
 QUEUE_BYTES: past it the relay drops every message up to the next keyframe and counts them,
-so a slow or dead destination costs only itself. A destination that refuses, times out or
-drops is retried with backoff (1 s doubling to 30 s) for as long as the broadcast lasts; at
-the end of the broadcast the relay unpublishes (FCUnpublish, deleteStream) and closes.
+so a slow or dead destination costs only itself; one that takes nothing for STALL_TIMEOUT is
+disconnected. A destination that refuses, times out or drops is retried with backoff (1 s
+doubling to 30 s) for as long as the broadcast lasts; at the
+end of the broadcast the relay unpublishes (FCUnpublish, deleteStream) and closes.
 
 The destination's URL carries another service's key: it is only used to connect; every log
 line, status and error shows `DestinationUrl.redacted`, and an error text the other server
@@ -39,6 +40,9 @@ log = logging.getLogger("rtmpd.push")
 QUEUE_BYTES = 4 * 1024 * 1024
 #: Seconds from connecting to the destination's Publish.Start (TCP, TLS, handshake, connect).
 CONNECT_TIMEOUT = 10.0
+#: Seconds a destination may take nothing at all, with output waiting, before it is
+#: disconnected (and connected again, with backoff).
+STALL_TIMEOUT = 30.0
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
 _HEADER = 2
@@ -88,7 +92,8 @@ class PushRelay:
         self._session: ClientSession | None = None
         self._link: ClientLink | None = None
         self._published: asyncio.Future[None] | None = None
-        self._waiting = True
+        self._waiting = True  # for a keyframe to (re)start at
+        self._started = False  # the headers went on this connection
         self._task: asyncio.Task[None] | None = None
         self._ending = False
 
@@ -135,16 +140,26 @@ class PushRelay:
         session, link = self._session, self._link
         if session is None or link is None or not self.connected:
             return
-        if self._waiting:  # headers too: they go first, with the keyframe this waits for
-            if not self.fanout.startable(item):
+        if item.kind == _HEADER:  # never dropped; before the start they go with the keyframe
+            if self._started:
+                self._send(session, link, item)
+            return
+        if self._waiting:
+            if not self.fanout.startable(item) or link.buffered > QUEUE_BYTES:
+                if self._started:  # dropping to the next keyframe it can take
+                    self._drop()
                 return
             self._waiting = False
-            self._send_headers(item.timestamp)
-        elif item.kind != _HEADER and link.buffered > QUEUE_BYTES:
+            if not self._started:
+                self._started = True
+                self._send_headers(item.timestamp)
+        elif link.buffered > QUEUE_BYTES:
             self._waiting = True
-            self.dropped += 1
-            self.fanout.dropped("push")
+            self._drop()
             return
+        self._send(session, link, item)
+
+    def _send(self, session: ClientSession, link: ClientLink, item: Relayed) -> None:
         stream_id = session.stream_id
         if stream_id is None:
             return
@@ -153,9 +168,13 @@ class PushRelay:
         self.bytes_sent += len(msg.data)
         link.flush()
 
+    def _drop(self) -> None:
+        self.dropped += 1
+        self.fanout.dropped("push")
+
     def metadata(self, values: dict[str, Any]) -> None:
         session, link = self._session, self._link
-        if session is not None and link is not None and self.connected and not self._waiting:
+        if session is not None and link is not None and self.connected and self._started:
             session.send_metadata(values)
             link.flush()
 
@@ -202,7 +221,7 @@ class PushRelay:
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 link = await open_client_link(session, self._event, target.host, target.port,
-                                              tls=tls)  # fmt: skip
+                                              tls=tls, stall_timeout=STALL_TIMEOUT)  # fmt: skip
                 self._link = link
                 session.connect(target.app, target.tc_url)
                 session.create_stream()
@@ -218,6 +237,7 @@ class PushRelay:
         if link.done.done():
             return self._clean(link.done.result())
         self._waiting = True
+        self._started = False
         self._set_connected(True)
         self.fanout.outputs.add(self)
         log.info("push %s: publishing", self.label)

@@ -68,6 +68,8 @@ from rtmpd.rtmp.events import (
 from rtmpd.rtmp.messages import ChunkStreamId, MessageType
 from rtmpd.rtmp.session import ServerSession
 
+from .proxyproto import ProxyHeaderError, ProxyPolicy, ProxyReader
+
 MediaEvent = (
     VideoConfig | Video | AudioConfig | Audio | Metadata | SequenceEnd | VideoMetadata
     | AudioMultichannel | RawMedia
@@ -324,6 +326,11 @@ class _Connection(asyncio.Protocol):
         self.stall: asyncio.TimerHandle | None = None
         self.tls_pending = False
         self.early: list[bytes] = []
+        #: Reads a PROXY protocol header first (only when the listener takes them).
+        self.proxy_reader: ProxyReader | None = None
+        self.proxy_timer: asyncio.TimerHandle | None = None
+        #: The address this connection counts against in the per-address cap, once counted.
+        self.counted_ip: str | None = None
 
     @property
     def bytes_received(self) -> int:
@@ -341,11 +348,21 @@ class _Connection(asyncio.Protocol):
         scheme = " rtmps" if self.tls else ""
         self.where = f"conn {self.conn_id}{scheme} {shown}:{self.port}"
         self.info = ConnectionInfo(self.peer, self.port, self.conn_id, "", None, None, None, None)
-        refusal = self.server._admit(self)
+        policy = self.server.proxy
+        required = False
+        if policy is not None and not self.tls:
+            self.proxy_reader = policy.reader(self.peer)
+            required = self.proxy_reader.required
+        # A trusted proxy's connection counts per address once its header names the client.
+        refusal = self.server._admit(self, count_ip=not required)
         if refusal:
             self.closing = True
             self.log.warning("%s: refused: %s", self.where, refusal)
             transport.close()
+            return
+        if required:
+            assert policy is not None
+            self.proxy_timer = self.loop.call_later(policy.timeout, self._proxy_late)
             return
         if self.tls:
             self.tls_pending = True
@@ -383,8 +400,60 @@ class _Connection(asyncio.Protocol):
             self.data_received(data)
         self._after_session()
 
+    def _proxy_data(self, reader: ProxyReader, data: bytes) -> None:
+        """The first bytes, while a PROXY header may or must come: the client's address from a
+        trusted proxy, a refusal for a header from anyone else."""
+        try:
+            result = reader.feed(data)
+        except ProxyHeaderError as exc:
+            self._refuse(str(exc))
+            return
+        if result is None:
+            return
+        header, rest = result
+        self.proxy_reader = None
+        if reader.required:
+            if self.proxy_timer is not None:
+                self.proxy_timer.cancel()
+                self.proxy_timer = None
+            if header is not None and header.source is not None:
+                via = f"[{self.peer}]" if ":" in self.peer else self.peer
+                self.peer, self.port = peer_host(header.source[0]), header.source[1]
+                shown = f"[{self.peer}]" if ":" in self.peer else self.peer
+                self.where = f"conn {self.conn_id} {shown}:{self.port} via {via}"
+                self.info = ConnectionInfo(
+                    self.peer, self.port, self.conn_id, "", None, None, None, None
+                )
+            refusal = self.server._admit_ip(self)
+            if refusal:
+                self._refuse(refusal)
+                return
+            assert self.transport is not None
+            self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+            self._after_session()
+        if rest:
+            self.data_received(rest)
+
+    def _proxy_late(self) -> None:
+        self.proxy_timer = None
+        if not self.closing and self.proxy_reader is not None:
+            self._refuse("no PROXY protocol header in time from a trusted proxy")
+
+    def _refuse(self, reason: str) -> None:
+        self.closing = True
+        self.log.warning("%s: refused: %s", self.where, reason)
+        if self.proxy_timer is not None:
+            self.proxy_timer.cancel()
+            self.proxy_timer = None
+        if self.transport is not None:
+            self.transport.close()
+        self.server._forget(self)
+
     def data_received(self, data: bytes) -> None:
         if self.closing:
+            return
+        if self.proxy_reader is not None:
+            self._proxy_data(self.proxy_reader, data)
             return
         if self.tls_pending:  # decrypted before start_tls has handed us the TLS transport
             self.early.append(data)
@@ -664,10 +733,10 @@ class _Connection(asyncio.Protocol):
         self.closing = True
         self.close_reason = reason
         self.log.debug("%s: closing: %s", self.where, reason)
-        for pending in (self.timer, self.stall):
+        for pending in (self.timer, self.stall, self.proxy_timer):
             if pending is not None:
                 pending.cancel()
-        self.timer = self.stall = None
+        self.timer = self.stall = self.proxy_timer = None
         transport = self.transport
         if transport is not None and not transport.is_closing():
             if abort:
@@ -714,11 +783,14 @@ class RtmpServer:
         log: logging.Logger | None = None,
         tls: TlsListener | None = None,
         play_handler: PlayHandler | None = None,
+        proxy: ProxyPolicy | None = None,
     ) -> None:
         self.handler = handler
         #: Who decides play requests; None: every play is refused ("Playback is off").
         self.play_handler = play_handler
         self.tls = tls
+        #: PROXY protocol on the plain RTMP listener (RTMPS behind a balancer: let it end TLS).
+        self.proxy = proxy
         self.host = host
         self._port = port
         self.session_config = session_config or SessionConfig()
@@ -854,26 +926,34 @@ class RtmpServer:
         self._next_id += 1
         return _Connection(self, conn_id, tls)
 
-    def _admit(self, conn: _Connection) -> str:
-        """Count a new connection in; the reason to refuse it, or ''."""
+    def _admit(self, conn: _Connection, *, count_ip: bool = True) -> str:
+        """Count a new connection in; the reason to refuse it, or ''. Without `count_ip` (a
+        trusted proxy's connection before its header named the client) only the total cap
+        counts it, until `_admit_ip`."""
         if len(self._conns) >= self.max_connections:
             return f"{self.max_connections} connections already open"
-        if self._per_ip.get(conn.peer, 0) >= self.max_connections_per_ip:
-            return f"{self.max_connections_per_ip} connections already open from {conn.peer}"
         self._conns[conn.conn_id] = conn
+        return self._admit_ip(conn) if count_ip else ""
+
+    def _admit_ip(self, conn: _Connection) -> str:
+        if self._per_ip.get(conn.peer, 0) >= self.max_connections_per_ip:
+            del self._conns[conn.conn_id]
+            return f"{self.max_connections_per_ip} connections already open from {conn.peer}"
         self._per_ip[conn.peer] = self._per_ip.get(conn.peer, 0) + 1
+        conn.counted_ip = conn.peer
         return ""
 
     def _forget(self, conn: _Connection) -> None:
         if not conn.gone.done():
             conn.gone.set_result(None)
-        if self._conns.pop(conn.conn_id, None) is None:
+        if self._conns.pop(conn.conn_id, None) is None or conn.counted_ip is None:
             return
-        left = self._per_ip.get(conn.peer, 0) - 1
+        host, conn.counted_ip = conn.counted_ip, None
+        left = self._per_ip.get(host, 0) - 1
         if left > 0:
-            self._per_ip[conn.peer] = left
+            self._per_ip[host] = left
         else:
-            self._per_ip.pop(conn.peer, None)
+            self._per_ip.pop(host, None)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], *, auth: bool = False) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -909,14 +989,22 @@ class ClientLink(asyncio.Protocol):
     """A connection rtmpd opened to another RTMP server (a push destination), running the
     core's `ClientSession`: bytes read go in, its events go to `on_event` in order, what it
     wants sent is written. `buffered` is the output the peer has not taken yet (the caller
-    bounds it); `done` resolves with the reason once the connection is gone."""
+    bounds it); `done` resolves with the reason once the connection is gone. A peer that takes
+    nothing for `stall_timeout` seconds while output waits is disconnected."""
 
-    def __init__(self, session: ClientSession, on_event: Callable[[ClientEvent], None]) -> None:
+    def __init__(
+        self,
+        session: ClientSession,
+        on_event: Callable[[ClientEvent], None],
+        stall_timeout: float = 30.0,
+    ) -> None:
         self.session = session
         self._on_event = on_event
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.done: asyncio.Future[str] = self.loop.create_future()
+        self.stall_timeout = stall_timeout
+        self._stall: asyncio.TimerHandle | None = None
 
     @property
     def buffered(self) -> int:
@@ -946,6 +1034,19 @@ class ClientLink(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._finish(f"connection error: {exc}" if exc else "closed by the server")
 
+    def pause_writing(self) -> None:
+        if self._stall is None and not self.done.done():
+            self._stall = self.loop.call_later(self.stall_timeout, self._stalled)
+
+    def resume_writing(self) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+
+    def _stalled(self) -> None:
+        self._stall = None
+        self.close(f"the server took nothing for {self.stall_timeout:g} s", abort=True)
+
     def flush(self) -> None:
         out = self.session.data_to_send()
         transport = self.transport
@@ -964,6 +1065,7 @@ class ClientLink(asyncio.Protocol):
         self._finish(reason)
 
     def _finish(self, reason: str) -> None:
+        self.resume_writing()
         if not self.done.done():
             self.done.set_result(reason)
 
@@ -975,12 +1077,13 @@ async def open_client_link(
     port: int,
     *,
     tls: ssl.SSLContext | None = None,
+    stall_timeout: float = 30.0,
 ) -> ClientLink:
     """Connect to host:port (over TLS with `tls`, checking the certificate against `host`)
     and start the handshake; raises OSError (ssl.SSLError included) when that fails."""
     loop = asyncio.get_running_loop()
     _, link = await loop.create_connection(
-        lambda: ClientLink(session, on_event), host, port, ssl=tls,
+        lambda: ClientLink(session, on_event, stall_timeout), host, port, ssl=tls,
         server_hostname=host if tls is not None else None,
     )  # fmt: skip
     return link

@@ -36,6 +36,9 @@ from typing import Any
 
 import pytest
 
+# The real servers' fixtures (a PostgreSQL cluster per session, a database per test).
+from tests.support.engines import pg_cluster, pg_url  # noqa: F401
+
 #: What of a key counts as a leak: the whole key or this many leading characters.
 PREFIX_CHARS = 8
 #: Response content types whose bodies are searched (images and video are not text).

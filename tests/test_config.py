@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import tomllib
 from pathlib import Path
 
@@ -74,6 +75,17 @@ def test_rtmpd_toml_in_the_working_directory_is_found(
         ('[auth]\non_publish = "ftp://x"\n', "[auth] on_publish"),
         ('[web]\npublic_rtmp_url = "example.org"\n', "[web] public_rtmp_url"),
         ('[http]\ntrusted_proxies = ["proxy"]\n', "[http] trusted_proxies"),
+        ('[rtmp]\ntrusted_proxies = ["lb"]\n', "[rtmp] trusted_proxies: 'lb' is not an IP"),
+        ("[rtmp]\nproxy_protocol = true\n", "[rtmp] proxy_protocol: needs trusted_proxies"),
+        (
+            "[http]\nproxy_protocol = true\ntrusted_proxies = []\n",
+            "[http] proxy_protocol: needs trusted_proxies",
+        ),
+        ('[http]\nproxy_protocol = "yes"\n', "[http] proxy_protocol: expected true or false"),
+        ('[database]\nurl = "mysql://x"\n', "[database] url: must be a postgresql:// URL"),
+        ("[database]\nlease = 1\n", "[database] lease: must be at least 3 seconds"),
+        ('[database]\nnode = "a b"\n', "[database] node: 1 to 64 characters"),
+        ('[web]\npublic_http_url = "node-a:8080"\n', "[web] public_http_url"),
         ('[webhooks]\nurl = "http://127.0.0.1:9/hook"\n', "[webhooks] secret"),
         ('[webhooks]\nurl = "hook"\nsecret = "s"\n', "[webhooks] url"),
         ("[webhooks]\nmax_pending = 0\n", "[webhooks] max_pending"),
@@ -84,6 +96,10 @@ def test_rtmpd_toml_in_the_working_directory_is_found(
         ('[rtmps]\ncert = "a.pem"\n', "[rtmps] cert, key: set both"),
         ('[rtmps]\nlisten = "1936"\n', "[rtmps] listen"),
         ('[rtmps]\ncertificate = "a.pem"\n', "unknown key [rtmps] certificate"),
+        ("[hls]\nmax_speed = 0.5\n", "[hls] max_speed: must be at least 1 (real time)"),
+        ("[hls]\nspeed_burst = -1\n", "[hls] speed_burst"),
+        ("[hls]\nmax_stream_bytes = 1000\n", "[hls] max_stream_bytes: must be at least"),
+        ('[hls]\nmax_total_bytes = "1G"\n', "[hls] max_total_bytes: expected an int"),
     ],
 )
 def test_mistakes_name_the_key(tmp_path: Path, text: str, message: str) -> None:
@@ -102,6 +118,14 @@ def test_rtmps_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
     )  # fmt: skip
     assert not Config().rtmps.enabled and Config().rtmp.drain_grace == 10.0
     assert Config().pid_file == Config().database_path.parent / "rtmpd.pid"
+
+
+def test_node_names_and_urls() -> None:
+    c = from_dict({"database": {"node": "a"}, "http": {"listen": "127.0.0.1:0"}}, Path("/"))
+    assert (c.database.node_name, c.public_http_url(8080)) == ("a", "http://127.0.0.1:8080")
+    assert Config().database.node_name == socket.gethostname()
+    web = {"public_http_url": "https://a.example.org/"}
+    assert from_dict({"web": web}, Path("/")).public_http_url(1) == "https://a.example.org"
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ class Stream:
     def __init__(
         self, *, part_ms: int = 200, parts_per_segment: int = 10, window_s: int = 12
     ) -> None:
-        self.window = PlaylistWindow(window_s * 1000, target_duration=2)
+        self.window = PlaylistWindow(window_s * 1000, fragment_ms=2000, target_duration=2)
         self.live = LivePlaylist(self.window, decide_part_target(part_ms, part_ms))
         self.part_ms = part_ms
         self.per_segment = parts_per_segment

@@ -19,6 +19,7 @@ from tests.support.hls import (
     Recorder,
     decode_segment,
     feed,
+    feed_in_time,
     media,
     nal_types,
     shift,
@@ -270,21 +271,23 @@ def test_single_track_streams(make_service: Factory, kind: str) -> None:
 
 
 def test_cleanup_timing(make_service: Factory) -> None:
+    """In a stream sent in real time, a segment that left the window stays for its duration
+    plus the playlist's (RFC 8216 6.2.2); a finished stream's files go after the grace."""
     service, recorder, clock = make_service(fragment=1.0, playlist_length=3.0)
     t0 = clock.now
     events = media(**FOUR)
     packager = service.open_stream("benw")
-    feed(packager, list(events) + shift(events, 4000))  # 8 s
+    feed_in_time(packager, list(events) + shift(events, 4000), clock)  # 8 s
     versions = recorder.histories["benw"].versions
-    gone = {s.uri for v in versions for s in v.segments} - set(versions[-1].uris)
-    assert len(gone) >= 3  # segments left the window
+    gone = [s.uri for s in all_segments(recorder, "benw") if s.uri not in versions[-1].uris]
+    assert len(gone) == 4  # each left when the third after it was listed: 4 s after it began
     folder = service.segment_dir("benw")
-    # Available for their duration plus the playlist's (RFC 8216 6.2.2) ...
-    service.tick(t0 + 1.0 + 3.0)
-    assert all((folder / uri).exists() for uri in gone)
-    # ... and deleted once that is over (bounded by duration + twice the playlist length).
-    service.tick(t0 + 1.0 + 2 * 3.0 + 0.5)
-    assert not any((folder / uri).exists() for uri in gone)
+    for i, uri in enumerate(gone):
+        left = t0 + i + 4.0  # and the few ms the muxer holds the packet that cut
+        service.tick(left + 1.0 + 4.0 - 0.25)  # its second and the 4 s playlist it was in
+        assert (folder / uri).exists()
+        service.tick(left + 1.0 + 4.0 + 0.25)
+        assert not (folder / uri).exists()
     assert all((folder / s.uri).exists() for s in versions[-1].segments)
     clock.advance(10)
     closed_at = clock.now
@@ -698,6 +701,9 @@ def test_config_defaults(tmp_path: Path) -> None:
     assert isinstance(config.path, Path)
     assert (config.effective_max_fragment, config.effective_grace) == (50.0, 60.0)
     assert config.max_segment_bytes == 64 * 1024 * 1024
+    # 50 Mb/s for three 30 s windows; the folder's bound is derived at start (from the disk).
+    assert (config.effective_max_stream_bytes, config.max_total_bytes) == (562_500_000, 0)
+    assert (config.max_speed, config.speed_burst) == (2.0, 30.0)
     assert (config.naming, config.nested, config.cleanup, config.endlist) == (
         "system", True, True, True,
     )  # fmt: skip

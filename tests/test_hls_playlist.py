@@ -9,6 +9,7 @@ from rtmpd.hls.playlist import (
     decide_target,
     format_date_time,
     format_duration,
+    max_segments,
     render,
     rounded_seconds,
 )
@@ -115,7 +116,7 @@ def fill(
 
 
 def test_window_keeps_playlist_length_and_media_sequence_advances() -> None:
-    window = PlaylistWindow(30_000)
+    window = PlaylistWindow(30_000, fragment_ms=5000)
     removed = fill(window, [5000] * 12)
     assert [s.uri for s in window.segments] == [f"{i}.ts" for i in range(6, 12)]
     assert window.media_sequence == 6 and window.next_sequence == 12
@@ -124,14 +125,31 @@ def test_window_keeps_playlist_length_and_media_sequence_advances() -> None:
 
 
 def test_window_never_below_three_target_durations() -> None:
-    window = PlaylistWindow(6000)  # shorter than 3 x 5 s
+    window = PlaylistWindow(6000, fragment_ms=1000)  # shorter than 3 x 5 s
     fill(window, [5000] * 8)
     assert window.duration_ms >= 15_000
     assert len(window.segments) == 3
 
 
+def test_window_is_bounded_by_count_as_well() -> None:
+    """Segments of a millisecond (every timestamp 0, a jump every frame) never cover the
+    playlist length: the count bound lets them go, oldest first, the counters running on."""
+    window = PlaylistWindow(30_000, fragment_ms=5000, target_duration=5)
+    most = max_segments(30_000, 5000)
+    assert most == 16
+    removed = fill(window, [1] * 1000)
+    assert len(window.segments) == most
+    assert [s.uri for s in window.segments] == [f"{i}.ts" for i in range(1000 - most, 1000)]
+    assert [uri for step in removed for uri in step] == [f"{i}.ts" for i in range(1000 - most)]
+    assert window.media_sequence == 1000 - most
+    # An honest window of 5 s segments stays far from it.
+    honest = PlaylistWindow(30_000, fragment_ms=5000)
+    fill(honest, [5000] * 100)
+    assert len(honest.segments) == 6
+
+
 def test_the_target_is_decided_before_listing_and_then_kept() -> None:
-    window = PlaylistWindow(10_000)
+    window = PlaylistWindow(10_000, fragment_ms=1000)
     with pytest.raises(ValueError, match="target"):
         window.add("0.ts", 2000)
     window.target_duration = decide_target(2000, 2000)
@@ -145,16 +163,17 @@ def test_the_target_is_decided_before_listing_and_then_kept() -> None:
 
 
 def test_a_new_life_of_the_name_decides_its_target_anew() -> None:
-    window = PlaylistWindow(10_000, target_duration=51)  # a fuzzed 51 s segment's playlist
+    # A fuzzed 51 s segment's playlist:
+    window = PlaylistWindow(10_000, fragment_ms=1000, target_duration=51)
     fill(window, [51_000])
     after = window.successor()
     assert after.target_duration is None and after.next_sequence == window.next_sequence
-    restored = PlaylistWindow.restore(window.render(), 10_000)
+    restored = PlaylistWindow.restore(window.render(), 10_000, 1000)
     assert restored.target_duration == 51  # the same life, resumed from disk: kept
 
 
 def test_discontinuity_sequence_counts_tags_that_left() -> None:
-    window = PlaylistWindow(10_000, target_duration=4)
+    window = PlaylistWindow(10_000, fragment_ms=1000, target_duration=4)
     history = PlaylistHistory(playlist_length=10)
     t = T0
     for i in range(12):
@@ -169,7 +188,7 @@ def test_discontinuity_sequence_counts_tags_that_left() -> None:
 
 
 def test_endlist_is_cleared_by_a_new_segment() -> None:
-    window = PlaylistWindow(30_000)
+    window = PlaylistWindow(30_000, fragment_ms=1000)
     fill(window, [4000, 4000])
     window.endlist = True
     assert window.render().endswith("#EXT-X-ENDLIST\n")
@@ -179,7 +198,7 @@ def test_endlist_is_cleared_by_a_new_segment() -> None:
 
 def test_window_refuses_empty_segments() -> None:
     with pytest.raises(ValueError):
-        PlaylistWindow(30_000, target_duration=4).add("x.ts", 0)
+        PlaylistWindow(30_000, fragment_ms=1000, target_duration=4).add("x.ts", 0)
 
 
 # -- the validator catches what it should ---------------------------------------------------
@@ -220,7 +239,7 @@ def test_validator_rejects(old: str, new: str) -> None:
 
 
 def test_validator_rejects_an_oversized_window() -> None:
-    window = PlaylistWindow(60_000)
+    window = PlaylistWindow(60_000, fragment_ms=1000)
     fill(window, [4000] * 12)
     with pytest.raises(PlaylistError, match="window"):
         validate(window.render(), playlist_length=30)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from rtmpd.hls.segmenter import Action, CutReason, Segmenter, Track
+from rtmpd.hls.segmenter import BREAK_BURST, Action, CutReason, Segmenter, Track
 
 V, A = Track.VIDEO, Track.AUDIO
 Frame = tuple[Track, int, bool, int]  # track, dts, keyframe, size
@@ -49,7 +49,7 @@ class Run:
         for track, dts, key, size in frames:
             action = self.seg.frame(track, dts, key, size)
             self.actions.append(action)
-            closing = action in (Action.CUT, Action.CLOSE) and self.segments
+            closing = action in (Action.CUT, Action.CLOSE, Action.STOP) and self.segments
             if closing and self.seg.closed_duration is not None:
                 assert self.segments[-1]["duration"] is None
                 self.segments[-1]["duration"] = self.seg.closed_duration
@@ -242,11 +242,78 @@ def test_audio_only_stream_gaining_video_switches_to_keyframe_cuts() -> None:
 
 
 def test_size_cap_cuts_segments() -> None:
-    run = Run(make(2000, max_bytes=10_000)).feed(stream(2, audio=False, size=3000)).finish()
-    assert all(s["frames"] == 3 for s in run.segments[:-1])
+    # 200 ms segments: a tenth of the fragment (shorter ones over and over stop the stream).
+    run = Run(make(2000, max_bytes=16_000)).feed(stream(2, audio=False, size=3000)).finish()
+    assert all(s["frames"] == 5 for s in run.segments[:-1])
     assert run.reasons[1] is CutReason.SIZE
     assert not any(s["disc"] for s in run.segments)
     assert sum(run.durations) == 2000
+
+
+# -- breaks over and over: the publish is stopped, honest breaks are not ----------------------
+
+
+def every_frame(dts: list[int], size: int = 10) -> list[Frame]:
+    return [(V, t, True, size) for t in dts]
+
+
+@pytest.mark.parametrize(
+    ("times", "reason"),
+    [
+        ([10**9 - 200 * i for i in range(50)], CutReason.JUMP_BACK),
+        ([i * 86_400_000 for i in range(50)], CutReason.JUMP_FORWARD),
+    ],
+    ids=["back-200ms-a-frame", "forward-a-day-a-frame"],
+)
+def test_a_jump_every_frame_stops_after_a_few(times: list[int], reason: CutReason) -> None:
+    """Each jump made a segment (and a discontinuity) of one frame, for ever."""
+    seg = make()
+    run = Run(seg).feed(every_frame(times))
+    stop = run.actions.index(Action.STOP)
+    assert stop == BREAK_BURST + 1  # the first frame opens; then BREAK_BURST breaks pass
+    assert seg.stopped is reason and not seg.open
+    assert set(run.actions[stop + 1 :]) == {Action.DROP}
+    assert run.durations == [1] * (BREAK_BURST + 1)  # every segment closed, none left open
+    assert seg.finish() is None
+
+
+def test_a_new_sequence_header_every_frame_stops_after_a_few() -> None:
+    seg = make()
+    actions = [seg.frame(V, 0, True, 10)]
+    for i in range(1, 50):
+        seg.configure(V, changed=True)
+        actions.append(seg.frame(V, i * 40, True, 10))
+    assert actions.index(Action.STOP) == BREAK_BURST + 1
+    assert seg.stopped is CutReason.CONFIG
+
+
+def test_size_cuts_with_time_standing_still_stop_after_a_few() -> None:
+    """Every timestamp 0: only the size cap cut, segments of 1 ms, 64 MiB each."""
+    seg = make(max_bytes=10_000)
+    run = Run(seg).feed(every_frame([0] * 100, size=4000))
+    assert run.actions.index(Action.STOP) == 2 * (BREAK_BURST + 1)  # 2 frames a segment
+    assert seg.stopped is CutReason.SIZE
+
+
+def test_honest_breaks_never_stop() -> None:
+    """A jump, a new header or a short size cut now and then, each after a fragment or more
+    of media, goes on for ever; so do size cuts of a tenth of a fragment or longer (a high
+    bitrate for the size cap) and a burst of BREAK_BURST breaks."""
+    seg = make(2000, max_bytes=1 << 30)
+    run = Run(seg)
+    start = 0
+    for i in range(40):  # a break every 2 s of media, alternating kinds
+        run.feed(stream(2, audio=False, start=start))
+        if i % 2:
+            seg.configure(V, changed=True)
+            start += 2000
+        else:
+            start += 2000 - 50_000 if start > 50_000 else 2000 + 50_000
+    burst = every_frame([start + 50_000 * k for k in range(BREAK_BURST)])
+    run.feed(burst).finish()
+    assert Action.STOP not in run.actions and seg.stopped is None
+    sizes = Run(make(2000, max_bytes=5 * 1000)).feed(stream(20, audio=False, size=1000))
+    assert Action.STOP not in sizes.actions  # 200 ms segments: a tenth of the fragment
 
 
 def test_finish_without_a_segment() -> None:

@@ -14,7 +14,7 @@ from rtmpd.app import Rtmpd
 from rtmpd.rtmp.messages import MessageType, parse_data
 from tests.support.app import HeldPlayer, HeldPublisher, LiveStream, media_tags, start_server
 from tests.support.media import TAG_VIDEO
-from tests.support.player import play
+from tests.support.rtmp_player import play
 
 GUARD = 20.0
 
@@ -26,7 +26,10 @@ async def until(check: object, timeout: float = GUARD) -> None:
 
 
 async def play_server(tmp_path: Path, allow: list[str] | None = None, **extra: dict) -> Rtmpd:
-    sections = {"rtmp": {"allow_play": allow or ["127.0.0.1"]}, "hls": {"grace": 1.0}}
+    sections = {
+        "rtmp": {"allow_play": allow or ["127.0.0.1"]},
+        "hls": {"grace": 1.0, "speed_burst": 3600},  # flat out: the HLS speed bound is not tested
+    }
     for name, values in extra.items():
         sections.setdefault(name, {}).update(values)
     server = await start_server(tmp_path, **sections)
@@ -115,7 +118,7 @@ async def test_ffmpeg_plays_by_public_name_and_stops_when_the_broadcast_ends(
     by_key = await play(f"rtmp://127.0.0.1:{server.rtmp.port}/app/{key}", 2.0)
     assert by_key.report["error"] is not None and by_key.report["video"] == 0
     # the broadcast ends (the grace, 1 s, runs out): FFmpeg reads to its end of file
-    from tests.support.player import finish_player, start_player
+    from tests.support.rtmp_player import finish_player, start_player
 
     proc = await start_player(url, 30.0)
     await until(lambda: server._players)

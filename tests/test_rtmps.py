@@ -163,6 +163,9 @@ async def test_the_rtmpd_command_reloads_on_sighup_and_drains_on_rtmpd_drain(
         port = int((await wait_for(r"RTMPS listening on rtmps://127\.0\.0\.1:(\d+)/app"))[1])
         await wait_for("HTTP listening")
         pid_file = tmp_path / "data" / "rtmpd.pid"
+        async with asyncio.timeout(5):  # written just after start-up's last log line
+            while not pid_file.exists() or not pid_file.read_text().strip():
+                await asyncio.sleep(0.01)
         assert pid_file.read_text().strip() == str(proc.pid)
         first = HeldPublisher(port, "k", tls=client_context())
         await first.start()

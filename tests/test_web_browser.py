@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 from rtmpd.hls import HlsConfig, HlsService, Keyframe, StreamPackager, keyframe_to_jpeg
 from rtmpd.web import StreamStats
+from rtmpd.web.live import Waiters
 
+from rtmpd.live_source import HlsLiveSource
 from tests.support.browser.cdp import HLSJS, Page, chromium
 from tests.support.media import TAG_AUDIO, TAG_VIDEO, FlvTag, make_flv, read_flv_tags
 from tests.support.web import MemoryDirectory, Served, serve
@@ -227,5 +229,48 @@ async def test_the_end_of_a_stream_plays_out_before_the_offline_card(
             await page.wait_for("!document.querySelector('.offline').hidden", 3 * GUARD)
             ended_at = await page.evaluate("window.endedAt")
             assert ended_at is not None and ended_at > playing_at  # played to the very end
+        finally:
+            hls.close()
+
+
+async def test_hlsjs_plays_low_latency_hls_with_parts_and_blocking_reloads(
+    tmp_path: Path, tags: list[FlvTag]
+) -> None:
+    """With low_latency on, the channel page plays with hls.js in low-latency mode (even where
+    the browser has a native HLS player, which would not fetch parts): it loads parts and uses
+    blocking playlist reloads, and shows the latency."""
+    assert HLSJS.is_file(), f"{HLSJS} is missing: run tests/setup_browser.sh"
+    waiters = Waiters()
+    config = HlsConfig(tmp_path / "hls", fragment=1.0, playlist_length=6.0, low_latency=True)
+    hls = HlsService(config, live=waiters)
+    directory = HlsDirectory(hls)
+    directory.add(NAME)
+    source = HlsLiveSource(hls, nested=True)
+    async with (
+        serve(tmp_path / "hls", directory, hlsjs_file=HLSJS, live=source, waiters=waiters,
+              low_latency=True) as served,
+        live_stream(hls, directory, tags),
+        chromium(tmp_path / "profile") as page,
+    ):  # fmt: skip
+        try:
+            await asyncio.sleep(2.5)
+            await page.open(f"{served.base}/{NAME}")
+            await watch_playback(page, 4.0)
+            assert await page.evaluate("document.getElementById('channel').dataset.engine") == (
+                "hlsjs"
+            )
+            requested: list[str] = await page.evaluate(
+                "performance.getEntriesByType('resource').map(e => e.name)"
+            )
+            parts = [u for u in requested if "/live/benw/p" in u and u.endswith(".m4s")]
+            blocking = [u for u in requested if "_HLS_msn=" in u]
+            assert len(parts) >= 5 and len(blocking) >= 5, requested
+            await page.wait_for(
+                "document.querySelector('[data-field=latency]').textContent"
+                ".includes('low latency')",
+                GUARD,
+            )
+            await page.screenshot(ARTIFACTS / "web-llhls.png")
+            assert not [line for line in page.console if "error" in line], page.console
         finally:
             hls.close()

@@ -29,6 +29,7 @@ from .hlsfiles import CORS, NAME, HlsTarget, Sending, cache_headers, parse_hls_p
 from .live import LiveSource, Waiters, blocking_playlist, cache_control, next_part
 from .metrics import Metrics
 from .openapi import document as openapi_document
+from .owner import elsewhere
 from .protocol import Runner, ServerLog, server_header
 from .proxies import TrustedProxies
 from .sessions import Sessions
@@ -441,6 +442,8 @@ async def _hls(request: web.Request) -> web.StreamResponse:
     target = parse_hls_path(request.rel_url.raw_path, state.nested)
     if target is None:
         raise web.HTTPNotFound(headers=CORS)
+    if (owner := state.directory.elsewhere(target.name)) is not None:
+        raise elsewhere(owner, request)
     if state.live is not None:
         answer = await _live(request, state, state.live, target)
         if answer is not None:

@@ -16,8 +16,14 @@ class WebConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     hlsjs_file: str = ""
     # The publish URL `rtmpd users add` shows streamers; derived from [rtmp] when empty.
     public_rtmp_url: str = ""
+    # Where viewers reach this node over HTTP (other nodes send a stream's viewers there);
+    # derived from [http] listen when empty.
+    public_http_url: str = ""
 
     def __post_init__(self) -> None:
         url = self.public_rtmp_url
         if url and not url.startswith(("rtmp://", "rtmps://")):
             raise ValueError(f"public_rtmp_url: {url!r} is not an rtmp:// or rtmps:// URL")
+        http = self.public_http_url
+        if http and (not http.startswith(("http://", "https://")) or "?" in http):
+            raise ValueError(f"public_http_url: {http!r} is not an http:// or https:// URL")

@@ -50,6 +50,12 @@ class Directory(Protocol):
         """Channels that are live now, in the order the home page lists them."""
         ...
 
+    def elsewhere(self, name: str) -> str | None:
+        """The HTTP base URL ("http://node-b:8080") of the node or worker serving `name`'s
+        live stream when that is not this one (its /live/ requests are redirected there), or
+        None: served here. Called on the event loop, must be quick."""
+        ...
+
     def stats(self, name: str) -> StreamStats | None:
         """Codec facts of `name`'s live stream, or None; called on the event loop, must be quick."""
         ...

@@ -33,6 +33,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from rtmpd.proxyproto import ProxyHeaderError, ProxyPolicy, ProxyReader
+
 from .metrics import Metrics
 from .protocol import SERVER, RequestHandler, Runner, Throttle, plain_host
 
@@ -87,8 +89,11 @@ class ConnectionGuard:
         metrics: Metrics | None = None,
         log: logging.Logger | None = None,
         clock: Callable[[], float] | None = None,
+        proxy: ProxyPolicy | None = None,
     ) -> None:
         self.max_connections = max_connections
+        #: PROXY protocol on this port: trusted proxies' headers name the client.
+        self.proxy = proxy
         self.max_per_ip = max_per_ip
         self.send_timeout = send_timeout
         self.log = log or logging.getLogger("rtmpd.http")
@@ -101,6 +106,7 @@ class ConnectionGuard:
         self._refusals = Throttle(self.log, logging.WARNING, "refused", **timing)
         self._reaped = Throttle(self.log, logging.INFO, "closed", **timing)
         self._stalls = Throttle(self.log, logging.INFO, "reset", **timing)
+        self._proxy_refusals = Throttle(self.log, logging.WARNING, "refused", **timing)
 
     @property
     def connections(self) -> int:
@@ -197,6 +203,12 @@ class ConnectionGuard:
                      "closed to make room", self.max_connections, conn.host)  # fmt: skip
         return True
 
+    def proxy_refused(self, host: str, why: str) -> None:
+        """A connection's PROXY header was wrong, missing or not its to send: closed."""
+        if self._metrics is not None:
+            self._metrics.http_connection_dropped("proxy_protocol")
+        self._proxy_refusals("HTTP connection from %s refused: %s", host, why)
+
     def _refuse(self, why: str) -> None:
         self.refused += 1
         if self._metrics is not None:
@@ -230,19 +242,37 @@ def busy_middleware(guard: ConnectionGuard) -> Middleware:
 
 
 class _Guarded(asyncio.Protocol):
-    """Stands in front of aiohttp's protocol: admits the connection or answers 503, and tells
-    the guard about activity and stalled writes."""
+    """Stands in front of aiohttp's protocol: reads a PROXY header where one may or must come,
+    admits the connection or answers 503, and tells the guard about activity and stalled
+    writes."""
 
-    __slots__ = ("_factory", "_guard", "_inner", "_conn")
+    __slots__ = ("_factory", "_guard", "_inner", "_conn", "_reader", "_timer", "_transport",
+                 "_peer")  # fmt: skip
 
     def __init__(self, factory: Callable[[], asyncio.Protocol], guard: ConnectionGuard) -> None:
         self._factory = factory
         self._guard = guard
         self._inner: asyncio.Protocol | None = None
         self._conn: Connection | None = None
+        self._reader: ProxyReader | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._transport: asyncio.BaseTransport | None = None
+        self._peer = "?"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        host = client_host(transport.get_extra_info("peername"))
+        self._transport = transport
+        self._peer = client_host(transport.get_extra_info("peername"))
+        policy = self._guard.proxy
+        if policy is not None:
+            self._reader = policy.reader(self._peer)
+            if self._reader.required:  # admitted once the header names the client
+                loop = asyncio.get_running_loop()
+                self._timer = loop.call_later(policy.timeout, self._late)
+                return
+        self._start(transport, self._peer, None)
+
+    def _start(self, transport: asyncio.BaseTransport, host: str,
+               forwarded: tuple[str, int] | None) -> None:  # fmt: skip
         self._conn = self._guard.admit(host, transport)
         if self._conn is None:
             assert isinstance(transport, asyncio.Transport)
@@ -250,14 +280,57 @@ class _Guarded(asyncio.Protocol):
             transport.close()
             return
         self._inner = self._factory()
+        if forwarded is not None and isinstance(self._inner, RequestHandler):
+            self._inner.forwarded = forwarded
         self._inner.connection_made(transport)
 
+    def _late(self) -> None:
+        self._timer = None
+        if self._reader is not None:
+            self._refuse("no PROXY protocol header in time from a trusted proxy")
+
+    def _refuse(self, why: str) -> None:
+        self._reader = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._guard.proxy_refused(self._peer, why)
+        if self._transport is not None:  # connection_lost releases what was admitted
+            self._transport.close()
+
+    def _proxy_data(self, reader: ProxyReader, data: bytes) -> None:
+        try:
+            result = reader.feed(data)
+        except ProxyHeaderError as exc:
+            self._refuse(str(exc))
+            return
+        if result is None:
+            return
+        header, rest = result
+        self._reader = None
+        if reader.required:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            source = header.source if header is not None else None
+            assert self._transport is not None
+            host = plain_host(source[0]) if source is not None else self._peer
+            self._start(self._transport, host, (host, source[1]) if source else None)
+        if rest:
+            self.data_received(rest)
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._inner is not None and self._conn is not None:
             self._guard.release(self._conn)
             self._inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._reader is not None:
+            self._proxy_data(self._reader, data)
+            return
         if self._inner is not None and self._conn is not None:
             self._guard.active(self._conn)
             self._inner.data_received(data)

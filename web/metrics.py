@@ -83,7 +83,8 @@ class Metrics:
         self._dropped = Counter(
             "rtmpd_http_connections_dropped",
             "HTTP connections rtmpd refused or closed: refused (503 at a cap), idle (closed at "
-            "the total cap to make room), send_timeout (the client stopped reading)",
+            "the total cap to make room), send_timeout (the client stopped reading), "
+            "proxy_protocol (a PROXY header missing, malformed or from an untrusted peer)",
             ["reason"],
             registry=reg,
         )

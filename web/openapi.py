@@ -144,13 +144,13 @@ SCHEMAS: dict[str, Any] = {
             "id": {"type": "integer"},
             "url": {"type": "string", "description": "redacted: the key is a fingerprint"},
             "created": {"type": "string", "format": "date-time"},
-            "live": {"oneOf": [_ref("Push"), {"type": "null"}],
-                     "description": "while the user broadcasts"},
+            "live": {
+                "oneOf": [_ref("Push"), {"type": "null"}],
+                "description": "while the user broadcasts",
+            },
         }
     ),  # fmt: skip
-    "DestinationList": _object(
-        {"destinations": {"type": "array", "items": _ref("Destination")}}
-    ),
+    "DestinationList": _object({"destinations": {"type": "array", "items": _ref("Destination")}}),
     "NewDestination": _object(
         {
             "url": {
@@ -303,10 +303,21 @@ PATHS: dict[str, Any] = {
     "/api/admin/users/{name}/destinations/{id}": {
         "delete": _admin(
             "Remove a push destination",
-            {"204": {"description": "removed"}, "404": _error("no such user or destination"),
-             **_DB},
-            parameters=[_USER_NAME, {"name": "id", "in": "path", "required": True,
-                                     "schema": {"type": "integer"}, "example": 1}],
+            {
+                "204": {"description": "removed"},
+                "404": _error("no such user or destination"),
+                **_DB,
+            },
+            parameters=[
+                _USER_NAME,
+                {
+                    "name": "id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "integer"},
+                    "example": 1,
+                },
+            ],
         ),  # fmt: skip
     },
     "/api/admin/publishes": {

@@ -135,10 +135,17 @@ class RequestHandler(web.RequestHandler):
     and an IPv4 client of a dual-stack socket is its IPv4 address (request.remote: the access
     log, viewer counts)."""
 
-    __slots__ = ()
+    __slots__ = ("forwarded",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: The client's (address, port) from a trusted proxy's PROXY header (web/guard.py).
+        self.forwarded: tuple[str, int] | None = None
 
     @property
     def peername(self) -> Any:
+        if self.forwarded is not None:
+            return self.forwarded
         peer = super().peername
         if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
             host = plain_host(peer[0])

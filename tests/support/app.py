@@ -24,21 +24,51 @@ from rtmpd.rtmp.exheader import CapsEx
 from tests.support.media import TAG_AUDIO, TAG_VIDEO, FlvTag, make_flv, read_flv_tags
 
 
-def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Any:
-    data: dict[str, dict[str, Any]] = {
+def make_config(tmp_path: Path, **sections: Any) -> Any:
+    """A config with these sections merged in (a list, such as `push=[{...}]`, replaces)."""
+    data: dict[str, Any] = {
         "rtmp": {"listen": "127.0.0.1:0"},
         "http": {"listen": "127.0.0.1:0"},
         "hls": {"fragment": 1.0, "playlist_length": 4.0},
     }
     for name, values in sections.items():
-        data.setdefault(name, {}).update(values)
+        if isinstance(values, list):
+            data[name] = values
+        else:
+            data.setdefault(name, {}).update(values)
     return from_dict(data, tmp_path)
 
 
-async def start_server(tmp_path: Path, **sections: dict[str, Any]) -> Rtmpd:
+async def start_server(tmp_path: Path, **sections: Any) -> Rtmpd:
     server = Rtmpd(make_config(tmp_path, **sections))
     await server.start()
     return server
+
+
+async def publish_attempt(
+    port: int, key: str, source: str, preamble: bytes = b"", *, host: str = "127.0.0.1"
+) -> Status | None:
+    """Connect from `source`, send `preamble` (a PROXY header, say), publish `key`: the
+    server's answer, or None when it closed the connection without one."""
+    session = ClientSession()
+    reader, writer = await asyncio.open_connection(host, port, local_addr=(source, 0))
+    try:
+        session.connect("app", f"rtmp://{host}:{port}/app")
+        session.create_stream()
+        session.publish(key)
+        writer.write(preamble + session.data_to_send())
+        async with asyncio.timeout(10):
+            while data := await reader.read(65536):
+                session.receive_data(data)
+                while (event := session.next_event()) is not None:
+                    if isinstance(event, Status):
+                        return event
+                writer.write(session.data_to_send())
+        return None
+    except ConnectionError:
+        return None
+    finally:
+        writer.close()
 
 
 class HeldPublisher:

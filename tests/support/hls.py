@@ -55,6 +55,17 @@ def feed(packager: Any, events: tuple[Event, ...] | list[Event]) -> None:
         getattr(packager, event[0])(*event[1:])
 
 
+def feed_in_time(
+    packager: Any, events: tuple[Event, ...] | list[Event], clock: FakeClock, speed: float = 1.0
+) -> None:
+    """Feed as a publisher sending `speed` times real time would: the clock moves to each
+    event's time (from the first event's) before it is fed."""
+    start, first = clock.now, events[0][1]
+    for event in events:
+        clock.now = max(clock.now, start + (event[1] - first) / 1000 / speed)
+        getattr(packager, event[0])(*event[1:])
+
+
 def span_ms(events: tuple[Event, ...] | list[Event]) -> int:
     """Media length as the packager sees it: first video keyframe (or first audio frame when
     there is no video) to the end of the last frame of the longer track."""
@@ -113,6 +124,29 @@ class Recorder:
             name, PlaylistHistory(playlist_length=self.playlist_length)
         )
         return history.check(text)
+
+
+@dataclass
+class DecodedFmp4:
+    video: int
+    audio: int
+    warnings: list[str]
+
+
+def decode_fmp4(data: bytes) -> DecodedFmp4:
+    """Decode an init segment followed by fragments; FFmpeg's warnings are kept."""
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.WARNING)
+    video = audio = 0
+    try:
+        with av.logging.Capture(local=False) as logs, av.open(io.BytesIO(data)) as container:
+            for frame in container.decode(*container.streams):
+                video += isinstance(frame, av.VideoFrame)
+                audio += isinstance(frame, av.AudioFrame)
+    finally:
+        av.logging.set_level(level)
+    warnings = [text for lvl, _, text in logs if lvl <= av.logging.WARNING]
+    return DecodedFmp4(video, audio, warnings)
 
 
 @dataclass

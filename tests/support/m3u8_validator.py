@@ -191,7 +191,7 @@ def parse(text: str) -> MediaPlaylist:
                 PlaylistSegment(line, duration, sequence, disc, pdt, map_uri, gap, tuple(parts))
             )
             duration, disc, gap, pdt, parts = None, False, False, None, []
-    if duration is not None or disc or gap:
+    if duration is not None or gap or (disc and not parts):
         raise _fail("tags after the last segment URI", text)
     if parts:
         playlist.open_parts = parts

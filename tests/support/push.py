@@ -45,8 +45,14 @@ class _Sink:
     def media(self, event: MediaEvent) -> None:
         if isinstance(event, RawMedia):
             self.received.messages.append(
-                RawMedia(event.stream_id, event.msg_type, event.timestamp, bytes(event.payload),
-                         event.kind, event.key)  # fmt: skip
+                RawMedia(
+                    event.stream_id,
+                    event.msg_type,
+                    event.timestamp,
+                    bytes(event.payload),
+                    event.kind,
+                    event.key,
+                )  # fmt: skip
             )
 
     async def end(self, reason: str) -> None:

@@ -24,6 +24,8 @@ class MemoryDirectory:
         self.stream_stats: dict[str, StreamStats] = {}
         self.jpegs: dict[str, bytes] = {}
         self.thumbnail_threads: list[str] = []
+        #: Streams served by another node: name -> its HTTP base URL.
+        self.owners: dict[str, str] = {}
 
     def add(
         self,
@@ -48,6 +50,9 @@ class MemoryDirectory:
 
     async def live_channels(self) -> list[Channel]:
         return [c for c in self.channels.values() if c.live]
+
+    def elsewhere(self, name: str) -> str | None:
+        return self.owners.get(name)
 
     def stats(self, name: str) -> StreamStats | None:
         return self.stream_stats.get(name)

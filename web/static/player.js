@@ -21,8 +21,14 @@
   let endTimer = 0;
   let generation = 0;
 
+  // With LL-HLS on, hls.js (lowLatencyMode) wherever Media Source Extensions exist: not every
+  // native HLS player fetches parts (Chromium's does not); where there are none (iPhone
+  // Safari), the native player, which plays LL-HLS itself.
+  const mse = () => Boolean(window.MediaSource || window.ManagedMediaSource);
   const nativeHls = () =>
-    !forceHlsjs && video.canPlayType("application/vnd.apple.mpegurl") !== "";
+    !forceHlsjs &&
+    !(lowLatency && mse()) &&
+    video.canPlayType("application/vnd.apple.mpegurl") !== "";
 
   function loadHlsjs() {
     if (window.Hls) return Promise.resolve(window.Hls);
