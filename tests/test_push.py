@@ -309,3 +309,34 @@ async def test_push_commands_add_list_remove_without_printing_the_key(tmp_path: 
     for text in (out, err):
         for key in (dest_key, other_key):
             assert key not in text and key[:8] not in text
+
+
+async def test_nginx_rtmp_as_a_destination_writes_hls_that_ffmpeg_decodes(tmp_path: Path) -> None:
+    """The seed's own server, nginx-rtmp, takes the push as its `hls-live` application took
+    the seed's: its HLS, written by its code, decodes in FFmpeg."""
+    from tests.support import engines
+    from tests.support.player import play
+    from tests.support.publisher import run_publisher
+
+    conf = Path(__file__).parent / "support" / "nginx-rtmp-destination.conf"
+    with engines.nginx("-", conf, writable=("live",)) as ng:
+        target = f"rtmp://127.0.0.1:{ng.port}/hls-live"
+        server, key = await source(tmp_path, push=[{"url": target}])
+        try:
+            result = await run_publisher(
+                f"rtmp://127.0.0.1:{server.rtmp.port}/app/{key}", seconds=4, gop=25
+            )
+            assert result.returncode == 0, result.stderr
+            await until(lambda: not server.broadcasts)  # the grace ran out: unpublished there
+        finally:
+            await server.stop()
+        folder = ng.prefix / "live" / "benw"
+        playlist = folder / "index.m3u8"
+        await until(lambda: playlist.exists() and playlist.read_text().count(".ts") >= 2)
+        # nginx-rtmp leaves a live playlist; the ended copy makes FFmpeg read it to its end
+        ended = folder / "ended.m3u8"
+        ended.write_text(playlist.read_text() + "#EXT-X-ENDLIST\n")
+        played = await play(str(ended))
+    assert played.video >= 50, played  # 4 s at 25 fps, from the first keyframe it saw
+    assert played.audio > 0
+    assert not [w for w in played.warnings if "error" in w.lower()], played.warnings
