@@ -340,3 +340,39 @@ async def test_nginx_rtmp_as_a_destination_writes_hls_that_ffmpeg_decodes(tmp_pa
     assert played.video >= 50, played  # 4 s at 25 fps, from the first keyframe it saw
     assert played.audio > 0
     assert not [w for w in played.warnings if "error" in w.lower()], played.warnings
+
+
+async def test_rtmps_destination_with_its_certificate_checked(tmp_path: Path) -> None:
+    """Another rtmpd over RTMPS as the destination: pushed to once its certificate is trusted,
+    refused (and retried) while it is not."""
+    import ssl
+
+    from tests.support.tls import write_certificate
+
+    cert, cert_key, _ = write_certificate(tmp_path / "tls", "rtmpd-destination")
+    far = await start_server(
+        tmp_path / "far",
+        rtmps={"listen": "127.0.0.1:0", "cert": str(cert), "key": str(cert_key)},
+    )
+    assert far.accounts is not None
+    far_key = (await far.accounts.add_user("carol")).key
+    server, key = await source(tmp_path / "near")
+    assert server.accounts is not None
+    await server.accounts.add_destination(
+        "benw", f"rtmps://127.0.0.1:{far.rtmp.tls_port}/app/{far_key}"
+    )
+    live = LiveStream(server.rtmp.port, key, media_tags(seconds=2, fps=25, gop=25))
+    await live.start()
+    await until(lambda: server.push_status("benw")[0].last_error is not None)
+    untrusted = server.push_status("benw")[0]
+    assert not untrusted.connected and "CERTIFICATE_VERIFY_FAILED" in (untrusted.last_error or "")
+    await live.stop()
+    await until(lambda: not server.broadcasts)
+    server.push_tls = lambda: ssl.create_default_context(cafile=str(cert))
+    live = LiveStream(server.rtmp.port, key, media_tags(seconds=2, fps=25, gop=25))
+    await live.start()
+    await until(lambda: far.hls.playing("carol"))
+    assert server.push_status("benw")[0].connected
+    await live.stop()
+    await server.stop()
+    await far.stop()
