@@ -30,7 +30,7 @@ from bench.media import SPECS, ensure_media
 from bench.run import MIB, RESULTS, Sampler, machine
 from bench.servers import RtmpdServer, loadavg
 from rtmpd.rtmp.client import ClientEvent, ClientSession, MediaMessage
-from rtmpd.rtmp.events import PublishRequest
+from rtmpd.rtmp.events import PublishRequest, RawMedia
 from rtmpd.server import Accept, MediaEvent, Publisher, RtmpServer, open_client_link
 
 
@@ -44,7 +44,8 @@ class _Discard:
         self.count = count
 
     def media(self, event: MediaEvent) -> None:
-        self.count.messages += 1
+        if isinstance(event, RawMedia):  # (the parsed events come too: not counted twice)
+            self.count.messages += 1
 
     async def end(self, reason: str) -> None:
         pass
@@ -62,8 +63,9 @@ class Destination:
     async def start(self) -> Destination:
         import logging
 
-        quiet = logging.getLogger("bench.destination")
+        quiet = logging.getLogger("bench.destination")  # its timeouts are its business
         quiet.propagate = False
+        quiet.addHandler(logging.NullHandler())
         self.server = RtmpServer(self, host="127.0.0.1", port=0, log=quiet)
         await self.server.start()
         return self
@@ -154,7 +156,7 @@ async def phase(
         [(key, name)] = server.make_streams(1)
         await asyncio.sleep(1.0)
         window = args.hold if stalled else args.steady
-        warm = 5.0
+        warm = args.warm
         gen = LoadGenerator("127.0.0.1", server.rtmp_port, [(key, name)], media,
                             mode="realtime", seconds=warm + window + 2)  # fmt: skip
         sampler = Sampler(server.pid)
@@ -199,6 +201,7 @@ async def phase(
             "publish_errors": len(res.summary()["errors"]),
             "destination_messages": [d.count.messages for d in dests],
             "player_messages_min": min((p.media for p in players if not p.stalled), default=0),
+            # (a stalled player reading nothing does not see rtmpd close it: it stays at 1)
             "stalled_player_sessions": sum(p.sessions for p in players if p.stalled),
             "loadavg_during": round(max(sampler.loads), 2) if sampler.loads else None,
         }
@@ -244,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--players", type=int, default=20)
     parser.add_argument("--steady", type=float, default=30.0)
     parser.add_argument("--hold", type=float, default=60.0)
+    parser.add_argument("--warm", type=float, default=5.0, help="seconds before measuring")
     parser.add_argument("--repeat", type=int, default=1)
     return asyncio.run(_main(parser.parse_args(argv)))
 
