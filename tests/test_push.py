@@ -376,3 +376,36 @@ async def test_rtmps_destination_with_its_certificate_checked(tmp_path: Path) ->
     await live.stop()
     await server.stop()
     await far.stop()
+
+
+async def test_a_destination_that_stops_reading_for_good_is_reconnected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(push, "STALL_TIMEOUT", 1.0)
+    dest_key = destination_key()
+    dest = await RecordingDestination({dest_key}).start()
+    server, key = await source(tmp_path)
+    assert server.accounts is not None
+    await server.accounts.add_destination("benw", url(dest.port, dest_key))
+    tags = media_tags(seconds=2, fps=25, gop=10, bitrate=2_000_000)
+    headers = [t for t in tags if t.is_sequence_header]
+    media = [t for t in tags if not t.is_sequence_header]
+    publisher = HeldPublisher(server.rtmp.port, key)
+    await publisher.start()
+    publisher.send_tags(headers + media)
+    await until(lambda: server.push_status("benw") and server.push_status("benw")[0].connected)
+    dest.stall()
+    period = media[-1].timestamp + 40
+    n = 0
+    # the stream goes on: the relay gives up on that connection, connects again, and the new
+    # connection (read, as a fresh one is) gets media from a keyframe
+    async with asyncio.timeout(GUARD):
+        while len(dest.publishes) < 2 or last_video(dest) < 0:
+            n += 1
+            publisher.send_tags(media, n * period)
+            await asyncio.sleep(0.05)
+    assert "took nothing for 1 s" in (server.push_status("benw")[0].last_error or "")
+    assert starts_at_keyframe(dest.last) and not publisher.closed.is_set()
+    await publisher.close()
+    await server.stop()
+    await dest.close()
