@@ -18,9 +18,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
-from . import keys
+from . import destinations, keys
 from .limiter import AttemptGuard, FailureLimiter, client_host
-from .sqlstore import AccountEvent, ApiToken, SqlStore, UnknownUser, User
+from .sqlstore import (
+    AccountEvent,
+    ApiToken,
+    Destination,
+    InvalidName,
+    SqlStore,
+    UnknownUser,
+    User,
+)
 
 #: Seconds between two writes of a token's last-used time (not one write per request).
 TOKEN_USED_EVERY = 60.0
@@ -92,6 +100,24 @@ class Accounts:
     async def take_events(self) -> list[AccountEvent]:
         """Account events written since the last call (users banned, by anyone)."""
         return await self.store.take_events()
+
+    # -- push destinations ------------------------------------------------------------------
+
+    async def add_destination(self, name: str, url: str) -> Destination:
+        """A push destination for `name`'s broadcasts (from their next one on). The URL holds
+        the other service's key: it is checked, stored, and from now on only shown redacted.
+        InvalidName (with a message that never holds the key) when it is not usable."""
+        try:
+            destinations.parse_url(url)
+        except destinations.InvalidDestination as exc:
+            raise InvalidName(str(exc)) from None
+        return await self.store.add_destination(name, url.strip())
+
+    async def destinations(self, name: str) -> list[Destination]:
+        return await self.store.destinations(name)
+
+    async def remove_destination(self, name: str, destination_id: int) -> None:
+        await self.store.remove_destination(name, destination_id)
 
     # -- API tokens -------------------------------------------------------------------------
 

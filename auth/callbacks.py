@@ -1,4 +1,4 @@
-"""nginx-rtmp-compatible on_publish / on_publish_done HTTP callbacks.
+"""nginx-rtmp-compatible on_publish / on_publish_done and on_play / on_play_done HTTP callbacks.
 
 Requests are built exactly as nginx-rtmp builds them (a form-encoded POST with app, flashver,
 swfurl, tcurl, pageurl, addr, clientid, call, name, type, then the publish query's own
@@ -11,6 +11,11 @@ A 2xx keeps nginx-rtmp's meaning, and so makes the name as sent public: usually 
 the streamer's key, which then shows in the API, the pages, the HLS path and the logs. rtmpd
 says so in a WARNING, once per name, and from then on logs that name like any public name (in
 full, everywhere); only names not accepted are shown masked.
+
+on_play (`PlayCallbacks`) is asked the same way with call=play and nginx-rtmp's play fields
+(start, duration, reset): 2xx plays the name as asked, 3xx the public name in Location, 4xx
+refuses and 5xx, timeouts and connection errors refuse as "temporarily unavailable";
+on_play_done is told when the play ends, its answer ignored.
 """
 
 from __future__ import annotations
@@ -29,11 +34,14 @@ from .limiter import AttemptGuard, client_host
 from .model import (
     BAD_NAME,
     DENIED,
+    PLAY_FAILED,
+    PLAY_NOT_FOUND,
     RATE_LIMITED,
     UNAVAILABLE,
     UNKNOWN_KEY,
     Channel,
     Denied,
+    PlayAttempt,
     PublishAttempt,
 )
 from .names import valid_path_name, valid_public_name
@@ -243,3 +251,105 @@ class CallbackDecider:
         if live is None or not valid_path_name(name):
             return None
         return Channel(name, True, live.since)
+
+
+PLAY_FIELDS = ("app", "flashver", "swfurl", "tcurl", "pageurl", "addr", "clientid", "call",
+               "name", "start", "duration", "reset")  # fmt: skip
+PLAY_UNAVAILABLE = Denied(PLAY_FAILED, "authorization temporarily unavailable")
+
+
+def play_fields(attempt: PlayAttempt, call: str) -> list[tuple[str, str]]:
+    """on_play's POST fields in nginx-rtmp's order (start and duration as the unsigned 32-bit
+    integers nginx-rtmp prints), then the play query's own arguments."""
+    fields = [
+        ("app", attempt.app),
+        ("flashver", attempt.flashver),
+        ("swfurl", attempt.swfurl),
+        ("tcurl", attempt.tcurl),
+        ("pageurl", attempt.pageurl),
+        ("addr", client_host(attempt.addr)),
+        ("clientid", attempt.clientid),
+        ("call", call),
+        ("name", attempt.name),
+        ("start", str(int(attempt.start) & 0xFFFFFFFF)),
+        ("duration", str(int(attempt.duration) & 0xFFFFFFFF)),
+        ("reset", "1" if attempt.reset else "0"),
+    ]
+    pairs = parse_qsl(attempt.query.lstrip("?")[:MAX_QUERY_CHARS], keep_blank_values=True)
+    fields.extend((k, v) for k, v in pairs[:MAX_QUERY_ARGS] if k not in PLAY_FIELDS)
+    return fields
+
+
+class PlayCallbacks:
+    """Asks on_play whether a player may play, and tells on_play_done when it stopped."""
+
+    def __init__(
+        self, on_play: str, on_play_done: str | None, timeout: float, log: logging.Logger
+    ) -> None:
+        self.on_play = _check_url(on_play)
+        self.on_play_done = _check_url(on_play_done) if on_play_done else None
+        self.timeout = timeout
+        self._log = log
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self.timeout)
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def _post(self, url: str, fields: list[tuple[str, str]]) -> tuple[int, str | None]:
+        if self._session is None:
+            raise RuntimeError("PlayCallbacks.start() was not called")
+        async with self._session.post(
+            url, data=urlencode(fields).encode(), headers={"Content-Type": FORM},
+            allow_redirects=False,
+        ) as response:  # fmt: skip
+            return response.status, response.headers.get("Location")
+
+    async def play(self, attempt: PlayAttempt) -> str | Denied:
+        """The public name to play, or why not."""
+        try:
+            status, location = await self._post(self.on_play, play_fields(attempt, "play"))
+        except TimeoutError:
+            self._log.warning("on_play gave no answer within %g s", self.timeout)
+            return PLAY_UNAVAILABLE
+        except aiohttp.ClientError as exc:
+            self._log.warning("on_play failed: %s", type(exc).__name__)
+            return PLAY_UNAVAILABLE
+        if 200 <= status < 300:
+            return attempt.name
+        if 300 <= status < 400:
+            name = redirect_name(location or "")
+            if name is None:
+                self._log.warning("on_play redirect is not a valid public name")
+                return Denied(PLAY_FAILED, "invalid redirect")
+            return name
+        if status == 404:
+            return Denied(PLAY_NOT_FOUND, "no such stream")
+        if 400 <= status < 500:
+            return Denied(PLAY_FAILED, f"play refused (HTTP {status})")
+        self._log.warning("on_play answered HTTP %d", status)
+        return PLAY_UNAVAILABLE
+
+    def play_done(self, attempt: PlayAttempt) -> None:
+        """Tell on_play_done (with the name as asked), in the background."""
+        if self.on_play_done is None or self._session is None:
+            return
+        task = asyncio.create_task(self._play_done(self.on_play_done, attempt))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _play_done(self, url: str, attempt: PlayAttempt) -> None:
+        try:
+            await self._post(url, play_fields(attempt, "play_done"))
+        except TimeoutError:
+            self._log.warning("on_play_done: no answer within %g s", self.timeout)
+        except aiohttp.ClientError as exc:
+            self._log.warning("on_play_done failed: %s", type(exc).__name__)

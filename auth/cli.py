@@ -1,5 +1,10 @@
-"""`rtmpd users ...` and `rtmpd tokens ...`: manage streamers, stream keys and API tokens from a
-shell, even while the server runs. Both go through `Accounts`, as the admin API does.
+"""`rtmpd users ...`, `rtmpd tokens ...` and `rtmpd push ...`: manage streamers, stream keys, API
+tokens and push destinations from a shell, even while the server runs. All go through
+`Accounts`, as the admin API does.
+
+A destination URL carries another service's stream key: `push add` takes it (as an argument,
+or from stdin with `-`, which keeps it out of the shell history and the process list) and
+never prints it back; `push list` shows it redacted.
 
 New keys and tokens are printed alone on stdout (shown once, never stored in clear); everything
 meant for a human goes to stderr. Bad input is one line on stderr and exit status 1, with the
@@ -17,10 +22,12 @@ from pathlib import Path
 
 from .accounts import Accounts
 from .backend import open_store
-from .sqlstore import ApiToken, StoreError, User
+from .destinations import redact
+from .sqlstore import ApiToken, Destination, StoreError, User
 
 PROG = "rtmpd users"
 TOKENS_PROG = "rtmpd tokens"
+PUSH_PROG = "rtmpd push"
 GUESSED = (
     "(that address comes from [rtmp] listen or this machine's name; if streamers reach the "
     "server by another, set [web] public_rtmp_url in the config file)"
@@ -50,6 +57,50 @@ TOKENS_HELP = {
     "list": "list API tokens",
     "remove": "delete an API token (requests and dashboard sessions with it stop working)",
 }
+
+
+PUSH_HELP = {
+    "add": "add a push destination (URL, or - to read it from stdin) to a user's broadcasts",
+    "list": "list a user's push destinations (their keys redacted)",
+    "remove": "remove a user's push destination by its ID",
+}
+
+
+def _push_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PUSH_PROG, description="Manage push destinations (restreaming) of users."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command, text in PUSH_HELP.items():
+        sub = commands.add_parser(command, help=text, description=text)
+        sub.add_argument("name", metavar="NAME")
+        if command == "add":
+            sub.add_argument("url", metavar="URL", help="rtmp(s)://host/app/KEY; -: read stdin")
+        elif command == "remove":
+            sub.add_argument("destination_id", metavar="ID", type=int)
+    return parser
+
+
+def format_destinations(items: list[Destination]) -> str:
+    rows = [("ID", "URL", "ADDED")]
+    rows += [(str(d.destination_id), redact(d.url), _when(d.created)) for d in items]
+    return _table(rows)
+
+
+async def _push(accounts: Accounts, args: argparse.Namespace) -> None:
+    name: str = args.name
+    if args.command == "add":
+        url: str = args.url
+        if url == "-":
+            url = sys.stdin.readline().strip()
+        made = await accounts.add_destination(name, url)
+        print(f"added destination {made.destination_id} for {name}: {redact(made.url)}")
+        _tell("it is used from the next broadcast on; the URL is not shown again")
+    elif args.command == "list":
+        print(format_destinations(await accounts.destinations(name)))
+    elif args.command == "remove":
+        await accounts.remove_destination(name, args.destination_id)
+        print(f"removed destination {args.destination_id} of {name}")
 
 
 def _when(stamp: float | None) -> str:
@@ -172,3 +223,8 @@ def main_tokens(argv: list[str], db_path: Path, db_url: str = "") -> int:
     file)."""
     parser = _parser(TOKENS_PROG, "Manage API tokens for the admin API.", TOKENS_HELP)
     return _main(TOKENS_PROG, parser, argv, db_path, _tokens, db_url)
+
+
+def main_push(argv: list[str], db_path: Path, db_url: str = "") -> int:
+    """Run one `rtmpd push` command; the exit status."""
+    return _main(PUSH_PROG, _push_parser(), argv, db_path, _push, db_url)

@@ -24,11 +24,15 @@ class Duplicate(StrEnum):
 
 
 class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """`on_publish` set means decisions come from nginx-rtmp style callbacks, not the database."""
+    """`on_publish` set means decisions come from nginx-rtmp style callbacks, not the database;
+    `on_play` (with `on_play_done`) asks the same way whether a player may play, in either
+    mode."""
 
     duplicate: Duplicate = Duplicate.TAKEOVER
     on_publish: str = ""
     on_publish_done: str = ""
+    on_play: str = ""
+    on_play_done: str = ""
     callback_timeout: Seconds = 10.0
     max_failures: Count = 5
     failure_window: Seconds = 60.0
@@ -40,7 +44,7 @@ class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
         except ValueError:
             choices = ", ".join(d.value for d in Duplicate)
             raise ValueError(f"duplicate: {self.duplicate!r} is not one of {choices}") from None
-        for key in ("on_publish", "on_publish_done"):
+        for key in ("on_publish", "on_publish_done", "on_play", "on_play_done"):
             url = getattr(self, key)
             if url and not url.startswith(("http://", "https://")):
                 raise ValueError(f"{key}: {url!r} is not an http:// or https:// URL")

@@ -25,6 +25,24 @@ class PublishAttempt:
 
 
 @dataclass(frozen=True, slots=True)
+class PlayAttempt:
+    """One play request, as nginx-rtmp would describe it to on_play."""
+
+    app: str
+    name: str
+    query: str
+    addr: str
+    tcurl: str = ""
+    flashver: str = ""
+    swfurl: str = ""
+    pageurl: str = ""
+    clientid: str = ""
+    start: float = -2.0
+    duration: float = -1.0
+    reset: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Denied:
     """A refusal: `code` and `description` go to the publisher in onStatus."""
 
@@ -47,3 +65,5 @@ INACTIVE = Denied(DENIED, "inactive user")
 RATE_LIMITED = Denied(DENIED, "too many failed attempts")
 ALREADY_LIVE = Denied(DENIED, "already publishing")
 UNAVAILABLE = Denied(DENIED, "authorization temporarily unavailable")
+PLAY_FAILED = "NetStream.Play.Failed"
+PLAY_NOT_FOUND = "NetStream.Play.StreamNotFound"

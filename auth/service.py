@@ -16,14 +16,22 @@ from pathlib import Path
 from typing import Any
 
 from .backend import open_store
-from .callbacks import CallbackClient, CallbackDecider
+from .callbacks import CallbackClient, CallbackDecider, PlayCallbacks
 from .config import AuthConfig, Duplicate
 from .database import LEASE, DatabaseDecider
 from .decider import Decider, Granted, Request
 from .lease import Accepted, Lease
 from .limiter import AttemptGuard, FailureLimiter, client_host
 from .locks import KeyedLocks
-from .model import ALREADY_LIVE, RATE_LIMITED, UNKNOWN_APP, Channel, Denied, PublishAttempt
+from .model import (
+    ALREADY_LIVE,
+    RATE_LIMITED,
+    UNKNOWN_APP,
+    Channel,
+    Denied,
+    PlayAttempt,
+    PublishAttempt,
+)
 from .sqlstore import KeyOwner, LiveRecord, SqlStore
 
 TAKEN_OVER = "taken over by a new connection"
@@ -89,6 +97,12 @@ class AuthService:
             )  # fmt: skip
             by_database: Decider[KeyOwner] = self._database
             self._decider = by_database
+        #: on_play / on_play_done, in either mode; None: play by address only ([rtmp] allow_play).
+        self.play_callbacks: PlayCallbacks | None = None
+        if config.on_play:
+            self.play_callbacks = PlayCallbacks(
+                config.on_play, config.on_play_done or None, config.callback_timeout, self._log
+            )
         self._live: dict[str, Lease] = {}
         #: One accept at a time per public name (takeover or reject, live state), any number of
         #: names at once: one lock for all made N publishers wait N database writes in a row.
@@ -99,6 +113,8 @@ class AuthService:
 
     async def start(self) -> None:
         await self._decider.start()
+        if self.play_callbacks is not None:
+            await self.play_callbacks.start()
         self._running = True
         if self.store is not None and self.store.readable_by_others():
             self._log.warning(
@@ -112,6 +128,8 @@ class AuthService:
         self._running = False  # from now on a lease's end() changes nothing
         self._live = {}
         await self._decider.stop()
+        if self.play_callbacks is not None:
+            await self.play_callbacks.close()
 
     # -- decisions --------------------------------------------------------------------------
 
@@ -168,6 +186,17 @@ class AuthService:
         if self._live.get(lease.name) is lease:
             del self._live[lease.name]
         await self._decider.ended(lease)
+
+    async def authorize_play(self, attempt: PlayAttempt) -> str | Denied:
+        """The public name a player may play (on_play's answer when set, else the name it
+        asked for), or why not."""
+        if self.play_callbacks is None:
+            return attempt.name
+        return await self.play_callbacks.play(attempt)
+
+    def play_ended(self, attempt: PlayAttempt) -> None:
+        if self.play_callbacks is not None:
+            self.play_callbacks.play_done(attempt)
 
     # -- channels ---------------------------------------------------------------------------
 

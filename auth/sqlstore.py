@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Self
 
 from . import keys
@@ -45,6 +45,10 @@ class NameTaken(StoreError):
 
 
 class InvalidName(StoreError, ValueError):
+    pass
+
+
+class UnknownDestination(StoreError, LookupError):
     pass
 
 
@@ -105,6 +109,17 @@ class ApiToken:
     name: str
     created: float
     last_used: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """A push destination of a user, as stored: `url` holds the other service's key, so it
+    is for connecting only (shown as `rtmpd.auth.destinations.redact(url)`)."""
+
+    destination_id: int
+    user: str
+    url: str = field(repr=False)
+    created: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,3 +407,40 @@ class SqlStore:
 
     async def token_used(self, token_id: int, when: float) -> None:
         await self._exec("UPDATE api_tokens SET last_used = ? WHERE id = ?", (when, token_id))
+
+    # -- push destinations ------------------------------------------------------------------
+
+    async def add_destination(self, name: str, url: str) -> Destination:
+        """Give user `name` a push destination (the URL checked by the caller)."""
+        now = self._clock()
+        changed = await self._exec(
+            "INSERT INTO destinations (user_id, url, created) "
+            "SELECT id, ?, ? FROM users WHERE name = ?",
+            (url, now, name),
+        )
+        if not changed:
+            raise UnknownUser(f"no user named {name!r}")
+        rows = await self._query(
+            "SELECT d.id FROM destinations d JOIN users u ON u.id = d.user_id "
+            "WHERE u.name = ? AND d.url = ? AND d.created = ? ORDER BY d.id DESC LIMIT 1",
+            (name, url, now),
+        )
+        return Destination(int(rows[0][0]), name, url, now)
+
+    async def destinations(self, name: str) -> list[Destination]:
+        """User `name`'s destinations, oldest first (UnknownUser if there is no such user)."""
+        await self._require_user(name)
+        rows = await self._query(
+            "SELECT d.id, d.url, d.created FROM destinations d JOIN users u ON u.id = d.user_id "
+            "WHERE u.name = ? ORDER BY d.id", (name,),
+        )  # fmt: skip
+        return [Destination(int(r[0]), name, r[1], r[2]) for r in rows]
+
+    async def remove_destination(self, name: str, destination_id: int) -> None:
+        removed = await self._exec(
+            "DELETE FROM destinations WHERE id = ? AND user_id = "
+            "(SELECT id FROM users WHERE name = ?)", (destination_id, name),
+        )  # fmt: skip
+        if not removed:
+            await self._require_user(name)
+            raise UnknownDestination(f"{name} has no destination {destination_id}")

@@ -97,6 +97,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE users ADD COLUMN live_url TEXT",
         "ALTER TABLE users ADD COLUMN live_expires REAL",
     ),
+    (  # push destinations: another service's URL (with its key) per row, gone with the user
+        """CREATE TABLE destinations (
+            id INTEGER PRIMARY KEY,
+            user_id INTEGER NOT NULL,
+            url TEXT NOT NULL,
+            created REAL NOT NULL
+        )""",
+        "CREATE INDEX destinations_by_user ON destinations (user_id)",
+        # (SQLite reuses the highest rowid: a new user must not inherit a removed one's)
+        """CREATE TRIGGER destinations_of_removed_user AFTER DELETE ON users
+            BEGIN
+                DELETE FROM destinations WHERE user_id = OLD.id;
+            END""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

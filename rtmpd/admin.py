@@ -12,22 +12,34 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable
 
 from rtmpd.auth.accounts import Accounts, TokenRefused
+from rtmpd.auth.destinations import redact
 from rtmpd.auth.names import PUBLIC_NAME
-from rtmpd.auth.store import InvalidName, NameTaken, StoreError, UnknownUser, User
+from rtmpd.auth.sqlstore import (
+    Destination,
+    InvalidName,
+    NameTaken,
+    StoreError,
+    UnknownDestination,
+    UnknownUser,
+    User,
+)
 from rtmpd.web.admin import (
     Conflict,
+    DestinationInfo,
     HealthSample,
     Invalid,
     NewKey,
     NotFound,
     Principal,
     PublishInfo,
+    PushInfo,
     Refused,
     Unavailable,
     UserInfo,
 )
 
 from .publish import Publish
+from .push import PushStatus
 
 KICKED = "kicked by an admin"
 
@@ -37,7 +49,7 @@ async def _answers(name: str = "") -> AsyncIterator[None]:
     """auth's errors in the web layer's words."""
     try:
         yield
-    except UnknownUser as exc:
+    except (UnknownUser, UnknownDestination) as exc:
         raise NotFound(str(exc)) from None
     except NameTaken as exc:
         raise Conflict(str(exc)) from None
@@ -57,11 +69,17 @@ class AdminService:
     """Implements `rtmpd.web.admin.Admin`."""
 
     def __init__(
-        self, accounts: Accounts, publishes: Callable[[], Iterable[Publish]], fragment: float
+        self,
+        accounts: Accounts,
+        publishes: Callable[[], Iterable[Publish]],
+        fragment: float,
+        *,
+        push_status: Callable[[str], list[PushStatus]] = lambda name: [],
     ) -> None:
         self._accounts = accounts
         self._publishes = publishes
         self._fragment = fragment
+        self._push_status = push_status
 
     async def authenticate(self, token: str, addr: str) -> Principal | Refused:
         async with _answers():
@@ -128,9 +146,29 @@ class AdminService:
                 segment_duration=p.health.segment_duration,
                 fragment=self._fragment,
                 warnings=tuple(p.health.warnings()),
+                destinations=tuple(_push(s) for s in self._push_status(p.name)),
             )
             for p in self._live().values()
         ]
+
+    async def destinations(self, name: str) -> list[DestinationInfo]:
+        async with _answers(name):
+            found = await self._accounts.destinations(name)
+        return [self._destination(d) for d in found]
+
+    async def add_destination(self, name: str, url: str) -> DestinationInfo:
+        async with _answers():
+            made = await self._accounts.add_destination(name, url)
+        return self._destination(made)
+
+    async def remove_destination(self, name: str, destination_id: int) -> None:
+        async with _answers(name):
+            await self._accounts.remove_destination(name, destination_id)
+
+    def _destination(self, dest: Destination) -> DestinationInfo:
+        live = next((_push(s) for s in self._push_status(dest.user)
+                     if s.destination_id == dest.destination_id), None)  # fmt: skip
+        return DestinationInfo(dest.destination_id, redact(dest.url), dest.created, live)
 
     def history(self, name: str) -> list[HealthSample] | None:
         publish = self._live().get(name)
@@ -142,3 +180,8 @@ class AdminService:
             return False
         publish.publisher.close(KICKED)
         return True
+
+
+def _push(status: PushStatus) -> PushInfo:
+    return PushInfo(status.destination_id, status.url, status.connected, status.kbps,
+                    status.dropped, status.last_error)  # fmt: skip

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import logging
 import resource
 import ssl
@@ -31,18 +32,21 @@ from typing import Any
 
 from aiohttp import web
 
+from rtmpd.auth import destinations
 from rtmpd.auth.accounts import Accounts
 from rtmpd.auth.limiter import FailureLimiter, client_host
-from rtmpd.auth.model import RATE_LIMITED
+from rtmpd.auth.model import PLAY_FAILED, PLAY_NOT_FOUND, RATE_LIMITED, Denied, PlayAttempt
 from rtmpd.auth.service import TAKEN_OVER, Accepted, AuthService, PublishAttempt
 from rtmpd.auth.store import StoreError
 from rtmpd.config import Address, Config
 from rtmpd.hls import HlsService, SegmentWritten
 from rtmpd.rtmp.config import SessionConfig
-from rtmpd.rtmp.events import PublishRequest
+from rtmpd.rtmp.events import PlayRequest, PublishRequest
 from rtmpd.server import (
     Accept,
     DrainResult,
+    PlayAccept,
+    Player,
     Publisher,
     Reject,
     RtmpServer,
@@ -57,10 +61,13 @@ from rtmpd.web.proxies import TrustedProxies
 
 from . import webhooks
 from .admin import AdminService
+from .broadcast import Broadcast
 from .channels import ChannelDirectory
 from .health import PublishHealth
 from .live_source import HlsLiveSource
 from .publish import Publish
+from .push import PushRelay, PushStatus
+from .relay import PlayerOutput
 from .webhooks import Webhooks
 
 log = logging.getLogger("rtmpd")
@@ -110,13 +117,21 @@ class Rtmpd:
             self,
             host=config.rtmp_address.host,
             port=config.rtmp_address.port,
-            session_config=SessionConfig(allow_play=config.rtmp.allow_play),
+            session_config=SessionConfig(),
             max_connections=config.rtmp.max_connections,
             max_connections_per_ip=config.rtmp.max_connections_per_ip,
             log=logging.getLogger("rtmpd.rtmp"),
             tls=tls,
+            play_handler=self if config.rtmp.allow_play else None,
             proxy=config.rtmp.proxy_policy,
         )
+        self._play_networks = config.rtmp.play_networks
+        #: Names on the air (live, or within the grace after their last publish).
+        self.broadcasts: dict[str, Broadcast] = {}
+        self._players: set[PlayerOutput] = set()
+        #: The TLS context a push to an rtmps:// destination starts from (tests trust their CA).
+        self.push_tls = ssl.create_default_context
+        self._pushes_connected = 0
         self._draining: asyncio.Task[DrainResult] | None = None
         self._stopping: asyncio.Future[None] | None = None
         self.directory = ChannelDirectory(self.auth, self.hls)
@@ -212,7 +227,12 @@ class Rtmpd:
             hlsjs_file=Path(web_cfg.hlsjs_file) if web_cfg.hlsjs_file else None,
             admin=None
             if self.accounts is None
-            else AdminService(self.accounts, lambda: self._publishes, self.config.hls.fragment),
+            else AdminService(
+                self.accounts,
+                lambda: self._publishes,
+                self.config.hls.fragment,
+                push_status=self.push_status,
+            ),
             trusted_proxies=TrustedProxies.parse(self.config.http.trusted_proxies),
             guard=self.http_guard,
             live=HlsLiveSource(self.hls, self.config.hls.nested)
@@ -252,6 +272,8 @@ class Rtmpd:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
         await self.rtmp.close()
+        for broadcast in list(self.broadcasts.values()):
+            broadcast.end()
         self.hls.close()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -317,6 +339,10 @@ class Rtmpd:
             for publish in self._publishes:
                 publish.count_bytes()
                 publish.health.sample(now, publish.publisher.bytes_received)
+            for broadcast in self.broadcasts.values():
+                for part in broadcast.parts:
+                    if isinstance(part, PushRelay):
+                        part.sample()
             self.metrics.set_live(len(self._publishes))
             self.metrics.set_webhooks_pending(self.webhooks.pending)
             await self._account_events()
@@ -364,19 +390,75 @@ class Rtmpd:
         self.metrics.publish_attempt("accepted")
         packager = self.hls.open_stream(decision.name)
         health = PublishHealth(self.config.hls.fragment, time.time())
+        broadcast = self._broadcast(decision.name)
+        if not broadcast.publishes:
+            await self._add_pushes(broadcast)
+        raw = self._relays(broadcast)
         publish = Publish(decision.name, publisher, packager, decision.lease, health=health,
-                          metrics=self.metrics, on_end=self._publish_ended)  # fmt: skip
+                          metrics=self.metrics, on_end=self._publish_ended,
+                          fanout=broadcast.fanout if raw else None)  # fmt: skip
+        broadcast.attach(publish)
         self._publishes.add(publish)
         self.metrics.set_live(len(self._publishes))
         self.webhooks.emit(webhooks.STREAM_STARTED, {
             "name": decision.name, "started_at": webhooks.iso(decision.lease.since),
         })  # fmt: skip
-        return Accept(decision.name, publish)
+        return Accept(decision.name, publish, raw=raw)
+
+    def _broadcast(self, name: str) -> Broadcast:
+        """The name's broadcast: the one in its grace, else a new one."""
+        broadcast = self.broadcasts.get(name)
+        if broadcast is None or broadcast.ended:
+            broadcast = Broadcast(name, self.config.hls.effective_grace, self._broadcast_ended,
+                                  on_drop=self.metrics.relay_dropped)  # fmt: skip
+            self.broadcasts[name] = broadcast
+        return broadcast
+
+    async def _add_pushes(self, broadcast: Broadcast) -> None:
+        """The broadcast's push relays: every [[push]] of the configuration, and its user's
+        destinations (read once, when the broadcast starts)."""
+        targets: list[tuple[int | None, destinations.DestinationUrl]] = [
+            (None, entry.target) for entry in self.config.push
+        ]
+        if self.accounts is not None:
+            try:
+                for dest in await self.accounts.destinations(broadcast.name):
+                    with contextlib.suppress(destinations.InvalidDestination):
+                        targets.append((dest.destination_id, destinations.parse_url(dest.url)))
+            except StoreError as exc:  # UnknownUser included: a callback-mode name
+                if not isinstance(exc, LookupError):
+                    log.warning("%s: push destinations not read: %s", broadcast.name, exc)
+        for destination_id, target in targets:
+            relay = PushRelay(broadcast.fanout, target, destination_id=destination_id,
+                              tls=self.push_tls, on_connected=self._push_connected)  # fmt: skip
+            broadcast.parts.append(relay)
+
+    def _push_connected(self, change: int) -> None:
+        self._pushes_connected += change
+        self.metrics.set_pushes(self._pushes_connected)
+
+    def push_status(self, name: str) -> list[PushStatus]:
+        broadcast = self.broadcasts.get(name)
+        if broadcast is None:
+            return []
+        return [p.status() for p in broadcast.parts if isinstance(p, PushRelay)]
+
+    def _relays(self, broadcast: Broadcast) -> bool:
+        """Whether the broadcast's media goes anywhere as it came (players, destinations):
+        only then does the core tap it."""
+        return bool(self._play_networks) or bool(broadcast.parts)
+
+    def _broadcast_ended(self, broadcast: Broadcast) -> None:
+        if self.broadcasts.get(broadcast.name) is broadcast:
+            del self.broadcasts[broadcast.name]
 
     def _publish_ended(self, publish: Publish, reason: str) -> None:
         self._publishes.discard(publish)
         self._playing.discard(publish)
         self.metrics.set_live(len(self._publishes))
+        broadcast = self.broadcasts.get(publish.name)
+        if broadcast is not None:
+            broadcast.detach(publish)
         if reason == TAKEN_OVER or any(p.name == publish.name for p in self._publishes):
             return  # a reconnect took over: the stream goes on, no stream.ended
         ended = time.time()
@@ -385,6 +467,46 @@ class Rtmpd:
             "started_at": webhooks.iso(publish.lease.since), "ended_at": webhooks.iso(ended),
             "duration_seconds": round(max(ended - publish.lease.since, 0.0), 3),
         })  # fmt: skip
+
+    # -- PlayHandler ---------------------------------------------------------------------
+
+    async def authorize_play(self, player: Player, request: PlayRequest) -> PlayAccept | Reject:
+        """By public name, from an address in [rtmp] allow_play (and on_play's yes, when
+        set), of a name on the air."""
+        info = player.info
+        if info.app.partition("?")[0].strip("/") != self.config.rtmp.app:
+            return Reject(PLAY_NOT_FOUND, "unknown application")
+        if not self._play_allowed(info.peer):
+            return Reject(PLAY_FAILED, "playback is not allowed from this address")
+        attempt = PlayAttempt(
+            app=info.app, name=request.name, query=request.query, addr=info.peer,
+            tcurl=info.tc_url or "", flashver=info.flashver or "", swfurl=info.swf_url or "",
+            pageurl=info.page_url or "", clientid=str(info.conn_id), start=request.start,
+            duration=request.duration, reset=request.reset,
+        )  # fmt: skip
+        decided = await self.auth.authorize_play(attempt)
+        if isinstance(decided, Denied):
+            return Reject(decided.code, decided.description)
+        broadcast = self.broadcasts.get(decided)
+        if broadcast is None or broadcast.ended:
+            return Reject(PLAY_NOT_FOUND, "no such live stream")
+
+        def ended(reason: str) -> None:
+            self._players.discard(output)
+            self.metrics.set_players(len(self._players))
+            self.auth.play_ended(attempt)
+
+        output = PlayerOutput(broadcast.fanout, player, on_end=ended)
+        self._players.add(output)
+        self.metrics.set_players(len(self._players))
+        return PlayAccept(decided, output)
+
+    def _play_allowed(self, peer: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(addr in net for net in self._play_networks)
 
     # -- helpers -----------------------------------------------------------------------
 

@@ -28,6 +28,8 @@ from typing import Any
 from rtmpd import config as configuration
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: Commands run against the database by auth's command line (rtmpd.auth.cli).
+ACCOUNT_COMMANDS = ("users", "tokens", "push")
 
 DESCRIPTION = """\
 rtmpd: a live-streaming ingest server in one process. Streamers publish RTMP to
@@ -38,6 +40,7 @@ commands:
   serve        run the RTMP and HTTP servers (the default)
   users        manage streamers and their stream keys (rtmpd users --help)
   tokens       manage API tokens for /api/admin/ and /admin (rtmpd tokens --help)
+  push         manage push destinations of streamers (rtmpd push --help)
   drain        ask the running server to move its publishers off (rtmpd drain --help)
 """
 
@@ -89,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _config_option(drain, top=False)
     for name, text in (("users", "manage streamers and stream keys"),
-                       ("tokens", "manage API tokens of the admin API")):  # fmt: skip
+                       ("tokens", "manage API tokens of the admin API"),
+                       ("push", "manage push destinations (restreaming)")):  # fmt: skip
         sub = commands.add_parser(name, help=text, add_help=False, prefix_chars="\0")
         sub.add_argument("args", nargs=argparse.REMAINDER)
     return parser
@@ -118,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config_path: Path | None = args.config
     users_args: list[str] = []
-    if args.command in ("users", "tokens"):
+    if args.command in ACCOUNT_COMMANDS:
         inner_path, users_args = _split_config(args.args)
         config_path = inner_path or config_path
     try:
@@ -126,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     except configuration.ConfigError as exc:
         print(f"rtmpd: config error: {exc}", file=sys.stderr)
         return 2
-    if args.command in ("users", "tokens"):
-        from rtmpd.auth.cli import main_tokens, main_users
+    if args.command in ACCOUNT_COMMANDS:
+        from rtmpd.auth.cli import main_push, main_tokens, main_users
 
         try:
             config.database_path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         url = config.database.url
         if args.command == "tokens":
             return main_tokens(users_args, config.database_path, url)
+        if args.command == "push":
+            return main_push(users_args, config.database_path, url)
         status: int = main_users(
             users_args,
             config.database_path,

@@ -28,6 +28,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from rtmpd.auth import destinations
 from rtmpd.auth.config import AuthConfig, DatabaseConfig
 from rtmpd.hls.config import HlsConfig
 from rtmpd.proxyproto import ProxyPolicy, TrustedNetworks
@@ -75,7 +76,8 @@ def parse_address(value: str, key: str) -> Address:
 class RtmpSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     listen: str = "0.0.0.0:1935"
     app: str = "app"
-    allow_play: bool = False
+    #: Addresses or networks allowed to play over RTMP (by public name); empty: nobody.
+    allow_play: tuple[str, ...] = ()
     max_connections: Count = 1000
     max_connections_per_ip: Count = 50
     #: Seconds a drain (`rtmpd drain`, SIGTERM) gives publishers before ending them; 0: off.
@@ -91,6 +93,13 @@ class RtmpSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
         parse_address(self.listen, "listen")
         if not self.app or "/" in self.app:
             raise ValueError("app: must be a non-empty name without '/'")
+        for entry in self.allow_play:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"allow_play: {entry!r} is not an address or network (CIDR)"
+                ) from None
         _check_proxies(self.proxy_protocol, self.trusted_proxies)
         if self.drain_redirect and not self.drain_redirect.startswith(_TC_URL_STARTS):
             raise ValueError(
@@ -100,6 +109,10 @@ class RtmpSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     @property
     def address(self) -> Address:
         return parse_address(self.listen, "[rtmp] listen")
+
+    @property
+    def play_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(e, strict=False) for e in self.allow_play)
 
     @property
     def proxy_policy(self) -> ProxyPolicy | None:
@@ -173,6 +186,26 @@ class HttpSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
         return ProxyPolicy(TrustedNetworks.parse(self.trusted_proxies))
 
 
+class PushEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One `[[push]]` table: a destination every broadcast goes to (nginx-rtmp's `push`);
+    without a key in the URL, the broadcast's public name is the stream name there."""
+
+    url: str
+
+    def __post_init__(self) -> None:
+        try:
+            destinations.parse_url(self.url)
+        except destinations.InvalidDestination as exc:
+            raise ValueError(f"url: {exc}") from None
+
+    @property
+    def target(self) -> destinations.DestinationUrl:
+        return destinations.parse_url(self.url)
+
+    def __repr__(self) -> str:  # the URL holds another service's key
+        return f"PushEntry(url={destinations.redact(self.url)!r})"
+
+
 class LogSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -189,6 +222,7 @@ class _File(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     web: WebConfig = msgspec.field(default_factory=WebConfig)
     webhooks: WebhooksConfig = msgspec.field(default_factory=WebhooksConfig)
     log: LogSection = msgspec.field(default_factory=LogSection)
+    push: tuple[PushEntry, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +238,7 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     log: LogSection = field(default_factory=LogSection)
+    push: tuple[PushEntry, ...] = ()
     base_dir: Path = field(default_factory=Path.cwd)
     source: Path | None = None
 
@@ -222,6 +257,11 @@ class Config:
             resolved["rtmps"] = msgspec.structs.replace(self.rtmps, cert=cert, key=key)
         for name, value in resolved.items():
             object.__setattr__(self, name, value)
+        if self.auth.on_play and not self.rtmp.allow_play:
+            raise ConfigError(
+                "[auth] on_play: RTMP play is refused to every address while [rtmp] allow_play "
+                'is empty; list the addresses or networks that may play (e.g. "0.0.0.0/0")'
+            )
 
     @property
     def rtmp_address(self) -> Address:

@@ -18,6 +18,9 @@ A publish the packager stopped at one of its bounds (rtmpd.hls: timestamps or co
 breaking segments over and over, too much disk, media far faster than real time) is ended
 the same way, with the packager's description, and one log line.
 
+With a `fanout` (the broadcast relays to players or push destinations), the server also hands
+it each media message as it came (RawMedia) and the metadata, which go there untouched.
+
 The stream key stops before this object exists: it only knows the public name.
 """
 
@@ -30,11 +33,13 @@ from collections.abc import Callable
 from rtmpd.auth import Lease
 from rtmpd.health import PublishHealth
 from rtmpd.hls import CODEC_NAMES, Codec, StreamPackager, Violation
-from rtmpd.rtmp.events import Audio, AudioConfig, Video, VideoConfig
+from rtmpd.rtmp.events import Audio, AudioConfig, Metadata, RawMedia, Video, VideoConfig
 from rtmpd.rtmp.exheader import INGEST_AUDIO, INGEST_VIDEO, AudioFourCC, VideoFourCC
 from rtmpd.rtmp.flv import SoundFormat, VideoCodec, codec_name
 from rtmpd.server import MediaEvent, Publisher
 from rtmpd.web.metrics import Metrics
+
+from .relay import Fanout
 
 log = logging.getLogger("rtmpd")
 
@@ -68,8 +73,9 @@ PACKAGED = (
 class Publish:
     """Implements `rtmpd.server.PublishSink` for one accepted publish."""
 
-    __slots__ = ("name", "publisher", "packager", "lease", "health", "_metrics", "_on_end",
-                 "_warned", "_bytes_counted", "_seen", "_deadline", "_stopped")  # fmt: skip
+    __slots__ = ("name", "publisher", "packager", "lease", "health", "fanout", "_metrics",
+                 "_on_end", "_warned", "_bytes_counted", "_seen", "_deadline",
+                 "_stopped")  # fmt: skip
 
     def __init__(
         self,
@@ -81,8 +87,10 @@ class Publish:
         health: PublishHealth,
         metrics: Metrics,
         on_end: Callable[[Publish, str], None],
+        fanout: Fanout | None = None,
     ) -> None:
         self.name = name
+        self.fanout = fanout
         self.publisher = publisher
         self.packager = packager
         self.lease = lease
@@ -120,6 +128,10 @@ class Publish:
                     self._seen.setdefault("audio", CODEC_NAMES[codec])
                 else:
                     packager.audio(event.timestamp, event.data)
+        elif kind is RawMedia:
+            assert isinstance(event, RawMedia) and self.fanout is not None
+            self.fanout.message(self, event)
+            return
         elif kind is VideoConfig:
             assert isinstance(event, VideoConfig)
             # AV1's MPEG2TSSequenceStart carries a TS descriptor, not the av1C: not for HLS.
@@ -135,6 +147,9 @@ class Publish:
                 codec = _AUDIO[event.codec_id]
                 packager.audio_config(event.timestamp, event.data, codec)
                 self._seen["audio"] = CODEC_NAMES[codec]
+        elif kind is Metadata and self.fanout is not None:
+            assert isinstance(event, Metadata)
+            self.fanout.metadata(self, event.values)
         # SequenceEnd, VideoMetadata, AudioMultichannel, Metadata: nothing HLS needs today.
         if self._deadline:
             self._check_tracks()

@@ -17,6 +17,15 @@ the next handshake and leaves connections already up as they are.
 RTMP's Reconnect capability get NetConnection.Connect.ReconnectRequest (optionally naming
 another node) and reconnect at their next keyframe, taking over their own name; whatever is
 still open when the grace runs out is ended, as a stop would.
+
+Players: a play request goes to the `PlayHandler` (who may play what is the composition
+root's business); an accepted one gets Play.Start and then whatever its `PlaySink`'s owner
+sends through the `Player` (messages cut once for every player). A player's output queue is
+its transport's buffer: the owner reads `Player.buffered` and drops instead of queueing more,
+and a player that stops reading is dropped after `write_stall_timeout`.
+
+`ClientLink` is the same glue the other way round: a connection rtmpd opens to another RTMP
+server (a push destination), running the core's `ClientSession`.
 """
 
 from __future__ import annotations
@@ -33,6 +42,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from rtmpd.rtmp.chunk import SerializedMessage
+from rtmpd.rtmp.client import ClientEvent, ClientSession
 from rtmpd.rtmp.config import SessionConfig
 from rtmpd.rtmp.errors import ProtocolError
 from rtmpd.rtmp.events import (
@@ -41,27 +52,30 @@ from rtmpd.rtmp.events import (
     AudioMultichannel,
     Connect,
     Metadata,
+    PlayEnd,
     PlayRequest,
     ProtocolViolation,
     ProtocolWarning,
     PublishEnd,
     PublishRequest,
+    RawMedia,
     SequenceEnd,
     TimedOut,
     Video,
     VideoConfig,
     VideoMetadata,
 )
+from rtmpd.rtmp.messages import ChunkStreamId, MessageType
 from rtmpd.rtmp.session import ServerSession
 
 from .proxyproto import ProxyHeaderError, ProxyPolicy, ProxyReader
 
 MediaEvent = (
     VideoConfig | Video | AudioConfig | Audio | Metadata | SequenceEnd | VideoMetadata
-    | AudioMultichannel
+    | AudioMultichannel | RawMedia
 )  # fmt: skip
 _MEDIA = (Video, Audio, VideoConfig, AudioConfig, Metadata, SequenceEnd, VideoMetadata,
-          AudioMultichannel)  # fmt: skip
+          AudioMultichannel, RawMedia)  # fmt: skip
 
 #: Kernel-side writes we queue before asking the session to stop producing (pause reading).
 WRITE_HIGH_WATER = 256 * 1024
@@ -133,10 +147,12 @@ class PublishSink(Protocol):
 @dataclass(frozen=True, slots=True)
 class Accept:
     """Publish under this public name (the key itself is never used past authorize), into
-    `sink`."""
+    `sink`. With `raw`, the sink also gets each audio and video message as it came (RawMedia
+    events, for relays and players); without, the core makes none."""
 
     name: str
     sink: PublishSink
+    raw: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +194,77 @@ class Publisher:
 
 class PublishHandler(Protocol):
     async def authorize(self, publisher: Publisher, request: PublishRequest) -> Accept | Reject: ...
+
+
+class Player:
+    """The connection side of one play request, made before it is decided. Once the play is
+    accepted (and its sink started), `send` writes media cut once for every player."""
+
+    __slots__ = ("info", "stream_id", "_conn")
+
+    def __init__(self, info: ConnectionInfo, stream_id: int, conn: _Connection) -> None:
+        self.info = info
+        self.stream_id = stream_id
+        self._conn = conn
+
+    @property
+    def chunk_size(self) -> int:
+        return self._conn.session.chunk_size
+
+    @property
+    def buffered(self) -> int:
+        """Bytes written to this player and not yet taken by its socket."""
+        transport = self._conn.transport
+        return transport.get_write_buffer_size() if transport is not None else 0
+
+    @property
+    def closing(self) -> bool:
+        return self._conn.closing
+
+    def send(self, msg: SerializedMessage) -> None:
+        conn = self._conn
+        if not conn.closing:
+            conn.session.send_serialized(msg)
+            conn._flush()
+
+    def send_data(self, payload: bytes) -> None:
+        """A data message (onMetaData) on this player's stream."""
+        conn = self._conn
+        if not conn.closing:
+            conn.session.send_message(ChunkStreamId.DATA, MessageType.DATA_AMF0,
+                                      self.stream_id, payload)  # fmt: skip
+            conn._flush()
+
+    def finish(self, description: str) -> None:
+        """The stream is over: tell the player (FFmpeg stops with end of file), then close.
+        Takes effect on the next turn of the loop (safe from inside another's media)."""
+        self._conn.loop.call_soon(self._conn.finish_play, self.stream_id, description)
+
+    def close(self, reason: str) -> None:
+        self._conn.loop.call_soon(self._conn.shutdown, reason)
+
+    def __repr__(self) -> str:
+        return f"<Player conn={self.info.conn_id} stream={self.stream_id}>"
+
+
+class PlaySink(Protocol):
+    """Where one accepted play is fed from: started once Play.Start went out, ended once."""
+
+    def start(self) -> None: ...
+
+    def end(self, reason: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PlayAccept:
+    """Play the public stream `name`, fed by `sink`'s owner."""
+
+    name: str
+    sink: PlaySink
+
+
+class PlayHandler(Protocol):
+    async def authorize_play(self, player: Player, request: PlayRequest) -> PlayAccept | Reject: ...
 
 
 @dataclass(slots=True)
@@ -227,6 +314,7 @@ class _Connection(asyncio.Protocol):
         self.session = ServerSession(server.session_config, self.loop.time())
         self.info = ConnectionInfo("?", 0, conn_id, "", None, None, None, None)
         self.publishes: dict[int, _Publishing] = {}
+        self.plays: dict[int, tuple[str, PlaySink]] = {}
         self.closing = False
         self.close_reason = ""
         self.linger = False  # close gently: the peer must get to read our last words
@@ -454,6 +542,18 @@ class _Connection(asyncio.Protocol):
             self.server._spawn(self._authorize(event), auth=True)
         elif isinstance(event, PlayRequest):
             self.log.info("%s: play request for %s", self.where, redact(event.name))
+            if self.server.play_handler is None:
+                self.session.reject_play(event.stream_id, "NetStream.Play.Failed",
+                                         "Playback is off")  # fmt: skip
+                self.close_reason = "play refused"
+                return
+            self.auth_pending = True
+            self._update_reading()
+            self.server._spawn(self._authorize_play(event), auth=True)
+        elif isinstance(event, PlayEnd):
+            playing = self.plays.pop(event.stream_id, None)
+            if playing is not None:
+                self.server._end_play(self, playing, event.reason)
         elif isinstance(event, PublishEnd):
             publishing = self.publishes.pop(event.stream_id, None)
             if publishing is not None:
@@ -508,6 +608,8 @@ class _Connection(asyncio.Protocol):
         else:
             self.log.info("%s: publishing %s as %s", self.where, key, decision.name)
         self.publishes[request.stream_id] = publishing
+        if decision.raw:
+            self.session.tap(request.stream_id)
         try:
             started = self.session.accept_publish(request.stream_id)
         except Exception as exc:  # a core bug: this connection only
@@ -520,6 +622,55 @@ class _Connection(asyncio.Protocol):
         self._update_reading()
         self._after_session()
 
+    async def _authorize_play(self, request: PlayRequest) -> None:
+        player = Player(self.info, request.stream_id, self)
+        handler = self.server.play_handler
+        assert handler is not None
+        try:
+            decision = await handler.authorize_play(player, request)
+            if not isinstance(decision, PlayAccept | Reject):
+                raise TypeError(f"authorize_play returned {type(decision).__name__}")
+        except Exception as exc:
+            self.log.error("%s: authorize play failed: %s: %s", self.where,
+                           type(exc).__name__, exc)  # fmt: skip
+            self.log.debug("%s: authorize play failed", self.where, exc_info=True)
+            self.auth_pending = False
+            self.shutdown(f"handler error: {type(exc).__name__}")
+            return
+        self.auth_pending = False
+        if isinstance(decision, Reject):
+            self.log.info("%s: play of %s refused: %s (%s)", self.where, redact(request.name),
+                          decision.code, decision.description)  # fmt: skip
+            if not self.closing:
+                self.session.reject_play(request.stream_id, decision.code, decision.description)
+                self.close_reason = f"play refused: {decision.code}"
+                self._after_session()
+            return
+        playing = (decision.name, decision.sink)
+        if self.closing or not self.session.accept_play(request.stream_id):
+            self.server._end_play(self, playing, self.close_reason or "withdrawn before accept")
+            return
+        self.log.info("%s: playing %s", self.where, decision.name)
+        self.plays[request.stream_id] = playing
+        self._flush()
+        try:
+            decision.sink.start()
+        except Exception as exc:
+            self.log.error("%s: starting the play failed: %s: %s", self.where,
+                           type(exc).__name__, exc)  # fmt: skip
+            self.shutdown(f"handler error: {type(exc).__name__}")
+            return
+        self._update_reading()
+        self._after_session()
+
+    def finish_play(self, stream_id: int, description: str) -> None:
+        if self.closing:
+            return
+        if self.session.end_play(stream_id, description):
+            self.close_reason = description
+            self.linger = True
+            self._after_session()
+
     # -- output, flow control, timers ---------------------------------------------------
 
     def _flush(self) -> None:
@@ -527,7 +678,8 @@ class _Connection(asyncio.Protocol):
         if not out or self.transport is None or self.transport.is_closing():
             return
         self.transport.write(out)
-        if self.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+        # A player's queue is bounded by whoever feeds it (it drops to the next keyframe).
+        if not self.plays and self.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
             self.log.warning("%s: peer does not read; disconnecting", self.where)
             self.shutdown("peer does not read", abort=True)
 
@@ -606,6 +758,9 @@ class _Connection(asyncio.Protocol):
         publishes, self.publishes = self.publishes, {}
         for publishing in publishes.values():
             self.server._end(self, publishing, reason)
+        plays, self.plays = self.plays, {}
+        for playing in plays.values():
+            self.server._end_play(self, playing, reason)
 
 
 class RtmpServer:
@@ -627,9 +782,12 @@ class RtmpServer:
         max_connections_per_ip: int = 50,
         log: logging.Logger | None = None,
         tls: TlsListener | None = None,
+        play_handler: PlayHandler | None = None,
         proxy: ProxyPolicy | None = None,
     ) -> None:
         self.handler = handler
+        #: Who decides play requests; None: every play is refused ("Playback is off").
+        self.play_handler = play_handler
         self.tls = tls
         #: PROXY protocol on the plain RTMP listener (RTMPS behind a balancer: let it end TLS).
         self.proxy = proxy
@@ -809,6 +967,15 @@ class RtmpServer:
         self.log.info("%s: publish of %s ended: %s", conn.where, publishing.name, reason)
         self._spawn(self._call_end(conn, publishing.sink, reason))
 
+    def _end_play(self, conn: _Connection, playing: tuple[str, PlaySink], reason: str) -> None:
+        name, sink = playing
+        self.log.info("%s: play of %s ended: %s", conn.where, name, reason)
+        try:
+            sink.end(reason)
+        except Exception as exc:
+            self.log.error("%s: ending the play failed: %s: %s", conn.where,
+                           type(exc).__name__, exc)  # fmt: skip
+
     async def _call_end(self, conn: _Connection, sink: PublishSink, reason: str) -> None:
         try:
             await sink.end(reason)
@@ -816,3 +983,107 @@ class RtmpServer:
             self.log.error("%s: ending the publish failed: %s: %s", conn.where,
                            type(exc).__name__, exc)  # fmt: skip
             self.log.debug("ending the publish failed", exc_info=True)
+
+
+class ClientLink(asyncio.Protocol):
+    """A connection rtmpd opened to another RTMP server (a push destination), running the
+    core's `ClientSession`: bytes read go in, its events go to `on_event` in order, what it
+    wants sent is written. `buffered` is the output the peer has not taken yet (the caller
+    bounds it); `done` resolves with the reason once the connection is gone. A peer that takes
+    nothing for `stall_timeout` seconds while output waits is disconnected."""
+
+    def __init__(
+        self,
+        session: ClientSession,
+        on_event: Callable[[ClientEvent], None],
+        stall_timeout: float = 30.0,
+    ) -> None:
+        self.session = session
+        self._on_event = on_event
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.done: asyncio.Future[str] = self.loop.create_future()
+        self.stall_timeout = stall_timeout
+        self._stall: asyncio.TimerHandle | None = None
+
+    @property
+    def buffered(self) -> int:
+        transport = self.transport
+        return transport.get_write_buffer_size() if transport is not None else 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        self.flush()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.session.receive_data(data)
+            while (event := self.session.next_event()) is not None:
+                self._on_event(event)
+        except ProtocolError as exc:
+            self.close(f"protocol error: {exc}", abort=True)
+            return
+        self.flush()
+
+    def eof_received(self) -> bool:
+        self._finish("closed by the server")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish(f"connection error: {exc}" if exc else "closed by the server")
+
+    def pause_writing(self) -> None:
+        if self._stall is None and not self.done.done():
+            self._stall = self.loop.call_later(self.stall_timeout, self._stalled)
+
+    def resume_writing(self) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+
+    def _stalled(self) -> None:
+        self._stall = None
+        self.close(f"the server took nothing for {self.stall_timeout:g} s", abort=True)
+
+    def flush(self) -> None:
+        out = self.session.data_to_send()
+        transport = self.transport
+        if out and transport is not None and not transport.is_closing():
+            transport.write(out)
+
+    def close(self, reason: str, *, abort: bool = False) -> None:
+        """Close from our side (after flushing, unless `abort`)."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            if abort:
+                transport.abort()
+            else:
+                self.flush()
+                transport.close()
+        self._finish(reason)
+
+    def _finish(self, reason: str) -> None:
+        self.resume_writing()
+        if not self.done.done():
+            self.done.set_result(reason)
+
+
+async def open_client_link(
+    session: ClientSession,
+    on_event: Callable[[ClientEvent], None],
+    host: str,
+    port: int,
+    *,
+    tls: ssl.SSLContext | None = None,
+    stall_timeout: float = 30.0,
+) -> ClientLink:
+    """Connect to host:port (over TLS with `tls`, checking the certificate against `host`)
+    and start the handshake; raises OSError (ssl.SSLError included) when that fails."""
+    loop = asyncio.get_running_loop()
+    _, link = await loop.create_connection(
+        lambda: ClientLink(session, on_event, stall_timeout), host, port, ssl=tls,
+        server_hostname=host if tls is not None else None,
+    )  # fmt: skip
+    return link

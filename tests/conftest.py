@@ -1,7 +1,10 @@
 """Suite-wide key sweep: no stream key the suite creates may show up anywhere public.
 
 From the start of the session this records (a) every key `rtmpd.auth.keys.new_key` makes
-and every API token `new_token` makes (tokens get the same care),
+and every API token `new_token` makes (tokens get the same care), and every other service's
+stream key found in a push destination URL rtmpd parses (`rtmpd.auth.destinations.parse_url`:
+the key part of `rtmp://host/app/KEY`, when it is long and varied enough to be a secret and not
+a word; the tests make theirs with tests.support.push.destination_key, which records them too),
 (b) every log record of every logger (a root handler at DEBUG; the root level is lowered to
 DEBUG so INFO and DEBUG records reach it, logger levels set by tests and caplog still work),
 (c) the status, headers and text bodies of every HTTP response an app made by
@@ -142,6 +145,18 @@ def pytest_configure(config: pytest.Config) -> None:
         return token
 
     _patch(keys, "new_token", recording_new_token)
+    from rtmpd.auth import destinations
+
+    parse_url = destinations.parse_url
+
+    def recording_parse_url(url: str) -> Any:
+        parsed = parse_url(url)
+        key = parsed.stream.partition("?")[0]
+        if len(key) >= 16 and len(set(key)) >= 8 and key not in RECORD.keys:
+            RECORD.keys.append(key)
+        return parsed
+
+    _patch(destinations, "parse_url", recording_parse_url)
     create_app = rtmpd.web.app.create_app
 
     def recording_create_app(*args: Any, **kwargs: Any) -> Any:

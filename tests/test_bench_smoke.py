@@ -159,3 +159,15 @@ async def test_quality_checks_read_rtmpd_output(tiny_flv: Path, tmp_path: Path) 
     assert out.video_frames >= 80  # 6 s at 15 fps, less what the last cut leaves out
     assert out.pcr_lead_ms.startswith("700")
     assert all(count == 0 for count in out.players.values())
+
+
+async def test_restream_bench_phase_with_stalled_peers(tiny_flv: Path) -> None:
+    import argparse
+
+    from bench.restream import phase
+
+    args = argparse.Namespace(destinations=1, players=2, steady=1.0, hold=2.0, warm=1.0)
+    row = await phase("stalled", args, PreparedMedia(tiny_flv), fanout=True, stalled=True)
+    assert row["publish_errors"] == 0 and row["window_s"] > 0
+    assert row["destination_messages"][0] > 0 and row["player_messages_min"] > 0
+    assert row["rss_max_mib"] > 0 and row["cpu_share_of_core"] > 0

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_defaults_match_the_documented_names() -> None:
     c = Config()
-    assert c.rtmp.listen == "0.0.0.0:1935" and c.rtmp.app == "app" and c.rtmp.allow_play is False
+    assert c.rtmp.listen == "0.0.0.0:1935" and c.rtmp.app == "app" and c.rtmp.allow_play == ()
     assert c.http.listen == "0.0.0.0:8080"
     assert (c.http.keepalive_timeout, c.http.send_timeout) == (
         HTTP_KEEPALIVE_TIMEOUT, HTTP_SEND_TIMEOUT

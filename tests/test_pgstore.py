@@ -189,3 +189,33 @@ def test_the_users_and_tokens_commands_work_against_postgresql(
             assert owner is not None and not owner.active
 
     asyncio.run(check())
+
+
+async def test_push_destinations_behave_the_same_and_go_with_their_user(store: SqlStore) -> None:
+    from rtmpd.auth.sqlstore import UnknownDestination
+
+    await store.add_user("benw")
+    await store.add_user("carol")
+    first = await store.add_destination("benw", "rtmp://a.example/live2/one")
+    second = await store.add_destination("benw", "rtmps://b.example/app/two")
+    await store.add_destination("carol", "rtmp://c.example/app/three")
+    assert second.destination_id > first.destination_id
+    listed = await store.destinations("benw")
+    assert [(d.destination_id, d.url) for d in listed] == [
+        (first.destination_id, "rtmp://a.example/live2/one"),
+        (second.destination_id, "rtmps://b.example/app/two"),
+    ]
+    with pytest.raises(UnknownUser):
+        await store.add_destination("nobody", "rtmp://a.example/app/x")
+    with pytest.raises(UnknownDestination):  # another user's destination is not benw's
+        await store.remove_destination(
+            "benw", (await store.destinations("carol"))[0].destination_id
+        )
+    await store.remove_destination("benw", first.destination_id)
+    assert [d.destination_id for d in await store.destinations("benw")] == [second.destination_id]
+    # a removed user's destinations go with it: a new user never inherits them
+    await store.remove("benw")
+    await store.add_user("dave")
+    await store.add_user("benw")
+    assert await store.destinations("benw") == [] and await store.destinations("dave") == []
+    assert len(await store.destinations("carol")) == 1

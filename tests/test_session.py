@@ -6,18 +6,21 @@ from __future__ import annotations
 import pytest
 
 from rtmpd.rtmp import amf0, limits, messages, records
-from rtmpd.rtmp.chunk import Message
+from rtmpd.rtmp.chunk import Message, serialize_message
 from rtmpd.rtmp.config import SessionConfig
 from rtmpd.rtmp.events import (
     Audio,
     AudioConfig,
     Connect,
     Metadata,
+    PlayEnd,
     PlayRequest,
     ProtocolViolation,
     ProtocolWarning,
     PublishEnd,
     PublishRequest,
+    RawKind,
+    RawMedia,
     SequenceEnd,
     TimedOut,
     Video,
@@ -424,21 +427,76 @@ def test_close_ends_running_publishes() -> None:
 # --- play and other commands ----------------------------------------------------------------
 
 
-def test_play_is_refused_when_off() -> None:
+def test_play_is_reported_and_waits_for_the_callers_answer() -> None:
+    client = connected()
+    client.command("createStream", 2)
+    client.command("play", 0, None, "somebody?token=1", stream_id=1)
+    assert drain(client.server) == [PlayRequest(1, "somebody", "token=1")]
+    assert client.server.stream_state(1) is StreamState.PLAY_REQUESTED
+    assert not client.server.closed and client.server.get_timer() is None  # no publish due
+
+
+def test_play_refused_says_why_and_closes() -> None:
     client = connected()
     client.command("createStream", 2)
     client.command("play", 0, None, "somebody", stream_id=1)
-    assert drain(client.server) == [PlayRequest(1, "somebody")]
+    drain(client.server)
+    assert client.server.reject_play(1, "NetStream.Play.Failed", "Playback is off")
     assert statuses(client.collect()) == [(1, "error", "NetStream.Play.Failed", "Playback is off")]
-    assert client.server.closed
+    assert client.server.closed and not client.server.accept_play(1)
 
 
-def test_play_is_only_reported_when_allowed() -> None:
-    client = connected(config=SessionConfig(allow_play=True))
+def test_play_accepted_then_media_then_end() -> None:
+    client = connected()
     client.command("createStream", 2)
     client.command("play", 0, None, "somebody", stream_id=1)
-    assert drain(client.server) == [PlayRequest(1, "somebody")]
-    assert not client.server.closed
+    drain(client.server)
+    assert client.server.accept_play(1) and not client.server.accept_play(1)
+    replies = client.collect()
+    assert [code for _, _, code, _ in statuses(replies)] == [
+        "NetStream.Play.Reset", "NetStream.Play.Start"
+    ]  # fmt: skip
+    assert any(m.msg_type == MessageType.DATA_AMF0 for m in replies)  # |RtmpSampleAccess
+    msg = serialize_message(7, MessageType.VIDEO, 1, 40, b"\x17\x01\x00\x00\x00" + NAL, 4096)
+    client.server.send_serialized(msg)
+    [video] = [m for m in client.collect() if m.msg_type == MessageType.VIDEO]
+    assert (video.timestamp, bytes(video.payload)) == (40, msg.data[12:])
+    assert client.server.end_play(1, "the stream ended")
+    codes = [code for _, _, code, _ in statuses(client.collect())]
+    assert codes == ["NetStream.Play.UnpublishNotify", "NetStream.Play.Stop"]
+    assert drain(client.server) == [PlayEnd(1, "the stream ended")] and client.server.closed
+
+
+def test_play_ends_with_delete_stream_and_with_close() -> None:
+    client = connected()
+    for stream_id in (1, 2):
+        client.command("createStream", 2)
+        client.command("play", 0, None, "somebody", stream_id=stream_id)
+        drain(client.server)
+        assert client.server.accept_play(stream_id)
+    client.command("deleteStream", 0, None, 1.0)
+    assert drain(client.server) == [PlayEnd(1, "deleteStream")]
+    client.server.close()
+    assert drain(client.server) == [PlayEnd(2, "closed")]
+
+
+def test_tapped_stream_hands_out_each_message_as_it_came() -> None:
+    client = publishing()
+    client.server.tap(1)
+    config = h("17 00 000000") + real_configs()[0]
+    key = b"\x17\x01\x00\x00\x00" + NAL
+    inter = b"\x27\x01\x00\x00\x00" + NAL
+    for ts, body in ((0, config), (0, key), (40, inter)):
+        client.send(MessageType.VIDEO, body, 1, ts)
+    events = drain(client.server)
+    raw = [e for e in events if isinstance(e, RawMedia)]
+    assert [(bytes(e.payload), e.kind, e.timestamp) for e in raw] == [
+        (config, RawKind.HEADER, 0), (key, RawKind.KEYFRAME, 0), (inter, RawKind.FRAME, 40)
+    ]  # fmt: skip
+    assert isinstance(events[0], VideoConfig) and isinstance(events[2], Video)  # parsed first
+    client.server.tap(1, False)
+    client.send(MessageType.VIDEO, inter, 1, 80)
+    assert not any(isinstance(e, RawMedia) for e in drain(client.server))
 
 
 def test_unknown_command_gets_error_and_connection_stays() -> None:

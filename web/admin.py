@@ -83,6 +83,28 @@ class HealthSample:
 
 
 @dataclass(frozen=True, slots=True)
+class PushInfo:
+    """A push destination of a live broadcast, as it is doing now."""
+
+    destination_id: int | None  # None: one of the configuration's [[push]]
+    url: str  # redacted: the other service's key never leaves rtmpd
+    connected: bool
+    kbps: float
+    dropped: int  # messages dropped on the way to a next keyframe (a slow destination)
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationInfo:
+    """A user's push destination: its URL redacted, and its state while they broadcast."""
+
+    destination_id: int
+    url: str
+    created: float
+    live: PushInfo | None
+
+
+@dataclass(frozen=True, slots=True)
 class PublishInfo:
     """A live publish with its latest numbers and what its streamer could fix."""
 
@@ -94,6 +116,7 @@ class PublishInfo:
     segment_duration: float | None
     fragment: float  # the target segment duration ([hls] fragment)
     warnings: tuple[str, ...]
+    destinations: tuple[PushInfo, ...] = ()
 
 
 class Admin(Protocol):
@@ -122,6 +145,14 @@ class Admin(Protocol):
     async def remove(self, name: str) -> None: ...
 
     async def rotate_key(self, name: str) -> NewKey: ...
+
+    async def destinations(self, name: str) -> list[DestinationInfo]: ...
+
+    async def add_destination(self, name: str, url: str) -> DestinationInfo:
+        """From the user's next broadcast on; the answer shows the URL redacted."""
+        ...
+
+    async def remove_destination(self, name: str, destination_id: int) -> None: ...
 
     def publishes(self) -> list[PublishInfo]:
         """Live publishes, by name; called on the event loop, must be quick."""

@@ -4,9 +4,9 @@ health, kick), JSON in and out, errors as {"error": ...}.
 Every request under /api/admin/ is authenticated before routing, so without a valid token the
 answer is 401 whatever the path, and nothing tells which users or routes exist. A request
 carries `Authorization: Bearer <token>` (API clients), or the dashboard's session cookie plus
-its CSRF token for anything but GET. Later resources hang off the same tree:
-`/api/admin/users/{name}/destinations` for push destinations, `/api/admin/recordings` for
-recordings.
+its CSRF token for anything but GET. Push destinations hang off their user
+(`/api/admin/users/{name}/destinations`): their URLs carry other services' keys, so an answer
+only ever shows them redacted, the one that creates one included.
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ from aiohttp import web
 from .admin import (
     Admin,
     AdminError,
+    DestinationInfo,
     HealthSample,
     NewKey,
     Principal,
     PublishInfo,
+    PushInfo,
     Refused,
     UserInfo,
 )
@@ -68,6 +70,12 @@ def add_routes(app: web.Application, state: AdminState) -> None:
     r.add_post("/api/admin/users/{name}/ban", _ban, name="admin_user_ban")
     r.add_post("/api/admin/users/{name}/unban", _unban, name="admin_user_unban")
     r.add_post("/api/admin/users/{name}/rotate-key", _rotate, name="admin_user_rotate")
+    r.add_get("/api/admin/users/{name}/destinations", _destinations,
+              name="admin_destinations", allow_head=False)  # fmt: skip
+    r.add_post("/api/admin/users/{name}/destinations", _add_destination,
+               name="admin_destination_add")  # fmt: skip
+    r.add_delete("/api/admin/users/{name}/destinations/{id}", _remove_destination,
+                 name="admin_destination_remove")  # fmt: skip
     r.add_get("/api/admin/publishes", _publishes, name="admin_publishes", allow_head=False)
     r.add_get("/api/admin/publishes/{name}", _publish, name="admin_publish", allow_head=False)
     r.add_delete("/api/admin/publishes/{name}", _kick, name="admin_publish_kick")
@@ -169,7 +177,28 @@ def publish_json(state: AdminState, live: PublishInfo) -> dict[str, Any]:
         "segment_duration": live.segment_duration,
         "fragment": live.fragment,
         "warnings": list(live.warnings),
+        "destinations": [push_json(p) for p in live.destinations],
         **state.media(live.name),
+    }
+
+
+def push_json(push: PushInfo) -> dict[str, Any]:
+    return {
+        "id": push.destination_id,
+        "url": push.url,
+        "connected": push.connected,
+        "kbps": push.kbps,
+        "dropped": push.dropped,
+        "last_error": push.last_error,
+    }
+
+
+def destination_json(dest: DestinationInfo) -> dict[str, Any]:
+    return {
+        "id": dest.destination_id,
+        "url": dest.url,
+        "created": iso(dest.created),
+        "live": push_json(dest.live) if dest.live is not None else None,
     }
 
 
@@ -236,6 +265,34 @@ async def _unban(request: web.Request) -> web.Response:
 
 async def _rotate(request: web.Request) -> web.Response:
     return _ok(_key_json(await _state(request).admin.rotate_key(request.match_info["name"])))
+
+
+# -- push destinations ------------------------------------------------------------------------
+
+
+async def _destinations(request: web.Request) -> web.Response:
+    found = await _state(request).admin.destinations(request.match_info["name"])
+    return _ok({"destinations": [destination_json(d) for d in found]})
+
+
+async def _add_destination(request: web.Request) -> web.Response:
+    data = await _json_object(request, frozenset({"url"}))
+    url = data.get("url")
+    if not isinstance(url, str):
+        raise web.HTTPBadRequest(reason="url: a string is required")
+    name = request.match_info["name"]
+    made = await _state(request).admin.add_destination(name, url)
+    where = f"/api/admin/users/{name}/destinations/{made.destination_id}"
+    return _ok(destination_json(made), 201, Location=where)
+
+
+async def _remove_destination(request: web.Request) -> web.Response:
+    try:
+        destination_id = int(request.match_info["id"])
+    except ValueError:
+        raise web.HTTPNotFound(reason="no such destination") from None
+    await _state(request).admin.remove_destination(request.match_info["name"], destination_id)
+    return web.Response(status=204, headers=_NO_STORE)
 
 
 # -- live publishes ---------------------------------------------------------------------------

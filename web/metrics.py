@@ -28,6 +28,17 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         reg = self.registry
         self._live = Gauge("rtmpd_live_publishers", "Streams being published now", registry=reg)
+        self._players = Gauge("rtmpd_rtmp_players", "RTMP players playing now", registry=reg)
+        self._pushes = Gauge(
+            "rtmpd_push_connected", "Push destinations connected and publishing now", registry=reg
+        )
+        self._relay_dropped = Counter(
+            "rtmpd_relay_dropped_messages",
+            "Media messages dropped for an output that could not take them (a slow RTMP "
+            "player, a slow push destination): it goes on from the next keyframe",
+            ["output"],
+            registry=reg,
+        )
         self._viewers = Gauge(
             "rtmpd_hls_viewers", "Distinct HLS clients in the last 30 seconds", registry=reg
         )
@@ -77,6 +88,16 @@ class Metrics:
             ["reason"],
             registry=reg,
         )
+
+    def set_pushes(self, count: int) -> None:
+        self._pushes.set(count)
+
+    def set_players(self, count: int) -> None:
+        self._players.set(count)
+
+    def relay_dropped(self, output: str, count: int = 1) -> None:
+        """Messages a slow output dropped on the way to the next keyframe ("play", "push")."""
+        self._relay_dropped.labels(output=output).inc(count)
 
     def set_live(self, count: int) -> None:
         self._live.set(count)

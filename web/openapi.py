@@ -12,6 +12,11 @@ from typing import Any
 VERSION = "1.0.0"
 
 NAME_PATTERN = r"^[a-z0-9_]{2,32}$"
+_PORT = r"6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}"
+#: What the server takes as a push destination (it refuses more, e.g. user info, with a 400).
+DESTINATION_PATTERN = (
+    rf"^rtmps?://[A-Za-z0-9.-]+(:({_PORT}))?/[A-Za-z0-9._~-]+(/[A-Za-z0-9._~?=&%-]*)?$"
+)
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -127,11 +132,50 @@ SCHEMAS: dict[str, Any] = {
                 "items": {"type": "string"},
                 "description": "what the streamer can change in their encoder",
             },
+            "destinations": {"type": "array", "items": _ref("Push")},
             "video": {"oneOf": [_ref("Video"), {"type": "null"}]},
             "audio": {"oneOf": [_ref("Audio"), {"type": "null"}]},
         }
     ),  # fmt: skip
     "PublishList": _object({"publishes": {"type": "array", "items": _ref("Publish")}}),
+    "Push": _object(
+        {
+            "id": _nullable("integer", description="the user's destination; null: [[push]]"),
+            "url": {"type": "string", "description": "redacted: the key is a fingerprint"},
+            "connected": {"type": "boolean"},
+            "kbps": {"type": "number", "description": "sent over the last second"},
+            "dropped": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "messages dropped to the next keyframe (a slow destination)",
+            },
+            "last_error": _nullable("string"),
+        }
+    ),  # fmt: skip
+    "Destination": _object(
+        {
+            "id": {"type": "integer"},
+            "url": {"type": "string", "description": "redacted: the key is a fingerprint"},
+            "created": {"type": "string", "format": "date-time"},
+            "live": {
+                "oneOf": [_ref("Push"), {"type": "null"}],
+                "description": "while the user broadcasts",
+            },
+        }
+    ),  # fmt: skip
+    "DestinationList": _object({"destinations": {"type": "array", "items": _ref("Destination")}}),
+    "NewDestination": _object(
+        {
+            "url": {
+                "type": "string",
+                "description": "rtmp://host/app/KEY or rtmps://...: another service's ingest URL",
+                "example": "rtmp://a.rtmp.youtube.com/live2/abcd-efgh-ijkl",
+                "maxLength": 2048,
+                "pattern": DESTINATION_PATTERN,
+            }
+        },
+        additionalProperties=False,
+    ),
     "HealthSample": _object(
         {
             "t": {"type": "number", "description": "Unix time"},
@@ -172,9 +216,11 @@ def _admin(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, A
             "responses": {**responses, **_DENIED}, **extra}  # fmt: skip
 
 
-def _user_op(summary: str, ok: dict[str, Any], example: str = "benw") -> dict[str, Any]:
+def _user_op(
+    summary: str, ok: dict[str, Any], example: str = "benw", **extra: Any
+) -> dict[str, Any]:
     parameter = {**_USER_NAME, "example": example}
-    return _admin(summary, {**ok, **_GONE, **_DB}, parameters=[parameter])
+    return _admin(summary, {**ok, **_GONE, **_DB}, parameters=[parameter], **extra)
 
 
 PATHS: dict[str, Any] = {
@@ -243,6 +289,50 @@ PATHS: dict[str, Any] = {
             {"200": _json(_ref("UserWithKey"), "the new key")},
         )
     },  # fmt: skip
+    "/api/admin/users/{name}/destinations": {
+        "get": _user_op(
+            "The user's push destinations (URLs redacted), with their state while live",
+            {"200": _json(_ref("DestinationList"), "destinations, oldest first")},
+        ),
+        "post": _user_op(
+            "Add a push destination (from the user's next broadcast on); its URL is never "
+            "shown again, this answer included",
+            {
+                "201": _json(_ref("Destination"), "added"),
+                "400": _error("not a JSON object with a usable rtmp:// or rtmps:// URL"),
+                "415": _error("the body is not application/json"),
+            },
+            requestBody={
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": _ref("NewDestination"),
+                        "example": {"url": "rtmp://a.rtmp.youtube.com/live2/abcd-efgh-ijkl"},
+                    }
+                },
+            },
+        ),  # fmt: skip
+    },
+    "/api/admin/users/{name}/destinations/{id}": {
+        "delete": _admin(
+            "Remove a push destination",
+            {
+                "204": {"description": "removed"},
+                "404": _error("no such user or destination"),
+                **_DB,
+            },
+            parameters=[
+                _USER_NAME,
+                {
+                    "name": "id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "integer"},
+                    "example": 1,
+                },
+            ],
+        ),  # fmt: skip
+    },
     "/api/admin/publishes": {
         "get": _admin(
             "Live publishes with their latest numbers and warnings",
@@ -276,8 +366,8 @@ rtmpd's HTTP API. The public part (`/api/streams`) needs nothing; the admin part
 The dashboard at /admin uses a session cookie instead, with a CSRF token for changes.
 Errors are `{"error": "..."}`. Stream keys appear in exactly two answers, once each: creating a
 user and rotating a key. Changes act like `rtmpd users` (bans, removals and new keys cut a live
-publish within 2 seconds). Planned: `/api/admin/users/{name}/destinations` (push destinations)
-and `/api/admin/recordings`."""
+publish within 2 seconds). Push destinations' URLs carry other services' keys: every answer
+shows them redacted."""
 
 
 def document() -> dict[str, Any]:

@@ -12,6 +12,9 @@ honours reconnect requests), and a server's NetConnection.Connect.ReconnectReque
 ReconnectRequest event (what to do about it, reconnecting at the next keyframe, is the
 caller's: this object is one connection).
 
+Playing: `play` once a stream exists; what the server sends then (audio, video, data) comes
+out as MediaMessage events.
+
 Anything malformed from the server raises ProtocolError out of `receive_data`.
 """
 
@@ -100,9 +103,19 @@ class ReconnectRequest:
     description: str
 
 
+@dataclass(frozen=True, slots=True)
+class MediaMessage:
+    """Audio, video or data the server sent us (playing): the message as it came."""
+
+    stream_id: int
+    msg_type: int
+    timestamp: int
+    payload: bytes | bytearray | memoryview
+
+
 ClientEvent = (
     Connected | ConnectFailed | StreamCreated | Status | CommandResult | ServerCommand
-    | ReconnectRequest
+    | ReconnectRequest | MediaMessage
 )  # fmt: skip
 
 _Pending = tuple[int, int, int, int, _Buf]
@@ -308,7 +321,9 @@ class ClientSession:
 
     def _dispatch(self, msg: Message) -> None:
         t = msg.msg_type
-        if t == MessageType.COMMAND_AMF0 or t == MessageType.COMMAND_AMF3:
+        if t == MessageType.VIDEO or t == MessageType.AUDIO or t == MessageType.DATA_AMF0:
+            self._events.append(MediaMessage(msg.stream_id, t, msg.timestamp, msg.payload))
+        elif t == MessageType.COMMAND_AMF0 or t == MessageType.COMMAND_AMF3:
             self._command(msg)
         elif t == MessageType.WINDOW_ACK_SIZE:
             self._peer_window = parse_u32(msg.payload, "Window Acknowledgement Size")

@@ -21,7 +21,15 @@ from . import exheader, limits
 from . import messages as msgs
 from .config import SessionConfig
 from .errors import ProtocolError
-from .events import Connect, Event, PlayRequest, ProtocolWarning, PublishEnd, PublishRequest
+from .events import (
+    Connect,
+    Event,
+    PlayEnd,
+    PlayRequest,
+    ProtocolWarning,
+    PublishEnd,
+    PublishRequest,
+)
 from .exheader import ClientCaps
 from .messages import Command, MessageType, PeerBandwidthLimit, status_info
 from .output import Output
@@ -62,9 +70,13 @@ class Context:
     peer: Peer
 
     def end_session(self, reason: str) -> None:
-        """Close the session; every publish that was running gets its PublishEnd(reason)."""
+        """Close the session; every publish that was running gets its PublishEnd(reason),
+        every play its PlayEnd(reason)."""
+        streams = self.cstate.streams.values()
+        playing = {s.stream_id for s in streams if s.state is StreamState.PLAYING}
         for stream_id in self.cstate.close():
-            self.events.append(PublishEnd(stream_id, reason))
+            ended = PlayEnd if stream_id in playing else PublishEnd
+            self.events.append(ended(stream_id, reason))
 
 
 Handler = Callable[[Context, int, Command], None]
@@ -187,20 +199,31 @@ def _publish(ctx: Context, stream_id: int, cmd: Command) -> None:
 
 
 def _play(ctx: Context, stream_id: int, cmd: Command) -> None:
+    """The caller answers (ServerSession.accept_play / reject_play): who may play what is
+    its business, not the protocol's."""
     stream = _stream_arg(ctx, stream_id, "play")
     raw = cmd.args[0] if cmd.args else None
     if not isinstance(raw, str) or len(raw.encode()) > ctx.config.max_name_bytes:
         raise ProtocolError("play without a valid stream name")
+    name, _, query = raw.partition("?")
+
+    def number(at: int, default: float) -> float:
+        value = cmd.args[at] if len(cmd.args) > at else None
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return float(value) if ok and abs(value) < 2**53 else default  # type: ignore[arg-type]
+
+    reset = len(cmd.args) > 3 and cmd.args[3] is True
     ctx.cstate.stream_to(stream, StreamTrigger.PLAY, peer=True)
-    ctx.events.append(PlayRequest(stream_id, raw))
-    if not ctx.config.allow_play:
-        ctx.output.status(stream_id, "error", "NetStream.Play.Failed", "Playback is off")
-        ctx.end_session("closed")
+    ctx.events.append(PlayRequest(stream_id, name, query[: limits.MAX_QUERY_BYTES],
+                                  number(1, -2.0), number(2, -1.0), reset))  # fmt: skip
 
 
 def _unpublish(ctx: Context, stream: Stream, trigger: StreamTrigger, reason: str) -> None:
     was_publishing = stream.state is StreamState.PUBLISHING
+    was_playing = stream.state is StreamState.PLAYING
     ctx.cstate.stream_to(stream, trigger, peer=True)
+    if was_playing:
+        ctx.events.append(PlayEnd(stream.stream_id, reason))
     if was_publishing:
         ctx.events.append(PublishEnd(stream.stream_id, reason))
         if trigger is StreamTrigger.UNPUBLISH:

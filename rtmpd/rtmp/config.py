@@ -17,6 +17,5 @@ class SessionConfig:
     chunk_size: int = limits.SERVER_CHUNK_SIZE
     window_ack_size: int = limits.WINDOW_ACK_SIZE
     peer_bandwidth: int = limits.PEER_BANDWIDTH
-    allow_play: bool = False
     max_name_bytes: int = limits.MAX_NAME_BYTES
     max_streams: int = limits.MAX_STREAMS_PER_CONNECTION

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Any, TypeVar
 
 from .exheader import ClientCaps, Multichannel
@@ -74,8 +75,23 @@ class PublishRequest:
 
 @dataclass(frozen=True, slots=True)
 class PlayRequest:
+    """Answer with ServerSession.accept_play / reject_play. `name` is what the player asked
+    for (rtmpd plays public names only), `query` what followed a "?" in it."""
+
     stream_id: int
     name: str
+    query: str = ""
+    start: float = -2.0  # as the play command says: -2 live or recorded, -1 live, else seconds
+    duration: float = -1.0
+    reset: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PlayEnd:
+    """Sent exactly once for every accepted play, whatever ended it."""
+
+    stream_id: int
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +200,33 @@ class VideoMetadata:
     track: int = 0
 
 
+class RawKind(IntEnum):
+    """What a relayed media message is to someone joining a stream: a header (a codec
+    configuration, kept and sent first), a keyframe (where a joiner may start), a frame, or the
+    end of a track's sequence."""
+
+    FRAME = 0
+    KEYFRAME = 1
+    HEADER = 2
+    END = 3
+
+
+@_quick_init
+@dataclass(frozen=True, slots=True)
+class RawMedia:
+    """One audio or video message exactly as the publisher sent it (the FLV tag body, legacy
+    or enhanced), after its parsed events, for streams the caller asked to tap
+    (ServerSession.tap): what relays and players get. `key` tells headers apart (message type
+    and tracks), so that one per key is kept for late joiners."""
+
+    stream_id: int
+    msg_type: int
+    timestamp: int
+    payload: Payload
+    kind: int
+    key: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class PublishEnd:
     """Sent exactly once for every accepted publish, whatever ended it."""
@@ -214,6 +257,8 @@ Event = (
     Connect
     | PublishRequest
     | PlayRequest
+    | PlayEnd
+    | RawMedia
     | Metadata
     | VideoConfig
     | Video

@@ -113,6 +113,10 @@ def stream_begin(stream_id: int) -> bytes:
     return _user_control(UserControlEvent.STREAM_BEGIN, stream_id)
 
 
+def stream_eof(stream_id: int) -> bytes:
+    return _user_control(UserControlEvent.STREAM_EOF, stream_id)
+
+
 def ping_response(timestamp: int) -> bytes:
     return _user_control(UserControlEvent.PING_RESPONSE, timestamp)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import messages as msgs
-from .chunk import ChunkWriter
+from .chunk import ChunkWriter, SerializedMessage
 from .messages import ChunkStreamId, MessageType, encode_command, status_info
 
 
@@ -29,6 +29,15 @@ class Output:
 
     def send(self, csid: int, msg_type: int, stream_id: int, payload: bytes) -> None:
         self._out.append(self._writer.write(csid, msg_type, stream_id, 0, payload))
+
+    def serialized(self, msg: SerializedMessage) -> None:
+        """A message cut once for many connections (`serialize_message`), sent as it is."""
+        self._writer.note_sent(msg)
+        self._out.append(msg.data)
+
+    @property
+    def chunk_size(self) -> int:
+        return self._writer.chunk_size
 
     def control(self, payload: bytes, msg_type: int = MessageType.USER_CONTROL) -> None:
         self.send(ChunkStreamId.CONTROL, msg_type, 0, payload)

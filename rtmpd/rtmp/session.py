@@ -21,7 +21,7 @@ from typing import Any
 from . import amf0, commands, exheader, flv, limits, records
 from . import messages as msgs
 from .amf_values import TypedObject
-from .chunk import ChunkReader, Message
+from .chunk import ChunkReader, Message, SerializedMessage
 from .commands import Context, Peer
 from .config import SessionConfig
 from .errors import ProtocolError
@@ -33,6 +33,8 @@ from .events import (
     Metadata,
     ProtocolViolation,
     PublishEnd,
+    RawKind,
+    RawMedia,
     SequenceEnd,
     TimedOut,
     Video,
@@ -75,6 +77,11 @@ _CODED = _V.CODED_FRAMES.value
 _CODED_X = _V.CODED_FRAMES_X.value
 
 
+#: Header events' part in a RawMedia key: one kept per kind of header and track.
+_HEADER_CODES: dict[type, int] = {VideoConfig: 1, AudioConfig: 2, AudioMultichannel: 3,
+                                  VideoMetadata: 4}  # fmt: skip
+
+
 def _config_bytes(data: _Buf, what: str) -> bytes:
     if len(data) > limits.MAX_CONFIG_SIZE:
         raise flv.InvalidConfig(f"{what} configuration too large")
@@ -111,6 +118,7 @@ class ServerSession:
         self._peer_window = 0
         #: Audio/video/data messages dropped because their stream was not publishing.
         self.ignored_media = 0
+        self._taps: set[int] = set()  # streams whose media messages also go out raw
 
     # --- public API -------------------------------------------------------------------------
 
@@ -214,6 +222,70 @@ class ServerSession:
         self._ctx.end_session(description)
         return True
 
+    def tap(self, stream_id: int, on: bool = True) -> None:
+        """Also hand out each audio and video message of `stream_id` as it came (a RawMedia
+        event after its parsed ones), for relays and players. Off by default: a stream
+        nobody relays pays nothing for it."""
+        if on:
+            self._taps.add(stream_id)
+        else:
+            self._taps.discard(stream_id)
+
+    def accept_play(self, stream_id: int) -> bool:
+        """Start playing: StreamBegin, onStatus NetStream.Play.Reset and Play.Start,
+        |RtmpSampleAccess; media then goes out with `send_serialized`. False (and nothing
+        sent) if the play is no longer pending."""
+        stream = self._streams.get(stream_id)
+        if self.closed or stream is None or stream.state is not StreamState.PLAY_REQUESTED:
+            return False
+        self._cstate.stream_to(stream, StreamTrigger.ACCEPT)
+        out = self._output
+        out.control(msgs.stream_begin(stream_id))
+        out.status(stream_id, "status", "NetStream.Play.Reset", "Playing and resetting")
+        out.status(stream_id, "status", "NetStream.Play.Start", "Started playing")
+        access = msgs.encode_data("|RtmpSampleAccess", True, True)
+        out.send(msgs.ChunkStreamId.DATA, MessageType.DATA_AMF0, stream_id, access)
+        return True
+
+    def reject_play(self, stream_id: int, code: str, description: str) -> bool:
+        """Refuse the play with onStatus (level error), then close the session."""
+        stream = self._streams.get(stream_id)
+        if self.closed or stream is None or stream.state is not StreamState.PLAY_REQUESTED:
+            return False
+        self._cstate.stream_to(stream, StreamTrigger.REJECT)
+        self._output.status(stream_id, "error", code, description)
+        self._ctx.end_session("closed")
+        return True
+
+    def end_play(self, stream_id: int, description: str) -> bool:
+        """The stream played is over: StreamEOF, onStatus NetStream.Play.UnpublishNotify and
+        Play.Stop (players stop there, FFmpeg with end of file), then close the session."""
+        stream = self._streams.get(stream_id)
+        if self.closed or stream is None or stream.state is not StreamState.PLAYING:
+            return False
+        out = self._output
+        out.control(msgs.stream_eof(stream_id))
+        out.status(stream_id, "status", "NetStream.Play.UnpublishNotify", description)
+        out.status(stream_id, "status", "NetStream.Play.Stop", description)
+        self._ctx.end_session(description)
+        return True
+
+    @property
+    def chunk_size(self) -> int:
+        """The chunk size our messages are cut with (what `send_serialized` needs)."""
+        return self._output.chunk_size
+
+    def send_serialized(self, msg: SerializedMessage) -> None:
+        """Media to a player, cut once for all of them (`chunk.serialize_message` with this
+        session's chunk size and the player's stream id)."""
+        if not self.closed:
+            self._output.serialized(msg)
+
+    def send_message(self, csid: int, msg_type: int, stream_id: int, payload: bytes) -> None:
+        """A message of our own to a player (its metadata, say), timestamp 0."""
+        if not self.closed:
+            self._output.send(csid, msg_type, stream_id, payload)
+
     def request_reconnect(self, tc_url: str = "", description: str = "Reconnect, please") -> bool:
         """Enhanced RTMP v2's reconnect request: onStatus NetConnection.Connect.ReconnectRequest
         on stream 0 (with `tc_url`, where to reconnect, when given; else the client uses its
@@ -293,7 +365,10 @@ class ServerSession:
     def _dispatch(self, msg: Message) -> None:
         t = msg.msg_type
         if t == _VIDEO or t == _AUDIO:  # noqa: SIM109 - two int compares beat building a tuple
-            self._media(t, msg.stream_id, msg.timestamp, msg.payload)
+            if self._taps and msg.stream_id in self._taps:
+                self._tapped(t, msg.stream_id, msg.timestamp, msg.payload)
+            else:
+                self._media(t, msg.stream_id, msg.timestamp, msg.payload)
         elif t == MessageType.COMMAND_AMF0 or t == MessageType.COMMAND_AMF3:
             cmd = parse_command(msg.payload, amf3=t == MessageType.COMMAND_AMF3)
             commands.handle(self._ctx, msg.stream_id, cmd)
@@ -383,6 +458,31 @@ class ServerSession:
                     )
                 )
 
+    def _tapped(self, msg_type: int, stream_id: int, ts: int, payload: _Buf) -> None:
+        """`_media`, then the message itself, told apart by the events it made."""
+        events = self._events
+        before = len(events)
+        self._media(msg_type, stream_id, ts, payload)
+        made = len(events) - before
+        if not made:
+            return  # ignored (not publishing) or empty: nothing to relay either
+        kind = RawKind.FRAME
+        key = msg_type
+        for i in range(before, before + made):
+            event = events[i]
+            if type(event) is Video:
+                if event.frame_type == 1 and kind is RawKind.FRAME:
+                    kind = RawKind.KEYFRAME
+            elif type(event) is Audio:
+                pass
+            elif type(event) is SequenceEnd:
+                kind = RawKind.END
+            else:  # a configuration, multichannel layout or video metadata: state to keep
+                kind = RawKind.HEADER
+                code = _HEADER_CODES.get(type(event), 0)
+                key = key * 131 + code * 17 + getattr(event, "track", 0)
+        events.append(RawMedia(stream_id, msg_type, ts, payload, kind, key))
+
     def _ex_video(self, stream_id: int, ts: int, payload: _Buf) -> None:
         """Enhanced RTMP video: one event per track of the message (rtmpd.rtmp.exheader)."""
         events = self._events
@@ -435,8 +535,12 @@ class ServerSession:
     def _aggregate(self, msg: Message) -> None:
         """The FLV tags of an aggregate message, their timestamps mapped onto the message's."""
         stream_id, base = msg.stream_id, msg.timestamp
+        tapped = stream_id in self._taps
         for kind, offset, body in flv.aggregate_tags(msg.payload):
             if kind == MessageType.AUDIO or kind == MessageType.VIDEO:
-                self._media(kind, stream_id, base + offset, body)
+                if tapped:
+                    self._tapped(kind, stream_id, base + offset, body)
+                else:
+                    self._media(kind, stream_id, base + offset, body)
             elif kind == MessageType.DATA_AMF0:
                 self._data(stream_id, body, amf3=False)

@@ -20,7 +20,9 @@ in `rtmpd.rtmp.commands` and the session's accept/reject/close - next to the one
 
 Connection: HANDSHAKE -> AWAIT_CONNECT -> CONNECTED -> CLOSED (CLOSED from anywhere).
 Streams: IDLE (created) -> PUBLISH_PENDING (PublishRequest emitted) -> PUBLISHING (accepted)
--> IDLE again on FCUnpublish/closeStream, or DELETED on deleteStream. A publish the peer ends
+-> IDLE again on FCUnpublish/closeStream, or DELETED on deleteStream. Playing is the same
+shape: IDLE -> PLAY_REQUESTED (PlayRequest emitted) -> PLAYING (accepted; DELETED when
+refused) -> IDLE on closeStream or a close, DELETED on deleteStream. A publish the peer ends
 while we are still deciding becomes WITHDRAWN; accepting it then ends it at once, so the rule
 "every accepted publish gets exactly one PublishEnd" holds without the caller tracking races.
 A session that closes for any reason (violation, timeout, reject, refused play, close()) first
@@ -30,7 +32,8 @@ a pending or withdrawn publish stays as it is (accept_publish refuses once close
 
 The publish timer: `waiting_since` is when we began waiting for a publish request. Every
 connection transition restarts it (the handshake done, connect) or clears it (close); every
-stream transition clears it while any stream is PUBLISH_PENDING, PUBLISHING or WITHDRAWN, and
+stream transition clears it while any stream is PUBLISH_PENDING, PUBLISHING or WITHDRAWN (or
+a player's PLAY_REQUESTED or PLAYING: a player never publishes), and
 starts it, if it is not running yet, once none is. ConnectionState stamps it with `now`, the
 time of the input being handled, which the session sets before it hands the machine anything.
 
@@ -61,6 +64,7 @@ class StreamState(Enum):
     PUBLISHING = auto()
     WITHDRAWN = auto()
     PLAY_REQUESTED = auto()
+    PLAYING = auto()
     DELETED = auto()
 
 
@@ -116,10 +120,17 @@ STREAM_TRANSITIONS: dict[tuple[StreamState, StreamTrigger], StreamState] = {
     (_S.PUBLISHING, _ST.CLOSE): _S.IDLE,
     (_S.PLAY_REQUESTED, _ST.DELETE): _S.DELETED,
     (_S.PLAY_REQUESTED, _ST.UNPUBLISH): _S.PLAY_REQUESTED,
+    (_S.PLAY_REQUESTED, _ST.ACCEPT): _S.PLAYING,
+    (_S.PLAY_REQUESTED, _ST.REJECT): _S.DELETED,
+    (_S.PLAYING, _ST.DELETE): _S.DELETED,
+    (_S.PLAYING, _ST.UNPUBLISH): _S.IDLE,
+    (_S.PLAYING, _ST.CLOSE): _S.IDLE,
 }
 
 #: States in which the stream counts as "a publish is happening" for the timers.
 ACTIVE_STATES = frozenset((_S.PUBLISH_PENDING, _S.PUBLISHING, _S.WITHDRAWN))
+#: States that stop the wait for a publish: a player is not expected to publish.
+BUSY_STATES = ACTIVE_STATES | {_S.PLAY_REQUESTED, _S.PLAYING}
 #: States whose media becomes events.
 MEDIA_STATES = frozenset((_S.PUBLISH_PENDING, _S.PUBLISHING))
 
@@ -203,7 +214,7 @@ class ConnectionState:
     def _wait_for_publish(self, *, restart: bool) -> None:
         """The one writer of `waiting_since` (the rule is in the module docstring)."""
         if self.conn is ConnState.CLOSED or any(
-            stream.state in ACTIVE_STATES for stream in self.streams.values()
+            stream.state in BUSY_STATES for stream in self.streams.values()
         ):
             self.waiting_since = None
         elif restart or self.waiting_since is None:

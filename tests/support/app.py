@@ -10,6 +10,7 @@ honours the reconnect requests that brings, as the spec asks of a client.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 from pathlib import Path
@@ -18,23 +19,27 @@ from urllib.parse import urlsplit
 
 from rtmpd.app import Rtmpd
 from rtmpd.config import from_dict
-from rtmpd.rtmp.client import ClientSession, ReconnectRequest, Status
+from rtmpd.rtmp.client import ClientSession, MediaMessage, ReconnectRequest, Status
 from rtmpd.rtmp.exheader import CapsEx
 from tests.support.media import TAG_AUDIO, TAG_VIDEO, FlvTag, make_flv, read_flv_tags
 
 
-def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Any:
-    data: dict[str, dict[str, Any]] = {
+def make_config(tmp_path: Path, **sections: Any) -> Any:
+    """A config with these sections merged in (a list, such as `push=[{...}]`, replaces)."""
+    data: dict[str, Any] = {
         "rtmp": {"listen": "127.0.0.1:0"},
         "http": {"listen": "127.0.0.1:0"},
         "hls": {"fragment": 1.0, "playlist_length": 4.0},
     }
     for name, values in sections.items():
-        data.setdefault(name, {}).update(values)
+        if isinstance(values, list):
+            data[name] = values
+        else:
+            data.setdefault(name, {}).update(values)
     return from_dict(data, tmp_path)
 
 
-async def start_server(tmp_path: Path, **sections: dict[str, Any]) -> Rtmpd:
+async def start_server(tmp_path: Path, **sections: Any) -> Rtmpd:
     server = Rtmpd(make_config(tmp_path, **sections))
     await server.start()
     return server
@@ -210,3 +215,123 @@ class ReconnectingPublisher:
 
 def media_tags(**kwargs: Any) -> list[FlvTag]:
     return [t for t in read_flv_tags(make_flv(**kwargs)) if t.kind in (TAG_AUDIO, TAG_VIDEO)]
+
+
+class LiveStream:
+    """A HeldPublisher sending `tags` in real time over and over (timestamps going on, the
+    sequence headers once), until stopped: a live stream for players and relays to join."""
+
+    def __init__(self, port: int, key: str, tags: list[FlvTag], source: str = "127.0.0.1") -> None:
+        self.publisher = HeldPublisher(port, key, source=source)
+        self.tags = tags
+        self.sent = 0  # tags sent so far
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> Status:
+        status = await self.publisher.start()
+        self._task = asyncio.create_task(self._run())
+        return status
+
+    async def _run(self) -> None:
+        media = [t for t in self.tags if not t.is_sequence_header]
+        self.publisher.send_tags([t for t in self.tags if t.is_sequence_header])
+        period = media[-1].timestamp + 40
+        began = time.monotonic()
+        offset = 0
+        while not self.publisher.closed.is_set():
+            for tag in media:
+                delay = began + (tag.timestamp + offset) / 1000 - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                self.publisher.send_tags([tag], offset)
+                self.sent += 1
+            offset += period
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.publisher.close()
+
+
+class HeldPlayer:
+    """Plays with rtmpd's own client over a real socket and keeps every message it gets;
+    `stall()` stops reading (a player whose network stopped), `resume()` reads again."""
+
+    def __init__(
+        self, port: int, name: str, app: str = "app", source: str = "127.0.0.1",
+        *, rcvbuf: int = 0,
+    ) -> None:  # fmt: skip
+        self.port = port
+        self.name = name
+        self.app = app
+        self.source = source
+        self.rcvbuf = rcvbuf
+        self.session = ClientSession()
+        self.statuses: list[Status] = []
+        self.media: list[MediaMessage] = []
+        self.closed = asyncio.Event()
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._pump: asyncio.Task[None] | None = None
+
+    async def start(self, timeout: float = 10.0) -> Status:
+        """Connect and play; the server's first onStatus answer on the stream."""
+        sock = socket.socket()
+        if self.rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+        sock.bind((self.source, 0))
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", self.port))
+        self._reader, self._writer = await asyncio.open_connection(sock=sock)
+        self.session.connect(self.app, f"rtmp://127.0.0.1:{self.port}/{self.app}")
+        self.session.create_stream()
+        self.session.play(self.name)
+        self._flush()
+        self.resume()
+        async with asyncio.timeout(timeout):
+            while not self.statuses:
+                if self.closed.is_set():
+                    raise ConnectionError("closed before any onStatus")
+                await asyncio.sleep(0.01)
+        return self.statuses[0]
+
+    def codes(self) -> list[str]:
+        return [s.code for s in self.statuses]
+
+    def stall(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+            self._pump = None
+
+    def resume(self) -> None:
+        if self._pump is None:
+            self._pump = asyncio.create_task(self._read())
+
+    async def close(self) -> None:
+        self.stall()
+        if self._writer is not None:
+            self._writer.close()
+
+    def _flush(self) -> None:
+        data = self.session.data_to_send()
+        if data and self._writer is not None and not self._writer.is_closing():
+            self._writer.write(data)
+
+    async def _read(self) -> None:
+        assert self._reader is not None
+        try:
+            while data := await self._reader.read(65536):
+                self.session.receive_data(data)
+                while (event := self.session.next_event()) is not None:
+                    if isinstance(event, Status):
+                        self.statuses.append(event)
+                    elif isinstance(event, MediaMessage):
+                        self.media.append(event)
+                self._flush()
+        except (ConnectionError, OSError):
+            pass
+        else:
+            self.closed.set()
+            return
+        self.closed.set()

@@ -176,12 +176,18 @@ class Nginx:
 
 
 @contextlib.contextmanager
-def nginx(origin: str, config: Path = DEPLOY / "nginx-edge.conf") -> Iterator[Nginx]:
+def nginx(
+    origin: str, config: Path = DEPLOY / "nginx-edge.conf", *, writable: tuple[str, ...] = ()
+) -> Iterator[Nginx]:
     """nginx on `config` with its @WORDS@ filled in: a free loopback port, `origin`, a prefix
-    folder under /tmp (its worker runs as nobody when we are root, and must reach the cache)."""
+    folder under /tmp (its worker runs as nobody when we are root, and must reach the cache;
+    `writable`: folders of the prefix the worker writes in)."""
     exe = binary("nginx", "/usr/sbin")
     prefix = Path(tempfile.mkdtemp(prefix="rtmpd-edge-"))
     prefix.chmod(0o755)
+    for folder in writable:
+        (prefix / folder).mkdir()
+        (prefix / folder).chmod(0o777)
     port = free_port()
     user = "nobody nogroup" if os.geteuid() == 0 else os.environ.get("USER", "nobody")
     text = config.read_text()
