@@ -1,5 +1,6 @@
 """The `rtmpd` command: `serve` (the default) runs the server, `users` manages accounts,
-`tokens` the API tokens of the admin API, `drain` asks a running server to drain.
+`tokens` the API tokens of the admin API, `drain` asks a running server to drain,
+`recordings` lists and removes recorded broadcasts.
 
 Signals of `serve`: SIGINT stops at once; SIGTERM stops listening, drains ([rtmp]
 drain_grace) and stops (a second SIGTERM stops at once); SIGUSR1 drains and goes on; SIGHUP
@@ -39,6 +40,7 @@ commands:
   users        manage streamers and their stream keys (rtmpd users --help)
   tokens       manage API tokens for /api/admin/ and /admin (rtmpd tokens --help)
   drain        ask the running server to move its publishers off (rtmpd drain --help)
+  recordings   list and remove recorded broadcasts (rtmpd recordings --help)
 """
 
 SERVE_HELP = """\
@@ -89,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _config_option(drain, top=False)
     for name, text in (("users", "manage streamers and stream keys"),
-                       ("tokens", "manage API tokens of the admin API")):  # fmt: skip
+                       ("tokens", "manage API tokens of the admin API"),
+                       ("recordings", "list and remove recorded broadcasts")):  # fmt: skip
         sub = commands.add_parser(name, help=text, add_help=False, prefix_chars="\0")
         sub.add_argument("args", nargs=argparse.REMAINDER)
     return parser
@@ -118,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config_path: Path | None = args.config
     users_args: list[str] = []
-    if args.command in ("users", "tokens"):
+    if args.command in ("users", "tokens", "recordings"):
         inner_path, users_args = _split_config(args.args)
         config_path = inner_path or config_path
     try:
@@ -148,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
             db_url=url,
         )
         return status
+    if args.command == "recordings":
+        from rtmpd.hls.record_cli import main_recordings
+
+        return main_recordings(users_args, config.record)
     if args.command == "drain":
         return drain(config)
     return serve(config)
