@@ -48,8 +48,12 @@ from .storage import check_name, make_dirs, write_atomic
 
 #: Seconds between retention passes (keep_days, and recordings removed by another process).
 RETENTION_SECONDS = 10.0
-#: Room made for an MP4 beyond its segments' bytes (an MP4 of the same media is no larger).
-MP4_MARGIN = 1024 * 1024
+#: Room made for an MP4 beyond its segments' bytes: an MP4 of the same media is smaller than
+#: its MPEG-TS segments (their packet overhead outweighs the moov box) and about as large as
+#: fMP4 ones.
+MP4_MARGIN = 64 * 1024
+#: What a sidecar counts for (it is smaller: it cannot count its own exact size).
+SIDECAR_BYTES = 1024
 #: Seconds a remux may take beyond its recording's duration before it is killed.
 REMUX_SLACK = 120.0
 
@@ -279,7 +283,7 @@ class Recorder:
         current = _Open(info, folder, file, size=len(header))
         self._open[name] = current
         self._index.setdefault(name, {})[rec_id] = info
-        self._grow(current, len(header) + len(info.to_json()))
+        self._grow(current, len(header) + SIDECAR_BYTES)
         self._log.info("recording %s: started %s", name, rec_id)
         return current
 
@@ -558,12 +562,15 @@ def _dirs(folder: Path, hidden: bool = False) -> list[Path]:
 
 
 def _folder_size(folder: Path) -> int:
-    total = 0
+    """Its files' bytes, the sidecar counted as SIDECAR_BYTES."""
+    total = SIDECAR_BYTES
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return 0
     for entry in entries:
+        if entry.name == rec.SIDECAR:
+            continue
         with contextlib.suppress(OSError):
             total += entry.stat(follow_symlinks=False).st_size
     return total

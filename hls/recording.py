@@ -77,7 +77,7 @@ class RecordingInfo:
     started_at: float  # unix seconds of the first segment
     ended_at: float | None = None  # None while recording
     duration_ms: int = 0
-    bytes: int = 0  # every file of it on disk
+    bytes: int = 0  # every file of it on disk (the sidecar counted as 1 KiB)
     segments: int = 0
     discontinuities: int = 0  # EXT-X-DISCONTINUITY tags: new timelines and lost media
     lost: int = 0  # segments lost to the disk (or to max_bytes) while recording

@@ -27,6 +27,7 @@ ID = r"\d{8}-\d{6}(?:-\d{1,4})?"
 _FILE = r"(?:index\.m3u8|\d{5,9}\.(?:ts|m4s)|init\d{1,6}\.mp4|recording\.mp4|thumb\.jpg)"
 _PATH = re.compile(rf"/recordings/(?P<name>{NAME})/(?P<id>{ID})/(?P<file>{_FILE})")
 _ID = re.compile(ID)
+_NAME = re.compile(NAME)
 _API_HEADERS = {"Cache-Control": "no-cache", "Access-Control-Allow-Origin": "*"}
 _NO_STORE = {"Cache-Control": "no-store"}
 
@@ -169,6 +170,8 @@ async def _admin_all(request: web.Request) -> web.Response:
 
 
 async def _admin_list(request: web.Request) -> web.Response:
+    if not _NAME.fullmatch(request.match_info["name"]):
+        raise web.HTTPNotFound(reason="no such channel")
     return web.json_response(
         {"recordings": _all(request, request.match_info["name"])}, headers=_NO_STORE
     )
