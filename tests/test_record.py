@@ -496,3 +496,38 @@ def test_fmp4_segments_and_their_init_segments_are_recorded(
         checked(folder, 6.0)
     finally:
         recorder.close()
+
+
+async def test_recordings_on_another_file_system_are_copies_and_survive_it_filling(
+    tmp_path: Path, small_disk: SmallDisk, hls_and_clock: tuple[HlsConfig, FakeClock]
+) -> None:
+    """The recordings on a 4 MiB tmpfs of their own, HLS elsewhere: segments are copied (no
+    hard link across file systems); while that tmpfs is full the recording loses segments
+    (counted) and HLS loses none; the VOD notes the gap with a discontinuity and decodes."""
+    assert small_disk.mounted, "a real tmpfs is needed (root)"
+    config, clock = hls_and_clock
+    recorder = Recorder(RecordConfig(True, small_disk.folder / "rec"), grace=0, clock=clock)
+    recorder.start()
+    hls = HlsService(config, clock=clock, recorder=recorder)
+    events = list(media(seconds=9, width=320, height=240))
+    headers = [e for e in events if e[0].endswith("_config")]
+    frames = [e for e in events if not e[0].endswith("_config")]
+    try:
+        packager = hls.open_stream("benw")
+        feed(packager, headers + [e for e in frames if e[1] < 3000])
+        small_disk.fill()
+        feed(packager, [e for e in frames if 3000 <= e[1] < 6000])
+        small_disk.free()
+        feed(packager, [e for e in frames if e[1] >= 6000])
+        packager.close()
+        assert "#EXT-X-DISCONTINUITY" not in hls.playlist_path("benw").read_text()
+        [info] = await finished(recorder, "benw")
+        folder = folder_of(recorder, info)
+        assert info.lost >= 1 and info.discontinuities == 1
+        assert all(p.stat().st_nlink == 1 for p in folder.glob("*.ts"))  # copies
+        text = (folder / rec.PLAYLIST).read_text()
+        assert text.count("#EXT-X-DISCONTINUITY") == 1
+        checked(folder, info.duration_ms / 1000, tolerance=0.01)
+        assert 3.0 <= info.duration_ms / 1000 <= 7.5
+    finally:
+        recorder.close()
