@@ -228,6 +228,20 @@ async def test_takeover_and_reconnect_within_the_grace_are_one_recording(tmp_pat
         await until(lambda: bool(server.recorder and server.recorder.recordings("benw")))
         await until(lambda: server.recorder is not None and
                     server.recorder.recordings("benw")[0].segments >= 1)  # fmt: skip
+        token = await server.accounts.add_token("record-test")
+        base = f"http://127.0.0.1:{server.http_port}/api/admin/recordings"
+        auth = {"Authorization": f"Bearer {token}"}
+        recording = server.recorder.recordings("benw")[0]
+        async with (
+            aiohttp.ClientSession(headers=auth) as http,
+            http.delete(f"{base}/benw/{recording.id}") as response,
+        ):
+            assert response.status == 409  # being recorded
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{server.http_port}/api/streams/benw/recordings") as r,
+        ):
+            assert (await r.json())["recordings"] == []  # not a past broadcast yet
         second = Publisher(server.rtmp.port, key)  # takes over
         assert (await second.start()).code == START
         await first.wait_closed(10)
@@ -250,9 +264,6 @@ async def test_takeover_and_reconnect_within_the_grace_are_one_recording(tmp_pat
         later, earlier = await finished(server.recorder, "benw", 2)
         assert earlier.id == info.id and later.started_at > info.ended_at  # type: ignore[operator]
 
-        token = await server.accounts.add_token("record-test")
-        base = f"http://127.0.0.1:{server.http_port}/api/admin/recordings"
-        auth = {"Authorization": f"Bearer {token}"}
         async with aiohttp.ClientSession(headers=auth) as http:
             async with http.get(f"{base}/benw") as response:
                 ids = [r["id"] for r in (await response.json())["recordings"]]
