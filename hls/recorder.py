@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -54,6 +55,8 @@ RETENTION_SECONDS = 10.0
 MP4_MARGIN = 64 * 1024
 #: What a sidecar counts for (it is smaller: it cannot count its own exact size).
 SIDECAR_BYTES = 1024
+#: At most this much room is made ahead of max_bytes (a tenth of it when that is less).
+HEADROOM = 256 * 1024 * 1024
 #: Seconds a remux may take beyond its recording's duration before it is killed.
 REMUX_SLACK = 120.0
 
@@ -114,6 +117,8 @@ class Recorder:
         self._queue: deque[tuple[str, str]] = deque()  # recordings waiting for their MP4
         self._remux: _Remux | None = None
         self._remover = ThreadPoolExecutor(1, thread_name_prefix="rtmpd-record-remove")
+        self._removing = 0  # bytes of removed recordings the remover has not deleted yet
+        self._removing_lock = threading.Lock()
         self.total = 0  # bytes of every recording
         self.max_bytes = config.max_bytes
         self._next_retention = 0.0
@@ -131,7 +136,7 @@ class Recorder:
         for name_dir in _dirs(self.root):
             for entry in _dirs(name_dir, hidden=True):
                 if entry.name.endswith(".removing"):
-                    self._remover.submit(delete_folder, entry)
+                    self._delete(entry, _folder_size(entry))
                 elif rec.is_id(entry.name):
                     self._load(name_dir.name, entry)
         if not self.max_bytes:
@@ -426,14 +431,38 @@ class Recorder:
 
     def _room(self, needed: int) -> bool:
         """Whether `needed` more bytes fit under max_bytes, once the oldest finished
-        recordings made room."""
+        recordings made room. Room is made a headroom ahead of the bound, so that the remover
+        thread has deleted their files before the bound is reached; only if it has not (the
+        bound reached while it still deletes) does the loop wait for it."""
+        headroom = min(self.max_bytes // 10, HEADROOM)
+        for bound in (self.max_bytes - headroom, self.max_bytes):
+            held = self._used() - self._removing  # what is being deleted needs no victim
+            victims = rec.to_make_room(self._all(), held, needed, bound)
+            if victims is not None:
+                for info in victims:
+                    self._remove(info, "to stay under [record] max_bytes")
+                break
+        if self._used() + needed > self.max_bytes and self._removing:
+            self._remover.submit(_nothing).result()  # after every deletion queued before it
+        return self._used() + needed <= self.max_bytes
+
+    def _used(self) -> int:
+        """Bytes on disk, or about to be: the recordings, the MP4 being made, deletions that
+        have not happened yet."""
         reserved = self._remux.reserved if self._remux is not None else 0
-        victims = rec.to_make_room(self._all(), self.total + reserved, needed, self.max_bytes)
-        if victims is None:
-            return False
-        for info in victims:
-            self._remove(info, "to stay under [record] max_bytes")
-        return True
+        return self.total + reserved + self._removing
+
+    def _delete(self, folder: Path, size: int) -> None:
+        """Delete a folder renamed away, in the remover thread; its bytes count until then."""
+        with self._removing_lock:
+            self._removing += size
+
+        def delete() -> None:
+            delete_folder(folder)
+            with self._removing_lock:
+                self._removing -= size
+
+        self._remover.submit(delete)
 
     def _retention(self, now: float) -> None:
         self._next_retention = now + RETENTION_SECONDS
@@ -467,7 +496,7 @@ class Recorder:
             self._log.error("recording %s: cannot remove %s: %s", info.name, info.id, exc)
             return
         else:
-            self._remover.submit(delete_folder, doomed)
+            self._delete(doomed, info.bytes)
         self._forget(info)
         self._log.info("recording %s: %s removed %s", info.name, info.id, why)
 
@@ -542,6 +571,10 @@ class Recorder:
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+
+def _nothing() -> None:
+    return None
 
 
 def _write_all(file: IO[bytes], data: bytes) -> None:

@@ -284,7 +284,7 @@ async def test_takeover_and_reconnect_within_the_grace_are_one_recording(tmp_pat
 
 @pytest.fixture
 def hls_and_clock(tmp_path: Path) -> Iterator[tuple[HlsConfig, FakeClock]]:
-    yield HlsConfig(path=tmp_path / "hls", fragment=1.0, playlist_length=4.0), FakeClock()
+    yield HlsConfig(path=tmp_path / "live", fragment=1.0, playlist_length=4.0), FakeClock()
 
 
 def broadcast(hls: HlsService, recorder: Recorder, clock: FakeClock, seconds: float = 3) -> None:
@@ -377,7 +377,7 @@ async def test_max_bytes_is_a_hard_bound(
 
 @pytest.fixture
 def small_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SmallDisk]:
-    disk = SmallDisk(tmp_path / "disk", monkeypatch)
+    disk = SmallDisk(tmp_path / "disk", monkeypatch)  # test_faults's, in a folder of its own
     yield disk
     disk.close()
 
@@ -485,7 +485,7 @@ def test_fmp4_segments_and_their_init_segments_are_recorded(
     """[hls] format = "fmp4": the init segment of each run is recorded with its segments, and
     the MP4 follows a takeover's new run."""
     _, clock = hls_and_clock
-    config = HlsConfig(path=tmp_path / "hls", fragment=1.0, playlist_length=4.0, format="fmp4")
+    config = HlsConfig(path=tmp_path / "live", fragment=1.0, playlist_length=4.0, format="fmp4")
     recorder = Recorder(RecordConfig(True, tmp_path / "rec"), grace=0, clock=clock)
     recorder.start()
     hls = HlsService(config, clock=clock, recorder=recorder)
