@@ -7,7 +7,9 @@ its second segment, or its first), then `recording.mp4`: every segment's packets
 (no re-encode), `movflags=faststart` so a browser plays it before it is all downloaded. Each
 run of segments (up to an EXT-X-DISCONTINUITY) is moved to follow the one before, so a
 takeover, a reconnect or media lost to a full disk leaves no hole in the MP4's timeline. Tracks
-come from the first segment; a track that appears only later is not in the MP4.
+come from the first segment; a track that appears only later is not in the MP4. Every codec
+the packager writes goes in as it is (H.264, HEVC, AV1, VP9; AAC, MP3, Opus, FLAC, AC-3,
+E-AC-3): the streams are copied opaque, by their parameters, never through a codec by name.
 
 The server runs one at a time at a lower priority (rtmpd.hls.recorder) and only looks at the
 exit status and the files: status 0 and the MP4 is there, or the last line of stderr says why.
@@ -77,7 +79,7 @@ def _copy(folder: Path, entries: list[Segment], out: Any) -> None:
                       if getattr(source.streams, k)}  # fmt: skip
             if index == 0:
                 for kind, stream in inputs.items():
-                    streams[kind] = out.add_stream_from_template(stream)
+                    streams[kind] = out.add_stream_from_template(stream, opaque=True)
                 if not streams:
                     raise ValueError("the first segment has no audio or video")
             packets = list(_packets(source, inputs, streams))

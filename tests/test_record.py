@@ -542,3 +542,29 @@ async def test_recordings_on_another_file_system_are_copies_and_survive_it_filli
         assert 3.0 <= info.duration_ms / 1000 <= 7.5
     finally:
         recorder.close()
+
+
+async def test_newer_codecs_are_recorded_and_remuxed(tmp_path: Path) -> None:
+    """AV1 and Opus (fMP4 segments, as [hls] format auto makes them): the MP4 is a stream copy
+    of both tracks (a decoder name is no encoder: the streams are copied opaque)."""
+    server = await start_server(tmp_path, record={"enabled": True}, hls={"grace": 0.5})
+    assert server.recorder is not None
+    try:
+        key = await server.auth.store.add_user("benw")
+        url = f"rtmp://127.0.0.1:{server.rtmp.port}/app/{key}"
+        result = await run_publisher(
+            url, seconds=3.0, fps=10, gop=10, width=160, height=120, sample_rate=48000,
+            video_codec="libsvtav1", audio_codec="libopus",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        [info] = await finished(server.recorder, "benw")
+        folder = folder_of(server.recorder, info)
+        assert info.format == "fmp4"
+        checked(folder, 3.0)
+        streams = subprocess.run(
+            ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0",
+             str(folder / rec.MP4)], capture_output=True, text=True, timeout=60, check=True,
+        ).stdout.split()  # fmt: skip
+        assert sorted(streams) == ["av1", "opus"]
+    finally:
+        await server.stop()
