@@ -17,7 +17,7 @@ RESERVED: frozenset[str] = frozenset(
     {
         "about", "admin", "api", "app", "assets", "channel", "channels", "crossdomain.xml",
         "docs", "embed", "favicon.ico", "health", "healthz", "help", "hls", "index", "live",
-        "login", "logout", "metrics", "null", "player", "robots.txt", "root", "rtmp",
+        "login", "logout", "metrics", "null", "player", "recordings", "robots.txt", "root", "rtmp",
         "settings", "static", "status", "stream", "streams", "thumb", "thumbnails",
         "undefined", "user", "users", "www",
     }

@@ -6,7 +6,8 @@ bench/results/results.jsonl.
     python -m bench.run viewers   [--servers rtmpd,nginx] [-m 100 1000] [--seconds 30]
     python -m bench.run edge      [--servers direct,edge] [-m 1000] [--seconds 30]
 
-flat: one publisher pushes the file as fast as the server reads it; server CPU seconds per hour
+flat: one publisher pushes the file as fast as the server reads it (server `rtmpd-record`: rtmpd
+with [record] on); server CPU seconds per hour
 of media. realtime: N publishers paced in real time; server CPU (share of one core) and RSS in
 the steady window, segment lag from outside (inotify, see hlswatch.py) and rtmpd's own
 histogram. viewers: M HLS viewers of one live stream. edge: the same viewers of rtmpd, directly

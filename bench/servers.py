@@ -129,6 +129,7 @@ class RtmpdServer(Server):
         command: list[str] | None = None,
         label: str = "rtmpd",
         max_speed: float = 2.0,
+        extra: str = "",
     ) -> None:
         super().__init__(label)
         self.command = command or rtmpd_command()
@@ -147,7 +148,7 @@ class RtmpdServer(Server):
             f"{speed}"
             '[database]\npath = "rtmpd.sqlite3"\n'
             "[auth]\nmax_failures = 1000\n"
-            '[log]\nlevel = "warning"\n'
+            '[log]\nlevel = "warning"\n' + extra
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.tmp / "rtmpd.log"
@@ -299,6 +300,9 @@ def make_server(label: str, *, max_speed: float = 2.0) -> Server:
     """`max_speed` is rtmpd's [hls] bound on media ahead of real time (flat out needs it off)."""
     if label == "rtmpd":
         return RtmpdServer(max_speed=max_speed)
+    if label == "rtmpd-record":  # the same with every broadcast recorded ([record])
+        record = '[record]\nenabled = true\npath = "recordings"\n'
+        return RtmpdServer(label="rtmpd (record on)", extra=record, max_speed=max_speed)
     if label == "rtmpd-base":
         base = os.environ.get(BASE_ENV)
         if not base:

@@ -31,6 +31,7 @@ from .pace import Pace
 from .packager import FinishedPart, FinishedSegment, StreamPackager
 from .playlist import PlaylistWindow, Segment, decide_target, rounded_seconds
 from .quota import DiskQuota
+from .recorder import RecordListener
 from .storage import Layout, write_atomic
 
 
@@ -48,6 +49,7 @@ class NameContext:
     quota: DiskQuota
     make_room: Callable[[], None]
     live: LiveListener | None = None  # told about LL-HLS parts and segments
+    recorder: RecordListener | None = None  # told about publishes and segments ([record])
 
 
 class NameState:
@@ -112,6 +114,8 @@ class NameState:
             pace=self.pace,
         )
         self.packager = self._last_publish = packager
+        if context.recorder is not None:
+            context.recorder.publish_started(self.name)
         return packager
 
     def hold(self, uri: str, size: int) -> None:
@@ -219,6 +223,8 @@ class NameState:
         self._write_playlist()
         if self.live is not None:
             self.live.listed(entry)
+        if context.recorder is not None and window.target_duration is not None:
+            context.recorder.segment(self.name, segment, window.target_duration)
         on_segment = context.on_segment
         if on_segment is not None:
             lag = context.clock() - segment.closed_at
@@ -243,6 +249,8 @@ class NameState:
         self._write_playlist()
         if ended and self.live is not None:
             self.live.end(config.endlist)
+        if context.recorder is not None:
+            context.recorder.publish_finished(self.name, ended)
         if ended and config.cleanup:
             due = context.clock() + config.effective_grace
             context.cleanup.schedule_stream(due, self.name, self.generation)

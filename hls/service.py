@@ -29,6 +29,7 @@ from .name_state import NameContext, NameState
 from .packager import StreamPackager
 from .playlist import PlaylistWindow
 from .quota import DiskQuota, derived_total, describe_total_bound
+from .recorder import RecordListener
 from .storage import TEMP_SUFFIX, Layout, check_name, make_dirs, unlink_quietly
 
 
@@ -43,6 +44,7 @@ class HlsService:
         on_segment: Callable[[SegmentWritten], None] | None = None,
         log: logging.Logger | None = None,
         live: LiveListener | None = None,
+        recorder: RecordListener | None = None,
     ) -> None:
         self.config = config
         self.layout = Layout(config.path, config.nested)
@@ -68,6 +70,7 @@ class HlsService:
             quota=self.quota,
             make_room=self._make_room,
             live=live,
+            recorder=recorder,
         )
 
     # -- public API -------------------------------------------------------------------------

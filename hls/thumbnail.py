@@ -32,7 +32,11 @@ def keyframe_to_jpeg(
         raise ValueError(f"keyframe does not decode: {exc}") from exc
     if not frames:
         raise ValueError("keyframe does not decode to a picture")
-    frame = frames[0]
+    return picture_to_jpeg(frames[0], max_width)
+
+
+def picture_to_jpeg(frame: av.VideoFrame, max_width: int = 320) -> bytes:
+    """JPEG bytes of a decoded picture, scaled down to no wider than `max_width`."""
     width, height = frame.width, frame.height
     if width > max_width:
         height = max(2, round(height * max_width / width))

@@ -40,6 +40,7 @@ from rtmpd.auth.service import TAKEN_OVER, Accepted, AuthService, PublishAttempt
 from rtmpd.auth.store import StoreError
 from rtmpd.config import Address, Config
 from rtmpd.hls import HlsService, SegmentWritten
+from rtmpd.hls.recorder import Recorder
 from rtmpd.rtmp.config import SessionConfig
 from rtmpd.rtmp.events import PlayRequest, PublishRequest
 from rtmpd.server import (
@@ -94,11 +95,17 @@ class Rtmpd:
         self.metrics = Metrics()
         #: Requests blocked on LL-HLS parts, woken by the packager as parts complete.
         self.waiters = Waiters()
+        #: Broadcasts kept as VODs ([record]); None when off.
+        self.recorder: Recorder | None = None
+        if config.record.enabled:
+            self.recorder = Recorder(config.record, grace=config.hls.effective_grace,
+                                     log=logging.getLogger("rtmpd.record"))  # fmt: skip
         self.hls = HlsService(
             config.hls,
             on_segment=self._segment_written,
             log=logging.getLogger("rtmpd.hls"),
             live=self.waiters if config.hls.low_latency else None,
+            recorder=self.recorder,
         )
         self.auth = AuthService(
             config.auth,
@@ -189,6 +196,8 @@ class Rtmpd:
                 raise StartupError(str(exc)) from None
             raise StartupError(f"database {self.config.database_path}: {exc}") from None
         self.hls.startup_cleanup(await self.auth.live_names())
+        if self.recorder is not None:
+            self.recorder.start()  # closes what a killed run left open, then retention
         quota = self.hls.quota
         log.info("HLS files: at most %d MiB per stream, %d MiB in all under %s", quota.max_stream
                  // MIB, quota.max_total // MIB, self.config.hls_path)  # fmt: skip
@@ -240,6 +249,7 @@ class Rtmpd:
             else None,
             waiters=self.waiters,
             low_latency=self.config.hls.low_latency,
+            recordings=self.recorder,
         )
         self._runner = make_runner(
             app,
@@ -275,6 +285,8 @@ class Rtmpd:
         for broadcast in list(self.broadcasts.values()):
             broadcast.end()
         self.hls.close()
+        if self.recorder is not None:
+            self.recorder.close()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.webhooks.stop()
@@ -336,6 +348,11 @@ class Rtmpd:
                 self.hls.tick(now)
             except Exception:  # a cleanup error must not end cleanup for good
                 log.exception("HLS cleanup failed")
+            if self.recorder is not None:
+                try:
+                    self.recorder.tick(now)
+                except Exception:
+                    log.exception("recordings failed")
             for publish in self._publishes:
                 publish.count_bytes()
                 publish.health.sample(now, publish.publisher.bytes_received)

@@ -1,5 +1,6 @@
 """The `rtmpd` command: `serve` (the default) runs the server, `users` manages accounts,
-`tokens` the API tokens of the admin API, `drain` asks a running server to drain.
+`tokens` the API tokens of the admin API, `drain` asks a running server to drain,
+`recordings` lists and removes recorded broadcasts.
 
 Signals of `serve`: SIGINT stops at once; SIGTERM stops listening, drains ([rtmp]
 drain_grace) and stops (a second SIGTERM stops at once); SIGUSR1 drains and goes on; SIGHUP
@@ -42,6 +43,7 @@ commands:
   tokens       manage API tokens for /api/admin/ and /admin (rtmpd tokens --help)
   push         manage push destinations of streamers (rtmpd push --help)
   drain        ask the running server to move its publishers off (rtmpd drain --help)
+  recordings   list and remove recorded broadcasts (rtmpd recordings --help)
 """
 
 SERVE_HELP = """\
@@ -93,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     _config_option(drain, top=False)
     for name, text in (("users", "manage streamers and stream keys"),
                        ("tokens", "manage API tokens of the admin API"),
-                       ("push", "manage push destinations (restreaming)")):  # fmt: skip
+                       ("push", "manage push destinations (restreaming)"),
+                       ("recordings", "list and remove recorded broadcasts")):  # fmt: skip
         sub = commands.add_parser(name, help=text, add_help=False, prefix_chars="\0")
         sub.add_argument("args", nargs=argparse.REMAINDER)
     return parser
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config_path: Path | None = args.config
     users_args: list[str] = []
-    if args.command in ACCOUNT_COMMANDS:
+    if args.command in (*ACCOUNT_COMMANDS, "recordings"):
         inner_path, users_args = _split_config(args.args)
         config_path = inner_path or config_path
     try:
@@ -154,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
             db_url=url,
         )
         return status
+    if args.command == "recordings":
+        from rtmpd.hls.record_cli import main_recordings
+
+        return main_recordings(users_args, config.record)
     if args.command == "drain":
         return drain(config)
     return serve(config)

@@ -8,6 +8,7 @@ file stops start-up with one line naming the key: operators fix what the message
 - [rtmp], [rtmps], [http], [log]: `RtmpSection`, `RtmpsSection`, `HttpSection`, `LogSection`
   here (the listeners and the log, which the composition root opens);
 - [hls]: `rtmpd.hls.HlsConfig` (the packager);
+- [record]: `rtmpd.hls.recording.RecordConfig` (broadcasts kept as VODs);
 - [auth], [database]: `rtmpd.auth.AuthConfig`, `rtmpd.auth.DatabaseConfig` (publish decisions);
 - [web]: `rtmpd.web.WebConfig` (the pages);
 - [webhooks]: `rtmpd.webhooks.WebhooksConfig` (the signed POSTs about streams and users).
@@ -31,6 +32,7 @@ import msgspec
 from rtmpd.auth import destinations
 from rtmpd.auth.config import AuthConfig, DatabaseConfig
 from rtmpd.hls.config import HlsConfig
+from rtmpd.hls.recording import RecordConfig
 from rtmpd.proxyproto import ProxyPolicy, TrustedNetworks
 from rtmpd.web.config import WebConfig
 from rtmpd.webhooks import WebhooksConfig
@@ -217,6 +219,7 @@ class _File(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     rtmps: RtmpsSection = msgspec.field(default_factory=RtmpsSection)
     http: HttpSection = msgspec.field(default_factory=HttpSection)
     hls: HlsConfig = msgspec.field(default_factory=HlsConfig)
+    record: RecordConfig = msgspec.field(default_factory=RecordConfig)
     database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     web: WebConfig = msgspec.field(default_factory=WebConfig)
@@ -233,6 +236,7 @@ class Config:
     rtmps: RtmpsSection = field(default_factory=RtmpsSection)
     http: HttpSection = field(default_factory=HttpSection)
     hls: HlsConfig = field(default_factory=HlsConfig)
+    record: RecordConfig = field(default_factory=RecordConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     web: WebConfig = field(default_factory=WebConfig)
@@ -248,6 +252,7 @@ class Config:
             "database": msgspec.structs.replace(
                 self.database, path=self.resolve(self.database.path)
             ),
+            "record": msgspec.structs.replace(self.record, path=self.resolve(self.record.path)),
         }
         if self.web.hlsjs_file:
             hlsjs = str(self.resolve(self.web.hlsjs_file))

@@ -21,6 +21,7 @@ import jinja2
 from aiohttp import web
 
 from . import admin_api, dashboard
+from . import recordings as recorded
 from .admin import Admin
 from .config import DEFAULT_HLSJS_URL
 from .directory import Channel, Directory, StreamStats
@@ -40,7 +41,7 @@ from .viewers import ViewerTracker
 #: line, status and size only. No headers are logged, and no URL of this site carries a secret.
 ACCESS_LOG_FORMAT = '%a - - %t "%r" %s %{Content-Length}o'
 #: First path segments the site uses itself: these can never be channel names.
-RESERVED_NAMES = frozenset({"admin", "api", "live", "metrics", "static", "thumb"})
+RESERVED_NAMES = frozenset({"admin", "api", "live", "metrics", "recordings", "static", "thumb"})
 HLSJS_VENDOR = "vendor/hls.min.js"
 
 _HERE = Path(__file__).resolve().parent
@@ -97,6 +98,7 @@ def create_app(
     live: LiveSource | None = None,
     waiters: Waiters | None = None,
     low_latency: bool = False,
+    recordings: recorded.Recordings | None = None,
 ) -> web.Application:
     """The web application. `hlsjs_file`, if given, is served at /static/vendor/hls.min.js and
     used instead of `hlsjs_url` (self-hosting). With `admin`, the management API under
@@ -104,7 +106,8 @@ def create_app(
     over https and from whom. With the `guard` of its GuardedSite, requests mark their
     connection busy and files go out under the guard's send timeout; without one, under the
     default send timeout. With `live` (and the `waiters` its changes wake), LL-HLS playlists
-    answer blocking reloads and parts come from memory. Start it with `make_runner` to get
+    answer blocking reloads and parts come from memory. With `recordings`, past broadcasts
+    are listed and served (web/recordings.py). Start it with `make_runner` to get
     access logs."""
     templates = jinja2.Environment(
         loader=jinja2.FileSystemLoader(_HERE / "templates"),
@@ -158,6 +161,12 @@ def create_app(
                 request, template, context, status, admin=True),
         ))  # fmt: skip
         dashboard.add_routes(app)
+
+    async def exists(name: str) -> bool:
+        return await directory.channel(name) is not None
+
+    state_of_recordings = recorded.RecordingsState(recordings, sending, exists)
+    recorded.add_routes(app, state_of_recordings, admin=admin is not None)
     r.add_get(f"/thumb/{{name:{NAME}}}.jpg", _thumb, name="thumb")
     r.add_get("/metrics", _metrics, name="metrics")
     r.add_get("/static/{file:[a-z0-9_.-]+(?:/[a-z0-9_.-]+)?}", _static, name="static")
@@ -331,6 +340,7 @@ async def _channel_page(request: web.Request) -> web.Response:
             "info": _info(state, channel),
             "hlsjs_url": state.hlsjs_url,
             "low_latency": state.low_latency,
+            "recordings": recorded.past(request.app, channel.name),
         },  # fmt: skip
     )
 

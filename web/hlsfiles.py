@@ -38,8 +38,10 @@ _FLAT = re.compile(rf"/live/(?P<file>(?P<name>{FRAGMENT})\.(?P<ext>m3u8|ts|m4s|m
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 SEGMENT_TYPE = "video/mp2t"
-#: By extension: MPEG-TS segments, fMP4 media segments and parts, fMP4 init segments.
-CONTENT_TYPES = {"ts": SEGMENT_TYPE, "m4s": "video/iso.segment", "mp4": "video/mp4"}
+#: By extension: MPEG-TS segments, fMP4 media segments and parts, fMP4 init segments (and a
+#: recording's MP4 and thumbnail: web/recordings.py).
+CONTENT_TYPES = {"ts": SEGMENT_TYPE, "m4s": "video/iso.segment", "mp4": "video/mp4",
+                 "jpg": "image/jpeg"}  # fmt: skip
 EXPIRES_MAX = "Thu, 31 Dec 2037 23:55:55 GMT"  # nginx `expires max`
 #: Bytes handed to sendfile at once; the client must take each chunk within the send timeout.
 SEND_CHUNK = 256 * 1024

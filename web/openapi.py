@@ -198,6 +198,37 @@ SCHEMAS: dict[str, Any] = {
     ),  # fmt: skip
 }
 
+_RECORDING = {
+    "id": {"type": "string", "description": "its start in UTC, e.g. 20261202-201500"},
+    "name": {"type": "string"},
+    "started_at": {"type": "string", "format": "date-time"},
+    "ended_at": _TIME,
+    "duration_seconds": {"type": "number", "minimum": 0},
+    "bytes": {"type": "integer", "minimum": 0, "description": "every file of it on disk"},
+    "recording": {"type": "boolean", "description": "true while the broadcast goes on"},
+    "playlist_url": {"type": "string", "description": "HLS (EXT-X-PLAYLIST-TYPE:VOD once ended)"},
+    "mp4_url": _nullable("string", description="the MP4 download, once made"),
+    "thumbnail_url": _nullable("string"),
+    "discontinuities": {"type": "integer", "minimum": 0},
+    "lost_segments": {
+        "type": "integer",
+        "minimum": 0,
+        "description": "lost to a full disk: an EXT-X-DISCONTINUITY marks where",
+    },
+}
+SCHEMAS["Recording"] = _object(_RECORDING)
+SCHEMAS["RecordingList"] = _object({"recordings": {"type": "array", "items": _ref("Recording")}})
+SCHEMAS["AdminRecording"] = _object(
+    {
+        **_RECORDING,
+        "mp4_error": _nullable("string", description="why no MP4 was made"),
+        "stopped": _nullable("string", description="why it stopped before the broadcast did"),
+    }
+)
+SCHEMAS["AdminRecordingList"] = _object(
+    {"recordings": {"type": "array", "items": _ref("AdminRecording")}}
+)
+
 _STREAM_NAME = {"name": "name", "in": "path", "required": True, "example": "benw",
                 "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"}}  # fmt: skip
 _USER_NAME = {"name": "name", "in": "path", "required": True, "example": "benw",
@@ -206,6 +237,8 @@ _DENIED = {
     "401": _error("no valid API token (whatever the path: nothing tells what exists)"),
     "429": _error("too many failed tokens from this address; refused without a lookup"),
 }
+_RECORDING_ID = {"name": "id", "in": "path", "required": True, "example": "20261202-201500",
+                 "schema": {"type": "string", "pattern": r"^\d{8}-\d{6}(-\d{1,4})?$"}}  # fmt: skip
 _GONE = {"404": _error("no such user")}
 _NOT_LIVE = {"404": _error("not live")}
 _DB = {"503": _error("the database is busy or unavailable; try again")}
@@ -243,6 +276,45 @@ PATHS: dict[str, Any] = {
                 "404": _error("no such channel"),
             },
         }
+    },  # fmt: skip
+    "/api/streams/{name}/recordings": {
+        "get": {
+            "summary": "A channel's past broadcasts, newest first ([record])",
+            "tags": ["public"],
+            "security": [],
+            "parameters": [_STREAM_NAME],
+            "responses": {
+                "200": _json(_ref("RecordingList"), "finished recordings (none with [record] off)"),
+                "404": _error("no such channel"),
+            },
+        }
+    },  # fmt: skip
+    "/api/admin/recordings": {
+        "get": _admin(
+            "Every recording, newest first, those being recorded included",
+            {"200": _json(_ref("AdminRecordingList"), "recordings")},
+        )
+    },  # fmt: skip
+    "/api/admin/recordings/{name}": {
+        "get": _admin(
+            "The recordings of one channel, newest first",
+            {
+                "200": _json(_ref("AdminRecordingList"), "recordings (maybe none)"),
+                "404": _error("not a channel name"),
+            },
+            parameters=[_STREAM_NAME],
+        )
+    },  # fmt: skip
+    "/api/admin/recordings/{name}/{id}": {
+        "delete": _admin(
+            "Remove a finished recording (as `rtmpd recordings remove`)",
+            {
+                "204": {"description": "removed"},
+                "404": _error("no such recording"),
+                "409": _error("it is being recorded"),
+            },
+            parameters=[_STREAM_NAME, _RECORDING_ID],
+        )
     },  # fmt: skip
     "/api/admin/users": {
         "get": _admin("All users", {"200": _json(_ref("UserList"), "users by name"), **_DB}),
@@ -367,7 +439,8 @@ The dashboard at /admin uses a session cookie instead, with a CSRF token for cha
 Errors are `{"error": "..."}`. Stream keys appear in exactly two answers, once each: creating a
 user and rotating a key. Changes act like `rtmpd users` (bans, removals and new keys cut a live
 publish within 2 seconds). Push destinations' URLs carry other services' keys: every answer
-shows them redacted."""
+shows them redacted. Recordings of past broadcasts ([record]) are listed under
+`/api/streams/{name}/recordings` and `/api/admin/recordings`."""
 
 
 def document() -> dict[str, Any]:

@@ -1,6 +1,8 @@
 // Channel page player: native HLS where the browser has it, hls.js elsewhere. It polls the API
 // and switches between the offline card and the player when the stream starts or stops; when
 // it stops, what is buffered plays out to the playlist's end (ENDLIST) before the card shows.
+// A past broadcast (the list under the player) plays in the same player; "Back to the live
+// stream" returns to live.
 "use strict";
 (() => {
   const root = document.getElementById("channel");
@@ -20,6 +22,8 @@
   let retryTimer = 0;
   let endTimer = 0;
   let generation = 0;
+  let vod = null; // the playlist of the past broadcast playing, or null: live
+  const backToLive = root.querySelector(".watch-live");
 
   // With LL-HLS on, hls.js (lowLatencyMode) wherever Media Source Extensions exist: not every
   // native HLS player fetches parts (Chromium's does not); where there are none (iPhone
@@ -70,13 +74,13 @@
 
   function retrySoon() {
     clearTimeout(retryTimer);
-    retryTimer = setTimeout(() => live && attach(), 3000);
+    retryTimer = setTimeout(() => (live || vod) && attach(), 3000);
   }
 
   async function attach() {
     detach();
     const mine = generation;
-    const url = root.dataset.playlist;
+    const url = vod || root.dataset.playlist;
     showProblem("");
     if (nativeHls()) {
       root.dataset.engine = "native";
@@ -90,14 +94,14 @@
         retrySoon();
         return;
       }
-      if (mine !== generation || !live) return;
+      if (mine !== generation || !(live || vod)) return;
       if (!Hls.isSupported()) {
         showProblem("This browser cannot play HLS video.");
         return;
       }
       root.dataset.engine = "hlsjs";
       // LL-HLS: parts, blocking playlist reloads and preload hints (hls.js lowLatencyMode).
-      hls = new Hls({ liveDurationInfinity: true, lowLatencyMode: lowLatency });
+      hls = new Hls({ liveDurationInfinity: !vod, lowLatencyMode: lowLatency && !vod });
       hls.on(Hls.Events.ERROR, (_event, data) => {
         if (!data.fatal) return;
         if (data.type === Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
@@ -108,7 +112,7 @@
     }
     video.play().catch(() => {}); // autoplay may be refused; the controls remain
     clearInterval(latencyTimer);
-    latencyTimer = setInterval(showLatency, 1000);
+    if (!vod) latencyTimer = setInterval(showLatency, 1000);
   }
 
   function latency() {
@@ -133,13 +137,13 @@
   }
 
   video.addEventListener("error", () => {
-    if (live && !hls) retrySoon(); // native player: playlist not there yet, or a hiccup
+    if ((live || vod) && !hls) retrySoon(); // native player: playlist not there yet, or a hiccup
   });
 
   function showOffline() {
     clearTimeout(endTimer);
     video.removeEventListener("ended", showOffline);
-    if (live) return;
+    if (live || vod) return;
     root.classList.remove("ending");
     playerBox.hidden = true;
     offlineBox.hidden = false;
@@ -166,6 +170,8 @@
     if (now === live) return;
     live = now;
     root.classList.toggle("live", now);
+    if (backToLive) backToLive.hidden = !(vod && now);
+    if (vod) return; // a past broadcast plays on; the button offers the live stream
     if (now) {
       clearTimeout(endTimer);
       video.removeEventListener("ended", showOffline);
@@ -207,6 +213,39 @@
       // offline or server restarting: try again on the next tick
     }
   }
+
+  function playRecording(link) {
+    vod = link.dataset.playlist;
+    root.dataset.playing = vod;
+    for (const item of root.querySelectorAll(".recording")) {
+      item.classList.toggle("playing", item.contains(link));
+    }
+    clearTimeout(endTimer);
+    video.removeEventListener("ended", showOffline);
+    root.classList.remove("ending");
+    playerBox.hidden = false;
+    offlineBox.hidden = true;
+    if (backToLive) backToLive.hidden = !live;
+    attach();
+    playerBox.scrollIntoView({ block: "nearest" });
+  }
+
+  function watchLive() {
+    vod = null;
+    delete root.dataset.playing;
+    for (const item of root.querySelectorAll(".recording.playing")) item.classList.remove("playing");
+    if (backToLive) backToLive.hidden = true;
+    if (live) attach();
+    else showOffline();
+  }
+
+  for (const link of root.querySelectorAll(".recordings a[data-playlist]")) {
+    link.addEventListener("click", (event) => {
+      event.preventDefault();
+      playRecording(link);
+    });
+  }
+  if (backToLive) backToLive.querySelector("button").addEventListener("click", watchLive);
 
   live = root.dataset.live !== "true"; // so that the first setLive below acts
   setLive(!live);
