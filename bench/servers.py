@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The reference nginx-rtmp script (start|stop|status), given by the environment.
@@ -128,7 +129,11 @@ class RtmpdServer(Server):
         playlist_length: float = 30.0,
         command: list[str] | None = None,
         label: str = "rtmpd",
+        hls: dict[str, object] | None = None,
+        hlsjs_file: Path | None = None,
     ) -> None:
+        """`hls`: more [hls] keys (format, low_latency, part_duration); `hlsjs_file`: a local
+        hls.min.js for the channel pages ([web] hlsjs_file)."""
         super().__init__(label)
         self.command = command or rtmpd_command()
         self.tmp = Path(tempfile.mkdtemp(prefix="rtmpd-bench-"))
@@ -142,7 +147,9 @@ class RtmpdServer(Server):
             # every simulated viewer comes from 127.0.0.1
             "max_connections = 8192\nmax_connections_per_ip = 8192\n"
             f'[hls]\npath = "hls"\nfragment = {fragment}\nplaylist_length = {playlist_length}\n'
-            '[database]\npath = "rtmpd.sqlite3"\n'
+            + "".join(f"{k} = {_toml(v)}\n" for k, v in (hls or {}).items())
+            + (f"[web]\nhlsjs_file = {_toml(str(hlsjs_file))}\n" if hlsjs_file else "")
+            + '[database]\npath = "rtmpd.sqlite3"\n'
             "[auth]\nmax_failures = 1000\n"
             '[log]\nlevel = "warning"\n'
         )
@@ -204,6 +211,14 @@ class RtmpdServer(Server):
     def make_streams(self, count: int, prefix: str = "bench") -> list[tuple[str, str]]:
         names = [f"{prefix}{i:04d}" for i in range(count)]
         return [(self.add_user(name), name) for name in names]
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return str(value)
 
 
 class NginxServer(Server):
@@ -292,14 +307,15 @@ class PyrtmpServer(Server):
 BASE_ENV = "BENCH_RTMPD_BASE"
 
 
-def make_server(label: str) -> Server:
+def make_server(label: str, **rtmpd: Any) -> Server:
+    """A server by label; `rtmpd` holds RtmpdServer's keywords (fragment, hls, ...)."""
     if label == "rtmpd":
-        return RtmpdServer()
+        return RtmpdServer(**rtmpd)
     if label == "rtmpd-base":
         base = os.environ.get(BASE_ENV)
         if not base:
             raise RuntimeError(f"set {BASE_ENV} to the `rtmpd` command of the build to compare")
-        return RtmpdServer(command=[base], label="rtmpd (before)")
+        return RtmpdServer(command=[base], label="rtmpd (before)", **rtmpd)
     if label == "nginx":
         return NginxServer()
     if label == "pyrtmp":
