@@ -284,7 +284,8 @@ def hls_label(server: Server) -> str:
 async def scenario_flat(
     label: str, args: argparse.Namespace, media: PreparedMedia
 ) -> dict[str, Any]:
-    server = make_server(label, **rtmpd_options(args))
+    # rtmpd ends a publish far ahead of real time ([hls] max_speed); flat out is the point here
+    server = make_server(label, **rtmpd_options(args, max_speed=1e6))
     server.start()
     try:
         streams = await make_streams(server, 1)
