@@ -156,7 +156,10 @@ async def test_blocking_reloads_of_a_thousand_viewers_collapse_into_one_per_part
                 url = f"{base}index.m3u8?_HLS_msn={msn}&_HLS_part={part}"
                 before = origin_requests(server.metrics, "hls_playlist")
                 waiting = [asyncio.ensure_future(fetch(viewers, url)) for _ in range(VIEWERS)]
-                await asyncio.sleep(0.8)  # every viewer is blocked, at the edge or the origin
+                async with asyncio.timeout(20):  # under load the edge takes a while
+                    while server.waiters.waiting("benw") == 0:
+                        await asyncio.sleep(0.05)
+                await asyncio.sleep(0.5)  # every viewer is blocked, at the edge or the origin
                 assert not any(task.done() for task in waiting)
                 assert server.waiters.waiting("benw") == 1  # the edge sent one of them on
                 send_until(tags[sent].timestamp + 200)  # the next part's worth of frames
