@@ -284,8 +284,9 @@ def hls_label(server: Server) -> str:
 async def scenario_flat(
     label: str, args: argparse.Namespace, media: PreparedMedia
 ) -> dict[str, Any]:
-    # rtmpd ends a publish far ahead of real time ([hls] max_speed); flat out is the point here
-    server = make_server(label, **rtmpd_options(args, max_speed=1e6))
+    # Flat out (and paced at 10x) is far faster than real time: rtmpd's pace bound
+    # ([hls] max_speed, which ends such a publish after its burst) is lifted.
+    server = make_server(label, max_speed=1e6, **rtmpd_options(args))
     server.start()
     try:
         streams = await make_streams(server, 1)
@@ -341,6 +342,7 @@ async def scenario_flat(
             "hls_segments": segments,
             "hls_ts_mb": round(ts_mb, 1) if ts_mb is not None else None,
             "pacing": "flat" if args.speed is None else f"{args.speed:g}x",
+            "spec": args.spec,
             "errors": s["errors"],
             "notes": s["notes"],
             "rss_mib": round(rss_bytes(server.pid) / MIB, 1),

@@ -129,6 +129,7 @@ class RtmpdServer(Server):
         playlist_length: float = 30.0,
         command: list[str] | None = None,
         label: str = "rtmpd",
+        max_speed: float = 2.0,
         hls: dict[str, object] | None = None,
         hlsjs_file: Path | None = None,
     ) -> None:
@@ -140,6 +141,7 @@ class RtmpdServer(Server):
         self.rtmp_port, self.http_port = free_port(), free_port()
         self.hls_dir = self.tmp / "hls"
         self.config = self.tmp / "rtmpd.toml"
+        speed = f"max_speed = {max_speed}\n" if max_speed != 2.0 else ""  # older builds lack it
         self.config.write_text(
             f'[rtmp]\nlisten = "127.0.0.1:{self.rtmp_port}"\n'
             "max_connections = 5000\nmax_connections_per_ip = 5000\n"
@@ -147,6 +149,7 @@ class RtmpdServer(Server):
             # every simulated viewer comes from 127.0.0.1
             "max_connections = 8192\nmax_connections_per_ip = 8192\n"
             f'[hls]\npath = "hls"\nfragment = {fragment}\nplaylist_length = {playlist_length}\n'
+            f"{speed}"
             + "".join(f"{k} = {_toml(v)}\n" for k, v in (hls or {}).items())
             + (f"[web]\nhlsjs_file = {_toml(str(hlsjs_file))}\n" if hlsjs_file else "")
             + '[database]\npath = "rtmpd.sqlite3"\n'
@@ -308,7 +311,8 @@ BASE_ENV = "BENCH_RTMPD_BASE"
 
 
 def make_server(label: str, **rtmpd: Any) -> Server:
-    """A server by label; `rtmpd` holds RtmpdServer's keywords (fragment, hls, ...)."""
+    """A server by label; `rtmpd` holds RtmpdServer's keywords (fragment, hls, max_speed: the
+    [hls] bound on media ahead of real time, which flat out needs lifted, ...)."""
     if label == "rtmpd":
         return RtmpdServer(**rtmpd)
     if label == "rtmpd-base":
