@@ -130,7 +130,7 @@ class HlsWatcher:
                 self._add_stream(fname)
             elif owner and fname == PLAYLIST:
                 self._load(owner)
-            elif owner and fname.endswith(".ts"):
+            elif owner and fname.endswith((".ts", ".m4s")):  # MPEG-TS or fMP4 segments
                 with contextlib.suppress(OSError):
                     size = os.stat(self.root / owner / fname).st_size
                     self.streams[owner].ts_sizes[fname] = size

@@ -81,6 +81,7 @@ class Loop:
     data: list[bytes]
     ts: list[int]
     keyframe: list[bool]
+    video: list[bool]
 
 
 class PreparedMedia:
@@ -126,6 +127,7 @@ class PreparedMedia:
                 [self._cut(t, t.timestamp + shift) for t in self.body],
                 [t.timestamp + shift for t in self.body],
                 [t.is_keyframe for t in self.body],
+                [t.kind == TAG_VIDEO for t in self.body],
             )
             self._loops[k] = got
             self._loops.pop(k - 2, None)  # nobody is two loops behind the newest
@@ -149,6 +151,7 @@ class PublisherRecord:
     note: str = ""
     finished: float = 0.0
     keyframes: list[tuple[int, float]] = field(default_factory=list)  # (ts ms, wall time sent)
+    frames: list[tuple[int, float]] = field(default_factory=list)  # every video frame (`frames`)
 
 
 class _Publisher(asyncio.Protocol):
@@ -285,6 +288,7 @@ class _Publisher(asyncio.Protocol):
         size = 0
         now = time.time()
         rec = self.rec
+        frames = rec.frames if gen.frames else None
         while True:
             if self.pos >= len(loop.ts):
                 self.loop_no += 1
@@ -298,6 +302,8 @@ class _Publisher(asyncio.Protocol):
             size += len(chunk)
             if loop.keyframe[self.pos]:
                 rec.keyframes.append((ts, now))
+            if frames is not None and loop.video[self.pos]:
+                frames.append((ts, now))
             rec.media_ms_sent = ts
             self.pos += 1
             if flat and size >= FLAT_BATCH:
@@ -406,7 +412,10 @@ class LoadGenerator:
         lenient: bool = False,
         settle: float = 0.5,
         speed: float = 1.0,
+        frames: bool = False,
     ) -> None:
+        """`frames`: record when every video frame was written (PublisherRecord.frames), for
+        the LL-HLS part lag."""
         if mode not in ("realtime", "flat"):
             raise ValueError(f"mode {mode!r}: realtime or flat")
         self.host, self.port, self.app = host, port, app
@@ -419,6 +428,7 @@ class LoadGenerator:
         self.lenient = lenient
         self.settle = settle
         self.speed = speed
+        self.frames = frames
         self.active: set[_Publisher] = set()
 
     async def run(self, timeout: float | None = None) -> LoadResult:

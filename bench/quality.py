@@ -120,7 +120,7 @@ def ffmpeg_reads(playlist: Path) -> tuple[int, int, int]:
             for frame in container.decode(*container.streams):
                 frames += isinstance(frame, av.VideoFrame)
     finally:
-        av.logging.set_level(level)
+        av.logging.set_level(level)  # FFmpeg's lines would reach everyone's Python logging
     lines = [text for level, _, text in logs if level <= av.logging.WARNING]
     return len(lines), sum("orrupt" in line for line in lines), frames
 

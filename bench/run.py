@@ -5,6 +5,11 @@ bench/results/results.jsonl.
     python -m bench.run realtime  [--servers rtmpd,nginx] [-n 10 50 100 200] [--steady 60]
     python -m bench.run viewers   [--servers rtmpd,nginx] [-m 100 1000] [--seconds 30]
     python -m bench.run edge      [--servers direct,edge] [-m 1000] [--seconds 30]
+    python -m bench.run parts     [--modes ll,ll-idle,ts] [-n 200] [--steady 60]
+    python -m bench.run llviewers [--servers direct,edge] [-m 1000] [--seconds 30]
+
+Every scenario takes --fragment, --format (ts, fmp4, auto), --low-latency and --part for
+rtmpd's [hls] section (the defaults: fragment 5 s, format auto, low_latency off, part 0.2 s).
 
 flat: one publisher pushes the file as fast as the server reads it (server `rtmpd-record`: rtmpd
 with [record] on); server CPU seconds per hour
@@ -12,8 +17,13 @@ of media. realtime: N publishers paced in real time; server CPU (share of one co
 the steady window, segment lag from outside (inotify, see hlswatch.py) and rtmpd's own
 histogram. viewers: M HLS viewers of one live stream. edge: the same viewers of rtmpd, directly
 or through nginx as the caching edge (deploy/nginx-edge.conf), with rtmpd's own count of the
-requests it answered (its /metrics). The server's numbers are its own process only (nginx: the
-worker); the load average is recorded with every result, since the machine is shared.
+requests it answered (its /metrics). parts: N real-time publishers with LL-HLS on and one
+blocking-reload client per stream: the part lag from outside (bench/llclient.py), and rtmpd's
+CPU share against the same N with LL-HLS on and no clients (ll-idle) and in MPEG-TS mode (ts).
+llviewers: M LL-HLS viewers of one stream, each a blocking-reload loop plus part fetches:
+how long after a part completes each viewer's blocking reload returns. The server's numbers
+are its own process only (nginx: the worker); the load average is recorded with every
+result, since the machine is shared.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +48,7 @@ import aiohttp
 import av
 
 from bench.hlswatch import HlsWatcher, segment_lags
+from bench.llclient import Answer, PartLags, follow, summarize
 from bench.loadgen import LoadGenerator, PreparedMedia
 from bench.media import SPECS, ensure_media
 from bench.servers import (
@@ -50,7 +62,7 @@ from bench.servers import (
     rss_bytes,
     wait_idle,
 )
-from bench.viewers import run_in_processes
+from bench.viewers import TIMEOUT, run_in_processes
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MIB = 1024 * 1024
@@ -244,11 +256,38 @@ def _frame(text: str) -> str:
 # --- scenarios -------------------------------------------------------------------------------
 
 
+def rtmpd_options(args: argparse.Namespace, **hls: Any) -> dict[str, Any]:
+    """RtmpdServer's keywords from the common options (`hls` overrides them)."""
+    keys: dict[str, Any] = {}
+    if args.format:
+        keys["format"] = args.format
+    if args.low_latency:
+        keys["low_latency"] = True
+        keys["part_duration"] = args.part
+    keys.update(hls)
+    playlist = max(30.0, 6 * args.fragment)
+    return {"fragment": args.fragment, "playlist_length": playlist, "hls": keys}
+
+
+def hls_label(server: Server) -> str:
+    """What the server's HLS was: "ts", "fmp4", "ll 0.2 s" (rtmpd), or "" (others)."""
+    if not isinstance(server, RtmpdServer):
+        return ""
+    text = server.config.read_text()
+    if "low_latency = true" in text:
+        part = text.split("part_duration = ", 1)[1].split("\n", 1)[0]
+        return f"ll {part} s"
+    if 'format = "' in text:
+        return text.split('format = "', 1)[1].split('"', 1)[0]
+    return "auto"
+
+
 async def scenario_flat(
     label: str, args: argparse.Namespace, media: PreparedMedia
 ) -> dict[str, Any]:
-    # Flat out is far faster than real time: rtmpd's pace bound (max_speed) is lifted.
-    server = make_server(label, max_speed=1e6 if args.speed is None else 2.0)
+    # Flat out (and paced at 10x) is far faster than real time: rtmpd's pace bound
+    # ([hls] max_speed, which ends such a publish after its burst) is lifted.
+    server = make_server(label, max_speed=1e6, **rtmpd_options(args))
     server.start()
     try:
         streams = await make_streams(server, 1)
@@ -292,6 +331,7 @@ async def scenario_flat(
             )
         row = {
             "server": server.label,
+            "hls": hls_label(server),
             "media_s": media_s,
             "wall_s": s["wall_seconds"],
             "speed_x_realtime": round(media_s / s["wall_seconds"], 1)
@@ -319,7 +359,7 @@ async def scenario_flat(
 async def scenario_realtime(
     label: str, n: int, args: argparse.Namespace, media: PreparedMedia
 ) -> dict[str, Any]:
-    server = make_server(label)
+    server = make_server(label, **rtmpd_options(args))
     server.start()
     try:
         streams = await make_streams(server, n)
@@ -399,7 +439,7 @@ async def _wait_playlist(url: str, segments: int, timeout: float) -> None:
 async def scenario_viewers(
     label: str, m: int, args: argparse.Namespace, media: PreparedMedia
 ) -> dict[str, Any]:
-    server = make_server(label)
+    server = make_server(label, **rtmpd_options(args))
     server.start()
     try:
         streams = await make_streams(server, 1)
@@ -463,7 +503,7 @@ async def scenario_edge(
     """M viewers of one real-time stream of rtmpd: `direct`, or through the nginx edge."""
     from tests.support.engines import nginx  # the very launcher and config the tests use
 
-    server = make_server("rtmpd")
+    server = make_server("rtmpd", **rtmpd_options(args))
     server.start()
     try:
         streams = await make_streams(server, 1)
@@ -499,6 +539,217 @@ async def scenario_edge(
         return row
     finally:
         server.stop()
+
+
+# --- LL-HLS ----------------------------------------------------------------------------------
+
+AnswerRow = tuple[int, int, "int | None", float, bool]  # Answer as a tuple (pickled cheaply)
+
+
+async def _follow_all(base: str, paths: list[str], seconds: float, spread: float,
+                      fetch_parts: bool) -> tuple[list[list[AnswerRow]], dict[str, int],
+                                                  list[float]]:  # fmt: skip
+    """One follower per path (a path may repeat: viewers of one stream), each on its own
+    keep-alive connection, starting at random moments within `spread` seconds."""
+    import random
+
+    stop_at = time.monotonic() + seconds
+    errors: dict[str, int] = {}
+    ttfb: list[float] = []
+    results: list[list[Answer]] = [[] for _ in paths]
+
+    async def one(i: int, path: str) -> None:
+        await asyncio.sleep(random.uniform(0, spread))
+        conn = aiohttp.TCPConnector(limit=1)
+        async with aiohttp.ClientSession(base, connector=conn, timeout=TIMEOUT) as http:
+            await follow(http, path, stop_at, results[i], errors, fetch_parts=fetch_parts,
+                         part_ttfb=ttfb)  # fmt: skip
+
+    await asyncio.gather(*(one(i, path) for i, path in enumerate(paths)))
+    rows = [[(a.msn, a.part, a.end_ms, a.at, a.asked) for a in answers] for answers in results]
+    return rows, errors, ttfb
+
+
+def _follow_process(base: str, paths: list[str], seconds: float, spread: float,
+                    fetch_parts: bool) -> tuple[list[list[AnswerRow]], dict[str, int],
+                                                list[float]]:  # fmt: skip
+    return asyncio.run(_follow_all(base, paths, seconds, spread, fetch_parts))
+
+
+def follow_in_processes(base: str, paths: list[str], seconds: float, *, processes: int,
+                        spread: float, fetch_parts: bool
+                        ) -> tuple[list[list[Answer]], dict[str, int], list[float]]:  # fmt: skip
+    """Blocking: the followers of `paths` split over `processes`; answers in `paths` order."""
+    shares = [paths[i::processes] for i in range(processes)]
+    answers: list[list[Answer]] = [[] for _ in paths]
+    errors: dict[str, int] = {}
+    ttfb: list[float] = []
+    with ProcessPoolExecutor(processes) as pool:
+        futures = [pool.submit(_follow_process, base, share, seconds, spread, fetch_parts)
+                   for share in shares if share]  # fmt: skip
+        for k, fut in enumerate(futures):
+            rows, errs, times = fut.result()
+            for j, got in enumerate(rows):
+                answers[k + j * processes] = [Answer(*row) for row in got]
+            for kind, count in errs.items():
+                errors[kind] = errors.get(kind, 0) + count
+            ttfb += times
+    return answers, errors, ttfb
+
+
+async def scenario_parts(
+    mode: str, n: int, args: argparse.Namespace, media: PreparedMedia
+) -> dict[str, Any]:
+    """N real-time publishers; `ll`: LL-HLS with one blocking-reload client per stream,
+    `ll-idle`: LL-HLS and no client, `ts`: MPEG-TS (same fragment, no client)."""
+    hls: dict[str, Any] = {"format": "ts"} if mode == "ts" else {
+        "low_latency": True, "part_duration": args.part}  # fmt: skip
+    options = rtmpd_options(args)
+    options["hls"] = hls
+    server = make_server("rtmpd", **options)
+    server.start()
+    try:
+        streams = await make_streams(server, n)
+        await asyncio.sleep(1.0)
+        base_rss = rss_bytes(server.pid)
+        ramp = args.ramp if args.ramp is not None else min(10.0, 0.05 * n)
+        total = ramp + args.warm + args.steady + 1
+        sampler = Sampler(server.pid)
+        sampler.start()
+        t0, wall0 = time.monotonic(), time.time()
+        gen = LoadGenerator("127.0.0.1", server.rtmp_port, streams, media, mode="realtime",
+                            seconds=total, ramp=ramp, frames=mode == "ll")  # fmt: skip
+        publishing = asyncio.create_task(gen.run())
+        followers = None
+        if mode == "ll":
+            base = f"http://127.0.0.1:{server.http_port}"
+            paths = [f"/live/{name}/index.m3u8" for _, name in streams]
+            followers = asyncio.ensure_future(asyncio.to_thread(
+                follow_in_processes, base, paths, total, processes=args.procs, spread=0.0,
+                fetch_parts=False))  # fmt: skip
+        res = await publishing
+        answers, errors, _ = await followers if followers is not None else ([], {}, [])
+        await sampler.stop()
+        steady0, steady1 = t0 + ramp + args.warm, t0 + ramp + args.warm + args.steady
+        share, rss_max, span = sampler.window(steady0, steady1)
+        s = res.summary()
+        row: dict[str, Any] = {
+            "mode": mode,
+            "publishers": n,
+            "fragment_s": args.fragment,
+            "part_s": args.part if mode != "ts" else None,
+            "steady_s": round(span, 1),
+            "cpu_share_of_core": round(share, 3),
+            "rss_mib": round(rss_max / MIB, 1),
+            "rss_per_publisher_mib": round((rss_max - base_rss) / n / MIB, 2),
+            "errors": len(s["errors"]),
+            "error_sample": s["errors"][:5],
+            "max_send_backlog_kib": s["max_send_backlog_bytes"] // 1024,
+            "loadavg_during": round(max(sampler.loads), 2) if sampler.loads else None,
+        }
+        if mode == "ll":
+            w0, w1 = wall0 + steady0 - t0, wall0 + steady1 - t0
+            last, cut, unmatched, parts = [], [], 0, 0
+            for rec, got in zip(res.records, answers, strict=True):
+                if not rec.keyframes:
+                    continue
+                lags = PartLags(rec.frames, rec.keyframes[0][0])
+                for answer in got:
+                    if not w0 <= answer.at <= w1:
+                        continue
+                    parts += 1
+                    pair = lags.lags(answer)
+                    if pair is None:
+                        unmatched += 1
+                        continue
+                    last.append(pair[0])
+                    cut.append(pair[1])
+            row.update(summarize(last, "part_lag"))
+            row.update(summarize(cut, "cut_frame_lag"))
+            row["parts_listed"] = parts
+            row["parts_unmatched"] = unmatched
+            row["client_errors"] = errors
+        return row
+    finally:
+        server.stop()
+
+
+async def scenario_llviewers(
+    label: str, m: int, args: argparse.Namespace, media: PreparedMedia
+) -> dict[str, Any]:
+    """M LL-HLS viewers of one real-time stream (blocking reload for the next part, then the
+    new parts' bytes), directly or through the nginx edge."""
+    from tests.support.engines import nginx  # the very launcher and config the tests use
+
+    options = rtmpd_options(args, low_latency=True, part_duration=args.part)
+    server = make_server("rtmpd", **options)
+    server.start()
+    try:
+        streams = await make_streams(server, 1)
+        name = streams[0][1]
+        lead = 15.0
+        gen = LoadGenerator("127.0.0.1", server.rtmp_port, streams, media, mode="realtime",
+                            seconds=lead + args.seconds + 15, frames=True)  # fmt: skip
+        publishing = asyncio.create_task(gen.run())
+        origin = f"http://127.0.0.1:{server.http_port}"
+        path = f"/live/{name}/index.m3u8"
+        await _wait_playlist(origin + path, 2, lead + 10)
+        with contextlib.ExitStack() as stack:
+            base = origin
+            if label == "edge":
+                base = f"http://127.0.0.1:{stack.enter_context(nginx(origin[7:])).port}"
+            before = await origin_counts(origin)
+            c0, t0, load0 = cpu_seconds(server.pid), time.monotonic(), loadavg()
+            answers, errors, ttfb = await asyncio.to_thread(
+                follow_in_processes, base, [path] * m, args.seconds, processes=args.procs,
+                spread=args.spread, fetch_parts=True)  # fmt: skip
+            c1, t1, load1 = cpu_seconds(server.pid), time.monotonic(), loadavg()
+            after = await origin_counts(origin)
+        for pub in list(gen.active):
+            pub.finish()
+        res = await publishing
+    finally:
+        server.stop()
+    rec = res.records[0]
+    lags = PartLags(rec.frames, rec.keyframes[0][0])
+    settle = args.spread + 2.0  # every viewer started and blocking for the next part
+    asked = [a for got in answers for a in got if a.asked]
+    first_at = min((a.at for a in asked), default=0.0)
+    asked = [a for a in asked if a.at >= first_at + settle]
+    earliest: dict[tuple[int, int], float] = {}
+    for a in asked:
+        key = (a.msn, a.part)
+        earliest[key] = min(earliest.get(key, a.at), a.at)
+    spread = [a.at - earliest[(a.msn, a.part)] for a in asked]
+    cut = [pair[1] for a in asked if (pair := lags.lags(a)) is not None]
+    ends = {(a.msn, a.part): a.end_ms for a in asked if a.end_ms is not None}
+    first_cut = [e - lags.sent[i] for key, e in earliest.items()
+                 if key in ends and (i := lags.frame(ends[key])) is not None]  # fmt: skip
+    seconds = t1 - t0
+    blocking = sum(len(got) for got in answers)
+    row: dict[str, Any] = {
+        "server": label,
+        "viewers": m,
+        "part_s": args.part,
+        "fragment_s": args.fragment,
+        "seconds": round(seconds, 1),
+        "blocking_answers": len(asked),
+        "parts_seen": len(earliest),
+        "blocking_per_s": round(len([a for got in answers for a in got if a.asked]) / seconds, 1),
+        "part_fetches_per_s": round(len(ttfb) / seconds, 1),
+        **summarize(spread, "after_first_answer"),
+        **summarize(cut, "after_cut_frame"),
+        **summarize(first_cut, "first_answer_after_cut_frame"),
+        **summarize(ttfb, "part_ttfb"),
+        "errors": sum(errors.values()),
+        "error_kinds": errors,
+        "server_cpu_share": round((c1 - c0) / seconds, 3),
+        "origin_playlist_requests": after["hls_playlist"] - before["hls_playlist"],
+        "origin_part_requests": after["hls_segment"] - before["hls_segment"],
+        "loadavg": [load0, load1],
+        "answers_total": blocking,
+    }
+    return row
 
 
 # --- command line ----------------------------------------------------------------------------
@@ -545,6 +796,35 @@ COLUMNS: dict[str, list[str]] = {
         "errors",
         "server_cpu_share",
     ],
+    "parts": [
+        "mode",
+        "publishers",
+        "cpu_share_of_core",
+        "rss_mib",
+        "part_lag_ms_p50",
+        "part_lag_ms_p99",
+        "cut_frame_lag_ms_p50",
+        "cut_frame_lag_ms_p99",
+        "parts_listed",
+        "parts_unmatched",
+        "errors",
+        "loadavg_during",
+    ],
+    "llviewers": [
+        "server",
+        "viewers",
+        "blocking_per_s",
+        "part_fetches_per_s",
+        "after_first_answer_ms_p50",
+        "after_first_answer_ms_p99",
+        "after_cut_frame_ms_p50",
+        "after_cut_frame_ms_p99",
+        "part_ttfb_ms_p99",
+        "errors",
+        "server_cpu_share",
+        "origin_playlist_requests",
+        "origin_part_requests",
+    ],
     "edge": [
         "server",
         "viewers",
@@ -569,12 +849,14 @@ async def _main(args: argparse.Namespace) -> int:
     cmd = "python -m bench.run " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     print(f"# {cmd}\n# {json.dumps(info)}", flush=True)
     media = _media(args)
-    servers = args.servers.split(",")
+    servers = getattr(args, "servers", "").split(",")
     runs: list[tuple[Any, Any]]
     if args.scenario == "flat":
         runs = [(None, label) for label in servers]
     elif args.scenario == "realtime":
         runs = [(n, label) for n in args.n for label in servers]
+    elif args.scenario == "parts":
+        runs = [(n, mode) for n in args.n for mode in args.modes.split(",")]
     else:
         runs = [(m, label) for m in args.m for label in servers]
     rows = []
@@ -585,6 +867,10 @@ async def _main(args: argparse.Namespace) -> int:
             result = await scenario_realtime(label, size, args, media)
         elif args.scenario == "edge":
             result = await scenario_edge(label, size, args, media)
+        elif args.scenario == "parts":
+            result = await scenario_parts(label, size, args, media)
+        elif args.scenario == "llviewers":
+            result = await scenario_llviewers(label, size, args, media)
         else:
             result = await scenario_viewers(label, size, args, media)
         row = record(args.scenario, {**result, "command": cmd, "machine": info})
@@ -600,6 +886,10 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--spec", choices=sorted(SPECS), default="720p30")
     common.add_argument("--chunk-size", type=int, default=4096)
+    common.add_argument("--fragment", type=float, default=5.0, help="rtmpd [hls] fragment")
+    common.add_argument("--format", choices=["ts", "fmp4", "auto"], help="rtmpd [hls] format")
+    common.add_argument("--low-latency", action="store_true", help="rtmpd [hls] low_latency")
+    common.add_argument("--part", type=float, default=0.2, help="rtmpd [hls] part_duration")
     flat = sub.add_parser("flat", parents=[common], help="one publisher, flat out")
     flat.add_argument("--servers", default="rtmpd,nginx,pyrtmp")
     flat.add_argument("--seconds", type=float, default=None, help="media seconds (default: file)")
@@ -629,6 +919,19 @@ def build_parser() -> argparse.ArgumentParser:
     edge.add_argument("-m", type=int, nargs="+", default=[1000])
     edge.add_argument("--seconds", type=float, default=30.0)
     edge.add_argument("--procs", type=int, default=2, help="viewer processes")
+    parts = sub.add_parser("parts", parents=[common], help="LL-HLS part lag, N publishers")
+    parts.add_argument("--modes", default="ll,ll-idle,ts", help="ll, ll-idle, ts")
+    parts.add_argument("-n", type=int, nargs="+", default=[200])
+    parts.add_argument("--steady", type=float, default=60.0, help="measured seconds")
+    parts.add_argument("--warm", type=float, default=10.0, help="seconds after the ramp")
+    parts.add_argument("--ramp", type=float, default=None, help="connects spread (0.05 s x N)")
+    parts.add_argument("--procs", type=int, default=1, help="processes of blocking clients")
+    llv = sub.add_parser("llviewers", parents=[common], help="M LL-HLS viewers of one stream")
+    llv.add_argument("--servers", default="direct", help="direct, edge")
+    llv.add_argument("-m", type=int, nargs="+", default=[1000])
+    llv.add_argument("--seconds", type=float, default=30.0)
+    llv.add_argument("--spread", type=float, default=2.0, help="viewers start within this")
+    llv.add_argument("--procs", type=int, default=2, help="viewer processes")
     return parser
 
 

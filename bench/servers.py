@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The reference nginx-rtmp script (start|stop|status), given by the environment.
@@ -129,8 +130,12 @@ class RtmpdServer(Server):
         command: list[str] | None = None,
         label: str = "rtmpd",
         max_speed: float = 2.0,
+        hls: dict[str, object] | None = None,
+        hlsjs_file: Path | None = None,
         extra: str = "",
     ) -> None:
+        """`hls`: more [hls] keys (format, low_latency, part_duration); `hlsjs_file`: a local
+        hls.min.js for the channel pages ([web] hlsjs_file); `extra`: more sections, as TOML."""
         super().__init__(label)
         self.command = command or rtmpd_command()
         self.tmp = Path(tempfile.mkdtemp(prefix="rtmpd-bench-"))
@@ -146,7 +151,9 @@ class RtmpdServer(Server):
             "max_connections = 8192\nmax_connections_per_ip = 8192\n"
             f'[hls]\npath = "hls"\nfragment = {fragment}\nplaylist_length = {playlist_length}\n'
             f"{speed}"
-            '[database]\npath = "rtmpd.sqlite3"\n'
+            + "".join(f"{k} = {_toml(v)}\n" for k, v in (hls or {}).items())
+            + (f"[web]\nhlsjs_file = {_toml(str(hlsjs_file))}\n" if hlsjs_file else "")
+            + '[database]\npath = "rtmpd.sqlite3"\n'
             "[auth]\nmax_failures = 1000\n"
             '[log]\nlevel = "warning"\n' + extra
         )
@@ -208,6 +215,14 @@ class RtmpdServer(Server):
     def make_streams(self, count: int, prefix: str = "bench") -> list[tuple[str, str]]:
         names = [f"{prefix}{i:04d}" for i in range(count)]
         return [(self.add_user(name), name) for name in names]
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return str(value)
 
 
 class NginxServer(Server):
@@ -296,18 +311,21 @@ class PyrtmpServer(Server):
 BASE_ENV = "BENCH_RTMPD_BASE"
 
 
-def make_server(label: str, *, max_speed: float = 2.0) -> Server:
-    """`max_speed` is rtmpd's [hls] bound on media ahead of real time (flat out needs it off)."""
+def make_server(label: str, **rtmpd: Any) -> Server:
+    """A server by label; `rtmpd` holds RtmpdServer's keywords (fragment, hls, max_speed: the
+    [hls] bound on media ahead of real time, which flat out needs lifted, ...)."""
     if label == "rtmpd":
-        return RtmpdServer(max_speed=max_speed)
+        return RtmpdServer(**rtmpd)
     if label == "rtmpd-record":  # the same with every broadcast recorded ([record])
         record = '[record]\nenabled = true\npath = "recordings"\n'
-        return RtmpdServer(label="rtmpd (record on)", extra=record, max_speed=max_speed)
+        return RtmpdServer(label="rtmpd (record on)", extra=record, **rtmpd)
     if label == "rtmpd-base":
         base = os.environ.get(BASE_ENV)
         if not base:
             raise RuntimeError(f"set {BASE_ENV} to the `rtmpd` command of the build to compare")
-        return RtmpdServer(command=[base], label="rtmpd (before)", max_speed=max_speed)
+        # An earlier build knows none of the newer [hls] keys, nor the pace bound they lift.
+        older = {k: v for k, v in rtmpd.items() if k not in ("hls", "max_speed", "hlsjs_file")}
+        return RtmpdServer(command=[base], label="rtmpd (before)", **older)
     if label == "nginx":
         return NginxServer()
     if label == "pyrtmp":

@@ -3,14 +3,16 @@
 Why here and not FFmpeg's mp4 muxer through PyAV: fed an interleaved audio and video stream
 with `frag_every_frame` (the only way PyAV can make it cut where a part must end), it rewrote
 the audio timestamps (two audio frames between video frames: the second one's DTS taken for the
-first, 38 "pts has no value" per 3 s of 720p30 + AAC) and started each track's decode times at
-zero (a 23 ms audio/video offset for a stream whose video starts 23 ms after its audio, and no
-absolute times across runs); see docs/ll-hls.md for the measurement. The boxes a part needs are
-few (ISO/IEC 14496-12; bluenviron/mediacommon's fmp4 package is the reference we followed for
-which ones): an init segment (ftyp, moov with one trak per track and mvex) and, per part, one
-moof (mfhd, one traf per track: tfhd, tfdt, trun) and one mdat with the samples as they came
-(H.264 and HEVC length-prefixed as RTMP brings them, VP9 frames, AAC, MP3, Opus, FLAC and
-AC-3 frames raw; AV1 temporal units without their temporal delimiters: no conversion else).
+first; 51 of 141 audio frames moved and 51 "pts has no value" per 3 s of 720p30 + AAC, with or
+without packet durations) and started each track's decode times at zero (the 21 ms by which
+the video starts after the audio lost, and no absolute times across runs), at 3.9x our CPU per
+packet; bench/ffmpeg_fmp4.py measures it, docs/ll-hls.md has the figures. The boxes a part
+needs are few (ISO/IEC 14496-12; bluenviron/mediacommon's fmp4 package is the reference we
+followed for which ones): an init segment (ftyp, moov with one trak per track and mvex) and,
+per part, one moof (mfhd, one traf per track: tfhd, tfdt, trun) and one mdat with the samples
+as they came (H.264 and HEVC length-prefixed as RTMP brings them, VP9 frames, AAC, MP3, Opus,
+FLAC and AC-3 frames raw; AV1 temporal units without their temporal delimiters: no conversion
+else).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import asyncio
 import shutil
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from bench.hlswatch import HlsWatcher, parse_playlist, segment_lags
@@ -125,6 +126,118 @@ def test_hot_spots_from_collapsed_stacks(tmp_path: Path) -> None:
     spots = hot_spots(raw)
     assert spots[0] == ("f (x.py)", 75.0, 75.0)
     assert ("main (x.py)" in {s[0] for s in spots}) is False  # never a leaf
+
+
+LL_PLAYLIST = """#EXTM3U
+#EXT-X-TARGETDURATION:1
+#EXT-X-PART-INF:PART-TARGET=0.205
+#EXT-X-MEDIA-SEQUENCE:3
+#EXT-X-PART:DURATION=0.2,URI="p_0.m4s",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.3,URI="p_1.m4s"
+#EXTINF:0.500,
+3.m4s
+#EXT-X-PART:DURATION=0.2,URI="p_2.m4s",INDEPENDENT=YES
+#EXT-X-PRELOAD-HINT:TYPE=PART,URI="p_3.m4s"
+"""
+
+
+def test_ll_playlist_parts_and_where_they_end() -> None:
+    from bench.llclient import Answer, PartLags, PartTimeline, parse_ll
+
+    playlist = parse_ll(LL_PLAYLIST)
+    assert playlist.part_target == 0.205
+    assert playlist.segments == [(3, 500, [200, 300])]
+    assert playlist.open_parts == [200]
+    assert playlist.next_position() == (4, 1)
+    assert playlist.part_uris[(4, 0)] == "p_2.m4s"
+    timeline = PartTimeline()
+    assert timeline.update(playlist) == [(3, 0), (3, 1), (4, 0)]
+    assert timeline.end_ms(4, 0) is None  # segments 0-2 were never seen
+    for msn in range(3):
+        timeline.segment_ms[msn] = 1000
+    assert timeline.end_ms(3, 1) == 3500 and timeline.end_ms(4, 0) == 3700
+    assert timeline.update(playlist) == []  # nothing new the second time
+    # Video frames every 100 ms from 40 ms (the first keyframe): the part ending at 3700 ms
+    # was completed by the frame at 3740 ms; its last frame is the one at 3640 ms.
+    frames = [(40 + 100 * i, 1000.0 + 0.1 * i) for i in range(60)]
+    lags = PartLags(frames, base_ms=40)
+    got = lags.lags(Answer(4, 0, 3700, 1003.75, True))
+    assert got is not None
+    assert got[0] == pytest.approx(0.15) and got[1] == pytest.approx(0.05)
+    assert lags.lags(Answer(4, 0, 3750, 1003.75, True)) is None  # no frame there
+
+
+async def test_blocking_reload_follower_against_rtmpd_low_latency(tiny_flv: Path) -> None:
+    from bench.llclient import PartLags, follow
+
+    server = RtmpdServer(fragment=1.0, hls={"low_latency": True, "part_duration": 0.2})
+    server.start()
+    try:
+        streams = server.make_streams(1)
+        gen = LoadGenerator("127.0.0.1", server.rtmp_port, streams, PreparedMedia(tiny_flv),
+                            seconds=4, frames=True)  # fmt: skip
+        publishing = asyncio.create_task(gen.run(timeout=30))
+        answers: list = []
+        errors: dict[str, int] = {}
+        url = f"http://127.0.0.1:{server.http_port}/live/{streams[0][1]}/index.m3u8"
+        async with aiohttp.ClientSession() as http:
+            await follow(http, url, asyncio.get_running_loop().time() + 3.5, answers, errors,
+                         fetch_parts=True)  # fmt: skip
+        result = await publishing
+    finally:
+        server.stop()
+    assert errors == {}
+    record = result.records[0]
+    assert len(record.frames) >= 45  # 15 fps for 4 s, every video frame's send time
+    lags = PartLags(record.frames, record.keyframes[0][0])
+    matched = [pair for a in answers if (pair := lags.lags(a)) is not None]
+    assert len(answers) >= 5 and len(matched) == len(answers)
+    assert all(a.asked for a in answers[:3])
+    assert all(0 < last < 5 and cut < last for last, cut in matched)  # a guard, not a target
+
+
+def test_ffmpeg_fmp4_measurement_reads_the_fragments(tiny_flv: Path) -> None:
+    from bench.ffmpeg_fmp4 import measure
+
+    result = measure(tiny_flv, 1.5, cpu_seconds=0.5)
+    for feed in ("as_rtmp", "with_durations"):
+        got = result[feed]
+        for kind in ("video", "audio"):
+            assert got[kind]["samples_in"] == got[kind]["samples_out"] > 10
+        assert got["fragments"] == got["samples"]  # one fragment per frame
+        assert got["parts"] >= 3 and 0 <= got["parts_cuttable"] <= got["parts"]
+    ours = result["rtmpd_writer"]
+    assert ours["parts"] >= result["as_rtmp"]["parts"]  # ours also closes the last part
+    assert ours["part_in_io_ms_after_its_end_frame"]["max"] == 0  # done on the end frame
+    assert all(v > 0 for v in result["cpu_us_per_packet"].values())
+
+
+def test_rtmpd_server_config_takes_hls_keys(tmp_path: Path) -> None:
+    server = RtmpdServer(fragment=2.0, hls={"low_latency": True, "format": "fmp4"},
+                         hlsjs_file=tmp_path / "hls.min.js")  # fmt: skip
+    try:
+        text = server.config.read_text()
+        assert "low_latency = true\n" in text and 'format = "fmp4"\n' in text
+        assert f'hlsjs_file = "{tmp_path / "hls.min.js"}"' in text
+        import tomllib
+
+        assert tomllib.loads(text)["hls"]["fragment"] == 2.0
+    finally:
+        server.stop()
+
+
+@pytest.mark.browser
+def test_latency_bench_reads_the_players_latency(tiny_flv: Path) -> None:
+    from bench.latency import build_parser, hlsjs_path, measure
+
+    if not hlsjs_path().is_file():
+        pytest.skip("hls.js is missing: run tests/setup_browser.sh")
+    args = build_parser().parse_args(
+        ["--fragment", "1", "--warm", "1", "--seconds", "3", "--flv", str(tiny_flv)]
+    )
+    row = asyncio.run(measure(args))
+    assert row["samples"] >= 2 and row["hlsjs_low_latency"] is True
+    assert 0 < row["pdt_latency_s"]["p50"] < 10 and 0 < row["hls_latency_s"]["p50"] < 10
 
 
 async def test_quality_checks_read_rtmpd_output(tiny_flv: Path, tmp_path: Path) -> None:

@@ -5,9 +5,9 @@ per blocking playlist reload.
 - A whole rtmpd with a live publish: every viewer fetches the playlist and every segment at
   the same moment; the origin sends each segment once (proxy_cache_lock) and every playlist
   request (no-cache, as its headers say).
-- LL-HLS: rtmpd's web app answering blocking reloads from a real `LivePlaylist` that the test
-  feeds part by part (the packager's LL-HLS wiring lands separately): 1,000 viewers block on
-  the next part, and the origin sees one request for it, and one for the part's bytes.
+- LL-HLS: a whole rtmpd with low_latency on, its publisher fed frame by frame by the test (so
+  the test decides when each part completes): 1,000 viewers block on the next part through
+  the edge, and the origin sees one request for it, and one for the part's bytes.
 """
 
 from __future__ import annotations
@@ -18,17 +18,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
-from rtmpd.hls.llhls import LivePlaylist, Part
-from rtmpd.hls.parts import decide_part_target
-from rtmpd.hls.playlist import PlaylistWindow
-from rtmpd.web import create_app, make_runner
-from rtmpd.web.live import Waiters
 from rtmpd.web.metrics import Metrics
 
 from tests.support.app import HeldPublisher, media_tags, start_server
 from tests.support.engines import nginx
-from tests.support.web import MemoryDirectory
 
 VIEWERS = 1000
 pytestmark = pytest.mark.timeout(150)
@@ -102,87 +95,94 @@ async def test_a_thousand_viewers_through_the_edge_cost_the_origin_one_request_p
         await server.stop()
 
 
-class FedPlaylist:
-    """A LiveSource over a real LivePlaylist that the test feeds: 200 ms parts, 2 s segments."""
-
-    def __init__(self) -> None:
-        self.window = PlaylistWindow(12_000, fragment_ms=2000, target_duration=2)
-        self.live = LivePlaylist(self.window, decide_part_target(200, 200))
-        self.parts: dict[str, bytes] = {}
-        self.count = 0
-        self.hinted: tuple[int, int] = (0, 0)
-
-    def add_part(self) -> tuple[int, int]:
-        """One more part; its (msn, index)."""
-        msn, index = self.window.next_sequence, self.count % 10
-        self.count += 1
-        name = f"p{self.count}.m4s"
-        self.parts[name] = name.encode() * 100
-        pdt = 1_700_000_000.0 + self.count * 0.2
-        self.live.part(Part(name, 200, independent=index == 0), msn, pdt, False, "init.mp4",
-                       f"p{self.count + 1}.m4s")  # fmt: skip
-        if index == 9:
-            segment, _ = self.window.add(f"{msn}.m4s", 2000, program_date_time=pdt,
-                                         map_uri="init.mp4")  # fmt: skip
-            self.live.listed(segment)
-        self.hinted = (msn, index + 1) if index < 9 else (msn + 1, 0)
-        return msn, index
-
-    def playlist(self, name: str) -> LivePlaylist | None:
-        return self.live if name == "ll" else None
-
-    def part(self, name: str, file: str) -> bytes | None:
-        return self.parts.get(file) if name == "ll" else None
-
-    def next_part(self, name: str, file: str) -> tuple[int, int] | None:
-        return self.hinted if name == "ll" and file == f"p{self.count + 1}.m4s" else None
+def next_position(text: str) -> tuple[int, int, str]:
+    """(msn, part) of the part after the newest one an LL-HLS playlist lists, and the URI its
+    preload hint names (that part's)."""
+    msn, segments, parts, hint = 0, 0, 0, ""
+    for line in text.splitlines():
+        if line.startswith("#EXT-X-MEDIA-SEQUENCE:"):
+            msn = int(line.split(":", 1)[1])
+        elif line.startswith("#EXT-X-PART:"):
+            parts += 1
+        elif line.startswith("#EXT-X-PRELOAD-HINT:"):
+            hint = line.split('URI="', 1)[1].split('"', 1)[0]
+        elif line and not line.startswith("#"):
+            segments, parts = segments + 1, 0
+    return msn + segments, parts, hint
 
 
 async def test_blocking_reloads_of_a_thousand_viewers_collapse_into_one_per_part(
     tmp_path: Path, viewers: aiohttp.ClientSession
 ) -> None:
-    source, waiters, metrics = FedPlaylist(), Waiters(), Metrics()
-    for _ in range(25):
-        source.add_part()
-    directory = MemoryDirectory()
-    directory.add("ll", live=True)
-    app = create_app(hls_path=tmp_path, nested=True, directory=directory, metrics=metrics,
-                     live=source, waiters=waiters, low_latency=True)  # fmt: skip
-    runner = make_runner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    """A real LL-HLS stream (rtmpd with low_latency, 200 ms parts, fed frame by frame by the
+    test so that it decides when each part completes): 1,000 viewers block on the next part
+    through the edge, and the origin sees one blocking request for it, and one for its bytes."""
+    server = await start_server(
+        tmp_path,
+        http={"max_connections_per_ip": 4096},
+        hls={"low_latency": True, "fragment": 1.0, "playlist_length": 10.0},
+    )
     try:
-        with nginx(f"127.0.0.1:{port}") as edge:
-            base = f"http://127.0.0.1:{edge.port}/live/ll/"
+        assert server.auth.store is not None
+        key = await server.auth.store.add_user("benw")
+        publisher = HeldPublisher(server.rtmp.port, key)
+        await publisher.start()
+        tags = media_tags(seconds=8, fps=10, width=96, height=64, gop=10)
+        sent = 0
+
+        def send_until(ms: int) -> None:
+            nonlocal sent
+            end = sent
+            while end < len(tags) and tags[end].timestamp <= ms:
+                end += 1
+            publisher.send_tags(tags[sent:end])
+            sent = end
+
+        origin = f"http://127.0.0.1:{server.http_port}/live/benw/"
+        text = ""
+        async with asyncio.timeout(10):
+            for ms in range(100, 1500, 100):  # a segment and a few parts
+                send_until(ms)
+                await asyncio.sleep(0.02)
+            while "#EXT-X-PART:" not in text or "#EXTINF" not in text:
+                text = await (await viewers.get(origin + "index.m3u8")).text()
+                await asyncio.sleep(0.05)
+        with nginx(f"127.0.0.1:{server.http_port}") as edge:
+            base = f"http://127.0.0.1:{edge.port}/live/benw/"
             rounds = 3
             playlist_counts, part_counts, woken = [], [], []
             for _ in range(rounds):
-                msn, part = source.hinted
-                next_name = f"p{source.count + 1}.m4s"
+                msn, part, hint = next_position(text)
                 url = f"{base}index.m3u8?_HLS_msn={msn}&_HLS_part={part}"
-                before = origin_requests(metrics, "hls_playlist")
+                before = origin_requests(server.metrics, "hls_playlist")
                 waiting = [asyncio.ensure_future(fetch(viewers, url)) for _ in range(VIEWERS)]
-                await asyncio.sleep(0.8)  # every viewer is blocked, at the edge or the origin
+                async with asyncio.timeout(20):  # under load the edge takes a while
+                    while server.waiters.waiting("benw") == 0:
+                        await asyncio.sleep(0.05)
+                await asyncio.sleep(0.5)  # every viewer is blocked, at the edge or the origin
                 assert not any(task.done() for task in waiting)
-                source.add_part()
+                assert server.waiters.waiting("benw") == 1  # the edge sent one of them on
+                send_until(tags[sent].timestamp + 200)  # the next part's worth of frames
                 ready = asyncio.get_running_loop().time()
-                waiters.ready("ll", msn, part)
                 answers = await asyncio.gather(*waiting)
                 woken.append(asyncio.get_running_loop().time() - ready)
                 assert {status for status, _, _ in answers} == {200}
-                assert all(next_name.encode() in body for _, body, _ in answers)
-                playlist_counts.append(origin_requests(metrics, "hls_playlist") - before)
-                before_parts = origin_requests(metrics, "hls_segment")
-                parts = await asyncio.gather(*(fetch(viewers, base + next_name)
+                assert len({body for _, body, _ in answers}) == 1  # one version for everyone
+                text = answers[0][1].decode()
+                assert f'URI="{hint}"' in text.split("#EXT-X-PRELOAD-HINT", 1)[0]  # listed
+                playlist_counts.append(origin_requests(server.metrics, "hls_playlist") - before)
+                before_parts = origin_requests(server.metrics, "hls_segment")
+                parts = await asyncio.gather(*(fetch(viewers, base + hint)
                                                for _ in range(VIEWERS)))  # fmt: skip
-                assert {body for _, body, _ in parts} == {source.parts[next_name]}
-                part_counts.append(origin_requests(metrics, "hls_segment") - before_parts)
+                assert {status for status, _, _ in parts} == {200}
+                bodies = {body for _, body, _ in parts}
+                assert len(bodies) == 1 and next(iter(bodies))[4:8] == b"moof"
+                part_counts.append(origin_requests(server.metrics, "hls_segment") - before_parts)
             print(f"\n{VIEWERS} viewers blocking through the edge: origin requests per blocking "
                   f"reload {playlist_counts}, per part {part_counts}; all answered "
                   f"{', '.join(f'{w * 1000:.0f}' for w in woken)} ms after the part")  # fmt: skip
             assert playlist_counts == [1] * rounds
             assert part_counts == [1] * rounds
+        await publisher.close()
     finally:
-        await runner.cleanup()
+        await server.stop()
