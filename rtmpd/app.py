@@ -62,6 +62,7 @@ from .health import PublishHealth
 from .live_source import HlsLiveSource
 from .publish import Publish
 from .webhooks import Webhooks
+from .worker import Worker
 
 log = logging.getLogger("rtmpd")
 
@@ -82,8 +83,10 @@ class StartupError(Exception):
 class Rtmpd:
     """The whole server; `start()` binds every port, `stop()` finishes every stream."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, worker: Worker | None = None) -> None:
         self.config = config
+        #: One worker of several ([server] workers): its sockets, node name and siblings.
+        self.worker = worker
         self.metrics = Metrics()
         #: Requests blocked on LL-HLS parts, woken by the packager as parts complete.
         self.waiters = Waiters()
@@ -92,6 +95,7 @@ class Rtmpd:
             on_segment=self._segment_written,
             log=logging.getLogger("rtmpd.hls"),
             live=self.waiters if config.hls.low_latency else None,
+            shared=worker is not None,
         )
         self.auth = AuthService(
             config.auth,
@@ -99,13 +103,14 @@ class Rtmpd:
             app=config.rtmp.app,
             log=logging.getLogger("rtmpd.auth"),
             db_url=config.database.url,
-            node=config.database.node_name,
+            node=worker.node if worker is not None else config.database.node_name,
             lease=config.database.lease,
         )
         tls = None
         if config.rtmps.enabled:
             addr = config.rtmps.address
-            tls = TlsListener(addr.host, addr.port, self._tls_context())
+            tls = TlsListener(addr.host, addr.port, self._tls_context(),
+                              sock=worker.rtmps if worker is not None else None)  # fmt: skip
         self.rtmp = RtmpServer(
             self,
             host=config.rtmp_address.host,
@@ -116,10 +121,16 @@ class Rtmpd:
             log=logging.getLogger("rtmpd.rtmp"),
             tls=tls,
             proxy=config.rtmp.proxy_policy,
+            sock=worker.rtmp if worker is not None else None,
         )
         self._draining: asyncio.Task[DrainResult] | None = None
         self._stopping: asyncio.Future[None] | None = None
-        self.directory = ChannelDirectory(self.auth, self.hls)
+        self.directory = ChannelDirectory(
+            self.auth, self.hls, siblings=worker.siblings if worker is not None else None
+        )
+        if worker is not None:  # the failed-key limit holds across workers
+            self.auth.share_failures(worker.failed)
+            worker.on_failed_elsewhere = self.auth.failed_elsewhere
         #: Users and API tokens on the server's own store; None in callback mode (no database).
         self.accounts: Accounts | None = None
         if self.auth.store is not None:
@@ -173,7 +184,8 @@ class Rtmpd:
             if self.config.database.url:  # the message names the server (no password)
                 raise StartupError(str(exc)) from None
             raise StartupError(f"database {self.config.database_path}: {exc}") from None
-        self.hls.startup_cleanup(await self.auth.live_names())
+        if self.worker is None or self.worker.cleanup:  # not while siblings' streams are live
+            self.hls.startup_cleanup(await self.auth.live_names())
         quota = self.hls.quota
         log.info("HLS files: at most %d MiB per stream, %d MiB in all under %s", quota.max_stream
                  // MIB, quota.max_total // MIB, self.config.hls_path)  # fmt: skip
@@ -198,6 +210,8 @@ class Rtmpd:
                      self.config.rtmp.app)  # fmt: skip
         await self._start_http()
         self._ticker = asyncio.create_task(self._tick())
+        if self.worker is not None:
+            await self.worker.ready()
 
     async def _start_http(self) -> None:
         addr = self.config.http_address
@@ -220,6 +234,8 @@ class Rtmpd:
             else None,
             waiters=self.waiters,
             low_latency=self.config.hls.low_latency,
+            worker=self.worker.label if self.worker is not None else "",
+            sibling=self.directory.sibling if self.worker is not None else None,
         )
         self._runner = make_runner(
             app,
@@ -229,10 +245,13 @@ class Rtmpd:
         )
         await self._runner.setup()
         self._site = GuardedSite(
-            self._runner, addr.host, addr.port, guard=self.http_guard, reuse_address=True
-        )
+            self._runner, addr.host, addr.port, guard=self.http_guard, reuse_address=True,
+            sock=self.worker.http if self.worker is not None else None,
+        )  # fmt: skip
         try:
             await self._site.start()
+            if self.worker is not None:  # where the other workers reach this one
+                await web.UnixSite(self._runner, self.worker.private).start()
         except OSError as exc:
             raise StartupError(f"cannot listen for HTTP on {addr}: {_why(exc)}") from None
         self.http_port = self._site.port
@@ -251,6 +270,8 @@ class Rtmpd:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
+        if self.worker is not None:
+            await self.worker.close()
         await self.rtmp.close()
         self.hls.close()
         if self._runner is not None:
@@ -365,7 +386,8 @@ class Rtmpd:
         packager = self.hls.open_stream(decision.name)
         health = PublishHealth(self.config.hls.fragment, time.time())
         publish = Publish(decision.name, publisher, packager, decision.lease, health=health,
-                          metrics=self.metrics, on_end=self._publish_ended)  # fmt: skip
+                          metrics=self.metrics, on_end=self._publish_ended,
+                          on_taken_over=self.hls.release if self.worker else None)  # fmt: skip
         self._publishes.add(publish)
         self.metrics.set_live(len(self._publishes))
         self.webhooks.emit(webhooks.STREAM_STARTED, {

@@ -5,6 +5,10 @@ each other.
 A stream another node holds (the database's live records, `AuthService.remote`) is live here
 too once it has a playlist there; its HLS requests are sent to that node (`elsewhere`), and
 its codecs and thumbnail are that node's to show (None here).
+
+With rtmpd workers (rtmpd.worker), each worker is such a node, but its siblings share the
+HLS folder and the public URL: a sibling's stream is served here from the files, and what only
+its owner has in memory (LL-HLS playlists and parts) is asked of the owner (`sibling`).
 """
 
 from __future__ import annotations
@@ -19,9 +23,13 @@ from rtmpd.web.directory import Channel, StreamStats
 class ChannelDirectory:
     """Implements `rtmpd.web.directory.Directory`."""
 
-    def __init__(self, auth: AuthService, hls: HlsService) -> None:
+    def __init__(
+        self, auth: AuthService, hls: HlsService, *, siblings: dict[str, str] | None = None
+    ) -> None:
         self._auth = auth
         self._hls = hls
+        #: The other workers of this node: node name -> private HTTP socket.
+        self._siblings = siblings or {}
         # Keyframes snapshotted on the event loop; thumbnails decode them in a worker thread.
         self._keyframes: dict[str, Keyframe] = {}
 
@@ -56,7 +64,16 @@ class ChannelDirectory:
         if self._hls.playing(name):
             return None
         remote = self._auth.remote(name)
-        return remote.url if remote is not None else None
+        if remote is None or remote.node in self._siblings:
+            return None
+        return remote.url
+
+    def sibling(self, name: str) -> str | None:
+        """The private HTTP socket of the worker of this node that holds `name`, if another."""
+        if self._hls.playing(name):
+            return None
+        remote = self._auth.remote(name)
+        return None if remote is None else self._siblings.get(remote.node)
 
     def stats(self, name: str) -> StreamStats | None:
         info = self._hls.stream_info(name)

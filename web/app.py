@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +34,7 @@ from .owner import elsewhere
 from .protocol import Runner, ServerLog, server_header
 from .proxies import TrustedProxies
 from .sessions import Sessions
+from .siblings import Siblings, viewer_address
 from .thumbnails import ThumbnailCache
 from .viewers import ViewerTracker
 
@@ -77,6 +79,9 @@ class _State:
     waiters: Waiters = field(default_factory=Waiters)
     low_latency: bool = False
     static: dict[str, _Static] = field(default_factory=dict)
+    #: rtmpd workers: the private socket of the sibling holding a stream, and how to ask it.
+    sibling: Callable[[str], str | None] | None = None
+    siblings: Siblings = field(default_factory=Siblings)
 
 
 STATE = web.AppKey("rtmpd_web_state", _State)
@@ -97,6 +102,8 @@ def create_app(
     live: LiveSource | None = None,
     waiters: Waiters | None = None,
     low_latency: bool = False,
+    worker: str = "",
+    sibling: Callable[[str], str | None] | None = None,
 ) -> web.Application:
     """The web application. `hlsjs_file`, if given, is served at /static/vendor/hls.min.js and
     used instead of `hlsjs_url` (self-hosting). With `admin`, the management API under
@@ -104,8 +111,9 @@ def create_app(
     over https and from whom. With the `guard` of its GuardedSite, requests mark their
     connection busy and files go out under the guard's send timeout; without one, under the
     default send timeout. With `live` (and the `waiters` its changes wake), LL-HLS playlists
-    answer blocking reloads and parts come from memory. Start it with `make_runner` to get
-    access logs."""
+    answer blocking reloads and parts come from memory. As rtmpd `worker` N, responses name it
+    (X-Rtmpd-Worker) and LL-HLS requests for a stream a `sibling` holds are asked of it. Start
+    it with `make_runner` to get access logs."""
     templates = jinja2.Environment(
         loader=jinja2.FileSystemLoader(_HERE / "templates"),
         autoescape=True,
@@ -136,6 +144,7 @@ def create_app(
         live=live,
         waiters=waiters if waiters is not None else Waiters(),
         low_latency=low_latency,
+        sibling=sibling,
     )
     templates.globals["static_url"] = lambda name: _static_url(state, name)
     outer = [busy_middleware(guard)] if guard is not None else []
@@ -143,6 +152,9 @@ def create_app(
     app[STATE] = state
     app.on_startup.append(_load_assets)
     app.on_response_prepare.append(server_header)
+    if worker:
+        app.on_response_prepare.append(_worker_header(worker))
+    app.on_cleanup.append(_close_siblings)
     r = app.router
     r.add_get("/", _index, name="index")
     r.add_get("/api/openapi.json", _openapi, name="api_openapi")
@@ -442,6 +454,9 @@ async def _hls(request: web.Request) -> web.StreamResponse:
     target = parse_hls_path(request.rel_url.raw_path, state.nested)
     if target is None:
         raise web.HTTPNotFound(headers=CORS)
+    sibling = state.sibling(target.name) if state.sibling and state.live else None
+    if sibling is not None:  # what a blocking reload or a part needs is in that worker's memory
+        return await state.siblings.ask(sibling, request)
     if (owner := state.directory.elsewhere(target.name)) is not None:
         raise elsewhere(owner, request)
     if state.live is not None:
@@ -450,7 +465,8 @@ async def _hls(request: web.Request) -> web.StreamResponse:
             return answer
     response = await serve_file(request, state.hls_root, target, state.sending)
     if target.playlist and response.status in (200, 206, 304):
-        state.viewers.seen(target.name, request.remote, request.headers.get("User-Agent", ""))
+        state.viewers.seen(target.name, viewer_address(request),
+                          request.headers.get("User-Agent", ""))  # fmt: skip
     return response
 
 
@@ -471,7 +487,8 @@ async def _live(
             raise
         headers = {**cache_headers(True), **CORS}
         headers["Cache-Control"] = cache_control(blocking, view.target_seconds())
-        state.viewers.seen(target.name, request.remote, request.headers.get("User-Agent", ""))
+        state.viewers.seen(target.name, viewer_address(request),
+                          request.headers.get("User-Agent", ""))  # fmt: skip
     elif target.ext == "m4s":
         data = await next_part(live, state.waiters, target.name, target.file)
         if data is None:
@@ -481,6 +498,17 @@ async def _live(
     else:
         return None
     return web.Response(body=body, headers=headers, content_type=target.content_type)
+
+
+async def _close_siblings(app: web.Application) -> None:
+    await app[STATE].siblings.close()
+
+
+def _worker_header(worker: str) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    async def header(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["X-Rtmpd-Worker"] = worker  # which worker answered (for operators)
+
+    return header
 
 
 async def _hls_options(request: web.Request) -> web.Response:
