@@ -43,6 +43,8 @@ from bench.servers import (
     PyrtmpServer,
     RtmpdServer,
     Server,
+    connections_per_process,
+    cpu_per_process,
     cpu_seconds,
     loadavg,
     make_server,
@@ -342,6 +344,7 @@ async def scenario_realtime(
             ramp=ramp,
             lenient=label == "pyrtmp",
         )
+        spread = asyncio.create_task(_spread(server, t0 + ramp + args.warm, args.steady))
         res = await gen.run()
         loadgen_share = (time.process_time() - p0) / (time.monotonic() - t0)
         spots = prof.stop() if prof else []
@@ -370,6 +373,7 @@ async def scenario_realtime(
             "loadavg_during": round(max(sampler.loads), 2) if sampler.loads else None,
             "loadgen_cpu_share": round(loadgen_share, 3),
         }
+        row.update(await spread)
         if watcher:
             row.update(segment_lags(watcher, res.records, late=args.late).summary())
         if lag_hist is not None:
@@ -379,6 +383,23 @@ async def scenario_realtime(
         return row
     finally:
         server.stop()
+
+
+async def _spread(server: Server, start: float, steady: float) -> dict[str, Any]:
+    """How the steady window's work was spread over the processes (rtmpd's workers): RTMP
+    connections each held in the middle of it, and each one's share of a core over it."""
+    await asyncio.sleep(max(0.0, start - time.monotonic()))
+    c0 = cpu_per_process(server.pid)
+    await asyncio.sleep(steady / 2)
+    conns = connections_per_process(server.pid, server.rtmp_port)
+    await asyncio.sleep(steady / 2)
+    c1 = cpu_per_process(server.pid)
+    if len(c0) != len(c1):
+        return {"publishers_per_process": conns}
+    return {
+        "publishers_per_process": conns,
+        "cpu_share_per_process": [round((b - a) / steady, 3) for a, b in zip(c0, c1, strict=True)],
+    }
 
 
 async def _wait_playlist(url: str, segments: int, timeout: float) -> None:
@@ -529,6 +550,8 @@ COLUMNS: dict[str, list[str]] = {
         "missing_segments",
         "errors",
         "loadavg_during",
+        "publishers_per_process",
+        "cpu_share_per_process",
     ],
     "viewers": [
         "server",

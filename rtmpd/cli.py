@@ -207,7 +207,7 @@ def worker_main(fd: int) -> int:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = worker.metrics_dir
     from prometheus_client import values
 
-    values.ValueClass = values.get_value_class()
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
     source = hello["source"]
     config = configuration.from_dict(
         hello["data"], Path(hello["base_dir"]), None if source is None else Path(source)
