@@ -5,6 +5,11 @@ bench/results/results.jsonl.
     python -m bench.run realtime  [--servers rtmpd,nginx] [-n 10 50 100 200] [--steady 60]
     python -m bench.run viewers   [--servers rtmpd,nginx] [-m 100 1000] [--seconds 30]
     python -m bench.run edge      [--servers direct,edge] [-m 1000] [--seconds 30]
+    python -m bench.run playlists [--servers rtmpd,rtmpd-w2] [-c 64] [--seconds 20]
+
+Servers: rtmpd, rtmpd-w2 (two worker processes, balance = reuseport), rtmpd-w2-shared,
+nginx, pyrtmp. playlists: wrk (Debian's package) with C keep-alive connections fetching one
+stream's playlist as fast as answered, while it is published in real time.
 
 flat: one publisher pushes the file as fast as the server reads it; server CPU seconds per hour
 of media. realtime: N publishers paced in real time; server CPU (share of one core) and RSS in
@@ -462,6 +467,63 @@ async def scenario_viewers(
         server.stop()
 
 
+def _wrk(url: str, connections: int, seconds: float, threads: int) -> dict[str, Any]:
+    """wrk (Debian's `wrk`, C: little CPU of its own next to the server) on one URL."""
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency", url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    row: dict[str, Any] = {"wrk": out.strip().splitlines()[-1]}
+    for line in out.splitlines():
+        words = line.split()
+        if line.startswith("Requests/sec:"):
+            row["requests_per_s"] = float(words[1])
+        elif words[:1] in (["50%"], ["99%"]):
+            value = words[1]
+            scale = 1000.0 if value.endswith("ms") else 1.0 if value.endswith("us") else 1e6
+            number = float(value.rstrip("mus"))
+            row[f"latency_ms_p{words[0][:-1]}"] = round(number * scale / 1000, 2)
+        elif "Non-2xx" in line:
+            row["non_2xx"] = int(words[-1])
+    row.setdefault("non_2xx", 0)
+    return row
+
+
+async def scenario_playlists(
+    label: str, c: int, args: argparse.Namespace, media: PreparedMedia
+) -> dict[str, Any]:
+    """As many playlist requests as `c` keep-alive connections get answered (closed loop, wrk)
+    while one publisher streams in real time."""
+    server = make_server(label)
+    server.start()
+    try:
+        streams = await make_streams(server, 1)
+        name = streams[0][1]
+        lead = 20.0
+        gen = LoadGenerator("127.0.0.1", server.rtmp_port, streams, media, mode="realtime",
+                            seconds=lead + args.seconds + 15)  # fmt: skip
+        publishing = asyncio.create_task(gen.run())
+        url = f"http://127.0.0.1:{server.http_port}/live/{name}/index.m3u8"
+        await _wait_playlist(url, 2, lead + 10)
+        load0 = loadavg()
+        c0, cpu0, t0 = cpu_per_process(server.pid), cpu_seconds(server.pid), time.monotonic()
+        stats = await asyncio.to_thread(_wrk, url, c, args.seconds, args.threads)
+        c1, cpu1, t1 = cpu_per_process(server.pid), cpu_seconds(server.pid), time.monotonic()
+        load1 = loadavg()
+        for pub in list(gen.active):
+            pub.finish()
+        await publishing
+        row = {"server": server.label, "connections": c, "seconds": args.seconds, **stats}
+        row["server_cpu_share"] = round((cpu1 - cpu0) / (t1 - t0), 3)
+        if len(c0) == len(c1):
+            row["cpu_share_per_process"] = [round((b - a) / (t1 - t0), 3)
+                                            for a, b in zip(c0, c1, strict=True)]  # fmt: skip
+        row["loadavg"] = [load0, load1]
+        return row
+    finally:
+        server.stop()
+
+
 async def origin_counts(base: str) -> dict[str, float]:
     """rtmpd's HLS requests answered so far, by route, from its /metrics."""
     async with aiohttp.ClientSession() as http, http.get(base + "/metrics") as response:
@@ -565,6 +627,17 @@ COLUMNS: dict[str, list[str]] = {
         "errors",
         "server_cpu_share",
     ],
+    "playlists": [
+        "server",
+        "connections",
+        "requests_per_s",
+        "latency_ms_p50",
+        "latency_ms_p99",
+        "non_2xx",
+        "server_cpu_share",
+        "cpu_share_per_process",
+        "loadavg",
+    ],
     "edge": [
         "server",
         "viewers",
@@ -595,6 +668,8 @@ async def _main(args: argparse.Namespace) -> int:
         runs = [(None, label) for label in servers]
     elif args.scenario == "realtime":
         runs = [(n, label) for n in args.n for label in servers]
+    elif args.scenario == "playlists":
+        runs = [(c, label) for c in args.c for label in servers]
     else:
         runs = [(m, label) for m in args.m for label in servers]
     rows = []
@@ -605,6 +680,8 @@ async def _main(args: argparse.Namespace) -> int:
             result = await scenario_realtime(label, size, args, media)
         elif args.scenario == "edge":
             result = await scenario_edge(label, size, args, media)
+        elif args.scenario == "playlists":
+            result = await scenario_playlists(label, size, args, media)
         else:
             result = await scenario_viewers(label, size, args, media)
         row = record(args.scenario, {**result, "command": cmd, "machine": info})
@@ -644,6 +721,11 @@ def build_parser() -> argparse.ArgumentParser:
     vw.add_argument(
         "--playlists-only", action="store_true", help="viewers reload playlists, skip segments"
     )
+    pl = sub.add_parser("playlists", parents=[common], help="playlist requests/s (wrk)")
+    pl.add_argument("--servers", default="rtmpd,rtmpd-w2")
+    pl.add_argument("-c", type=int, nargs="+", default=[64], help="keep-alive connections")
+    pl.add_argument("--seconds", type=float, default=20.0)
+    pl.add_argument("--threads", type=int, default=1, help="wrk threads")
     edge = sub.add_parser("edge", parents=[common], help="M viewers direct or via nginx edge")
     edge.add_argument("--servers", default="direct,edge")
     edge.add_argument("-m", type=int, nargs="+", default=[1000])

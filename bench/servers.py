@@ -190,7 +190,7 @@ class RtmpdServer(Server):
         command: list[str] | None = None,
         label: str = "rtmpd",
         workers: int = 1,
-        balance: str = "shared",
+        balance: str = "reuseport",
     ) -> None:
         super().__init__(label)
         self.workers = workers
@@ -370,10 +370,11 @@ def make_server(label: str) -> Server:
         if not base:
             raise RuntimeError(f"set {BASE_ENV} to the `rtmpd` command of the build to compare")
         return RtmpdServer(command=[base], label="rtmpd (before)")
-    if label.startswith("rtmpd-w"):  # rtmpd-w2: two workers; rtmpd-w2-reuseport
+    if label.startswith("rtmpd-w"):  # rtmpd-w2: two workers (reuseport); rtmpd-w2-shared
         count, _, balance = label.removeprefix("rtmpd-w").partition("-")
-        return RtmpdServer(workers=int(count), balance=balance or "shared",
-                           label=f"rtmpd {count} workers ({balance or 'shared'})")  # fmt: skip
+        balance = balance or "reuseport"
+        return RtmpdServer(workers=int(count), balance=balance,
+                           label=f"rtmpd {count} workers ({balance})")  # fmt: skip
     if label == "nginx":
         return NginxServer()
     if label == "pyrtmp":

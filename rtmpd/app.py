@@ -125,9 +125,7 @@ class Rtmpd:
         )
         self._draining: asyncio.Task[DrainResult] | None = None
         self._stopping: asyncio.Future[None] | None = None
-        self.directory = ChannelDirectory(
-            self.auth, self.hls, siblings=worker.siblings if worker is not None else None
-        )
+        self.directory = ChannelDirectory(self.auth, self.hls, worker=worker)
         if worker is not None:  # the failed-key limit holds across workers
             self.auth.share_failures(worker.failed)
             worker.on_failed_elsewhere = self.auth.failed_elsewhere
@@ -340,6 +338,9 @@ class Rtmpd:
                 publish.health.sample(now, publish.publisher.bytes_received)
             self.metrics.set_live(len(self._publishes))
             self.metrics.set_webhooks_pending(self.webhooks.pending)
+            if self.worker is not None:  # codecs and bitrates for the other workers' API
+                names = {publish.name for publish in self._publishes}
+                self.worker.write_streams(self.directory.shared_stats(names))
             await self._account_events()
 
     async def _account_events(self) -> None:

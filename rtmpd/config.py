@@ -85,7 +85,7 @@ class ServerSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     """Processes: `workers` rtmpd worker processes behind one supervisor (1: one process)."""
 
     workers: int | Literal["auto"] = 1
-    balance: Balance = Balance.SHARED
+    balance: Balance = Balance.REUSEPORT
 
     def __post_init__(self) -> None:
         if isinstance(self.workers, int) and not 1 <= self.workers <= MAX_WORKERS:

@@ -5,12 +5,14 @@ Ports: the supervisor binds RTMP, RTMPS and HTTP itself, so that a port in use i
 start-up and a dying worker loses no connection waiting to be accepted; workers inherit the
 sockets. `[server] balance` says how connections are spread:
 
-- `shared`: one listening socket per port that every worker accepts from; the next connection
-  goes to whichever worker gets to accept() first, which is the one not busy (a worker deep in
-  a burst of media is not back in its event loop to take it);
-- `reuseport`: one SO_REUSEPORT socket per worker and port; the kernel hashes each new
-  connection to one of them, busy or not. The supervisor keeps every worker's socket open, so
-  connections hashed to a dead worker wait in its queue for the restarted one.
+- `reuseport` (the default): one SO_REUSEPORT socket per worker and port; the kernel hashes
+  each new connection to one of them, so connections spread evenly (docs/BENCHMARKS.md). The
+  supervisor keeps every worker's socket open, so connections hashed to a dead worker wait in
+  its queue for the restarted one instead of being refused.
+- `shared`: one listening socket per port that every worker accepts from. The worker that wakes
+  first takes every connection waiting (asyncio accepts up to the backlog per wake-up), so a
+  burst of connections (a player's, a load balancer's pool) lands on one worker; a dead worker
+  takes nothing, the others accept everything meanwhile.
 
 Start-up: worker 1 first (it migrates the database and removes HLS leftovers of an earlier
 run), then the others together; the pid file (for `rtmpd drain`) is written once all are up.

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import json
 import logging
 import os
@@ -35,6 +36,8 @@ log = logging.getLogger("rtmpd.worker")
 
 #: The longest control line read (the hello carries the config as read).
 MAX_LINE = 1 << 20
+#: Seconds a sibling may take to send a thumbnail.
+THUMBNAIL_TIMEOUT = 5.0
 #: The header naming the worker that answered an HTTP request (`X-Rtmpd-Worker: 2`).
 WORKER_HEADER = "X-Rtmpd-Worker"
 
@@ -72,6 +75,7 @@ class Worker:
     _writer: asyncio.StreamWriter | None = None
     _reader_task: asyncio.Task[None] | None = None
     _early: list[bytes] = field(default_factory=list)
+    _cached: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
 
     @classmethod
     def connect(cls, fd: int) -> tuple[Worker, dict[str, Any]]:
@@ -107,6 +111,52 @@ class Worker:
     @property
     def label(self) -> str:
         return str(self.index)
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.private).parent
+
+    def write_streams(self, streams: dict[str, Any]) -> None:
+        """What this worker knows of its streams (codecs, bitrates), for its siblings' API and
+        pages: a small JSON file in the private folder, replaced whole once a second."""
+        path = self.folder / f"{self.node}.json"
+        temp = path.with_suffix(".tmp")
+        try:
+            temp.write_text(json.dumps(streams))
+            temp.replace(path)
+        except OSError as exc:
+            log.debug("cannot write %s: %s", path, exc)
+
+    def sibling_streams(self, node: str) -> dict[str, Any]:
+        """The streams sibling `node` wrote last ({} when it wrote none)."""
+        path = self.folder / f"{node}.json"
+        try:
+            mtime = path.stat().st_mtime_ns
+            cached = self._cached.get(node)
+            if cached is not None and cached[0] == mtime:
+                return cached[1]
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        streams = data if isinstance(data, dict) else {}
+        self._cached[node] = (mtime, streams)
+        return streams
+
+    def sibling_thumbnail(self, node: str, name: str) -> bytes | None:
+        """Blocking (a worker thread): sibling `node`'s JPEG of `name`, over its socket."""
+        path = self.siblings.get(node)
+        if path is None:
+            return None
+        conn = _UnixHTTPConnection(path)
+        try:
+            conn.request("GET", f"/thumb/{name}.jpg")
+            response = conn.getresponse()
+            body = response.read()
+            return body if response.status == 200 else None
+        except OSError:
+            return None
+        finally:
+            conn.close()
 
     async def ready(self) -> None:
         """Every port is up: tell the supervisor, and start listening to it."""
@@ -150,3 +200,17 @@ class Worker:
         # The supervisor is gone (killed): stop as SIGTERM does rather than hold the ports.
         log.warning("the supervisor went away; worker %d stopping", self.index)
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP to a sibling's private unix socket."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__("worker", timeout=THUMBNAIL_TIMEOUT)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(THUMBNAIL_TIMEOUT)
+        sock.connect(self._path)
+        self.sock = sock

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -191,7 +192,7 @@ async def connected(cluster: Cluster, worker: int) -> AsyncIterator[aiohttp.Clie
 async def answer(cluster: Cluster, path: str, worker: int) -> tuple[int, str, dict[str, str]]:
     """GET `path` answered by `worker`."""
     async with connected(cluster, worker) as http, http.get(path) as response:
-        text = await response.text()
+        text = (await response.read()).decode(errors="replace")
     assert response.headers["X-Rtmpd-Worker"] == str(worker)
     return response.status, text, dict(response.headers)
 
@@ -264,6 +265,18 @@ async def test_a_publish_in_one_worker_is_listed_and_played_from_either(cluster:
             reloaded = PlaylistHistory().check(await response.text())
     after = (reloaded.first_sequence + len(reloaded.segments), len(reloaded.open_parts))
     assert after > (msn, part)
+
+    # Codecs and the thumbnail, which worker 2 knows, shown by worker 1 too.
+    async def same_codecs() -> bool:
+        _, one, _ = await answer(cluster, f"/api/streams/{name}", 1)
+        _, two, _ = await answer(cluster, f"/api/streams/{name}", 2)
+        a, b = json.loads(one)["video"], json.loads(two)["video"]
+        return a is not None and b is not None and (a["codec"], a["width"]) == (
+            b["codec"], b["width"])  # fmt: skip
+
+    await until(same_codecs)
+    status, _, headers = await answer(cluster, f"/thumb/{name}.jpg", 1)
+    assert status == 200 and headers["Content-Type"] == "image/jpeg"
     await publisher.close()
 
 
