@@ -234,6 +234,7 @@ class Rtmpd:
             low_latency=self.config.hls.low_latency,
             worker=self.worker.label if self.worker is not None else "",
             sibling=self.directory.sibling if self.worker is not None else None,
+            admin_worker=self.worker.admin_path if self.worker is not None else "",
         )
         self._runner = make_runner(
             app,
@@ -345,8 +346,8 @@ class Rtmpd:
 
     async def _account_events(self) -> None:
         """Users banned since the last tick, by the API or `rtmpd users` alike: webhooks."""
-        if self.accounts is None:
-            return
+        if self.accounts is None or (self.worker is not None and self.worker.index != 1):
+            return  # one worker sends them: two could read the same event before either took it
         try:
             events = await self.accounts.take_events()
         except StoreError as exc:

@@ -113,6 +113,11 @@ class Worker:
         return str(self.index)
 
     @property
+    def admin_path(self) -> str:
+        """Where the dashboard and admin API are answered: worker 1 ("" for worker 1)."""
+        return "" if self.index == 1 else private_path(self.folder, 1)
+
+    @property
     def folder(self) -> Path:
         return Path(self.private).parent
 

@@ -341,6 +341,24 @@ async def test_a_reconnect_on_the_other_worker_takes_over_and_a_ban_cuts_it(
     await second.close()
 
 
+async def test_a_dashboard_session_opened_on_one_worker_holds_on_the_other(
+    cluster: Cluster,
+) -> None:
+    token = cluster.cli("tokens", "add", "ops")
+    base = f"http://127.0.0.1:{cluster.http_port}"
+    async with connected(cluster, 2) as http:
+        signed = await http.post("/admin/login", data={"token": token},
+                                 headers={"Origin": base}, allow_redirects=False)  # fmt: skip
+        assert signed.status == 303, await signed.text()
+        cookie = signed.cookies["rtmpd_admin"].value
+    async with connected(cluster, 1) as http:
+        page = await http.get("/admin", cookies={"rtmpd_admin": cookie})
+        assert page.status == 200 and "ops" in await page.text()
+    async with connected(cluster, 2) as http:
+        users = await http.get("/api/admin/users", headers={"Authorization": f"Bearer {token}"})
+        assert users.status == 200 and users.headers["X-Rtmpd-Worker"] == "2"
+
+
 async def test_the_failed_key_limit_holds_across_workers(cluster: Cluster) -> None:
     name = "fred"
     key = cluster.cli("users", "add", name)

@@ -104,6 +104,7 @@ def create_app(
     low_latency: bool = False,
     worker: str = "",
     sibling: Callable[[str], str | None] | None = None,
+    admin_worker: str = "",
 ) -> web.Application:
     """The web application. `hlsjs_file`, if given, is served at /static/vendor/hls.min.js and
     used instead of `hlsjs_url` (self-hosting). With `admin`, the management API under
@@ -113,7 +114,8 @@ def create_app(
     default send timeout. With `live` (and the `waiters` its changes wake), LL-HLS playlists
     answer blocking reloads and parts come from memory. As rtmpd `worker` N, responses name it
     (X-Rtmpd-Worker) and LL-HLS requests for a stream a `sibling` holds are asked of it. Start
-    it with `make_runner` to get access logs."""
+    it with `make_runner` to get access logs. With `admin_worker` (another worker's private
+    socket), /admin and /api/admin/ are asked of that worker."""
     templates = jinja2.Environment(
         loader=jinja2.FileSystemLoader(_HERE / "templates"),
         autoescape=True,
@@ -148,7 +150,9 @@ def create_app(
     )
     templates.globals["static_url"] = lambda name: _static_url(state, name)
     outer = [busy_middleware(guard)] if guard is not None else []
-    app = web.Application(middlewares=[*outer, _errors_and_metrics, admin_api.guard])
+    proxies = trusted_proxies or TrustedProxies()
+    relay = [_admin_relay(admin_worker, proxies)] if admin_worker else []
+    app = web.Application(middlewares=[*outer, _errors_and_metrics, *relay, admin_api.guard])
     app[STATE] = state
     app.on_startup.append(_load_assets)
     app.on_response_prepare.append(server_header)
@@ -498,6 +502,22 @@ async def _live(
     else:
         return None
     return web.Response(body=body, headers=headers, content_type=target.content_type)
+
+
+def _admin_relay(path: str, proxies: TrustedProxies) -> Any:
+    """Middleware: the dashboard and the admin API are one worker's (its sessions in memory)."""
+
+    @web.middleware
+    async def relay(request: web.Request, handler: Any) -> web.StreamResponse:
+        target = request.rel_url.path
+        if target == "/admin" or target.startswith(("/admin/", "/api/admin/")):
+            state = request.app[STATE]
+            client, https = proxies.client(request), proxies.https(request)
+            return await state.siblings.ask(path, request, client=client, https=https)
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return relay
 
 
 async def _close_siblings(app: web.Application) -> None:
