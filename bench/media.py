@@ -1,4 +1,5 @@
-"""Benchmark media: synthetic H.264 + AAC in FLV, encoded once with PyAV and cached.
+"""Benchmark media: synthetic H.264 (or HEVC, AV1: enhanced FLV) + AAC in FLV, encoded once
+with PyAV and cached.
 
 The picture is a panning noise texture with fresh per-frame grain on top, so the encoder cannot
 compress it away and the stream really carries its nominal bitrate (libx264 in constant-rate
@@ -38,6 +39,7 @@ class MediaSpec:
     bframes: int = 0
     video: bool = True
     audio: bool = True
+    codec: str = "h264"  # or "hevc" (libx265), "av1" (libsvtav1): enhanced RTMP
 
     @property
     def name(self) -> str:
@@ -47,7 +49,7 @@ class MediaSpec:
             f"{self.width}x{self.height}p{self.fps}-{self.video_bitrate // 1000}k-"
             f"g{self.gop_seconds:g}-a{self.audio_bitrate // 1000}k{self.sample_rate // 1000}-"
             f"{self.seconds:g}s-{self.preset}{f'-b{self.bframes}' if self.bframes else ''}"
-            f"{tracks}.flv"
+            f"{tracks}{'' if self.codec == 'h264' else '-' + self.codec}.flv"
         )
 
 
@@ -55,6 +57,8 @@ SPECS: dict[str, MediaSpec] = {
     "720p30": MediaSpec(1280, 720, 30, 60.0, 3_000_000),
     "1080p60": MediaSpec(1920, 1080, 60, 60.0, 6_000_000),
     "1080p60-bframes": MediaSpec(1920, 1080, 60, 60.0, 6_000_000, bframes=3),
+    "720p30-hevc": MediaSpec(1280, 720, 30, 60.0, 3_000_000, codec="hevc"),
+    "720p30-av1": MediaSpec(1280, 720, 30, 60.0, 3_000_000, codec="av1"),
     "720p30-video-only": MediaSpec(1280, 720, 30, 60.0, 3_000_000, audio=False),
     "audio-only": MediaSpec(1280, 720, 30, 60.0, 3_000_000, video=False),
 }
@@ -144,13 +148,29 @@ def encode_flv(spec: MediaSpec, path: Path) -> None:
 
 
 def _video_stream(container: av.container.OutputContainer, spec: MediaSpec) -> av.VideoStream:
-    video = container.add_stream("libx264", rate=spec.fps)
+    encoder = {"h264": "libx264", "hevc": "libx265", "av1": "libsvtav1"}[spec.codec]
+    video = container.add_stream(encoder, rate=spec.fps)
     video.width, video.height, video.pix_fmt = spec.width, spec.height, "yuv420p"
     video.bit_rate = spec.video_bitrate
     ctx = video.codec_context
     gop = round(spec.gop_seconds * spec.fps)
     ctx.gop_size = gop
     kbps = spec.video_bitrate // 1000
+    if spec.codec == "hevc":  # the same rate control and keyframes, as x265 spells them
+        ctx.options = {
+            "preset": spec.preset,
+            "x265-params": (
+                f"log-level=error:keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0:"
+                f"bitrate={kbps}:vbv-maxrate={kbps}:vbv-bufsize={kbps}:repeat-headers=0"
+            ),
+        }
+        return video
+    if spec.codec == "av1":  # SVT-AV1's real-time preset, CBR, a keyframe every GOP
+        ctx.options = {
+            "preset": "10",
+            "svtav1-params": f"keyint={gop}:rc=1:scd=0",
+        }
+        return video
     ctx.options = {
         "preset": spec.preset,
         # zerolatency turns B-frames off; "film" keeps them when they are asked for

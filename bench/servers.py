@@ -189,6 +189,7 @@ class RtmpdServer(Server):
         playlist_length: float = 30.0,
         command: list[str] | None = None,
         label: str = "rtmpd",
+        max_speed: float = 2.0,
         workers: int = 1,
         balance: str = "reuseport",
     ) -> None:
@@ -200,6 +201,7 @@ class RtmpdServer(Server):
         self.hls_dir = self.tmp / "hls"
         self.config = self.tmp / "rtmpd.toml"
         server = f'[server]\nworkers = {workers}\nbalance = "{balance}"\n' if workers > 1 else ""
+        speed = f"max_speed = {max_speed}\n" if max_speed != 2.0 else ""  # older builds lack it
         self.config.write_text(
             server + f'[rtmp]\nlisten = "127.0.0.1:{self.rtmp_port}"\n'
             "max_connections = 5000\nmax_connections_per_ip = 5000\n"
@@ -207,6 +209,7 @@ class RtmpdServer(Server):
             # every simulated viewer comes from 127.0.0.1
             "max_connections = 8192\nmax_connections_per_ip = 8192\n"
             f'[hls]\npath = "hls"\nfragment = {fragment}\nplaylist_length = {playlist_length}\n'
+            f"{speed}"
             '[database]\npath = "rtmpd.sqlite3"\n'
             "[auth]\nmax_failures = 1000\n"
             '[log]\nlevel = "warning"\n'
@@ -362,18 +365,19 @@ class PyrtmpServer(Server):
 BASE_ENV = "BENCH_RTMPD_BASE"
 
 
-def make_server(label: str) -> Server:
+def make_server(label: str, *, max_speed: float = 2.0) -> Server:
+    """`max_speed` is rtmpd's [hls] bound on media ahead of real time (flat out needs it off)."""
     if label == "rtmpd":
-        return RtmpdServer()
+        return RtmpdServer(max_speed=max_speed)
     if label == "rtmpd-base":
         base = os.environ.get(BASE_ENV)
         if not base:
             raise RuntimeError(f"set {BASE_ENV} to the `rtmpd` command of the build to compare")
-        return RtmpdServer(command=[base], label="rtmpd (before)")
+        return RtmpdServer(command=[base], label="rtmpd (before)", max_speed=max_speed)
     if label.startswith("rtmpd-w"):  # rtmpd-w2: two workers (reuseport); rtmpd-w2-shared
         count, _, balance = label.removeprefix("rtmpd-w").partition("-")
         balance = balance or "reuseport"
-        return RtmpdServer(workers=int(count), balance=balance,
+        return RtmpdServer(workers=int(count), balance=balance, max_speed=max_speed,
                            label=f"rtmpd {count} workers ({balance})")  # fmt: skip
     if label == "nginx":
         return NginxServer()

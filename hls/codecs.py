@@ -87,7 +87,7 @@ class Mp3Config:
         return "MP3" if self.layer == 3 else f"MPEG-{self.version} Layer {'I' * self.layer}"
 
 
-class _Bits:
+class Bits:
     """MSB-first bit reader with Exp-Golomb codes; reading past the end raises ValueError."""
 
     __slots__ = ("_data", "_pos", "_end")
@@ -120,7 +120,7 @@ class _Bits:
         return (k + 1) // 2 if k & 1 else -(k // 2)
 
 
-def _unescape(nal: bytes) -> bytes:
+def unescape(nal: bytes) -> bytes:
     """Remove emulation prevention bytes (00 00 03 -> 00 00)."""
     if b"\x00\x00\x03" not in nal:
         return nal
@@ -139,7 +139,7 @@ def parse_sps(nal: bytes) -> tuple[int, int]:
     """Picture width and height in pixels from an SPS NAL unit, cropping applied."""
     if len(nal) < 4 or nal[0] & 0x1F != 7:
         raise ValueError("not an SPS NAL unit")
-    bits = _Bits(_unescape(nal[4:]))
+    bits = Bits(unescape(nal[4:]))
     profile = nal[1]
     bits.ue()  # seq_parameter_set_id
     chroma_format = 1
@@ -190,7 +190,7 @@ def parse_sps(nal: bytes) -> tuple[int, int]:
     return width, height
 
 
-def _skip_scaling_list(bits: _Bits, size: int) -> None:
+def _skip_scaling_list(bits: Bits, size: int) -> None:
     last = next_scale = 8
     for _ in range(size):
         if next_scale:
@@ -242,7 +242,7 @@ def parse_asc(data: bytes) -> AacConfig:
     """Check an AudioSpecificConfig (ISO/IEC 14496-3 1.6.2.1) as far as ADTS output needs."""
     if len(data) < 2:
         raise ValueError(f"AAC config too short ({len(data)} bytes)")
-    bits = _Bits(bytes(data))
+    bits = Bits(bytes(data))
 
     def object_type() -> int:
         value = bits.u(5)
@@ -275,7 +275,7 @@ def parse_asc(data: bytes) -> AacConfig:
     return AacConfig(aot, core, rate, channels, core_rate)
 
 
-def _backward_compatible_sbr(bits: _Bits, rate: int) -> tuple[int, int]:
+def _backward_compatible_sbr(bits: Bits, rate: int) -> tuple[int, int]:
     """Explicit backward-compatible signalling (ISO/IEC 14496-3 1.6.6): an AAC-LC config
     followed by sync extensions that declare SBR (and PS). Returns (object type, output rate)."""
     try:

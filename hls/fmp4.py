@@ -9,7 +9,8 @@ absolute times across runs); see docs/ll-hls.md for the measurement. The boxes a
 few (ISO/IEC 14496-12; bluenviron/mediacommon's fmp4 package is the reference we followed for
 which ones): an init segment (ftyp, moov with one trak per track and mvex) and, per part, one
 moof (mfhd, one traf per track: tfhd, tfdt, trun) and one mdat with the samples as they came
-(H.264 in AVCC, AAC and MP3 frames raw: no conversion at all).
+(H.264 and HEVC length-prefixed as RTMP brings them, VP9 frames, AAC, MP3, Opus, FLAC and
+AC-3 frames raw; AV1 temporal units without their temporal delimiters: no conversion else).
 """
 
 from __future__ import annotations
@@ -39,21 +40,28 @@ def full_box(kind: bytes, version: int, flags: int, *payload: bytes) -> bytes:
     return box(kind, _U32.pack(version << 24 | flags), *payload)
 
 
+#: The sample entry of each codec and the box its configuration goes into (the codec's
+#: ISOBMFF binding); AAC and MP3 go into an mp4a entry's esds.
+VIDEO_ENTRIES = {"avc1": b"avcC", "hvc1": b"hvcC", "av01": b"av1C", "vp09": b"vpcC"}
+AUDIO_ENTRIES = {"Opus": b"dOps", "fLaC": b"dfLa", "ac-3": b"dac3", "ec-3": b"dec3"}
+
+
 @dataclass(frozen=True, slots=True)
 class Track:
     """One track of a run: what the init segment says about it."""
 
     track_id: int
-    codec: str  # "avc1", "mp4a" (AAC), "mp3"
-    timescale: int  # 90 kHz for video, the sample rate for audio
-    config: bytes = b""  # the AVCDecoderConfigurationRecord or the AudioSpecificConfig
+    codec: str  # the sample entry: a key of VIDEO_ENTRIES or AUDIO_ENTRIES, "mp4a" (AAC), "mp3"
+    timescale: int  # 90 kHz for video, the sample rate for audio (48 kHz for Opus)
+    config: bytes = b""  # the configuration box's payload (for AAC the AudioSpecificConfig)
     width: int = 0
     height: int = 0
     channels: int = 2
+    sample_rate: int = 0  # the audio sample entry's rate when it is not the timescale
 
     @property
     def video(self) -> bool:
-        return self.codec in ("avc1",)
+        return self.codec in VIDEO_ENTRIES
 
 
 @dataclass(slots=True)
@@ -108,13 +116,18 @@ def _trak(track: Track) -> bytes:
 
 
 def _sample_entry(track: Track) -> bytes:
-    if track.codec == "avc1":
+    config_box = VIDEO_ENTRIES.get(track.codec)
+    if config_box is not None:
         visual = (bytes(6) + b"\x00\x01" + bytes(16) + struct.pack(">HH", track.width, track.height)
                   + b"\x00\x48\x00\x00\x00\x48\x00\x00" + bytes(4) + b"\x00\x01" + bytes(32)
                   + b"\x00\x18\xff\xff")  # fmt: skip
-        return box(b"avc1", visual, box(b"avcC", track.config))
+        return box(track.codec.encode(), visual, box(config_box, track.config))
+    rate = track.sample_rate or track.timescale
     audio = (bytes(6) + b"\x00\x01" + bytes(8) + struct.pack(">HH", track.channels, 16) + bytes(4)
-             + _U32.pack(min(track.timescale, 0xFFFF) << 16))  # fmt: skip
+             + _U32.pack((rate if rate <= 0xFFFF else 0) << 16))  # fmt: skip
+    config_box = AUDIO_ENTRIES.get(track.codec)
+    if config_box is not None:
+        return box(track.codec.encode(), audio, box(config_box, track.config))
     object_type = 0x40 if track.codec == "mp4a" else 0x6B  # ISO/IEC 14496-3 AAC; MPEG-1 audio
     return box(b"mp4a", audio, _esds(track.track_id, object_type, track.config))
 

@@ -5,7 +5,8 @@ rules: rtmpd.hls.segmenter and rtmpd.hls.parts); a part is built when the next o
 because only then is the last frame's duration known. Each finished part is kept (its bytes,
 for LL-HLS clients, which fetch parts from memory) and appended to its segment's file, which is
 finished, like a TS one, when the next segment starts. Video decode times are the stream's
-milliseconds at 90 kHz; audio decode times count samples (AAC 1024 a frame, MP3 1152 or 576)
+milliseconds at 90 kHz; audio decode times count samples (AAC 1024 a frame, MP3 1152 or 576,
+AC-3 1536, Opus and FLAC as each frame says)
 from the first frame, re-anchored on the stream's timestamps only where audio went missing, so
 ms rounding never jitters the audio timeline.
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from .codecs import AacConfig, AvcConfig, Mp3Config
 from .fmp4 import Sample, Track, TrackRun, fragment, init_segment
 from .muxer import SegmentOutput
 
@@ -75,33 +75,6 @@ class Fmp4Run:
         self._sequence = 0
         self._audio_next: int | None = None  # decode time of the next audio frame, in samples
 
-    @classmethod
-    def for_tracks(
-        cls,
-        video: tuple[bytes, AvcConfig] | None,
-        audio: tuple[bytes, AacConfig | Mp3Config] | None,
-        first: SegmentOutput,
-        *,
-        keep_parts: bool = True,
-    ) -> Fmp4Run:
-        """A run for the tracks as their sequence headers (and what was parsed of them) say."""
-        video_track = audio_track = None
-        frame_samples = 1024
-        if video is not None:
-            avcc, avc = video
-            video_track = Track(1, "avc1", VIDEO_TIMESCALE, avcc, avc.width or 0, avc.height or 0)
-        if audio is not None:
-            config, parsed = audio
-            track_id = 2 if video_track is not None else 1
-            channels = parsed.channels or 2
-            if isinstance(parsed, Mp3Config):
-                frame_samples = 1152 if parsed.version == "1" else 576
-                audio_track = Track(track_id, "mp3", parsed.sample_rate, channels=channels)
-            else:  # AAC frames are 1024 samples of the core (under SBR: half the output rate)
-                rate = parsed.core_sample_rate or parsed.sample_rate
-                audio_track = Track(track_id, "mp4a", rate, config, channels=channels)
-        return cls(video_track, audio_track, frame_samples, first, keep_parts=keep_parts)
-
     def video(self, dts: int, cto: int, keyframe: bool, data: bytes,
               new_part: bool, segment: SegmentOutput | None) -> None:  # fmt: skip
         if self.video_track is None:
@@ -117,11 +90,13 @@ class Fmp4Run:
         pending.last_video = dts
         pending.video.append((dts, cto, keyframe, data))
 
-    def audio(self, ts: int, data: bytes, new_part: bool, segment: SegmentOutput | None) -> None:
+    def audio(self, ts: int, data: bytes, new_part: bool, segment: SegmentOutput | None,
+              samples: int = 0) -> None:  # fmt: skip
+        """An audio frame of `samples` (in the track's timescale; 0: the run's frame size)."""
         track = self.audio_track
         if track is None:
             return
-        frame = self._frame_samples
+        frame = samples or self._frame_samples
         at = ts * track.timescale // 1000
         expected = self._audio_next
         if expected is None or abs(at - expected) > 2 * frame:

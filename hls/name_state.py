@@ -132,6 +132,10 @@ class NameState:
     # -- PackagerOwner ----------------------------------------------------------------------
 
     @property
+    def lists_fmp4(self) -> bool:
+        return any(s.map_uri is not None for s in self.window.segments)
+
+    @property
     def target_duration(self) -> int | None:
         return self.window.target_duration
 

@@ -6,6 +6,10 @@ goes out under, which outlives the publish: it names the files, lists them and d
 playlist's target duration (rtmpd.hls.name_state). Disk work per packet is the splitter's
 buffered write, per segment a rename and, in the owner, one playlist rewrite.
 
+Which muxer a run gets: `[hls] format`; with "auto" MPEG-TS where every track's setup
+(rtmpd.hls.tracks) fits it, fMP4 otherwise, and fMP4 while the name's playlist lists fMP4
+segments; with "ts" a track it cannot carry stops the publish (Bound.FORMAT), named.
+
 A run of segments shares one muxer, so continuity counters and PCR go on across its files; it
 ends (and the next segment starts a new muxer) only where the playlist says
 EXT-X-DISCONTINUITY: a new timeline, new codec parameters, a re-publish.
@@ -35,17 +39,25 @@ from typing import Protocol
 
 import av
 
-from .codecs import AacConfig, AvcConfig, Mp3Config, parse_asc, parse_avcc, parse_mp3
 from .config import Format, HlsConfig
 from .fmp4run import Fmp4Run
-from .model import Bound, Keyframe, StreamInfo, Violation
+from .model import CODEC_NAMES, Bound, Codec, Keyframe, StreamInfo, Violation
 from .muxer import SegmentOutput, TsMuxer
 from .pace import Pace
 from .parts import PartCutter
 from .quota import StreamUsage, describe_stream_bound
 from .segmenter import Action, Segmenter, Track, describe_break
 from .storage import FILE_MODE, Layout, make_dirs
-from .templates import Template, audio_template, mp3_template, video_template
+from .tracks import (
+    AudioSetup,
+    VideoSetup,
+    audio_setup,
+    fmp4_run,
+    frame_key,
+    frame_setup,
+    ts_carries,
+    video_setup,
+)
 
 _STATS_SEGMENTS = 3  # bitrates and fps are measured over this many recent segments
 _MEDIA_ERRORS = (ValueError, av.FFmpegError)
@@ -109,6 +121,10 @@ class PackagerOwner(Protocol):
         may stop this publish or another."""
 
     @property
+    def lists_fmp4(self) -> bool:
+        """The playlist lists an fMP4 segment (one with an init segment)."""
+
+    @property
     def target_duration(self) -> int | None:
         """EXT-X-TARGETDURATION in seconds once decided (it then never changes), else None."""
 
@@ -147,9 +163,6 @@ class OpenSegment:
         self.vlast = -1
         self.map_uri: str | None = None  # fMP4: the run's init segment
         self.parts = 0  # LL-HLS parts told to the owner
-
-
-AudioConfig = AacConfig | Mp3Config
 
 
 class StreamPackager:
@@ -194,11 +207,9 @@ class StreamPackager:
         self._pending: deque[OpenSegment] = deque()  # cut, their bytes not all written yet
         self._muxer: TsMuxer | None = None
         self._finished: deque[SegmentOutput] = deque()  # the running muxer's finished outputs
-        self._vtemplate: Template | None = None
-        self._atemplate: Template | None = None
-        self._vconfig: AvcConfig | None = None
-        self._aconfig: AudioConfig | None = None
-        self._mp3_key = -1  # version, rate and mode bits of the MP3 frames, to spot changes
+        self._video: VideoSetup | None = None
+        self._audio: AudioSetup | None = None
+        self._audio_key = b""  # the frame header bits of MP3 or AC-3 that set `_audio` up
         self._warned: set[str] = set()
         self._disk_failed = -1  # serial of the newest segment lost to a disk error, or -1
         self._serial = 0  # segments opened so far
@@ -213,40 +224,49 @@ class StreamPackager:
     @property
     def has_tracks(self) -> bool:
         """Whether any track can be packaged (a usable sequence header arrived)."""
-        return self._vtemplate is not None or self._atemplate is not None
+        return self._video is not None or self._audio is not None
 
     # -- media from the publisher -----------------------------------------------------------
 
-    def video_config(self, timestamp: int, avcc: bytes | memoryview) -> None:
+    def video_config(
+        self, timestamp: int, record: bytes | memoryview, codec: Codec = Codec.H264
+    ) -> None:
+        """A video sequence header: the codec's configuration record."""
         if self._done:
             return
-        data = bytes(avcc)
-        if self._vtemplate is not None and data == self._vtemplate.config:
+        data = bytes(record)
+        old = self._video
+        if old is not None and data == old.config and codec is old.codec:
             return
         try:
-            config = parse_avcc(data)
-            template = video_template(data)
+            setup = video_setup(codec, data)
         except ValueError as exc:
-            self._warn("avcc", "ignoring an unusable AVC sequence header (%s)", exc)
+            name = CODEC_NAMES[codec]
+            self._warn(f"config {codec}", "ignoring an unusable %s sequence header (%s)", name, exc)
             return
-        self._vconfig, self._vtemplate = config, template
+        self._video = setup
         self._seg.configure(_VIDEO, changed=True)
+        self._check_format(setup)
 
-    def audio_config(self, timestamp: int, asc: bytes | memoryview) -> None:
+    def audio_config(
+        self, timestamp: int, record: bytes | memoryview, codec: Codec = Codec.AAC
+    ) -> None:
+        """An audio sequence header: AudioSpecificConfig, Opus ID header, FLAC STREAMINFO."""
         if self._done:
             return
-        data = bytes(asc)
-        if self._atemplate is not None and data == self._atemplate.config:
+        data = bytes(record)
+        old = self._audio
+        if old is not None and data == old.config and codec is old.codec:
             return
         try:
-            config = parse_asc(data)
-            template = audio_template(data)
+            setup = audio_setup(codec, data)
         except ValueError as exc:
-            self._warn("asc", "ignoring an unusable AAC sequence header (%s)", exc)
+            name = CODEC_NAMES[codec]
+            self._warn(f"config {codec}", "ignoring an unusable %s sequence header (%s)", name, exc)
             return
-        self._aconfig, self._atemplate = config, template
-        self._mp3_key = -1
+        self._audio, self._audio_key = setup, b""
         self._seg.configure(_AUDIO, changed=True)
+        self._check_format(setup)
 
     def video(
         self,
@@ -255,15 +275,18 @@ class StreamPackager:
         keyframe: bool,
         data: bytes | bytearray | memoryview,
     ) -> None:
-        if self._vtemplate is None or self._done:
+        setup = self._video
+        if setup is None or self._done:
             if not self._done:
-                self._warn("video", "dropping video: no usable AVC sequence header")
+                self._warn("video", "dropping video: no usable video sequence header")
             return
         if type(data) is not bytes:
             data = bytes(data)  # FFmpeg may hold the packet past this call
         size = len(data)
         if not size:
             return
+        if keyframe and setup.width is None:  # VP9, some AV1: the size is in the keyframe
+            setup = self._video = setup.with_keyframe(data)
         action = self._seg.frame(_VIDEO, timestamp, keyframe, size)
         cut = None
         if action is not _WRITE:
@@ -279,7 +302,7 @@ class StreamPackager:
             seg.vfirst = timestamp
         seg.vlast = timestamp
         if keyframe:
-            self._keyframe = Keyframe(self._vtemplate.config, data, timestamp)
+            self._keyframe = Keyframe(setup.extradata, data, timestamp, setup.decoder)
         run = self._run
         if run is not None:
             if cut is not None:
@@ -287,7 +310,8 @@ class StreamPackager:
                 new_part = False
             else:
                 new_part = self._cutter.frame(timestamp, keyframe)
-            run.video(timestamp, composition_offset, keyframe, data, new_part, cut)
+            sample = setup.sample(data)
+            run.video(timestamp, composition_offset, keyframe, sample, new_part, cut)
             self._after_run_write(run)
             return
         muxer = self._muxer
@@ -301,29 +325,41 @@ class StreamPackager:
             self._check_room()
 
     def audio(self, timestamp: int, data: bytes | bytearray | memoryview) -> None:
-        """An AAC frame (raw, as FLV carries it)."""
-        if self._atemplate is None or self._mp3_key != -1 or self._done:
+        """A frame of AAC, Opus or FLAC (raw, as FLV carries it), after its sequence header."""
+        setup = self._audio
+        if setup is None or self._audio_key or self._done:
             if not self._done:
-                self._warn("audio", "dropping AAC audio: no usable AAC sequence header")
+                self._warn("audio", "dropping audio: no usable audio sequence header")
             return
-        self._audio_frame(timestamp, data)
+        self._audio_frame(setup, timestamp, data)
 
     def mp3(self, timestamp: int, data: bytes | bytearray | memoryview) -> None:
         """An MP3 frame (FLV sound formats 2 and 14): its header configures the track."""
-        if self._done or len(data) < 4:
+        self.framed_audio(timestamp, data, Codec.MP3)
+
+    def framed_audio(
+        self, timestamp: int, data: bytes | bytearray | memoryview, codec: Codec
+    ) -> None:
+        """A frame of MP3, AC-3 or E-AC-3, whose header configures the track."""
+        if self._done:
             return
-        key = (data[1] & 0x18) << 8 | (data[2] & 0x0C) << 4 | data[3] >> 6
-        if key != self._mp3_key:
+        key = frame_key(codec, data)
+        if not key:
+            return
+        setup = self._audio
+        if setup is None or key != self._audio_key or codec is not setup.codec:
             try:
-                config = parse_mp3(bytes(data[:4]))
-                template = mp3_template(config.sample_rate)
+                new = frame_setup(codec, bytes(data), key)
             except ValueError as exc:
-                self._warn("mp3", "dropping MP3 audio FFmpeg cannot take (%s)", exc)
+                self._warn(f"frame {codec}", "dropping %s audio FFmpeg cannot take (%s)",
+                           CODEC_NAMES[codec], exc)  # fmt: skip
                 return
-            changed = self._mp3_key != -1 or self._atemplate is not None
-            self._aconfig, self._atemplate, self._mp3_key = config, template, key
+            changed = setup is not None
+            self._audio, self._audio_key = new, key
             self._seg.configure(_AUDIO, changed=changed)
-        self._audio_frame(timestamp, data)
+            self._check_format(new)
+            setup = new
+        self._audio_frame(setup, timestamp, data)
 
     def close(self) -> None:
         """The publish ended: list the partial segment, ENDLIST, cleanup after the grace."""
@@ -343,7 +379,9 @@ class StreamPackager:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _audio_frame(self, timestamp: int, data: bytes | bytearray | memoryview) -> None:
+    def _audio_frame(
+        self, setup: AudioSetup, timestamp: int, data: bytes | bytearray | memoryview
+    ) -> None:
         if type(data) is not bytes:
             data = bytes(data)
         size = len(data)
@@ -367,7 +405,7 @@ class StreamPackager:
                 new_part = False
             else:
                 new_part = drives and self._cutter.frame(timestamp, True)
-            run.audio(timestamp, data, new_part, cut)
+            run.audio(timestamp, data, new_part, cut, setup.samples(data))
             self._after_run_write(run)
             return
         muxer = self._muxer
@@ -411,8 +449,9 @@ class StreamPackager:
             self._end_run()
             return None
         new_timeline = self._seg.discontinuity
-        seg = self._open_segment(timestamp, now, new_timeline)
-        if (self._muxer is not None or self._run is not None) and not new_timeline:
+        running = self._muxer is not None or self._run is not None
+        seg = self._open_segment(timestamp, now, new_timeline, running and not new_timeline)
+        if running and not new_timeline:
             seg.map_uri = self._map_uri
             return seg.output
         self._end_run()
@@ -431,14 +470,18 @@ class StreamPackager:
         self._stats.append((duration_ms, seg.vbytes, seg.abytes, seg.vframes))
         return self._pace.media(duration_ms, now)
 
-    def _open_segment(self, timestamp: int, now: float, new_timeline: bool) -> OpenSegment:
+    def _open_segment(
+        self, timestamp: int, now: float, new_timeline: bool, continues: bool = False
+    ) -> OpenSegment:
         """Within a run, each date-time is the one before plus its duration: the anchor moves
-        to the wall clock only where a new timeline starts."""
+        to the wall clock only where a new timeline starts. A segment that `continues` the
+        running muxer is of its format."""
         anchor = self._anchor
         if anchor is None or new_timeline:
             anchor = self._anchor = (now, timestamp)
         pdt = anchor[0] + (timestamp - anchor[1]) / 1000
-        ext = "m4s" if self._wants_fmp4() else "ts"
+        fmp4 = self._run is not None if continues else self._wants_fmp4()
+        ext = "m4s" if fmp4 else "ts"
         path = self._owner.segment_path(timestamp, pdt, ext)
         serial = self._serial = self._serial + 1
 
@@ -458,15 +501,30 @@ class StreamPackager:
 
     def _wants_fmp4(self) -> bool:
         """fMP4 when asked for (or for LL-HLS), or with `auto` for tracks MPEG-TS cannot
-        carry (every track packaged today fits it)."""
-        return self._fmp4_only or self._format is Format.FMP4
+        carry (AV1, VP9, Opus, FLAC), and while the name's playlist lists fMP4 segments (an
+        EXT-X-MAP holds for every segment after it: MPEG-TS cannot follow)."""
+        if self._fmp4_only or self._owner.lists_fmp4:
+            return True
+        return not (ts_carries(self._video) and ts_carries(self._audio))
+
+    def _check_format(self, setup: VideoSetup | AudioSetup) -> None:
+        """With `format = "ts"`, a track MPEG-TS cannot carry ends the publish, named."""
+        if self._format is not Format.TS or self._fmp4_only or ts_carries(setup):
+            return
+        kind = "video" if isinstance(setup, VideoSetup) else "audio"
+        self.stop(Violation(Bound.FORMAT, (
+            f"MPEG-TS cannot carry {setup.name} {kind} and this server writes MPEG-TS only "
+            '([hls] format = "ts"); send H.264 or HEVC video with AAC, MP3, AC-3 or E-AC-3 '
+            'audio, or set format = "auto" or "fmp4" on the server')))  # fmt: skip
 
     def _start_run(self, seg: OpenSegment) -> None:
         if seg.path.suffix == ".m4s":
             self._start_fmp4_run(seg)
             return
         try:
-            self._muxer = TsMuxer(self._vtemplate, self._atemplate, seg.output)
+            vtemplate = self._video.template if self._video is not None else None
+            atemplate = self._audio.template if self._audio is not None else None
+            self._muxer = TsMuxer(vtemplate, atemplate, seg.output)
         except (ValueError, av.FFmpegError) as exc:
             self._warn("open", "cannot start muxing (%s); media is lost", exc)
             self._muxer = None
@@ -477,14 +535,9 @@ class StreamPackager:
         self._finished = self._muxer.splitter.finished
 
     def _start_fmp4_run(self, seg: OpenSegment) -> None:
-        video = audio = None
-        if self._vtemplate is not None and self._vconfig is not None:
-            video = (self._vtemplate.config, self._vconfig)
-        if self._atemplate is not None and self._aconfig is not None:
-            audio = (self._atemplate.config, self._aconfig)
         self._cutter.reset()
         try:
-            run = Fmp4Run.for_tracks(video, audio, seg.output, keep_parts=self._low_latency)
+            run = fmp4_run(self._video, self._audio, seg.output, keep_parts=self._low_latency)
         except ValueError as exc:
             self._warn("open", "cannot start muxing (%s); media is lost", exc)
             self._finished = deque([seg.output])
@@ -661,11 +714,12 @@ class StreamPackager:
             vbytes, abytes = seg.vbytes, seg.abytes
             if seg.vframes > 1 and seg.vlast > seg.vfirst:
                 fps = (seg.vframes - 1) * 1000 / (seg.vlast - seg.vfirst)
-        vconf, aconf = self._vconfig, self._aconfig
+        vconf, aconf = self._video, self._audio
+        fmp4 = self._run is not None or (self._muxer is None and self._wants_fmp4())
         return StreamInfo(
             name=self.name,
             live=live,
-            video_codec=vconf.codec_string if vconf else None,
+            video_codec=vconf.codec_string(fmp4) if vconf else None,
             audio_codec=aconf.codec_string if aconf else None,
             width=vconf.width if vconf else None,
             height=vconf.height if vconf else None,
@@ -675,4 +729,7 @@ class StreamPackager:
             video_kbps=round(vbytes * 8 / duration, 1) if duration and vconf else None,
             audio_kbps=round(abytes * 8 / duration, 1) if duration and aconf else None,
             keyframe=self._keyframe,
+            video_name=vconf.name if vconf else None,
+            audio_name=aconf.name if aconf else None,
+            fmp4=fmp4,
         )

@@ -5,8 +5,9 @@ two-tag in-memory FLV and demuxed once per configuration; the stream's parameter
 included) are then copied onto a stream of an output container that is never started, and the
 demuxer is closed: it keeps FFmpeg's probing state (about 2 MiB a track), the copy next to
 nothing for the rest of the publish. Muxers add their streams with `add_stream_from_template`.
-MP3 has no sequence header: its template is a bare stream of the right sample rate, which is
-all the MPEG-TS muxer needs (stream type 0x03 for 32 kHz and up, 0x04 below).
+MP3, AC-3 and E-AC-3 have no sequence header: their template is a bare stream of the right
+sample rate, which is all the MPEG-TS muxer needs (MP3: stream type 0x03 for 32 kHz and up,
+0x04 below; AC-3 0x81, E-AC-3 0x87).
 """
 
 from __future__ import annotations
@@ -61,11 +62,23 @@ def audio_template(asc: bytes) -> Template:
     return _from_flv(_FLV_AUDIO, b"\xaf\x00", asc)
 
 
+def hevc_template(hvcc: bytes) -> Template:
+    """Template for HEVC with this HEVCDecoderConfigurationRecord (in an enhanced RTMP tag:
+    FFmpeg's flv demuxer reads those); ValueError if FFmpeg balks."""
+    return _from_flv(_FLV_VIDEO, b"\x90hvc1", hvcc)
+
+
 def mp3_template(sample_rate: int) -> Template:
     """Template for MPEG-1/2 Layer III audio at `sample_rate` Hz."""
     if not 8000 <= sample_rate <= 48000:
         raise ValueError(f"no MP3 at {sample_rate} Hz")
-    return Template(b"", None, None, "audio", codec="mp3", rate=sample_rate)
+    return bare_audio_template("mp3", sample_rate)
+
+
+def bare_audio_template(codec: str, sample_rate: int) -> Template:
+    """Template for a codec whose frames carry their configuration (MP3, AC-3, E-AC-3): the
+    MPEG-TS muxer needs only its name and rate."""
+    return Template(b"", None, None, "audio", codec=codec, rate=sample_rate)
 
 
 def _from_flv(kind: int, prefix: bytes, config: bytes) -> Template:

@@ -1,23 +1,30 @@
 """A JPEG still from the latest keyframe (for channel pages), made with PyAV.
 
-Decodes one IDR picture with FFmpeg's h264 decoder, scales it down and encodes it as MJPEG.
+Decodes one keyframe with FFmpeg's decoder for its codec (h264, hevc, libdav1d for AV1, vp9),
+scales it down and encodes it as MJPEG.
 This costs a few milliseconds of CPU; callers that care run it in an executor.
 """
 
 from __future__ import annotations
 
 from fractions import Fraction
+from typing import cast
 
 import av
+from av.video.codeccontext import VideoCodecContext
 
 
-def keyframe_to_jpeg(avcc: bytes, keyframe: bytes, max_width: int = 320) -> bytes:
-    """JPEG bytes of the picture in `keyframe` (AVCC-framed NAL units of an IDR frame), no
-    wider than `max_width`. Raises ValueError when the data does not decode to a picture."""
+def keyframe_to_jpeg(
+    avcc: bytes, keyframe: bytes, max_width: int = 320, decoder_name: str = "h264"
+) -> bytes:
+    """JPEG bytes of the picture in `keyframe` (a keyframe as RTMP brings it; `avcc` its
+    decoder's extradata: avcC, hvcC, av1C, or nothing for VP9), no wider than `max_width`.
+    Raises ValueError when the data does not decode to a picture."""
     if max_width < 16:
         raise ValueError("max_width must be at least 16")
-    decoder = av.CodecContext.create("h264", "r")
-    decoder.extradata = bytes(avcc)
+    decoder = cast(VideoCodecContext, av.CodecContext.create(decoder_name, "r"))
+    if avcc:
+        decoder.extradata = bytes(avcc)
     try:
         frames = decoder.decode(av.Packet(bytes(keyframe)))
         frames += decoder.decode(None)

@@ -114,6 +114,8 @@ class ChannelDirectory:
             sample_rate=info.sample_rate,
             channels=info.channels,
             audio_kbps=info.audio_kbps,
+            video_name=info.video_name,
+            audio_name=info.audio_name,
         )
 
     def thumbnail(self, name: str) -> Callable[[], bytes | None] | None:
@@ -130,7 +132,9 @@ class ChannelDirectory:
 
         def render() -> bytes | None:
             try:
-                jpeg: bytes = keyframe_to_jpeg(keyframe.avcc, keyframe.data)
+                jpeg: bytes = keyframe_to_jpeg(
+                    keyframe.avcc, keyframe.data, decoder_name=keyframe.decoder
+                )
             except ValueError:
                 return None
             return jpeg

@@ -4,13 +4,15 @@ when the publish ends. On the way it feeds the publish's health (rtmpd.health: f
 keyframe timestamps) and warns once when keyframes come further apart than the segments are
 long, which OBS's and FFmpeg's defaults do (the packager can only cut on keyframes).
 
-HLS takes H.264 video and AAC or MP3 audio here, whether the publisher sends them with legacy
-FLV headers or enhanced RTMP's (avc1, mp4a, .mp3: the same bitstreams). Any other codec is
-named in the log (HEVC, AV1, Opus, Speex: never a number; VP8 and VVC as refused, rtmpd does
-not take them at all) and dropped; a publish none of whose tracks can be packaged within
-NO_TRACK_TIMEOUT is ended with an onStatus error naming its codecs, so the streamer sees why in
-OBS or FFmpeg instead of a channel that says Live and plays nothing. Of an enhanced multitrack
-publish only track 0, the default track, goes to HLS; each other track is named once.
+HLS takes H.264, HEVC, AV1 and VP9 video and AAC, MP3, Opus, FLAC, AC-3 and E-AC-3 audio
+here, whether the publisher sends them with legacy FLV headers or enhanced RTMP's FourCCs;
+each is handed to the packager as an rtmpd.hls `Codec` (the packager picks MPEG-TS or fMP4 for
+them, or ends a publish its `format` cannot carry). Any other codec is named in the log (Speex,
+Nellymoser, PCM: never a number; VP8 and VVC as refused, rtmpd does not take them at all) and
+dropped; a publish none of whose tracks can be packaged within NO_TRACK_TIMEOUT is ended with
+an onStatus error naming its codecs, so the streamer sees why in OBS or FFmpeg instead of a
+channel that says Live and plays nothing. Of an enhanced multitrack publish only track 0, the
+default track, goes to HLS; each other track is named once.
 
 A publish the packager stopped at one of its bounds (rtmpd.hls: timestamps or codec settings
 breaking segments over and over, too much disk, media far faster than real time) is ended
@@ -27,7 +29,7 @@ from collections.abc import Callable
 
 from rtmpd.auth import TAKEN_OVER, Lease
 from rtmpd.health import PublishHealth
-from rtmpd.hls import StreamPackager, Violation
+from rtmpd.hls import CODEC_NAMES, Codec, StreamPackager, Violation
 from rtmpd.rtmp.events import Audio, AudioConfig, Video, VideoConfig
 from rtmpd.rtmp.exheader import INGEST_AUDIO, INGEST_VIDEO, AudioFourCC, VideoFourCC
 from rtmpd.rtmp.flv import SoundFormat, VideoCodec, codec_name
@@ -38,9 +40,15 @@ log = logging.getLogger("rtmpd")
 
 _AVC = VideoCodec.AVC.value
 _AAC = SoundFormat.AAC.value
-_MP3 = frozenset((SoundFormat.MP3.value, SoundFormat.MP3_8K.value, AudioFourCC.MP3.value))
-_H264 = frozenset((_AVC, VideoFourCC.AVC.value))
-_AACS = frozenset((_AAC, AudioFourCC.AAC.value))
+#: The codec ids (legacy FLV ids and enhanced RTMP FourCCs) HLS packages, as its codecs.
+_VIDEO = {_AVC: Codec.H264, VideoFourCC.AVC.value: Codec.H264, VideoFourCC.HEVC.value: Codec.HEVC,
+          VideoFourCC.AV1.value: Codec.AV1, VideoFourCC.VP9.value: Codec.VP9}  # fmt: skip
+_AUDIO = {_AAC: Codec.AAC, AudioFourCC.AAC.value: Codec.AAC, SoundFormat.MP3.value: Codec.MP3,
+          SoundFormat.MP3_8K.value: Codec.MP3, AudioFourCC.MP3.value: Codec.MP3,
+          AudioFourCC.OPUS.value: Codec.OPUS, AudioFourCC.FLAC.value: Codec.FLAC,
+          AudioFourCC.AC3.value: Codec.AC3, AudioFourCC.EAC3.value: Codec.EAC3}  # fmt: skip
+#: Audio codecs without a sequence header: their frames configure the track.
+_FRAMED = frozenset((Codec.MP3, Codec.AC3, Codec.EAC3))
 #: Enhanced RTMP FourCCs rtmpd does not take at ingest (not in its connect answer either).
 _REFUSED = frozenset(c.value for c in (*VideoFourCC, *AudioFourCC)) - frozenset(
     c.value for c in (*INGEST_VIDEO, *INGEST_AUDIO)
@@ -51,7 +59,10 @@ NO_TRACK_TIMEOUT = 5.0
 UNSUPPORTED = "NetStream.Failed"
 #: The onStatus code for a publish the packager stopped at one of its bounds.
 VIOLATION = "NetStream.Failed"
-PACKAGED = "rtmpd packages H.264 video and AAC or MP3 audio into HLS"
+PACKAGED = (
+    "rtmpd packages H.264, HEVC, AV1 or VP9 video and AAC, MP3, Opus, FLAC, AC-3 or "
+    "E-AC-3 audio into HLS"
+)
 
 
 class Publish:
@@ -95,7 +106,7 @@ class Publish:
         kind = type(event)
         if kind is Video:
             assert isinstance(event, Video)
-            if event.codec_id == _AVC or self._default(event, "video", _H264):
+            if event.codec_id == _AVC or self._default(event, "video", _VIDEO):
                 packager.video(
                     event.timestamp, event.composition_offset, event.keyframe, event.data
                 )
@@ -104,26 +115,30 @@ class Publish:
                     self._warn_gop(interval)
         elif kind is Audio:
             assert isinstance(event, Audio)
-            codec = event.codec_id
-            if codec == _AAC:
+            if event.codec_id == _AAC:
                 packager.audio(event.timestamp, event.data)
-            elif self._default(event, "audio", _AACS | _MP3):
-                if codec in _MP3:
-                    packager.mp3(event.timestamp, event.data)
-                    self._seen.setdefault("audio", "MP3")
+            elif self._default(event, "audio", _AUDIO):
+                codec = _AUDIO[event.codec_id]
+                if codec in _FRAMED:
+                    packager.framed_audio(event.timestamp, event.data, codec)
+                    self._seen.setdefault("audio", CODEC_NAMES[codec])
                 else:
                     packager.audio(event.timestamp, event.data)
         elif kind is VideoConfig:
             assert isinstance(event, VideoConfig)
-            if self._default(event, "video", _H264):
-                packager.video_config(event.timestamp, event.data)
-                self._seen["video"] = "H.264"
+            # AV1's MPEG2TSSequenceStart carries a TS descriptor, not the av1C: not for HLS.
+            if not event.ts_descriptor and self._default(event, "video", _VIDEO):
+                codec = _VIDEO[event.codec_id]
+                packager.video_config(event.timestamp, event.data, codec)
+                self._seen["video"] = CODEC_NAMES[codec]
         elif kind is AudioConfig:
             assert isinstance(event, AudioConfig)
-            # MP3 has no configuration: taken (track 0, a codec HLS carries), nothing to do.
-            if self._default(event, "audio", _AACS | _MP3) and event.codec_id in _AACS:
-                packager.audio_config(event.timestamp, event.data)
-                self._seen["audio"] = "AAC"
+            # MP3 and AC-3 have no configuration: taken (track 0, a codec HLS carries), their
+            # frames configure the track.
+            if self._default(event, "audio", _AUDIO) and _AUDIO[event.codec_id] not in _FRAMED:
+                codec = _AUDIO[event.codec_id]
+                packager.audio_config(event.timestamp, event.data, codec)
+                self._seen["audio"] = CODEC_NAMES[codec]
         # SequenceEnd, VideoMetadata, AudioMultichannel, Metadata: nothing HLS needs today.
         if self._deadline:
             self._check_tracks()
@@ -131,8 +146,9 @@ class Publish:
             self._violated(packager.violation)
 
     def _default(
-        self, event: Video | Audio | VideoConfig | AudioConfig, track: str, packaged: frozenset[int]
-    ) -> bool:
+        self, event: Video | Audio | VideoConfig | AudioConfig, track: str,
+        packaged: dict[int, Codec],
+    ) -> bool:  # fmt: skip
         """Whether the event is of track 0 and a codec HLS takes; names it once if not."""
         if event.track:
             self._other_track(track, event.track, event.codec_id)

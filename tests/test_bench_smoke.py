@@ -7,6 +7,7 @@ records with no errors, so the real runs (python -m bench.run ...) do not break 
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,37 @@ def test_hot_spots_from_collapsed_stacks(tmp_path: Path) -> None:
     spots = hot_spots(raw)
     assert spots[0] == ("f (x.py)", 75.0, 75.0)
     assert ("main (x.py)" in {s[0] for s in spots}) is False  # never a leaf
+
+
+async def test_quality_checks_read_rtmpd_output(tiny_flv: Path, tmp_path: Path) -> None:
+    """bench.quality's checks on a few seconds of rtmpd's HLS: the TS checker and FFmpeg (and
+    VLC or mpv where installed) find the clean stream they find in the real runs."""
+    from bench.quality import examine
+
+    server = RtmpdServer(fragment=1.0)
+    server.start()
+    try:
+        streams = server.make_streams(1)
+        name = streams[0][1]
+        assert server.hls_dir is not None
+        gen = LoadGenerator(
+            "127.0.0.1", server.rtmp_port, streams, PreparedMedia(tiny_flv), mode="flat",
+            settle=0, seconds=6.0,
+        )  # fmt: skip
+        assert (await gen.run(timeout=30)).summary()["published"] == 1
+        playlist = server.hls_dir / name / "index.m3u8"
+        for _ in range(50):
+            if playlist.exists() and "#EXT-X-ENDLIST" in playlist.read_text():
+                break
+            await asyncio.sleep(0.1)
+        copy = tmp_path / "copy"
+        shutil.copytree(server.hls_dir / name, copy)
+    finally:
+        server.stop()
+    out = examine("tiny", server, copy, [(copy / "index.m3u8").read_text()])
+    assert out.segments >= 4
+    assert (out.cc_errors, out.late_pes, out.target_changes) == (0, 0, 0)
+    assert (out.ffmpeg_warnings, out.ffmpeg_corrupt) == (0, 0)
+    assert out.video_frames >= 80  # 6 s at 15 fps, less what the last cut leaves out
+    assert out.pcr_lead_ms.startswith("700")
+    assert all(count == 0 for count in out.players.values())

@@ -545,10 +545,6 @@ def ex_video(code: bytes) -> Any:
     return convert
 
 
-def ex_opus(tag: FlvTag) -> FlvTag:
-    return FlvTag(TAG_AUDIO, tag.timestamp, exmedia.audio(1, b"Opus", tag.body[2:]))
-
-
 def as_enhanced(tag: FlvTag) -> FlvTag:
     """The same H.264 or AAC in enhanced RTMP's headers (avc1, mp4a)."""
     b = tag.body
@@ -559,7 +555,10 @@ def as_enhanced(tag: FlvTag) -> FlvTag:
     return FlvTag(TAG_VIDEO, tag.timestamp, exmedia.video(ptype, b"avc1", body, frame=b[0] >> 4))
 
 
-PACKAGED = "(rtmpd packages H.264 video and AAC or MP3 audio into HLS)"
+PACKAGED = (
+    "(rtmpd packages H.264, HEVC, AV1 or VP9 video and AAC, MP3, Opus, FLAC, AC-3 or "
+    "E-AC-3 audio into HLS)"
+)
 REFUSED = "(refused: not supported by rtmpd)"
 
 
@@ -568,10 +567,8 @@ REFUSED = "(refused: not supported by rtmpd)"
     [
         (TAG_VIDEO, vp6, f"video On2 VP6 is not packaged {PACKAGED}; dropped"),
         (TAG_AUDIO, speex, f"audio Speex is not packaged {PACKAGED}; dropped"),
-        (TAG_VIDEO, ex_video(b"hvc1"), f"video HEVC is not packaged {PACKAGED}; dropped"),
         (TAG_VIDEO, ex_video(b"vp08"), f"video VP8 {REFUSED} is not packaged {PACKAGED}; dropped"),
         (TAG_VIDEO, ex_video(b"vvc1"), f"video VVC {REFUSED} is not packaged {PACKAGED}; dropped"),
-        (TAG_AUDIO, ex_opus, f"audio Opus is not packaged {PACKAGED}; dropped"),
     ],
 )
 async def test_codecs_hls_cannot_carry_are_dropped(
@@ -646,11 +643,11 @@ NOT_AN_SPS = b"\x17\x00\x00\x00\x00" + bytes.fromhex("0164001fffe100040164001f01
     ("kind", "body", "warning"),
     [
         (TAG_AUDIO, TWINVQ, "unusable AAC sequence header"),
-        (TAG_VIDEO, NOT_AN_SPS, "unusable AVC sequence header"),
+        (TAG_VIDEO, NOT_AN_SPS, "unusable H.264 sequence header"),
         # Empty or garbage records: the core only bounds their size, so they cost that track
         # too, never the publish (some encoders send an empty record before the real one).
-        (TAG_VIDEO, b"\x17\x00\x00\x00\x00", "unusable AVC sequence header"),
-        (TAG_VIDEO, b"\x17\x00\x00\x00\x00\x02garbage", "unusable AVC sequence header"),
+        (TAG_VIDEO, b"\x17\x00\x00\x00\x00", "unusable H.264 sequence header"),
+        (TAG_VIDEO, b"\x17\x00\x00\x00\x00\x02garbage", "unusable H.264 sequence header"),
         (TAG_AUDIO, b"\xaf\x00", "unusable AAC sequence header"),
         (TAG_AUDIO, b"\xaf\x00\x16\x90", "unusable AAC sequence header"),
     ],

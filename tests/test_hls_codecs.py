@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from rtmpd.hls.codecs import _unescape, parse_asc, parse_avcc, parse_sps
+from rtmpd.hls.codecs import parse_asc, parse_avcc, parse_sps, unescape
 
 from tests.support.hls import Event, encode_h264, media
 
@@ -48,8 +48,8 @@ def test_sps_sizes_with_cropping_and_coding_tools(
 
 
 def test_emulation_prevention_bytes_are_removed() -> None:
-    assert _unescape(b"\x67\x00\x00\x03\x01\x00\x00\x03\x00") == b"\x67\x00\x00\x01\x00\x00\x00"
-    assert _unescape(b"\x67\x01\x02") == b"\x67\x01\x02"
+    assert unescape(b"\x67\x00\x00\x03\x01\x00\x00\x03\x00") == b"\x67\x00\x00\x01\x00\x00\x00"
+    assert unescape(b"\x67\x01\x02") == b"\x67\x01\x02"
 
 
 GOOD_AVCC = avcc_of(media(seconds=1))

@@ -20,7 +20,8 @@ from rtmpd.web.viewers import ViewerTracker
 
 from tests.support.web import MemoryDirectory, serve
 
-STATS = StreamStats("avc1.64001f", 1280, 720, 30.0, 2500.0, "mp4a.40.2", 44100, 2, 128.0)
+STATS = StreamStats("avc1.64001f", 1280, 720, 30.0, 2500.0, "mp4a.40.2", 44100, 2, 128.0,
+                    video_name="H.264", audio_name="AAC")  # fmt: skip
 EVIL = '"><script>alert(1)</script>'
 PLAYLIST = b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n"
 
@@ -83,7 +84,7 @@ async def test_live_channel_page_has_the_player(hls: Path, directory: MemoryDire
     assert 'data-live="true"' in html
     assert re.search(r'<div class="player">\s*<video controls muted autoplay playsinline>', html)
     assert '<div class="offline" hidden>' in html
-    assert "avc1.64001f 1280×720" in html
+    assert "H.264 1280×720" in html and "AAC 44100 Hz" in html
     assert "script-src 'self' https://cdn.example.net;" in csp
     assert "default-src 'none'" in csp
 
@@ -182,10 +183,10 @@ async def test_api_stream_shape(hls: Path, directory: MemoryDirectory) -> None:
     assert info["live_since"].endswith("Z")
     assert 3725 <= info["uptime_seconds"] < 3725 + 60
     assert info["playlist_url"] == "/live/benw/index.m3u8"
-    assert info["video"] == {"codec": "avc1.64001f", "width": 1280, "height": 720, "fps": 30.0,
-                             "kbps": 2500.0}  # fmt: skip
-    assert info["audio"] == {"codec": "mp4a.40.2", "sample_rate": 44100, "channels": 2,
-                             "kbps": 128.0}  # fmt: skip
+    assert info["video"] == {"codec": "avc1.64001f", "name": "H.264", "width": 1280,
+                             "height": 720, "fps": 30.0, "kbps": 2500.0}  # fmt: skip
+    assert info["audio"] == {"codec": "mp4a.40.2", "name": "AAC", "sample_rate": 44100,
+                             "channels": 2, "kbps": 128.0}  # fmt: skip
     assert info["viewers"] == 0
     assert off == {"name": "off", "live": False, "live_since": None, "uptime_seconds": None,
                    "playlist_url": "/live/off/index.m3u8", "video": None, "audio": None,

@@ -406,6 +406,7 @@ def _media(stats: StreamStats | None) -> dict[str, Any]:
     if stats is not None and stats.video_codec is not None:
         video = {
             "codec": stats.video_codec,
+            "name": stats.video_name,
             "width": stats.width,
             "height": stats.height,
             "fps": stats.fps,
@@ -414,6 +415,7 @@ def _media(stats: StreamStats | None) -> dict[str, Any]:
     if stats is not None and stats.audio_codec is not None:
         audio = {
             "codec": stats.audio_codec,
+            "name": stats.audio_name,
             "sample_rate": stats.sample_rate,
             "channels": stats.channels,
             "kbps": stats.audio_kbps,

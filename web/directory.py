@@ -37,6 +37,8 @@ class StreamStats:
     sample_rate: int | None = None
     channels: int | None = None
     audio_kbps: float | None = None
+    video_name: str | None = None  # the codec for people: "H.264", "HEVC", "AV1", "VP9"
+    audio_name: str | None = None  # "AAC", "MP3", "Opus", "FLAC", "AC-3", "E-AC-3"
 
 
 class Directory(Protocol):

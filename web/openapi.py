@@ -40,7 +40,14 @@ SCHEMAS: dict[str, Any] = {
     "Error": _object({"error": {"type": "string"}}),
     "Video": _object(
         {
-            "codec": {"type": "string", "description": "RFC 6381, e.g. avc1.64001f"},
+            "codec": {
+                "type": "string",
+                "description": (
+                    "RFC 6381 (HLS's CODECS), e.g. avc1.64001f, hvc1.1.6.L93.B0, "
+                    "av01.0.08M.08, vp09.00.31.08"
+                ),
+            },
+            "name": _nullable("string", description="For people: H.264, HEVC, AV1 or VP9"),
             "width": _nullable("integer"),
             "height": _nullable("integer"),
             "fps": _nullable("number"),
@@ -49,7 +56,13 @@ SCHEMAS: dict[str, Any] = {
     ),  # fmt: skip
     "Audio": _object(
         {
-            "codec": {"type": "string", "description": "RFC 6381, e.g. mp4a.40.2"},
+            "codec": {
+                "type": "string",
+                "description": ("RFC 6381 (HLS's CODECS), e.g. mp4a.40.2, opus, fLaC, ac-3, ec-3"),
+            },
+            "name": _nullable(
+                "string", description="For people: AAC, HE-AAC, MP3, Opus, FLAC, AC-3 or E-AC-3"
+            ),
             "sample_rate": _nullable("integer"),
             "channels": _nullable("integer"),
             "kbps": _nullable("number"),

@@ -2,7 +2,8 @@
 
 A child process for the same reason as tests.support.publisher: PyAV holds the GIL while its
 HTTP client waits for the server, which here runs in the test's own event loop. Run as a
-script, it prints one JSON object: frames decoded per kind and FFmpeg's warnings.
+script, it prints one JSON object: frames decoded per kind, the codecs FFmpeg found and its
+warnings.
 
     python -m tests.support.player URL
 """
@@ -25,6 +26,8 @@ class Played:
     video: int
     audio: int
     warnings: list[str]
+    codecs: list[str]  # FFmpeg's names of the streams' codecs ("hevc", "av1", "opus", ...)
+    size: list[int]  # the first decoded picture's width and height ([] without video)
 
 
 async def play(url: str, timeout: float = 60.0) -> Played:
@@ -45,12 +48,18 @@ async def play(url: str, timeout: float = 60.0) -> Played:
 def _main() -> None:
     av.logging.set_level(av.logging.WARNING)
     video = audio = 0
+    size: list[int] = []
     with av.logging.Capture(local=False) as logs, av.open(sys.argv[1]) as container:
+        codecs = [s.codec_context.codec.canonical_name for s in container.streams]
         for frame in container.decode(*container.streams):
-            video += isinstance(frame, av.VideoFrame)
-            audio += isinstance(frame, av.AudioFrame)
+            if isinstance(frame, av.VideoFrame):
+                video += 1
+                size = size or [frame.width, frame.height]
+            else:
+                audio += isinstance(frame, av.AudioFrame)
     warnings = [text for level, _, text in logs if level <= av.logging.WARNING]
-    print(json.dumps({"video": video, "audio": audio, "warnings": warnings}))
+    print(json.dumps({"video": video, "audio": audio, "warnings": warnings, "codecs": codecs,
+                      "size": size}))  # fmt: skip
 
 
 if __name__ == "__main__":

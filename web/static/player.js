@@ -191,8 +191,8 @@
       ? `for ${duration(info.uptime_seconds)}` : "";
     field("viewers").textContent = String(info.viewers);
     const parts = [];
-    if (info.video) parts.push(`${info.video.codec} ${info.video.width}×${info.video.height}`);
-    if (info.audio) parts.push(`${info.audio.codec} ${info.audio.sample_rate} Hz`);
+    if (info.video) parts.push(`${info.video.name || info.video.codec} ${info.video.width}×${info.video.height}`);
+    if (info.audio) parts.push(`${info.audio.name || info.audio.codec} ${info.audio.sample_rate} Hz`);
     field("tech").textContent = parts.join(" · ");
   }
 
