@@ -112,11 +112,15 @@ def playlist_facts(versions: list[str]) -> tuple[int, int]:
 
 def ffmpeg_reads(playlist: Path) -> tuple[int, int, int]:
     """(warnings, "corrupt" ones, video frames) as FFmpeg decodes the whole playlist."""
+    level = av.logging.get_level()
     av.logging.set_level(av.logging.WARNING)
     frames = 0
-    with av.logging.Capture(local=False) as logs, av.open(str(playlist)) as container:
-        for frame in container.decode(*container.streams):
-            frames += isinstance(frame, av.VideoFrame)
+    try:
+        with av.logging.Capture(local=False) as logs, av.open(str(playlist)) as container:
+            for frame in container.decode(*container.streams):
+                frames += isinstance(frame, av.VideoFrame)
+    finally:  # FFmpeg's log level is the process's: the tests that follow must not inherit it
+        av.logging.set_level(level)
     lines = [text for level, _, text in logs if level <= av.logging.WARNING]
     return len(lines), sum("orrupt" in line for line in lines), frames
 
