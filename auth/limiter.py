@@ -139,6 +139,8 @@ class AttemptGuard:
         self._limiter = limiter
         self._log = log
         self._turns: KeyedLocks[ClientKey] = KeyedLocks()
+        #: Told of every failure counted here (rtmpd workers: the others count it too).
+        self.on_failure: Callable[[str], None] | None = None
 
     def blocked(self, host: str) -> bool:
         return self._limiter.blocked(host)
@@ -151,6 +153,10 @@ class AttemptGuard:
         async with self._turns.hold(client_key(host)):
             yield
 
+    def failed_elsewhere(self, host: str) -> None:
+        """Count a failure another process saw (and logged) from `host`."""
+        self._limiter.failure(host)
+
     def refused(self, host: str, key: str, denied: Denied) -> Denied:
         """Count a failed attempt and log it (with a fingerprint of the key, never the key)."""
         shown = key_fingerprint(key)
@@ -160,6 +166,8 @@ class AttemptGuard:
     def failed(self, host: str, line: str) -> None:
         """Count a failed attempt from `host` and log `line` (and the block it may start)."""
         started_block = self._limiter.failure(host)
+        if self.on_failure is not None:
+            self.on_failure(host)
         self._log.warning("%s", line)
         if started_block:
             self._log.warning(

@@ -198,6 +198,17 @@ class AuthService:
         if self.play_callbacks is not None:
             self.play_callbacks.play_done(attempt)
 
+    # -- other workers ----------------------------------------------------------------------
+
+    def share_failures(self, send: Callable[[str], None]) -> None:
+        """Tell `send` the client of every failed attempt counted here (the failed-key limit
+        across rtmpd workers: each counts the others' failures too)."""
+        self._guard.on_failure = send
+
+    def failed_elsewhere(self, host: str) -> None:
+        """A failed attempt from `host` that another worker counted."""
+        self._guard.failed_elsewhere(host)
+
     # -- channels ---------------------------------------------------------------------------
 
     async def live_names(self) -> set[str]:

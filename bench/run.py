@@ -7,6 +7,11 @@ bench/results/results.jsonl.
     python -m bench.run edge      [--servers direct,edge] [-m 1000] [--seconds 30]
     python -m bench.run parts     [--modes ll,ll-idle,ts] [-n 200] [--steady 60]
     python -m bench.run llviewers [--servers direct,edge] [-m 1000] [--seconds 30]
+    python -m bench.run playlists [--servers rtmpd,rtmpd-w2] [-c 64] [--seconds 20]
+
+Servers: rtmpd, rtmpd-w2 (two worker processes, balance = reuseport), rtmpd-w2-shared,
+nginx, pyrtmp. playlists: wrk (Debian's package) with C keep-alive connections fetching one
+stream's playlist as fast as answered, while it is published in real time.
 
 Every scenario takes --fragment, --format (ts, fmp4, auto), --low-latency and --part for
 rtmpd's [hls] section (the defaults: fragment 5 s, format auto, low_latency off, part 0.2 s).
@@ -56,6 +61,8 @@ from bench.servers import (
     PyrtmpServer,
     RtmpdServer,
     Server,
+    connections_per_process,
+    cpu_per_process,
     cpu_seconds,
     loadavg,
     make_server,
@@ -385,6 +392,7 @@ async def scenario_realtime(
             ramp=ramp,
             lenient=label == "pyrtmp",
         )
+        spread = asyncio.create_task(_spread(server, t0 + ramp + args.warm, args.steady))
         res = await gen.run()
         loadgen_share = (time.process_time() - p0) / (time.monotonic() - t0)
         spots = prof.stop() if prof else []
@@ -413,6 +421,7 @@ async def scenario_realtime(
             "loadavg_during": round(max(sampler.loads), 2) if sampler.loads else None,
             "loadgen_cpu_share": round(loadgen_share, 3),
         }
+        row.update(await spread)
         if watcher:
             row.update(segment_lags(watcher, res.records, late=args.late).summary())
         if lag_hist is not None:
@@ -422,6 +431,23 @@ async def scenario_realtime(
         return row
     finally:
         server.stop()
+
+
+async def _spread(server: Server, start: float, steady: float) -> dict[str, Any]:
+    """How the steady window's work was spread over the processes (rtmpd's workers): RTMP
+    connections each held in the middle of it, and each one's share of a core over it."""
+    await asyncio.sleep(max(0.0, start - time.monotonic()))
+    c0 = cpu_per_process(server.pid)
+    await asyncio.sleep(steady / 2)
+    conns = connections_per_process(server.pid, server.rtmp_port)
+    await asyncio.sleep(steady / 2)
+    c1 = cpu_per_process(server.pid)
+    if len(c0) != len(c1):
+        return {"publishers_per_process": conns}
+    return {
+        "publishers_per_process": conns,
+        "cpu_share_per_process": [round((b - a) / steady, 3) for a, b in zip(c0, c1, strict=True)],
+    }
 
 
 async def _wait_playlist(url: str, segments: int, timeout: float) -> None:
@@ -478,6 +504,63 @@ async def scenario_viewers(
         row["fetch"] = "playlists" if args.playlists_only else "playlists+segments"
         row["server_cpu_share"] = round((c1 - c0) / (t1 - t0), 3)
         row["rss_mib"] = round(rss / MIB, 1)
+        row["loadavg"] = [load0, load1]
+        return row
+    finally:
+        server.stop()
+
+
+def _wrk(url: str, connections: int, seconds: float, threads: int) -> dict[str, Any]:
+    """wrk (Debian's `wrk`, C: little CPU of its own next to the server) on one URL."""
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency", url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    row: dict[str, Any] = {"wrk": out.strip().splitlines()[-1]}
+    for line in out.splitlines():
+        words = line.split()
+        if line.startswith("Requests/sec:"):
+            row["requests_per_s"] = float(words[1])
+        elif words[:1] in (["50%"], ["99%"]):
+            value = words[1]
+            scale = 1000.0 if value.endswith("ms") else 1.0 if value.endswith("us") else 1e6
+            number = float(value.rstrip("mus"))
+            row[f"latency_ms_p{words[0][:-1]}"] = round(number * scale / 1000, 2)
+        elif "Non-2xx" in line:
+            row["non_2xx"] = int(words[-1])
+    row.setdefault("non_2xx", 0)
+    return row
+
+
+async def scenario_playlists(
+    label: str, c: int, args: argparse.Namespace, media: PreparedMedia
+) -> dict[str, Any]:
+    """As many playlist requests as `c` keep-alive connections get answered (closed loop, wrk)
+    while one publisher streams in real time."""
+    server = make_server(label)
+    server.start()
+    try:
+        streams = await make_streams(server, 1)
+        name = streams[0][1]
+        lead = 20.0
+        gen = LoadGenerator("127.0.0.1", server.rtmp_port, streams, media, mode="realtime",
+                            seconds=lead + args.seconds + 15)  # fmt: skip
+        publishing = asyncio.create_task(gen.run())
+        url = f"http://127.0.0.1:{server.http_port}/live/{name}/index.m3u8"
+        await _wait_playlist(url, 2, lead + 10)
+        load0 = loadavg()
+        c0, cpu0, t0 = cpu_per_process(server.pid), cpu_seconds(server.pid), time.monotonic()
+        stats = await asyncio.to_thread(_wrk, url, c, args.seconds, args.threads)
+        c1, cpu1, t1 = cpu_per_process(server.pid), cpu_seconds(server.pid), time.monotonic()
+        load1 = loadavg()
+        for pub in list(gen.active):
+            pub.finish()
+        await publishing
+        row = {"server": server.label, "connections": c, "seconds": args.seconds, **stats}
+        row["server_cpu_share"] = round((cpu1 - cpu0) / (t1 - t0), 3)
+        if len(c0) == len(c1):
+            row["cpu_share_per_process"] = [round((b - a) / (t1 - t0), 3)
+                                            for a, b in zip(c0, c1, strict=True)]  # fmt: skip
         row["loadavg"] = [load0, load1]
         return row
     finally:
@@ -783,6 +866,8 @@ COLUMNS: dict[str, list[str]] = {
         "missing_segments",
         "errors",
         "loadavg_during",
+        "publishers_per_process",
+        "cpu_share_per_process",
     ],
     "viewers": [
         "server",
@@ -825,6 +910,17 @@ COLUMNS: dict[str, list[str]] = {
         "origin_playlist_requests",
         "origin_part_requests",
     ],
+    "playlists": [
+        "server",
+        "connections",
+        "requests_per_s",
+        "latency_ms_p50",
+        "latency_ms_p99",
+        "non_2xx",
+        "server_cpu_share",
+        "cpu_share_per_process",
+        "loadavg",
+    ],
     "edge": [
         "server",
         "viewers",
@@ -857,6 +953,8 @@ async def _main(args: argparse.Namespace) -> int:
         runs = [(n, label) for n in args.n for label in servers]
     elif args.scenario == "parts":
         runs = [(n, mode) for n in args.n for mode in args.modes.split(",")]
+    elif args.scenario == "playlists":
+        runs = [(c, label) for c in args.c for label in servers]
     else:
         runs = [(m, label) for m in args.m for label in servers]
     rows = []
@@ -871,6 +969,8 @@ async def _main(args: argparse.Namespace) -> int:
             result = await scenario_parts(label, size, args, media)
         elif args.scenario == "llviewers":
             result = await scenario_llviewers(label, size, args, media)
+        elif args.scenario == "playlists":
+            result = await scenario_playlists(label, size, args, media)
         else:
             result = await scenario_viewers(label, size, args, media)
         row = record(args.scenario, {**result, "command": cmd, "machine": info})
@@ -914,6 +1014,11 @@ def build_parser() -> argparse.ArgumentParser:
     vw.add_argument(
         "--playlists-only", action="store_true", help="viewers reload playlists, skip segments"
     )
+    pl = sub.add_parser("playlists", parents=[common], help="playlist requests/s (wrk)")
+    pl.add_argument("--servers", default="rtmpd,rtmpd-w2")
+    pl.add_argument("-c", type=int, nargs="+", default=[64], help="keep-alive connections")
+    pl.add_argument("--seconds", type=float, default=20.0)
+    pl.add_argument("--threads", type=int, default=1, help="wrk threads")
     edge = sub.add_parser("edge", parents=[common], help="M viewers direct or via nginx edge")
     edge.add_argument("--servers", default="direct,edge")
     edge.add_argument("-m", type=int, nargs="+", default=[1000])

@@ -7,6 +7,7 @@ CPU is utime + stime from /proc/<pid>/stat; memory is VmRSS from /proc/<pid>/sta
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -32,19 +33,79 @@ def rtmpd_command() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "rtmpd"]
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of one process (not its children), in seconds."""
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (rtmpd's workers under its supervisor)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                found += [int(c) for c in f.read().split()]
+    return found
+
+
+def _own_cpu(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def rss_bytes(pid: int) -> int:
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process and its live children (rtmpd's workers), in seconds."""
+    total = _own_cpu(pid)
+    for child in children(pid):
+        with contextlib.suppress(OSError):
+            total += _own_cpu(child)
+    return total
+
+
+def cpu_per_process(pid: int) -> list[float]:
+    """CPU seconds of `pid`'s children (its workers) one by one, else of `pid` alone."""
+    pids = children(pid) or [pid]
+    out = []
+    for one in pids:
+        with contextlib.suppress(OSError):
+            out.append(_own_cpu(one))
+    return out
+
+
+def _own_rss(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of one process and its live children (rtmpd's workers)."""
+    total = _own_rss(pid)
+    for child in children(pid):
+        with contextlib.suppress(OSError):
+            total += _own_rss(child)
+    return total
+
+
+def connections_per_process(pid: int, port: int) -> list[int]:
+    """Established TCP connections to local `port` held by each child of `pid` (each rtmpd
+    worker), else by `pid`: how the connections were spread."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                if int(cols[1].rsplit(":", 1)[1], 16) == port and cols[3] == "01":
+                    inodes.add(cols[9])
+    counts = []
+    for one in children(pid) or [pid]:
+        n = 0
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{one}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f"/proc/{one}/fd/{fd}")
+                    if target.startswith("socket:[") and target[8:-1] in inodes:
+                        n += 1
+        counts.append(n)
+    return counts
 
 
 def loadavg() -> list[float]:
@@ -133,18 +194,22 @@ class RtmpdServer(Server):
         hls: dict[str, object] | None = None,
         hlsjs_file: Path | None = None,
         extra: str = "",
+        workers: int = 1,
+        balance: str = "reuseport",
     ) -> None:
         """`hls`: more [hls] keys (format, low_latency, part_duration); `hlsjs_file`: a local
         hls.min.js for the channel pages ([web] hlsjs_file); `extra`: more sections, as TOML."""
         super().__init__(label)
+        self.workers = workers
         self.command = command or rtmpd_command()
         self.tmp = Path(tempfile.mkdtemp(prefix="rtmpd-bench-"))
         self.rtmp_port, self.http_port = free_port(), free_port()
         self.hls_dir = self.tmp / "hls"
         self.config = self.tmp / "rtmpd.toml"
+        server = f'[server]\nworkers = {workers}\nbalance = "{balance}"\n' if workers > 1 else ""
         speed = f"max_speed = {max_speed}\n" if max_speed != 2.0 else ""  # older builds lack it
         self.config.write_text(
-            f'[rtmp]\nlisten = "127.0.0.1:{self.rtmp_port}"\n'
+            server + f'[rtmp]\nlisten = "127.0.0.1:{self.rtmp_port}"\n'
             "max_connections = 5000\nmax_connections_per_ip = 5000\n"
             f'[http]\nlisten = "127.0.0.1:{self.http_port}"\naccess_log = false\n'
             # every simulated viewer comes from 127.0.0.1
@@ -176,6 +241,11 @@ class RtmpdServer(Server):
                 self.rtmp_port, alive=lambda: self.proc is not None and self.proc.poll() is None
             )
             wait_port(self.http_port)
+            deadline = time.monotonic() + 30
+            while self.workers > 1 and not (self.tmp / "rtmpd.pid").exists():  # all workers up
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise TimeoutError("the workers did not start")
+                time.sleep(0.1)
         except TimeoutError:
             self.stop()
             raise RuntimeError(f"rtmpd did not start: {self.log_tail()}") from None
@@ -326,6 +396,11 @@ def make_server(label: str, **rtmpd: Any) -> Server:
         # An earlier build knows none of the newer [hls] keys, nor the pace bound they lift.
         older = {k: v for k, v in rtmpd.items() if k not in ("hls", "max_speed", "hlsjs_file")}
         return RtmpdServer(command=[base], label="rtmpd (before)", **older)
+    if label.startswith("rtmpd-w"):  # rtmpd-w2: two workers (reuseport); rtmpd-w2-shared
+        count, _, balance = label.removeprefix("rtmpd-w").partition("-")
+        balance = balance or "reuseport"
+        return RtmpdServer(workers=int(count), balance=balance, **rtmpd,
+                           label=f"rtmpd {count} workers ({balance})")  # fmt: skip
     if label == "nginx":
         return NginxServer()
     if label == "pyrtmp":

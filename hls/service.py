@@ -45,8 +45,12 @@ class HlsService:
         log: logging.Logger | None = None,
         live: LiveListener | None = None,
         recorder: RecordListener | None = None,
+        shared: bool = False,
     ) -> None:
         self.config = config
+        #: Other processes (rtmpd workers) package other names into the same folder, and take
+        #: names over: a name not open here is read from disk again, never removed blindly.
+        self.shared = shared
         self.layout = Layout(config.path, config.nested)
         self._clock = clock
         self._log = log or logging.getLogger("rtmpd.hls")
@@ -92,6 +96,12 @@ class HlsService:
         """Start packaging a publish under `name`; an open publish of it is taken over."""
         check_name(name)
         state = self._states.get(name)
+        if state is not None and self.shared and state.packager is None:
+            # Another worker may have published it since: go on from its playlist.
+            fresh = self._state_on_disk(name)
+            if fresh is not None:
+                fresh.generation = state.generation
+                state = self._states[name] = fresh
         if state is None:
             state = self._states[name] = self._new_state(name)
         return state.open_publish()
@@ -111,7 +121,28 @@ class HlsService:
                 and state.generation == entry.generation
                 and state.packager is None
             ):
+                if self.shared and not self._wrote_last(state):
+                    del self._states[entry.name]  # another worker publishes it now
+                    continue
                 self._remove_stream(state)
+
+    def release(self, name: str, packager: StreamPackager) -> None:
+        """Another process took `name` over (`shared`): end `packager` without ENDLIST or
+        cleanup, and forget the name here, if `packager` is still its open publish."""
+        state = self._states.get(name)
+        if state is None or state.packager is not packager:
+            packager.close()  # taken over here already: nothing left to hand over
+            return
+        del self._states[name]
+        packager.detach()
+
+    def _wrote_last(self, state: NameState) -> bool:
+        """Whether the playlist on disk is the one `state` wrote (not another process's)."""
+        try:
+            text = self.layout.playlist_path(state.name).read_text(encoding="utf-8")
+        except OSError:
+            return True
+        return text == state.window.render()
 
     def stream_info(self, name: str) -> StreamInfo | None:
         state = self._states.get(name)

@@ -70,6 +70,7 @@ from .publish import Publish
 from .push import PushRelay, PushStatus
 from .relay import PlayerOutput
 from .webhooks import Webhooks
+from .worker import Worker
 
 log = logging.getLogger("rtmpd")
 
@@ -90,8 +91,10 @@ class StartupError(Exception):
 class Rtmpd:
     """The whole server; `start()` binds every port, `stop()` finishes every stream."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, worker: Worker | None = None) -> None:
         self.config = config
+        #: One worker of several ([server] workers): its sockets, node name and siblings.
+        self.worker = worker
         self.metrics = Metrics()
         #: Requests blocked on LL-HLS parts, woken by the packager as parts complete.
         self.waiters = Waiters()
@@ -106,6 +109,7 @@ class Rtmpd:
             log=logging.getLogger("rtmpd.hls"),
             live=self.waiters if config.hls.low_latency else None,
             recorder=self.recorder,
+            shared=worker is not None,
         )
         self.auth = AuthService(
             config.auth,
@@ -113,13 +117,14 @@ class Rtmpd:
             app=config.rtmp.app,
             log=logging.getLogger("rtmpd.auth"),
             db_url=config.database.url,
-            node=config.database.node_name,
+            node=worker.node if worker is not None else config.database.node_name,
             lease=config.database.lease,
         )
         tls = None
         if config.rtmps.enabled:
             addr = config.rtmps.address
-            tls = TlsListener(addr.host, addr.port, self._tls_context())
+            tls = TlsListener(addr.host, addr.port, self._tls_context(),
+                              sock=worker.rtmps if worker is not None else None)  # fmt: skip
         self.rtmp = RtmpServer(
             self,
             host=config.rtmp_address.host,
@@ -131,6 +136,7 @@ class Rtmpd:
             tls=tls,
             play_handler=self if config.rtmp.allow_play else None,
             proxy=config.rtmp.proxy_policy,
+            sock=worker.rtmp if worker is not None else None,
         )
         self._play_networks = config.rtmp.play_networks
         #: Names on the air (live, or within the grace after their last publish).
@@ -141,7 +147,10 @@ class Rtmpd:
         self._pushes_connected = 0
         self._draining: asyncio.Task[DrainResult] | None = None
         self._stopping: asyncio.Future[None] | None = None
-        self.directory = ChannelDirectory(self.auth, self.hls)
+        self.directory = ChannelDirectory(self.auth, self.hls, worker=worker)
+        if worker is not None:  # the failed-key limit holds across workers
+            self.auth.share_failures(worker.failed)
+            worker.on_failed_elsewhere = self.auth.failed_elsewhere
         #: Users and API tokens on the server's own store; None in callback mode (no database).
         self.accounts: Accounts | None = None
         if self.auth.store is not None:
@@ -195,9 +204,10 @@ class Rtmpd:
             if self.config.database.url:  # the message names the server (no password)
                 raise StartupError(str(exc)) from None
             raise StartupError(f"database {self.config.database_path}: {exc}") from None
-        self.hls.startup_cleanup(await self.auth.live_names())
-        if self.recorder is not None:
-            self.recorder.start()  # closes what a killed run left open, then retention
+        if self.worker is None or self.worker.cleanup:  # not while siblings' streams are live
+            self.hls.startup_cleanup(await self.auth.live_names())
+            if self.recorder is not None:  # closes what a killed run left open, then retention
+                self.recorder.start()
         quota = self.hls.quota
         log.info("HLS files: at most %d MiB per stream, %d MiB in all under %s", quota.max_stream
                  // MIB, quota.max_total // MIB, self.config.hls_path)  # fmt: skip
@@ -222,6 +232,8 @@ class Rtmpd:
                      self.config.rtmp.app)  # fmt: skip
         await self._start_http()
         self._ticker = asyncio.create_task(self._tick())
+        if self.worker is not None:
+            await self.worker.ready()
 
     async def _start_http(self) -> None:
         addr = self.config.http_address
@@ -250,6 +262,9 @@ class Rtmpd:
             waiters=self.waiters,
             low_latency=self.config.hls.low_latency,
             recordings=self.recorder,
+            worker=self.worker.label if self.worker is not None else "",
+            sibling=self.directory.sibling if self.worker is not None else None,
+            admin_worker=self.worker.admin_path if self.worker is not None else "",
         )
         self._runner = make_runner(
             app,
@@ -259,10 +274,13 @@ class Rtmpd:
         )
         await self._runner.setup()
         self._site = GuardedSite(
-            self._runner, addr.host, addr.port, guard=self.http_guard, reuse_address=True
-        )
+            self._runner, addr.host, addr.port, guard=self.http_guard, reuse_address=True,
+            sock=self.worker.http if self.worker is not None else None,
+        )  # fmt: skip
         try:
             await self._site.start()
+            if self.worker is not None:  # where the other workers reach this one
+                await web.UnixSite(self._runner, self.worker.private).start()
         except OSError as exc:
             raise StartupError(f"cannot listen for HTTP on {addr}: {_why(exc)}") from None
         self.http_port = self._site.port
@@ -281,6 +299,8 @@ class Rtmpd:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
+        if self.worker is not None:
+            await self.worker.close()
         await self.rtmp.close()
         for broadcast in list(self.broadcasts.values()):
             broadcast.end()
@@ -362,12 +382,15 @@ class Rtmpd:
                         part.sample()
             self.metrics.set_live(len(self._publishes))
             self.metrics.set_webhooks_pending(self.webhooks.pending)
+            if self.worker is not None:  # codecs and bitrates for the other workers' API
+                names = {publish.name for publish in self._publishes}
+                self.worker.write_streams(self.directory.shared_stats(names))
             await self._account_events()
 
     async def _account_events(self) -> None:
         """Users banned since the last tick, by the API or `rtmpd users` alike: webhooks."""
-        if self.accounts is None:
-            return
+        if self.accounts is None or (self.worker is not None and self.worker.index != 1):
+            return  # one worker sends them: two could read the same event before either took it
         try:
             events = await self.accounts.take_events()
         except StoreError as exc:
@@ -413,7 +436,8 @@ class Rtmpd:
         raw = self._relays(broadcast)
         publish = Publish(decision.name, publisher, packager, decision.lease, health=health,
                           metrics=self.metrics, on_end=self._publish_ended,
-                          fanout=broadcast.fanout if raw else None)  # fmt: skip
+                          fanout=broadcast.fanout if raw else None,
+                          on_taken_over=self.hls.release if self.worker else None)  # fmt: skip
         broadcast.attach(publish)
         self._publishes.add(publish)
         self.metrics.set_live(len(self._publishes))

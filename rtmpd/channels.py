@@ -5,23 +5,33 @@ each other.
 A stream another node holds (the database's live records, `AuthService.remote`) is live here
 too once it has a playlist there; its HLS requests are sent to that node (`elsewhere`), and
 its codecs and thumbnail are that node's to show (None here).
+
+With rtmpd workers (rtmpd.worker), each worker is such a node, but its siblings share the
+HLS folder and the public URL: a sibling's stream is served here from the files, and what only
+its owner has in memory (LL-HLS playlists and parts) is asked of the owner (`sibling`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Iterable
 
 from rtmpd.auth.service import AuthService
 from rtmpd.hls import HlsService, Keyframe, keyframe_to_jpeg
 from rtmpd.web.directory import Channel, StreamStats
 
+from .worker import Worker
+
 
 class ChannelDirectory:
     """Implements `rtmpd.web.directory.Directory`."""
 
-    def __init__(self, auth: AuthService, hls: HlsService) -> None:
+    def __init__(self, auth: AuthService, hls: HlsService, *, worker: Worker | None = None) -> None:
         self._auth = auth
         self._hls = hls
+        self._worker = worker
+        #: The other workers of this node: node name -> private HTTP socket.
+        self._siblings = worker.siblings if worker is not None else {}
         # Keyframes snapshotted on the event loop; thumbnails decode them in a worker thread.
         self._keyframes: dict[str, Keyframe] = {}
 
@@ -56,9 +66,39 @@ class ChannelDirectory:
         if self._hls.playing(name):
             return None
         remote = self._auth.remote(name)
-        return remote.url if remote is not None else None
+        if remote is None or remote.node in self._siblings:
+            return None
+        return remote.url
+
+    def sibling(self, name: str) -> str | None:
+        """The private HTTP socket of the worker of this node that holds `name`, if another."""
+        if self._hls.playing(name):
+            return None
+        remote = self._auth.remote(name)
+        return None if remote is None else self._siblings.get(remote.node)
+
+    def _sibling_node(self, name: str) -> str | None:
+        remote = self._auth.remote(name)
+        return remote.node if remote is not None and remote.node in self._siblings else None
+
+    def shared_stats(self, names: Iterable[str]) -> dict[str, object]:
+        """The facts of this worker's streams `names`, for its siblings' API and pages."""
+        out: dict[str, object] = {}
+        for name in names:
+            if (stats := self._local_stats(name)) is not None:
+                out[name] = dataclasses.asdict(stats)
+        return out
 
     def stats(self, name: str) -> StreamStats | None:
+        if self._worker is not None and (node := self._sibling_node(name)) is not None:
+            found = self._worker.sibling_streams(node).get(name)
+            fields = {f.name for f in dataclasses.fields(StreamStats)}
+            if not isinstance(found, dict):
+                return None
+            return StreamStats(**{k: v for k, v in found.items() if k in fields})
+        return self._local_stats(name)
+
+    def _local_stats(self, name: str) -> StreamStats | None:
         info = self._hls.stream_info(name)
         if info is None or not info.live:
             return None
@@ -82,6 +122,9 @@ class ChannelDirectory:
         """On the loop: snapshot the latest keyframe; the returned render decodes it in a
         worker thread. (Snapshotting only from the pages and the API left a thumbnail asked
         for first with nothing to decode: 404 while the stream was live.)"""
+        if self._worker is not None and (node := self._sibling_node(name)) is not None:
+            worker = self._worker
+            return lambda: worker.sibling_thumbnail(node, name)
         self._snapshot(name)
         keyframe = self._keyframes.get(name)
         if keyframe is None:

@@ -24,9 +24,12 @@ import signal
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rtmpd import config as configuration
+
+if TYPE_CHECKING:
+    from rtmpd.worker import Worker
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: Commands run against the database by auth's command line (rtmpd.auth.cli).
@@ -122,6 +125,8 @@ def _split_config(argv: list[str]) -> tuple[Path | None, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 2 and argv[0] == "--worker":  # started by the supervisor (rtmpd.supervisor)
+        return worker_main(int(argv[1]))
     args = build_parser().parse_args(argv)
     config_path: Path | None = args.config
     users_args: list[str] = []
@@ -195,17 +200,47 @@ def drain(config: configuration.Config) -> int:
 
 def serve(config: configuration.Config) -> int:
     logging.basicConfig(level=config.log.level.upper(), format=LOG_FORMAT)
+    if config.server.worker_count > 1:
+        from rtmpd.supervisor import supervise
+
+        return supervise(config)
     try:
         return asyncio.run(_serve(config))
     except KeyboardInterrupt:
         return 0
 
 
-async def _serve(config: configuration.Config) -> int:
+def worker_main(fd: int) -> int:
+    """One worker of several: its config and sockets come from the supervisor on `fd`."""
+    from rtmpd.worker import Worker
+
+    worker, hello = Worker.connect(fd)
+    # Every worker's metric values go to files all of them read (prometheus-client's
+    # multiprocess mode, chosen from this variable; metrics are made after this).
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = worker.metrics_dir
+    from prometheus_client import values
+
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+    source = hello["source"]
+    config = configuration.from_dict(
+        hello["data"], Path(hello["base_dir"]), None if source is None else Path(source)
+    )
+    logging.basicConfig(
+        level=config.log.level.upper(),
+        format=LOG_FORMAT.replace("%(name)s", f"[w{worker.index}] %(name)s"),
+    )
+    try:
+        status: int = asyncio.run(_serve(config, worker))
+    except KeyboardInterrupt:
+        return 0
+    return status
+
+
+async def _serve(config: configuration.Config, worker: Worker | None = None) -> int:
     from rtmpd.app import Rtmpd, StartupError
 
     try:
-        server = Rtmpd(config)
+        server = Rtmpd(config, worker=worker)
     except StartupError as exc:
         print(f"rtmpd: {exc}", file=sys.stderr)
         return 2
@@ -216,7 +251,7 @@ async def _serve(config: configuration.Config) -> int:
         print(f"rtmpd: {exc}", file=sys.stderr)
         return 2
     log = logging.getLogger("rtmpd")
-    pid_file = _write_pid(config.pid_file, log)
+    pid_file = _write_pid(config.pid_file, log) if worker is None else None
     stop = asyncio.Event()
     terms: list[bool] = []
     loop = asyncio.get_running_loop()

@@ -5,8 +5,9 @@ The file is `-c FILE`, else `./rtmpd.toml` when present, else the built-in defau
 paths resolve against the config file's folder (the working directory without a file). A bad
 file stops start-up with one line naming the key: operators fix what the message names.
 
-- [rtmp], [rtmps], [http], [log]: `RtmpSection`, `RtmpsSection`, `HttpSection`, `LogSection`
-  here (the listeners and the log, which the composition root opens);
+- [server], [rtmp], [rtmps], [http], [log]: `ServerSection`, `RtmpSection`, `RtmpsSection`,
+  `HttpSection`, `LogSection` here (the processes, the listeners and the log, which the
+  composition root and the supervisor open);
 - [hls]: `rtmpd.hls.HlsConfig` (the packager);
 - [record]: `rtmpd.hls.recording.RecordConfig` (broadcasts kept as VODs);
 - [auth], [database]: `rtmpd.auth.AuthConfig`, `rtmpd.auth.DatabaseConfig` (publish decisions);
@@ -18,12 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import re
 import socket
 import tomllib
 import typing
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -73,6 +75,35 @@ def parse_address(value: str, key: str) -> Address:
         except ValueError:
             raise ConfigError(f"{key}: {host!r} is not an IP address") from None
     return Address(host, port)
+
+
+class Balance(StrEnum):
+    """How worker processes share the public ports (`[server] balance`)."""
+
+    SHARED = "shared"  # one listening socket all workers accept from: the first free one wins
+    REUSEPORT = "reuseport"  # one SO_REUSEPORT socket per worker: the kernel hashes to one
+
+
+class ServerSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Processes: `workers` rtmpd worker processes behind one supervisor (1: one process)."""
+
+    workers: int | Literal["auto"] = 1
+    balance: Balance = Balance.REUSEPORT
+
+    def __post_init__(self) -> None:
+        if isinstance(self.workers, int) and not 1 <= self.workers <= MAX_WORKERS:
+            raise ValueError(f'workers: must be 1 to {MAX_WORKERS}, or "auto" (one per core)')
+
+    @property
+    def worker_count(self) -> int:
+        """`workers`, with "auto" as the cores this process may run on."""
+        if self.workers == "auto":
+            return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
+        return self.workers
+
+
+#: Worker processes at most: each holds a database connection pair and its own caps.
+MAX_WORKERS = 64
 
 
 class RtmpSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -215,6 +246,7 @@ class LogSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class _File(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The file as written: one table per section."""
 
+    server: ServerSection = msgspec.field(default_factory=ServerSection)
     rtmp: RtmpSection = msgspec.field(default_factory=RtmpSection)
     rtmps: RtmpsSection = msgspec.field(default_factory=RtmpsSection)
     http: HttpSection = msgspec.field(default_factory=HttpSection)
@@ -232,6 +264,7 @@ class _File(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class Config:
     """Every section, with relative paths resolved against `base_dir`."""
 
+    server: ServerSection = field(default_factory=ServerSection)
     rtmp: RtmpSection = field(default_factory=RtmpSection)
     rtmps: RtmpsSection = field(default_factory=RtmpsSection)
     http: HttpSection = field(default_factory=HttpSection)
@@ -245,6 +278,8 @@ class Config:
     push: tuple[PushEntry, ...] = ()
     base_dir: Path = field(default_factory=Path.cwd)
     source: Path | None = None
+    #: The tables as read (what worker processes are started from: the same file, as read once).
+    data: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         resolved = {
@@ -336,8 +371,8 @@ def from_dict(data: dict[str, Any], base_dir: Path, source: Path | None = None) 
     except msgspec.ValidationError as exc:
         raise ConfigError(_explain(str(exc), data)) from None
     sections = {f.name: getattr(parsed, f.name) for f in dataclasses.fields(Config)
-                if f.name not in ("base_dir", "source")}  # fmt: skip
-    return Config(**sections, base_dir=base_dir, source=source)
+                if f.name not in ("base_dir", "source", "data")}  # fmt: skip
+    return Config(**sections, base_dir=base_dir, source=source, data=data)
 
 
 def load(path: Path | None) -> Config:

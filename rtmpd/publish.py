@@ -30,7 +30,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from rtmpd.auth import Lease
+from rtmpd.auth import TAKEN_OVER, Lease
 from rtmpd.health import PublishHealth
 from rtmpd.hls import CODEC_NAMES, Codec, StreamPackager, Violation
 from rtmpd.rtmp.events import Audio, AudioConfig, Metadata, RawMedia, Video, VideoConfig
@@ -75,7 +75,7 @@ class Publish:
 
     __slots__ = ("name", "publisher", "packager", "lease", "health", "fanout", "_metrics",
                  "_on_end", "_warned", "_bytes_counted", "_seen", "_deadline",
-                 "_stopped")  # fmt: skip
+                 "_stopped", "_on_taken_over")  # fmt: skip
 
     def __init__(
         self,
@@ -88,6 +88,7 @@ class Publish:
         metrics: Metrics,
         on_end: Callable[[Publish, str], None],
         fanout: Fanout | None = None,
+        on_taken_over: Callable[[str, StreamPackager], None] | None = None,
     ) -> None:
         self.name = name
         self.fanout = fanout
@@ -97,6 +98,8 @@ class Publish:
         self.health = health
         self._metrics = metrics
         self._on_end = on_end
+        #: Workers on one HLS folder: a takeover by another worker hands the name over.
+        self._on_taken_over = on_taken_over
         self._warned: set[str] = set()
         self._bytes_counted = 0
         self._seen: dict[str, str] = {}  # "video"/"audio" -> the codec name, once known
@@ -200,7 +203,10 @@ class Publish:
     async def end(self, reason: str) -> None:
         self.count_bytes()
         log.info("publish of %s ended: %s", self.name, reason)
-        self.packager.close()
+        if reason == TAKEN_OVER and self._on_taken_over is not None:
+            self._on_taken_over(self.name, self.packager)  # by another worker: no ENDLIST
+        else:
+            self.packager.close()
         await self.lease.end()
         self._on_end(self, reason)
 

@@ -287,6 +287,8 @@ class TlsListener:
     host: str
     port: int
     context: ssl.SSLContext
+    #: An already listening socket to take connections from (a worker's, from its supervisor).
+    sock: socket.socket | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -784,11 +786,14 @@ class RtmpServer:
         tls: TlsListener | None = None,
         play_handler: PlayHandler | None = None,
         proxy: ProxyPolicy | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         self.handler = handler
         #: Who decides play requests; None: every play is refused ("Playback is off").
         self.play_handler = play_handler
         self.tls = tls
+        #: An already listening socket (a worker's, made by its supervisor) instead of binding.
+        self.sock = sock
         #: PROXY protocol on the plain RTMP listener (RTMPS behind a balancer: let it end TLS).
         self.proxy = proxy
         self.host = host
@@ -807,7 +812,7 @@ class RtmpServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        dual = dual_stack_socket(self.host, self._port)
+        dual = self.sock or dual_stack_socket(self.host, self._port)
         if dual is not None:
             self._server = await loop.create_server(self._new_connection, sock=dual)
         else:
@@ -817,11 +822,17 @@ class RtmpServer:
         sock: socket.socket = self._server.sockets[0]
         self._port = int(sock.getsockname()[1])
         if self.tls is not None:
+            tls_sock = self.tls.sock
             try:
-                self._tls_server = await loop.create_server(
-                    lambda: self._new_connection(tls=True), self.tls.host, self.tls.port,
-                    reuse_address=True,
-                )  # fmt: skip
+                if tls_sock is not None:
+                    self._tls_server = await loop.create_server(
+                        lambda: self._new_connection(tls=True), sock=tls_sock
+                    )
+                else:
+                    self._tls_server = await loop.create_server(
+                        lambda: self._new_connection(tls=True), self.tls.host, self.tls.port,
+                        reuse_address=True,
+                    )  # fmt: skip
             except OSError as exc:
                 self._server.close()
                 raise TlsListenError(exc.errno, exc.strerror) from None

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +35,7 @@ from .owner import elsewhere
 from .protocol import Runner, ServerLog, server_header
 from .proxies import TrustedProxies
 from .sessions import Sessions
+from .siblings import Siblings, viewer_address
 from .thumbnails import ThumbnailCache
 from .viewers import ViewerTracker
 
@@ -78,6 +80,9 @@ class _State:
     waiters: Waiters = field(default_factory=Waiters)
     low_latency: bool = False
     static: dict[str, _Static] = field(default_factory=dict)
+    #: rtmpd workers: the private socket of the sibling holding a stream, and how to ask it.
+    sibling: Callable[[str], str | None] | None = None
+    siblings: Siblings = field(default_factory=Siblings)
 
 
 STATE = web.AppKey("rtmpd_web_state", _State)
@@ -99,6 +104,9 @@ def create_app(
     waiters: Waiters | None = None,
     low_latency: bool = False,
     recordings: recorded.Recordings | None = None,
+    worker: str = "",
+    sibling: Callable[[str], str | None] | None = None,
+    admin_worker: str = "",
 ) -> web.Application:
     """The web application. `hlsjs_file`, if given, is served at /static/vendor/hls.min.js and
     used instead of `hlsjs_url` (self-hosting). With `admin`, the management API under
@@ -107,8 +115,10 @@ def create_app(
     connection busy and files go out under the guard's send timeout; without one, under the
     default send timeout. With `live` (and the `waiters` its changes wake), LL-HLS playlists
     answer blocking reloads and parts come from memory. With `recordings`, past broadcasts
-    are listed and served (web/recordings.py). Start it with `make_runner` to get
-    access logs."""
+    are listed and served (web/recordings.py). As rtmpd `worker` N, responses name it
+    (X-Rtmpd-Worker) and LL-HLS requests for a stream a `sibling` holds are asked of it. Start
+    it with `make_runner` to get access logs. With `admin_worker` (another worker's private
+    socket), /admin and /api/admin/ are asked of that worker."""
     templates = jinja2.Environment(
         loader=jinja2.FileSystemLoader(_HERE / "templates"),
         autoescape=True,
@@ -139,13 +149,19 @@ def create_app(
         live=live,
         waiters=waiters if waiters is not None else Waiters(),
         low_latency=low_latency,
+        sibling=sibling,
     )
     templates.globals["static_url"] = lambda name: _static_url(state, name)
     outer = [busy_middleware(guard)] if guard is not None else []
-    app = web.Application(middlewares=[*outer, _errors_and_metrics, admin_api.guard])
+    proxies = trusted_proxies or TrustedProxies()
+    relay = [_admin_relay(admin_worker, proxies)] if admin_worker else []
+    app = web.Application(middlewares=[*outer, _errors_and_metrics, *relay, admin_api.guard])
     app[STATE] = state
     app.on_startup.append(_load_assets)
     app.on_response_prepare.append(server_header)
+    if worker:
+        app.on_response_prepare.append(_worker_header(worker))
+    app.on_cleanup.append(_close_siblings)
     r = app.router
     r.add_get("/", _index, name="index")
     r.add_get("/api/openapi.json", _openapi, name="api_openapi")
@@ -454,6 +470,9 @@ async def _hls(request: web.Request) -> web.StreamResponse:
     target = parse_hls_path(request.rel_url.raw_path, state.nested)
     if target is None:
         raise web.HTTPNotFound(headers=CORS)
+    sibling = state.sibling(target.name) if state.sibling and state.live else None
+    if sibling is not None:  # what a blocking reload or a part needs is in that worker's memory
+        return await state.siblings.ask(sibling, request)
     if (owner := state.directory.elsewhere(target.name)) is not None:
         raise elsewhere(owner, request)
     if state.live is not None:
@@ -462,7 +481,8 @@ async def _hls(request: web.Request) -> web.StreamResponse:
             return answer
     response = await serve_file(request, state.hls_root, target, state.sending)
     if target.playlist and response.status in (200, 206, 304):
-        state.viewers.seen(target.name, request.remote, request.headers.get("User-Agent", ""))
+        state.viewers.seen(target.name, viewer_address(request),
+                          request.headers.get("User-Agent", ""))  # fmt: skip
     return response
 
 
@@ -483,7 +503,8 @@ async def _live(
             raise
         headers = {**cache_headers(True), **CORS}
         headers["Cache-Control"] = cache_control(blocking, view.target_seconds())
-        state.viewers.seen(target.name, request.remote, request.headers.get("User-Agent", ""))
+        state.viewers.seen(target.name, viewer_address(request),
+                          request.headers.get("User-Agent", ""))  # fmt: skip
     elif target.ext == "m4s":
         data = await next_part(live, state.waiters, target.name, target.file)
         if data is None:
@@ -493,6 +514,33 @@ async def _live(
     else:
         return None
     return web.Response(body=body, headers=headers, content_type=target.content_type)
+
+
+def _admin_relay(path: str, proxies: TrustedProxies) -> Any:
+    """Middleware: the dashboard and the admin API are one worker's (its sessions in memory)."""
+
+    @web.middleware
+    async def relay(request: web.Request, handler: Any) -> web.StreamResponse:
+        target = request.rel_url.path
+        if target == "/admin" or target.startswith(("/admin/", "/api/admin/")):
+            state = request.app[STATE]
+            client, https = proxies.client(request), proxies.https(request)
+            return await state.siblings.ask(path, request, client=client, https=https)
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return relay
+
+
+async def _close_siblings(app: web.Application) -> None:
+    await app[STATE].siblings.close()
+
+
+def _worker_header(worker: str) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    async def header(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["X-Rtmpd-Worker"] = worker  # which worker answered (for operators)
+
+    return header
 
 
 async def _hls_options(request: web.Request) -> web.Response:

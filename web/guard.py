@@ -366,12 +366,15 @@ class GuardedSite(web.TCPSite):
     """A TCPSite whose connections pass a `ConnectionGuard` first, served by rtmpd's
     `RequestHandler` when the runner is a `Runner`; `[::]` listens for IPv4 as well."""
 
-    __slots__ = ("guard",)
+    __slots__ = ("guard", "sock")
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, *, guard: ConnectionGuard,
-                 reuse_address: bool | None = None) -> None:  # fmt: skip
+                 reuse_address: bool | None = None,
+                 sock: socket.socket | None = None) -> None:  # fmt: skip
         super().__init__(runner, host, port, reuse_address=reuse_address)
         self.guard = guard
+        #: An already listening socket (a worker's, made by its supervisor) instead of binding.
+        self.sock = sock
 
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site with its runner
@@ -384,7 +387,7 @@ class GuardedSite(web.TCPSite):
             args = runner.handler_args
             make = lambda: RequestHandler(server, loop=loop, **args)  # noqa: E731
         guard = self.guard
-        sock = dual_stack_socket(self._host, self._port) if self._host else None
+        sock = self.sock or (dual_stack_socket(self._host, self._port) if self._host else None)
         if sock is not None:
             self._server = await loop.create_server(
                 lambda: _Guarded(make, guard), sock=sock, backlog=self._backlog

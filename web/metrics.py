@@ -2,9 +2,16 @@
 
 The composition root calls the plain methods below from the RTMP and HLS sides; the web app counts
 HTTP requests itself and renders everything at GET /metrics.
+
+rtmpd workers run prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by each
+worker before this is imported): every worker writes its values to files in one folder and
+renders them all, counters and histograms summed, gauges summed over live workers (`livesum`),
+so /metrics is the same view of all workers whichever answers.
 """
 
 from __future__ import annotations
+
+import os
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -13,6 +20,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
 
 #: Segment lag: wall-clock delay between the end of a segment's media and it being listed.
@@ -27,10 +35,17 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         reg = self.registry
-        self._live = Gauge("rtmpd_live_publishers", "Streams being published now", registry=reg)
-        self._players = Gauge("rtmpd_rtmp_players", "RTMP players playing now", registry=reg)
+        #: The folder of every worker's values (multiprocess mode), or None: this process only.
+        self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        self._live = Gauge("rtmpd_live_publishers", "Streams being published now", registry=reg,
+                           multiprocess_mode="livesum")  # fmt: skip
+        self._players = Gauge("rtmpd_rtmp_players", "RTMP players playing now", registry=reg,
+                              multiprocess_mode="livesum")  # fmt: skip
         self._pushes = Gauge(
-            "rtmpd_push_connected", "Push destinations connected and publishing now", registry=reg
+            "rtmpd_push_connected",
+            "Push destinations connected and publishing now",
+            registry=reg,
+            multiprocess_mode="livesum",
         )
         self._relay_dropped = Counter(
             "rtmpd_relay_dropped_messages",
@@ -40,7 +55,10 @@ class Metrics:
             registry=reg,
         )
         self._viewers = Gauge(
-            "rtmpd_hls_viewers", "Distinct HLS clients in the last 30 seconds", registry=reg
+            "rtmpd_hls_viewers",
+            "Distinct HLS clients in the last 30 seconds",
+            registry=reg,
+            multiprocess_mode="livesum",
         )
         self._bytes = Counter(
             "rtmpd_received_bytes", "Bytes received from RTMP clients", registry=reg
@@ -65,8 +83,18 @@ class Metrics:
             registry=reg,
         )
         self._webhooks_pending = Gauge(
-            "rtmpd_webhooks_pending", "Webhooks queued, in flight or waiting to retry", registry=reg
+            "rtmpd_webhooks_pending",
+            "Webhooks queued, in flight or waiting to retry",
+            registry=reg,
+            multiprocess_mode="livesum",
         )
+        self._workers = Gauge(
+            "rtmpd_workers",
+            "Worker processes running ([server] workers; 1 without)",
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
+        self._workers.set(1)
         self._http = Counter(
             "rtmpd_http_requests",
             "HTTP requests by route and status",
@@ -135,5 +163,9 @@ class Metrics:
         self._dropped.labels(reason=reason).inc()
 
     def render(self) -> bytes:
-        """The Prometheus text exposition of everything above."""
-        return generate_latest(self.registry)
+        """The Prometheus text exposition of everything above (of every worker's)."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from .siblings import CLIENT_HEADER, HTTPS_HEADER, private
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -40,6 +42,8 @@ class TrustedProxies:
     def client(self, request: web.Request) -> str:
         """The client's address: the peer, or through trusted proxies the nearest untrusted
         hop of X-Forwarded-For (only well-formed addresses are believed)."""
+        if private(request):  # asked by another rtmpd worker: it passed the client on
+            return request.headers.get(CLIENT_HEADER, "")
         peer = request.remote or ""
         if not self.trusts(peer):
             return peer
@@ -58,6 +62,8 @@ class TrustedProxies:
         that says so in X-Forwarded-Proto."""
         if request.secure:
             return True
+        if private(request):
+            return request.headers.get(HTTPS_HEADER) == "1"
         if not self.trusts(request.remote):
             return False
         proto = request.headers.get("X-Forwarded-Proto", "")
