@@ -248,7 +248,10 @@ class DatabaseDecider:
 
     async def _read_remote(self, now: float) -> None:
         records = await self._store.live_records(now)
-        self.remote = {r.name: r for r in records if r.name not in self._live}
+        # A record under this node's own name that it no longer holds is one being cleared
+        # (its publish just ended): never "elsewhere", or its viewers would be sent here.
+        self.remote = {r.name: r for r in records
+                       if r.name not in self._live and r.node != self.node}  # fmt: skip
 
     async def _check_revocations(self) -> None:
         """Cut live publishers whose user is gone, banned or has a new key, or whose live
