@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import ipaddress
 import logging
 import resource
 import ssl
@@ -487,7 +486,7 @@ class Rtmpd:
     def _relays(self, broadcast: Broadcast) -> bool:
         """Whether the broadcast's media goes anywhere as it came (players, destinations):
         only then does the core tap it."""
-        return bool(self._play_networks) or bool(broadcast.parts)
+        return bool(self._play_networks.networks) or bool(broadcast.parts)
 
     def _broadcast_ended(self, broadcast: Broadcast) -> None:
         if self.broadcasts.get(broadcast.name) is broadcast:
@@ -543,11 +542,7 @@ class Rtmpd:
         return PlayAccept(decided, output)
 
     def _play_allowed(self, peer: str) -> bool:
-        try:
-            addr = ipaddress.ip_address(peer)
-        except ValueError:
-            return False
-        return any(addr in net for net in self._play_networks)
+        return self._play_networks.trusts(peer)
 
     # -- helpers -----------------------------------------------------------------------
 

@@ -128,7 +128,7 @@ class RtmpSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
             raise ValueError("app: must be a non-empty name without '/'")
         for entry in self.allow_play:
             try:
-                ipaddress.ip_network(entry, strict=False)
+                TrustedNetworks.parse((entry,))
             except ValueError:
                 raise ValueError(
                     f"allow_play: {entry!r} is not an address or network (CIDR)"
@@ -144,8 +144,8 @@ class RtmpSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
         return parse_address(self.listen, "[rtmp] listen")
 
     @property
-    def play_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        return tuple(ipaddress.ip_network(e, strict=False) for e in self.allow_play)
+    def play_networks(self) -> TrustedNetworks:
+        return TrustedNetworks.parse(self.allow_play)
 
     @property
     def proxy_policy(self) -> ProxyPolicy | None:

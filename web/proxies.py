@@ -15,29 +15,25 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from .siblings import CLIENT_HEADER, HTTPS_HEADER, private
+from rtmpd.proxyproto import TrustedNetworks
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+from .siblings import CLIENT_HEADER, HTTPS_HEADER, private
 
 
 @dataclass(frozen=True, slots=True)
 class TrustedProxies:
-    networks: tuple[Network, ...] = ()
+    """`[http] trusted_proxies`: the networks of the PROXY reader (one parser, one rule for
+    IPv4-mapped peers), with what HTTP asks of them."""
+
+    networks: TrustedNetworks = TrustedNetworks()
 
     @classmethod
     def parse(cls, entries: Iterable[str]) -> TrustedProxies:
         """Addresses or networks ("127.0.0.1", "10.0.0.0/8"); ValueError names a bad one."""
-        networks = []
-        for entry in entries:
-            try:
-                networks.append(ipaddress.ip_network(entry, strict=False))
-            except ValueError:
-                raise ValueError(f"{entry!r} is not an IP address or network") from None
-        return cls(tuple(networks))
+        return cls(TrustedNetworks.parse(entries))
 
     def trusts(self, addr: str | None) -> bool:
-        ip = _ip(addr)
-        return ip is not None and any(ip in net for net in self.networks)
+        return bool(addr) and self.networks.trusts(addr or "")
 
     def client(self, request: web.Request) -> str:
         """The client's address: the peer, or through trusted proxies the nearest untrusted
