@@ -225,3 +225,16 @@ def _ip(host: str) -> IP | None:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     return ip
+
+
+def plain_host(host: str) -> str:
+    """An IPv4 client of a dual-stack socket (::ffff:a.b.c.d) is that IPv4 address, in the logs,
+    the caps, the rate limits and the callbacks' `addr` alike, on the RTMP and HTTP ports."""
+    if ":" in host:
+        try:
+            mapped = ipaddress.IPv6Address(host.partition("%")[0]).ipv4_mapped
+        except ValueError:
+            return host
+        if mapped is not None:
+            return str(mapped)
+    return host

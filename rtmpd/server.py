@@ -68,7 +68,7 @@ from rtmpd.rtmp.events import (
 from rtmpd.rtmp.messages import ChunkStreamId, MessageType
 from rtmpd.rtmp.session import ServerSession
 
-from .proxyproto import ProxyHeaderError, ProxyPolicy, ProxyReader
+from .proxyproto import ProxyHeaderError, ProxyPolicy, ProxyReader, plain_host
 
 MediaEvent = (
     VideoConfig | Video | AudioConfig | Audio | Metadata | SequenceEnd | VideoMetadata
@@ -94,17 +94,6 @@ def redact(key: str) -> str:
     if not key:
         return "(empty)"
     return "key sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-
-
-def peer_host(host: str) -> str:
-    """An IPv4 client of a dual-stack socket (::ffff:a.b.c.d) is that IPv4 address, in the logs,
-    the caps, the rate limit and the callbacks' `addr` alike."""
-    if ":" in host:
-        with contextlib.suppress(ValueError):
-            mapped = ipaddress.IPv6Address(host).ipv4_mapped
-            if mapped is not None:
-                return str(mapped)
-    return host
 
 
 def dual_stack_socket(host: str, port: int) -> socket.socket | None:
@@ -345,7 +334,7 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
         peername = transport.get_extra_info("peername")
         if isinstance(peername, tuple):
-            self.peer, self.port = peer_host(str(peername[0])), int(peername[1])
+            self.peer, self.port = plain_host(str(peername[0])), int(peername[1])
         shown = f"[{self.peer}]" if ":" in self.peer else self.peer
         scheme = " rtmps" if self.tls else ""
         self.where = f"conn {self.conn_id}{scheme} {shown}:{self.port}"
@@ -420,7 +409,7 @@ class _Connection(asyncio.Protocol):
                 self.proxy_timer = None
             if header is not None and header.source is not None:
                 via = f"[{self.peer}]" if ":" in self.peer else self.peer
-                self.peer, self.port = peer_host(header.source[0]), header.source[1]
+                self.peer, self.port = plain_host(header.source[0]), header.source[1]
                 shown = f"[{self.peer}]" if ":" in self.peer else self.peer
                 self.where = f"conn {self.conn_id} {shown}:{self.port} via {via}"
                 self.info = ConnectionInfo(

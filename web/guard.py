@@ -33,10 +33,10 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from rtmpd.proxyproto import ProxyHeaderError, ProxyPolicy, ProxyReader
+from rtmpd.proxyproto import ProxyHeaderError, ProxyPolicy, ProxyReader, plain_host
 
 from .metrics import Metrics
-from .protocol import SERVER, RequestHandler, Runner, Throttle, plain_host
+from .protocol import SERVER, RequestHandler, Runner, Throttle
 
 #: Seconds a connection may take to deliver a complete request head (after opening or after
 #: the previous response); also how long an idle keep-alive connection stays open.

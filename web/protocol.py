@@ -12,8 +12,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 import logging
 import time
 from collections.abc import Callable
@@ -21,6 +19,8 @@ from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.http import HttpProcessingError
+
+from rtmpd.proxyproto import plain_host
 
 from .metrics import Metrics
 
@@ -118,16 +118,6 @@ def _text(msg: object, args: tuple[object, ...]) -> str:
     except (TypeError, ValueError):
         text = str(msg)
     return text[:120]
-
-
-def plain_host(host: str) -> str:
-    """An IPv4 client of a dual-stack socket (::ffff:a.b.c.d) is the IPv4 address it is."""
-    if ":" in host:
-        with contextlib.suppress(ValueError):
-            mapped = ipaddress.IPv6Address(host.partition("%")[0]).ipv4_mapped
-            if mapped is not None:
-                return str(mapped)
-    return host
 
 
 class RequestHandler(web.RequestHandler):
