@@ -230,14 +230,13 @@ def test_rtmpd_server_config_takes_hls_keys(tmp_path: Path) -> None:
 def test_latency_bench_reads_the_players_latency(tiny_flv: Path) -> None:
     from bench.latency import build_parser, hlsjs_path, measure
 
-    if not hlsjs_path().is_file():
-        pytest.skip("hls.js is missing: run tests/setup_browser.sh")
+    assert hlsjs_path().is_file(), "hls.js is missing: run tests/setup_browser.sh"
     args = build_parser().parse_args(
         ["--fragment", "1", "--warm", "1", "--seconds", "3", "--flv", str(tiny_flv)]
     )
     row = asyncio.run(measure(args))
     assert row["samples"] >= 2 and row["hlsjs_low_latency"] is True
-    assert 0 < row["pdt_latency_s"]["p50"] < 10 and 0 < row["hls_latency_s"]["p50"] < 10
+    assert row["pdt_latency_s"]["p50"] > 0 and row["hls_latency_s"]["p50"] > 0  # read, not judged
 
 
 async def test_quality_checks_read_rtmpd_output(tiny_flv: Path, tmp_path: Path) -> None:
