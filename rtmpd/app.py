@@ -66,6 +66,7 @@ from .channels import ChannelDirectory
 from .health import PublishHealth
 from .live_source import HlsLiveSource
 from .publish import Publish
+from .pull import Pulls, SiblingPlays, private_listener
 from .push import PushRelay, PushStatus
 from .relay import PlayerOutput
 from .webhooks import Webhooks
@@ -141,6 +142,14 @@ class Rtmpd:
         #: Names on the air (live, or within the grace after their last publish).
         self.broadcasts: dict[str, Broadcast] = {}
         self._players: set[PlayerOutput] = set()
+        #: With workers: streams of siblings pulled for players here, and this worker's
+        #: private RTMP listener their pulls of its streams come to (rtmpd.pull).
+        self.pulls: Pulls | None = None
+        self.sibling_plays = SiblingPlays(self.broadcasts)
+        self.sibling_rtmp: RtmpServer | None = None
+        if worker is not None and config.rtmp.allow_play:
+            self.pulls = Pulls(config.rtmp.app, self._sibling_rtmp_path,
+                               on_drop=self.metrics.relay_dropped)  # fmt: skip
         #: The TLS context a push to an rtmps:// destination starts from (tests trust their CA).
         self.push_tls = ssl.create_default_context
         self._pushes_connected = 0
@@ -229,6 +238,8 @@ class Rtmpd:
             tls_addr = self.config.rtmps.address
             log.info("RTMPS listening on rtmps://%s/%s", Address(tls_addr.host, self.rtmp.tls_port),
                      self.config.rtmp.app)  # fmt: skip
+        if self.pulls is not None and self.worker is not None:
+            await self._start_sibling_rtmp(self.worker.private_rtmp)
         await self._start_http()
         self._ticker = asyncio.create_task(self._tick())
         if self.worker is not None:
@@ -286,6 +297,26 @@ class Rtmpd:
         log.info("HTTP listening on http://%s/", Address(addr.host, self.http_port))
         self.node_url = self.config.public_http_url(self.http_port)
 
+    async def _start_sibling_rtmp(self, path: str) -> None:
+        """The private RTMP listener the other workers pull this worker's streams from."""
+        try:
+            sock = private_listener(path)
+        except OSError as exc:
+            raise StartupError(f"cannot listen for RTMP on {path}: {_why(exc)}") from None
+        cap = self.config.rtmp.max_connections
+        self.sibling_rtmp = RtmpServer(
+            self.sibling_plays, host="", port=0, max_connections=cap,
+            max_connections_per_ip=cap, log=logging.getLogger("rtmpd.siblings"),
+            play_handler=self.sibling_plays, sock=sock,
+        )  # fmt: skip
+        await self.sibling_rtmp.start()
+
+    def _sibling_rtmp_path(self, name: str) -> str | None:
+        remote = self.auth.remote(name)
+        if remote is None or self.worker is None:
+            return None
+        return self.worker.sibling_rtmp(remote.node)
+
     async def stop(self) -> None:
         """Stop everything; a second call waits for the first (SIGTERM's drain may still be
         stopping when a second signal asks)."""
@@ -301,6 +332,10 @@ class Rtmpd:
         if self.worker is not None:
             await self.worker.close()
         await self.rtmp.close()
+        if self.pulls is not None:
+            self.pulls.close()
+        if self.sibling_rtmp is not None:
+            await self.sibling_rtmp.close()
         for broadcast in list(self.broadcasts.values()):
             broadcast.end()
         self.hls.close()
@@ -449,8 +484,10 @@ class Rtmpd:
         """The name's broadcast: the one in its grace, else a new one."""
         broadcast = self.broadcasts.get(name)
         if broadcast is None or broadcast.ended:
+            # A takeover from another worker: its players here go on with this publish.
+            fanout = self.pulls.adopt(name) if self.pulls is not None else None
             broadcast = Broadcast(name, self.config.hls.effective_grace, self._broadcast_ended,
-                                  on_drop=self.metrics.relay_dropped)  # fmt: skip
+                                  on_drop=self.metrics.relay_dropped, fanout=fanout)  # fmt: skip
             self.broadcasts[name] = broadcast
         return broadcast
 
@@ -528,15 +565,25 @@ class Rtmpd:
         if isinstance(decided, Denied):
             return Reject(decided.code, decided.description)
         broadcast = self.broadcasts.get(decided)
-        if broadcast is None or broadcast.ended:
+        pull = None
+        if broadcast is None or broadcast.ended or not broadcast.live:
+            # Held by another worker (also after a takeover there): pulled from it.
+            pull = self.pulls.join(decided) if self.pulls is not None else None
+        if pull is not None:
+            fanout = pull.fanout
+        elif broadcast is None or broadcast.ended:
             return Reject(PLAY_NOT_FOUND, "no such live stream")
+        else:
+            fanout = broadcast.fanout
 
         def ended(reason: str) -> None:
             self._players.discard(output)
             self.metrics.set_players(len(self._players))
             self.auth.play_ended(attempt)
+            if pull is not None and self.pulls is not None:
+                self.pulls.leave(pull)
 
-        output = PlayerOutput(broadcast.fanout, player, on_end=ended)
+        output = PlayerOutput(fanout, player, on_end=ended)
         self._players.add(output)
         self.metrics.set_players(len(self._players))
         return PlayAccept(decided, output)

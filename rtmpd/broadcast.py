@@ -44,11 +44,13 @@ class Broadcast:
         on_end: Callable[[Broadcast], None],
         *,
         on_drop: Callable[[str, int], None] | None = None,
+        fanout: Fanout | None = None,
     ) -> None:
         self.name = name
         self.grace = grace
         self.started = time.time()
-        self.fanout = Fanout(name, on_drop=on_drop)
+        #: A fanout with players already (a stream pulled from another worker came here).
+        self.fanout = fanout if fanout is not None else Fanout(name, on_drop=on_drop)
         self.parts: list[BroadcastPart] = []
         self.publishes = 0  # publishes attached so far
         self._live: object | None = None

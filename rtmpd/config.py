@@ -302,22 +302,13 @@ class Config:
                 "[auth] on_play: RTMP play is refused to every address while [rtmp] allow_play "
                 'is empty; list the addresses or networks that may play (e.g. "0.0.0.0/0")'
             )
-        if self.server.worker_count > 1:
-            # Each worker holds its own broadcasts and recordings index: a player or a
-            # recordings list answered by another worker would see only part of them.
-            alone = [
-                key
-                for key, on in (
-                    ("[record] enabled", self.record.enabled),
-                    ("[rtmp] allow_play", bool(self.rtmp.allow_play)),
-                )
-                if on
-            ]
-            if alone:
-                raise ConfigError(
-                    f"{' and '.join(alone)}: not yet with [server] workers > 1 (they run in one "
-                    "process); set workers = 1 for them"
-                )
+        if self.server.worker_count > 1 and self.record.enabled:
+            # Each worker holds its own recordings index: a recordings list answered by
+            # another worker would see only part of them.
+            raise ConfigError(
+                "[record] enabled: not yet with [server] workers > 1 (it runs in one "
+                "process); set workers = 1 for it"
+            )
 
     @property
     def rtmp_address(self) -> Address:

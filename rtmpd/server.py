@@ -25,7 +25,8 @@ its transport's buffer: the owner reads `Player.buffered` and drops instead of q
 and a player that stops reading is dropped after `write_stall_timeout`.
 
 `ClientLink` is the same glue the other way round: a connection rtmpd opens to another RTMP
-server (a push destination), running the core's `ClientSession`.
+server (a push destination, or a sibling worker's private unix socket for a stream pulled),
+running the core's `ClientSession`.
 """
 
 from __future__ import annotations
@@ -809,7 +810,8 @@ class RtmpServer:
                 self._new_connection, self.host, self._port, reuse_address=True
             )
         sock: socket.socket = self._server.sockets[0]
-        self._port = int(sock.getsockname()[1])
+        bound = sock.getsockname()
+        self._port = int(bound[1]) if isinstance(bound, tuple) else 0  # 0: a unix socket
         if self.tls is not None:
             tls_sock = self.tls.sock
             try:
@@ -1086,4 +1088,20 @@ async def open_client_link(
         lambda: ClientLink(session, on_event, stall_timeout), host, port, ssl=tls,
         server_hostname=host if tls is not None else None,
     )  # fmt: skip
+    return link
+
+
+async def open_unix_client_link(
+    session: ClientSession,
+    on_event: Callable[[ClientEvent], None],
+    path: str,
+    *,
+    stall_timeout: float = 30.0,
+) -> ClientLink:
+    """Connect to the unix socket `path` (a sibling worker's private RTMP listener) and start
+    the handshake; raises OSError when that fails."""
+    loop = asyncio.get_running_loop()
+    _, link = await loop.create_unix_connection(
+        lambda: ClientLink(session, on_event, stall_timeout), path
+    )
     return link

@@ -52,6 +52,11 @@ def private_path(folder: Path, index: int) -> str:
     return str(folder / f"w{index}.sock")
 
 
+def private_rtmp_path(folder: Path, index: int) -> str:
+    """Where worker `index` answers RTMP play for its siblings (rtmpd.pull)."""
+    return str(folder / f"w{index}.rtmp")
+
+
 @dataclass(slots=True)
 class Worker:
     """What a worker knows of itself and its siblings, and its control channel."""
@@ -120,6 +125,17 @@ class Worker:
     @property
     def folder(self) -> Path:
         return Path(self.private).parent
+
+    @property
+    def private_rtmp(self) -> str:
+        """Where this worker answers RTMP play for its siblings."""
+        return private_rtmp_path(self.folder, self.index)
+
+    def sibling_rtmp(self, node: str) -> str | None:
+        """Sibling `node`'s private RTMP socket (None: not a sibling)."""
+        if node not in self.siblings:
+            return None
+        return private_rtmp_path(self.folder, int(node.rpartition(".w")[2]))
 
     def write_streams(self, streams: dict[str, Any]) -> None:
         """What this worker knows of its streams (codecs, bitrates), for its siblings' API and

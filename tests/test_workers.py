@@ -126,9 +126,9 @@ class Cluster:
         return publisher
 
 
-def _start(folder: Path, balance: str = "shared") -> Cluster:
+def _start(folder: Path, balance: str = "shared", config: str = CONFIG) -> Cluster:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "rtmpd.toml").write_text(CONFIG.format(balance=balance))
+    (folder / "rtmpd.toml").write_text(config.format(balance=balance))
     log = folder / "rtmpd.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
