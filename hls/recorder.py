@@ -18,6 +18,13 @@ to be made): the oldest finished recordings make room; if they cannot, a live re
 there (the stream goes on) and an MP4 is not made. Lost media (the disk was full) is an
 EXT-X-DISCONTINUITY in the recording. A SIGKILL leaves the appended playlist: `start()`
 closes every recording left open as a VOD of the segments on disk and makes its MP4.
+
+With workers (`shared`), each worker's recorder holds the recordings it writes and sees the
+others' in the shared folder (rtmpd.hls.shared_recordings): the list shows them all, and
+max_bytes and keep_days hold for the folder, whoever recorded what (a finished recording of
+another worker may be removed to make room, unless its MP4 is being made). `start(claim)`
+takes over only the recordings `claim` names: all of them on the first start of worker 1,
+a restarted worker's own (closing those its killed run left open).
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from .packager import FinishedSegment
 from .playlist import Segment
 from .quota import size_text
 from .recording import ENDED, RecordConfig, RecordingInfo
+from .shared_recordings import OtherRecordings
 from .storage import check_name, make_dirs, write_atomic
 
 #: Seconds between retention passes (keep_days, and recordings removed by another process).
@@ -105,9 +113,15 @@ class Recorder:
         grace: float,
         clock: Callable[[], float] = time.time,
         log: logging.Logger | None = None,
+        node: str = "",
+        shared: bool = False,
     ) -> None:
         self.config = config
         self.root = Path(os.path.abspath(config.path))
+        #: Written into the sidecars of the recordings this recorder holds.
+        self.node = node
+        #: The other workers' recordings in the shared folder (None: no workers).
+        self.others = OtherRecordings(self.root) if shared else None
         self._grace = grace
         self._clock = clock
         self._log = log or logging.getLogger("rtmpd.record")
@@ -126,9 +140,10 @@ class Recorder:
 
     # -- life ---------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Load the recordings on disk, close those a killed run left open, queue the MP4s
-        not made yet, derive max_bytes when 0, apply retention."""
+    def start(self, claim: Callable[[RecordingInfo], bool] | None = None) -> None:
+        """Load the recordings on disk (those `claim` takes, with workers), close those a
+        killed run left open, queue the MP4s not made yet, derive max_bytes when 0, apply
+        retention."""
         try:
             make_dirs(self.root)
         except OSError as exc:
@@ -136,11 +151,14 @@ class Recorder:
         for name_dir in _dirs(self.root):
             for entry in _dirs(name_dir, hidden=True):
                 if entry.name.endswith(".removing"):
-                    self._delete(entry, _folder_size(entry))
+                    if claim is None:  # not another worker's deletion in progress
+                        self._delete(entry, _folder_size(entry))
                 elif rec.is_id(entry.name):
-                    self._load(name_dir.name, entry)
+                    self._load(name_dir.name, entry, claim)
+        if self.others is not None:
+            self.others.scan(self._ours)
         if not self.max_bytes:
-            self.max_bytes = _derived(self.root, self.total)
+            self.max_bytes = _derived(self.root, self.total + self._others_bytes())
         for infos in self._index.values():
             for info in sorted(infos.values(), key=lambda i: i.started_at):
                 if not info.mp4 and info.mp4_error is None:
@@ -155,6 +173,10 @@ class Recorder:
         now = self._clock() if now is None else now
         for name in [n for n, due in self._ending.items() if due <= now]:
             self._finish(name)
+        if self.others is not None:  # what the other workers see of ours, and theirs
+            for current in self._open.values():
+                _sidecar(current.folder, current.info, self._log)
+            self.others.scan(self._ours)
         self._poll_remux(now)
         if now >= self._next_retention:
             self._retention(now)
@@ -236,13 +258,18 @@ class Recorder:
     # -- queries --------------------------------------------------------------------------
 
     def recordings(self, name: str | None = None) -> list[RecordingInfo]:
-        """Of `name` (None: every name), newest first."""
+        """Of `name` (None: every name), newest first; the other workers' too."""
         names = [name] if name is not None else list(self._index)
         found = [i for n in names for i in self._index.get(n, {}).values()]
+        if self.others is not None:
+            found += self.others.infos(name)
         return sorted(found, key=lambda i: i.started_at, reverse=True)
 
     def get(self, name: str, rec_id: str) -> RecordingInfo | None:
-        return self._index.get(name, {}).get(rec_id)
+        found = self._index.get(name, {}).get(rec_id)
+        if found is None and self.others is not None:
+            return self.others.get(name, rec_id)
+        return found
 
     def remove(self, name: str, rec_id: str) -> bool:
         """Remove a finished recording; False when there is none. ValueError while it is
@@ -252,6 +279,8 @@ class Recorder:
             return False
         if info.recording:
             raise ValueError("it is being recorded; it can be removed once the broadcast ends")
+        if not self._removable(info):
+            raise ValueError("its MP4 is being made; it can be removed once that is done")
         self._remove(info, "removed")
         return True
 
@@ -265,7 +294,8 @@ class Recorder:
         rec_id = rec.new_id(started, taken)
         folder = self.root / name / rec_id
         fmp4 = segment.path.suffix == ".m4s"
-        info = RecordingInfo(name, rec_id, started, format="fmp4" if fmp4 else "ts")
+        info = RecordingInfo(name, rec_id, started, format="fmp4" if fmp4 else "ts",
+                             node=self.node)  # fmt: skip
         header = rec.event_header(target, fmp4).encode()
         try:
             check_name(name)
@@ -316,15 +346,19 @@ class Recorder:
             self._queue.append((name, info.id))
             self._poll_remux(self._clock())
 
-    def _load(self, name: str, folder: Path) -> None:
+    def _load(self, name: str, folder: Path, claim: Callable[[RecordingInfo], bool] | None) -> None:
         try:
             info = RecordingInfo.from_json((folder / rec.SIDECAR).read_bytes())
         except (OSError, ValueError) as exc:
-            self._log.warning("recordings: %s skipped (%s)", folder, exc)
+            if claim is None:
+                self._log.warning("recordings: %s skipped (%s)", folder, exc)
             return
         if info.name != name or info.id != folder.name:
             self._log.warning("recordings: %s skipped (its sidecar names another)", folder)
             return
+        if claim is not None and not claim(info):
+            return  # another worker's
+        info = info.changed(node=self.node)
         if info.recording:
             info = self._recover(info, folder)
         info = info.changed(bytes=_folder_size(folder))
@@ -450,7 +484,19 @@ class Recorder:
         """Bytes on disk, or about to be: the recordings, the MP4 being made, deletions that
         have not happened yet."""
         reserved = self._remux.reserved if self._remux is not None else 0
-        return self.total + reserved + self._removing
+        return self.total + reserved + self._removing + self._others_bytes()
+
+    def _others_bytes(self) -> int:
+        return self.others.bytes if self.others is not None else 0
+
+    def _ours(self, name: str, rec_id: str) -> bool:
+        return rec_id in self._index.get(name, {})
+
+    def _removable(self, info: RecordingInfo) -> bool:
+        """Not another worker's recording whose MP4 it may be making now."""
+        if self._ours(info.name, info.id):
+            return True
+        return not info.recording and (info.mp4 or info.mp4_error is not None or not info.segments)
 
     def _delete(self, folder: Path, size: int) -> None:
         """Delete a folder renamed away, in the remover thread; its bytes count until then."""
@@ -474,7 +520,12 @@ class Recorder:
                 self._forget(info)
 
     def _all(self) -> list[RecordingInfo]:
-        return [i for infos in self._index.values() for i in infos.values()]
+        """What retention and max_bytes may choose from: ours, and the other workers' that
+        are done (never one being recorded or remuxed)."""
+        ours = [i for infos in self._index.values() for i in infos.values()]
+        if self.others is None:
+            return ours
+        return ours + [i for i in self.others.infos() if self._removable(i)]
 
     def _remove(self, info: RecordingInfo, why: str) -> None:
         key = (info.name, info.id)
@@ -498,6 +549,8 @@ class Recorder:
         else:
             self._delete(doomed, info.bytes)
         self._forget(info)
+        if self.others is not None:
+            self.others.discard(info)
         self._log.info("recording %s: %s removed %s", info.name, info.id, why)
 
     def _forget(self, info: RecordingInfo) -> None:

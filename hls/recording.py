@@ -87,6 +87,7 @@ class RecordingInfo:
     mp4_error: str | None = None  # why it could not be made (not retried)
     thumbnail: bool = False
     stopped: str | None = None  # why it stopped before the broadcast ended (max_bytes)
+    node: str = ""  # the worker that holds it ("<node>.w<N>"; "" without workers)
 
     @property
     def recording(self) -> bool:

@@ -102,7 +102,9 @@ class Rtmpd:
         self.recorder: Recorder | None = None
         if config.record.enabled:
             self.recorder = Recorder(config.record, grace=config.hls.effective_grace,
-                                     log=logging.getLogger("rtmpd.record"))  # fmt: skip
+                                     log=logging.getLogger("rtmpd.record"),
+                                     node=worker.node if worker is not None else "",
+                                     shared=worker is not None)  # fmt: skip
         self.hls = HlsService(
             config.hls,
             on_segment=self._segment_written,
@@ -212,10 +214,15 @@ class Rtmpd:
             if self.config.database.url:  # the message names the server (no password)
                 raise StartupError(str(exc)) from None
             raise StartupError(f"database {self.config.database_path}: {exc}") from None
-        if self.worker is None or self.worker.cleanup:  # not while siblings' streams are live
+        first = self.worker is None or self.worker.cleanup
+        if first:  # not while siblings' streams are live
             self.hls.startup_cleanup(await self.auth.live_names())
-            if self.recorder is not None:  # closes what a killed run left open, then retention
+        if self.recorder is not None:  # closes what a killed run left open, then retention
+            if first:
                 self.recorder.start()
+            else:  # a restarted worker takes back its own (the first worker 1 took the rest)
+                node = self.worker.node if self.worker is not None else ""
+                self.recorder.start(claim=lambda info: info.node == node)
         quota = self.hls.quota
         log.info("HLS files: at most %d MiB per stream, %d MiB in all under %s", quota.max_stream
                  // MIB, quota.max_total // MIB, self.config.hls_path)  # fmt: skip

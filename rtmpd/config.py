@@ -302,13 +302,6 @@ class Config:
                 "[auth] on_play: RTMP play is refused to every address while [rtmp] allow_play "
                 'is empty; list the addresses or networks that may play (e.g. "0.0.0.0/0")'
             )
-        if self.server.worker_count > 1 and self.record.enabled:
-            # Each worker holds its own recordings index: a recordings list answered by
-            # another worker would see only part of them.
-            raise ConfigError(
-                "[record] enabled: not yet with [server] workers > 1 (it runs in one "
-                "process); set workers = 1 for it"
-            )
 
     @property
     def rtmp_address(self) -> Address:

@@ -164,8 +164,9 @@ def test_publish_url_hint(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "HOST" not in Config().publish_url_hint()
 
 
-def test_recording_wants_one_worker_and_rtmp_play_takes_workers() -> None:
-    with pytest.raises(ConfigError, match="workers = 1"):
-        from_dict({"server": {"workers": 2}, "record": {"enabled": True}}, Path("/"))
-    play = {"server": {"workers": 2}, "rtmp": {"allow_play": ["127.0.0.1"]}}
-    assert from_dict(play, Path("/")).rtmp.allow_play == ("127.0.0.1",)
+def test_recording_and_rtmp_play_take_workers() -> None:
+    both = {"server": {"workers": 2}, "rtmp": {"allow_play": ["127.0.0.1"]},
+            "record": {"enabled": True}}  # fmt: skip
+    config = from_dict(both, Path("/"))
+    assert config.rtmp.allow_play == ("127.0.0.1",) and config.record.enabled
+    assert config.server.worker_count == 2

@@ -1,7 +1,10 @@
-"""RTMP play with `[server] workers = 2` (rtmpd.pull): a player on the worker that does not
-hold the stream gets it pulled from the one that does, decodes it (FFmpeg through PyAV, in a
-child process) and gets the end when the publish ends; two players there share one pull; a
-takeover that brings the publish to the players' worker goes on for them without a pull.
+"""RTMP play and recording with `[server] workers = 2`. Play (rtmpd.pull): a player on the
+worker that does not hold the stream gets it pulled from the one that does, decodes it (FFmpeg
+through PyAV, in a child process) and gets the end when the publish ends; two players there
+share one pull; a takeover that brings the publish to the players' worker goes on for them
+without a pull. Recording (rtmpd.hls.shared_recordings): a recording worker 2 made is listed
+and downloaded from worker 1 and decodes; one whose worker was killed mid-broadcast is closed
+by the restarted worker and listed and played from the other.
 
 Which worker takes a connection is made certain as in tests/test_workers.py: the other one is
 stopped (SIGSTOP) until the connection has been taken."""
@@ -9,14 +12,29 @@ stopped (SIGSTOP) until the connection has been taken."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.media import FlvTag, make_flv, read_flv_tags
 from tests.support.rtmp_player import PlayResult, finish_player, start_player
-from tests.test_workers import GUARD, Cluster, _start, _stop, answer, send_until, until
+from tests.test_workers import (
+    GUARD,
+    Cluster,
+    _start,
+    _stop,
+    answer,
+    connected,
+    send_until,
+    until,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,6 +53,9 @@ fragment = 1.0
 playlist_length = 10.0
 grace = 1.0
 speed_burst = 3600
+[record]
+enabled = true
+path = "recordings"
 [database]
 path = "data/rtmpd.sqlite3"
 [log]
@@ -148,3 +169,97 @@ async def test_a_takeover_to_the_players_worker_goes_on_for_them(cluster: Cluste
     assert result.report["media_seconds"] > 5.0, result.report
     print(f"\nthe player ended {time.monotonic() - began:.1f} s after the publish")
     await first.close()
+
+
+async def recordings_of(cluster: Cluster, name: str, worker: int) -> list[dict[str, Any]]:
+    """The finished recordings of `name` as the public API of `worker` lists them."""
+    status, text, _ = await answer(cluster, f"/api/streams/{name}/recordings", worker)
+    assert status == 200, text
+    found: list[dict[str, Any]] = json.loads(text)["recordings"]
+    return found
+
+
+async def every_recording(cluster: Cluster, name: str, token: str) -> list[dict[str, Any]]:
+    """Those being recorded too: the admin API's list (answered by worker 1, whichever worker
+    the request reaches)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    path = f"/api/admin/recordings/{name}"
+    async with connected(cluster, 2) as http, http.get(path, headers=headers) as response:
+        assert response.status == 200, await response.text()
+        found: list[dict[str, Any]] = (await response.json())["recordings"]
+    return found
+
+
+def decode_errors(path: Path) -> str:
+    """What `ffmpeg -v error` says decoding every frame of `path` ("" when nothing)."""
+    out = subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-f", "null", "-"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return out.stderr.strip()
+
+
+async def test_a_recording_of_worker_2_is_listed_and_downloaded_from_worker_1(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    name = "rosa"
+    key = cluster.cli("users", "add", name)
+    token = cluster.cli("tokens", "add", "rosa-test")
+    publisher = await cluster.publish(key, worker=2)
+    send_until(publisher, cluster.tags, 0, 4000)
+
+    async def recording_seen() -> bool:  # worker 2 rewrites its sidecar as it records
+        found = await every_recording(cluster, name, token)
+        return bool(found) and found[0]["recording"] and found[0]["bytes"] > 50_000
+
+    await until(recording_seen)
+    await publisher.close()
+
+    async def with_mp4() -> bool:
+        found = await recordings_of(cluster, name, 1)
+        return bool(found) and found[0]["mp4_url"] is not None
+
+    await until(with_mp4)
+    [listed] = await recordings_of(cluster, name, 1)
+    assert await recordings_of(cluster, name, 2) == [listed]
+    assert listed["recording"] is False and listed["duration_seconds"] >= 2.0
+    status, text, headers = await answer(cluster, listed["playlist_url"], 1)
+    assert status == 200 and "#EXT-X-ENDLIST" in text
+    async with connected(cluster, 1) as http, http.get(listed["mp4_url"]) as response:
+        assert response.status == 200 and response.headers["X-Rtmpd-Worker"] == "1"
+        mp4 = tmp_path / "recording.mp4"
+        mp4.write_bytes(await response.read())
+    assert decode_errors(mp4) == ""
+    assert lines(cluster, 2, f"recording {name}: started") == 1
+    assert lines(cluster, 1, f"recording {name}") == 0  # worker 1 only read the folder
+
+
+async def test_a_recording_of_a_killed_worker_is_closed_and_listed_by_the_other(
+    cluster: Cluster,
+) -> None:
+    name = "sami"
+    key = cluster.cli("users", "add", name)
+    token = cluster.cli("tokens", "add", "sami-test")
+    publisher = await cluster.publish(key, worker=2)
+    send_until(publisher, cluster.tags, 0, 3000)
+
+    async def recording() -> bool:
+        found = await every_recording(cluster, name, token)
+        return bool(found) and found[0]["recording"] and found[0]["duration_seconds"] >= 1.0
+
+    await until(recording)
+    old = cluster.pids()
+    os.kill(old[2], signal.SIGKILL)
+    await publisher.wait_closed(GUARD)
+    await publisher.close()
+
+    async def closed() -> bool:
+        found = await recordings_of(cluster, name, 1)
+        return bool(found) and not found[0]["recording"] and found[0]["mp4_url"] is not None
+
+    await until(closed)  # by worker 2 once restarted: it takes back its own recordings
+    assert lines(cluster, 2, f"recording {name}: ", "closed after an interrupted run") == 1
+    [listed] = await recordings_of(cluster, name, 1)
+    status, text, _ = await answer(cluster, listed["playlist_url"], 1)
+    assert status == 200 and "#EXT-X-PLAYLIST-TYPE:VOD" in text and "#EXT-X-ENDLIST" in text
