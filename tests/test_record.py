@@ -372,6 +372,49 @@ async def test_max_bytes_is_a_hard_bound(
         recorder.close()
 
 
+async def test_workers_list_each_others_recordings_and_share_max_bytes(
+    tmp_path: Path, hls_and_clock: tuple[HlsConfig, FakeClock]
+) -> None:  # noqa: E501
+    """With workers, two recorders on one folder: each lists the other's recordings (from the
+    sidecars), and max_bytes holds for the folder: the second makes room by removing the
+    first's finished recording, which the first then forgets; a restarted worker takes back
+    only its own."""
+    config, clock = hls_and_clock
+    root = tmp_path / "rec"
+    one = Recorder(RecordConfig(True, root), grace=0, clock=clock, node="n.w1", shared=True)
+    one.start()
+    hls_one = HlsService(config, clock=clock, recorder=one)
+    broadcast(hls_one, one, clock)
+    [first] = await finished(one, "benw")
+    assert first.node == "n.w1" and first.mp4
+    limit = first.bytes * 3 // 2
+    two = Recorder(RecordConfig(True, root, max_bytes=limit), grace=0, clock=clock, node="n.w2",
+                   shared=True)  # fmt: skip
+    two.start(claim=lambda info: info.node == "n.w2")
+    assert two.recordings("benw") == [first] and two.total == 0  # listed, not taken over
+    live_two = HlsConfig(path=tmp_path / "live2", fragment=1.0, playlist_length=4.0)
+    hls_two = HlsService(live_two, clock=clock, recorder=two)
+    try:
+        clock.advance(10)
+        broadcast(hls_two, two, clock)
+        [second] = await finished(two, "benw")  # the first one went to make room
+        assert second.node == "n.w2" and second.mp4
+        assert not folder_of(one, first).exists() and on_disk(root) <= limit
+        one.tick(clock() + recorder_module.RETENTION_SECONDS)
+        assert one.recordings("benw") == [second] and one.total == 0
+        again = Recorder(RecordConfig(True, root), grace=0, clock=clock, node="n.w1", shared=True)
+        again.start(claim=lambda info: info.node == "n.w1")  # worker 1 restarted: none of its own
+        assert again.total == 0 and again.recordings("benw") == [second]
+        again.close()
+        assert one.remove("benw", second.id)  # the admin API is worker 1's: it removes any
+        assert not folder_of(two, second).exists() and one.recordings("benw") == []
+        two.tick(clock() + recorder_module.RETENTION_SECONDS)
+        assert two.recordings("benw") == [] and two.total == 0
+    finally:
+        one.close()
+        two.close()
+
+
 # -- a full disk, a SIGKILL ----------------------------------------------------------------------
 
 
