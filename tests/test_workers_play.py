@@ -2,9 +2,10 @@
 worker that does not hold the stream gets it pulled from the one that does, decodes it (FFmpeg
 through PyAV, in a child process) and gets the end when the publish ends; two players there
 share one pull; a takeover that brings the publish to the players' worker goes on for them
-without a pull. Recording (rtmpd.hls.shared_recordings): a recording worker 2 made is listed
-and downloaded from worker 1 and decodes; one whose worker was killed mid-broadcast is closed
-by the restarted worker and listed and played from the other.
+without a pull (one on the worker it left gets the end). Recording
+(rtmpd.hls.shared_recordings): a recording worker 2 made is listed and downloaded from
+worker 1 and decodes; one whose worker was killed mid-broadcast is closed by the restarted
+worker and listed and played from the other.
 
 Which worker takes a connection is made certain as in tests/test_workers.py: the other one is
 stopped (SIGSTOP) until the connection has been taken."""
@@ -86,12 +87,13 @@ async def players_on(
 ) -> list[asyncio.Task[PlayResult]]:
     """`count` FFmpeg players of `name` whose connections `worker` took."""
     url = f"rtmp://127.0.0.1:{cluster.rtmp_port}/app/{name}"
-    before = lines(cluster, worker, f": playing {name}")  # the play request's name is redacted
+    playing = ("rtmpd.rtmp:", f": playing {name}")  # the play request's name is redacted
+    before = lines(cluster, worker, *playing)
     with cluster.only(worker):
         procs = [await start_player(url, 60) for _ in range(count)]
 
         async def asked() -> bool:
-            return lines(cluster, worker, f": playing {name}") >= before + count
+            return lines(cluster, worker, *playing) >= before + count
 
         await until(asked)
     return [asyncio.create_task(finish_player(p, 90)) for p in procs]
@@ -153,6 +155,7 @@ async def test_a_takeover_to_the_players_worker_goes_on_for_them(cluster: Cluste
     sent = send_until(first, tags, 0, 3000)
     await live_on(cluster, 2, name)
     [player] = await players_on(cluster, 2, name, 1)
+    [left] = await players_on(cluster, 1, name, 1)  # on the worker the publish will leave
     await until(pulled(cluster, name))
     send_until(first, tags, sent, 5000)
     await asyncio.sleep(0.3)
@@ -163,6 +166,8 @@ async def test_a_takeover_to_the_players_worker_goes_on_for_them(cluster: Cluste
     await asyncio.sleep(0.5)
     began = time.monotonic()
     await second.close()
+    decoded(await left)  # the end, once worker 1's grace for the stream was over
+    assert lines(cluster, 1, "rtmpd.rtmp:", f"play of {name} ended: the stream ended") == 1
     result = await player
     decoded(result)
     # At most 3 s came from the first publish once the player was on: the rest is the second's.
