@@ -3,6 +3,7 @@ played by RTMP players, against the same publish alone; then memory with one sta
 destination and one stalled player held for a while.
 
     python -m bench.restream [--destinations 3] [--players 20] [--steady 30] [--hold 60]
+                             [--workers 1] [--phases alone,fanout,stalled]
 
 Phase "alone": the publish, nothing else. Phase "fanout": the same publish with the
 destinations ([[push]] in rtmpd's config) and the players connected. Phase "stalled": the
@@ -10,7 +11,11 @@ same, plus one destination that accepts the publish and then reads nothing, and 
 that stops reading; RSS of rtmpd sampled every 0.5 s over `--hold` seconds (it must stay flat:
 the queues are bounded, see docs/RELIABILITY.md). The destinations and players are rtmpd's own
 client and server cores in this process (they cost rtmpd nothing); rtmpd's CPU and RSS are its
-own process's. The load average is recorded with every result: the machine is shared.
+own process's (with `--workers 2`, the supervisor's and its workers': players then land on
+either worker, and one that reached the worker without the publish is fed by a pull from the
+other, rtmpd.pull). A player's lag is when a video message reached it less when the publisher's
+clock made it due (both in this process). The load average is recorded with every result: the
+machine is shared.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import re
 import shlex
 import sys
 import time
@@ -98,6 +104,9 @@ class Player:
         self.port, self.name, self.stalled = port, name, stalled
         self.media = 0
         self.sessions = 0
+        #: (arrival, media timestamp in s) of each video message, once `measuring` is set.
+        self.arrivals: list[tuple[float, float]] = []
+        self.measuring = False
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -106,6 +115,8 @@ class Player:
     def _event(self, event: ClientEvent) -> None:
         if isinstance(event, MediaMessage):
             self.media += 1
+            if self.measuring and event.msg_type == 9:
+                self.arrivals.append((time.monotonic(), event.timestamp / 1000))
 
     async def _run(self) -> None:
         while True:
@@ -134,9 +145,10 @@ class Player:
                 await self._task
 
 
-def _server(destinations: list[Destination]) -> RtmpdServer:
-    server = RtmpdServer(fragment=2.0, playlist_length=10.0)
+def _server(destinations: list[Destination], workers: int = 1) -> RtmpdServer:
+    server = RtmpdServer(fragment=2.0, playlist_length=10.0, workers=workers)
     text = server.config.read_text().replace("[rtmp]\n", '[rtmp]\nallow_play = ["127.0.0.1"]\n')
+    text = text.replace('level = "warning"', 'level = "info"')  # "playing" lines: which worker
     for dest in destinations:
         text += f'[[push]]\nurl = "rtmp://127.0.0.1:{dest.port}/live"\n'
     server.config.write_text(text)
@@ -149,7 +161,7 @@ async def phase(
     dests = [await Destination().start() for _ in range(args.destinations if fanout else 0)]
     if stalled:
         dests.append(await Destination(stalled=True).start())
-    server = _server(dests)
+    server = _server(dests, args.workers)
     server.start()
     players: list[Player] = []
     try:
@@ -179,6 +191,10 @@ async def phase(
                     await asyncio.sleep(0.5)
 
             staller = asyncio.create_task(keep_stalled())
+        await asyncio.sleep(max(0.0, t0 + warm - time.monotonic()))
+        for player in players:
+            player.measuring = True
+        clock0 = min((p.clock0 for p in gen.active), default=0.0)  # media ts 0, monotonic
         res = await running
         if staller is not None:
             staller.cancel()
@@ -188,8 +204,17 @@ async def phase(
         inside = [s for s in sampler.samples if start <= s.t <= end]
         first_rss = inside[0].rss if inside else 0
         last_rss = inside[-1].rss if inside else 0
+        lags = sorted((at - clock0 - ts) * 1000 for p in players if not p.stalled
+                      for at, ts in p.arrivals if start <= at <= end)  # fmt: skip
+        log = server.log.read_text(errors="replace") if server.log.exists() else ""
+        per_worker = [len(re.findall(rf"\[w{i}\] rtmpd\.rtmp: .*: playing {name}", log))
+                      for i in range(1, args.workers + 1)]  # fmt: skip
         row: dict[str, Any] = {
             "phase": label,
+            "workers": args.workers,
+            "players_per_worker": per_worker if args.workers > 1 else [len(players)],
+            "player_lag_p50_ms": round(lags[len(lags) // 2]) if lags else None,
+            "player_lag_p99_ms": round(lags[int(len(lags) * 0.99)]) if lags else None,
             "destinations": args.destinations if fanout else 0,
             "players": args.players if fanout else 0,
             "stalled": stalled,
@@ -223,6 +248,8 @@ async def _main(args: argparse.Namespace) -> int:
     for _ in range(args.repeat):
         for label, fanout, stalled in (("alone", False, False), ("fanout", True, False),
                                        ("stalled", True, True)):  # fmt: skip
+            if label not in args.phases.split(","):
+                continue
             row = await phase(label, args, media, fanout=fanout, stalled=stalled)
             row.update(command=cmd, machine=info)
             rows.append(row)
@@ -231,12 +258,15 @@ async def _main(args: argparse.Namespace) -> int:
     with open(RESULTS / "results.jsonl", "a") as out:
         for row in rows:
             out.write(json.dumps({"scenario": "restream", **row}) + "\n")
-    print("| phase | dest | players | stalled | CPU (core) | RSS first/max/last MiB | load |")
-    print("|---|---|---|---|---|---|---|")
+    print("| phase | workers | dest | players (per worker) | stalled | CPU (core) | "
+          "lag p50/p99 ms | RSS first/max/last MiB | load |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['phase']} | {r['destinations']} | {r['players']} | {r['stalled']} | "
-              f"{r['cpu_share_of_core']} | {r['rss_first_mib']}/{r['rss_max_mib']}/"
-              f"{r['rss_last_mib']} | {r['loadavg_during']} |")  # fmt: skip
+        print(f"| {r['phase']} | {r['workers']} | {r['destinations']} | {r['players']} "
+              f"({' / '.join(map(str, r['players_per_worker']))}) | {r['stalled']} | "
+              f"{r['cpu_share_of_core']} | {r['player_lag_p50_ms']}/{r['player_lag_p99_ms']} | "
+              f"{r['rss_first_mib']}/{r['rss_max_mib']}/{r['rss_last_mib']} | "
+              f"{r['loadavg_during']} |")  # fmt: skip
     return 0
 
 
@@ -249,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold", type=float, default=60.0)
     parser.add_argument("--warm", type=float, default=5.0, help="seconds before measuring")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1, help="[server] workers of rtmpd")
+    parser.add_argument("--phases", default="alone,fanout,stalled", help="comma-separated")
     return asyncio.run(_main(parser.parse_args(argv)))
 
 

@@ -278,8 +278,10 @@ async def test_restream_bench_phase_with_stalled_peers(tiny_flv: Path) -> None:
 
     from bench.restream import phase
 
-    args = argparse.Namespace(destinations=1, players=2, steady=1.0, hold=2.0, warm=1.0)
+    args = argparse.Namespace(destinations=1, players=2, steady=1.0, hold=2.0, warm=1.0,
+                              workers=1)  # fmt: skip
     row = await phase("stalled", args, PreparedMedia(tiny_flv), fanout=True, stalled=True)
     assert row["publish_errors"] == 0 and row["window_s"] > 0
+    assert row["player_lag_p99_ms"] is not None and row["workers"] == 1
     assert row["destination_messages"][0] > 0 and row["player_messages_min"] > 0
     assert row["rss_max_mib"] > 0 and row["cpu_share_of_core"] > 0
