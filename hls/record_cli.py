@@ -16,8 +16,8 @@ from pathlib import Path
 
 from . import recording as rec
 from .quota import size_text
-from .recorder import delete_folder
 from .recording import RecordConfig, RecordingInfo
+from .recording_disk import delete_folder
 from .storage import check_name
 
 PROG = "rtmpd recordings"

@@ -52,6 +52,14 @@ from .packager import FinishedSegment
 from .playlist import Segment
 from .quota import size_text
 from .recording import ENDED, RecordConfig, RecordingInfo
+from .recording_disk import SIDECAR_BYTES, delete_folder
+from .recording_disk import derived as _derived
+from .recording_disk import dirs as _dirs
+from .recording_disk import folder_size as _folder_size
+from .recording_disk import nothing as _nothing
+from .recording_disk import sidecar as _sidecar
+from .recording_disk import size as _size
+from .recording_disk import write_all as _write_all
 from .shared_recordings import OtherRecordings
 from .storage import check_name, make_dirs, write_atomic
 
@@ -61,8 +69,6 @@ RETENTION_SECONDS = 10.0
 #: its MPEG-TS segments (their packet overhead outweighs the moov box) and about as large as
 #: fMP4 ones.
 MP4_MARGIN = 64 * 1024
-#: What a sidecar counts for (it is smaller: it cannot count its own exact size).
-SIDECAR_BYTES = 1024
 #: At most this much room is made ahead of max_bytes (a tenth of it when that is less).
 HEADROOM = 256 * 1024 * 1024
 #: Seconds a remux may take beyond its recording's duration before it is killed.
@@ -621,79 +627,3 @@ class Recorder:
                 bytes=_folder_size(folder),
             )
         )
-
-
-# -- helpers ----------------------------------------------------------------------------------
-
-
-def _nothing() -> None:
-    return None
-
-
-def _write_all(file: IO[bytes], data: bytes) -> None:
-    written = file.write(data)
-    if written != len(data):
-        raise OSError(errno.ENOSPC, "short write")
-
-
-def _dirs(folder: Path, hidden: bool = False) -> list[Path]:
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return []
-    return [
-        Path(e.path) for e in entries
-        if e.is_dir(follow_symlinks=False) and (hidden or not e.name.startswith("."))
-    ]  # fmt: skip
-
-
-def _folder_size(folder: Path) -> int:
-    """Its files' bytes, the sidecar counted as SIDECAR_BYTES."""
-    total = SIDECAR_BYTES
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return 0
-    for entry in entries:
-        if entry.name == rec.SIDECAR:
-            continue
-        with contextlib.suppress(OSError):
-            total += entry.stat(follow_symlinks=False).st_size
-    return total
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
-def _sidecar(folder: Path, info: RecordingInfo, log: logging.Logger) -> None:
-    try:
-        write_atomic(folder / rec.SIDECAR, info.to_json())
-    except OSError as exc:
-        log.error("recording %s: cannot write %s: %s", info.name, rec.SIDECAR, exc)
-
-
-def _derived(root: Path, ours: int) -> int:
-    """max_bytes when it is 0: DERIVED_SHARE of the free space plus what recordings hold."""
-    try:
-        stat = os.statvfs(root)
-    except OSError:
-        return 1 << 62  # not usable: writes fail and say so
-    return int(rec.DERIVED_SHARE * (stat.f_bavail * stat.f_frsize + ours))
-
-
-def delete_folder(folder: Path) -> None:
-    """Remove a recording folder: only the files a recording holds, then the folder."""
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return
-    for file_name in names:
-        if rec.is_ours(file_name):
-            with contextlib.suppress(OSError):
-                os.unlink(folder / file_name)
-    with contextlib.suppress(OSError):
-        folder.rmdir()

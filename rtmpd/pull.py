@@ -231,7 +231,6 @@ class SiblingPlays:
 
     def __init__(self, broadcasts: dict[str, Broadcast]) -> None:
         self._broadcasts = broadcasts
-        self.playing = 0
 
     async def authorize(self, publisher: Publisher, request: PublishRequest) -> Accept | Reject:
         return Reject("NetStream.Publish.Denied", "publishing is not taken here")
@@ -240,12 +239,7 @@ class SiblingPlays:
         broadcast = self._broadcasts.get(request.name)
         if broadcast is None or broadcast.ended:
             return Reject(PLAY_NOT_FOUND, "no such live stream")
-
-        def ended(reason: str) -> None:
-            self.playing -= 1
-
-        self.playing += 1
-        return PlayAccept(request.name, PlayerOutput(broadcast.fanout, player, on_end=ended))
+        return PlayAccept(request.name, PlayerOutput(broadcast.fanout, player))
 
 
 def private_listener(path: str) -> socket.socket:

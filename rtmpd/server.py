@@ -743,8 +743,12 @@ class _Connection(asyncio.Protocol):
                     # reads: closing now would reset the connection and lose what we said.
                     # Send FIN, drop what it still sends, close after LINGER (nginx's
                     # lingering close).
-                    transport.write_eof()
-                    self.loop.call_later(LINGER, transport.close)
+                    try:
+                        transport.write_eof()
+                    except OSError:  # the peer is gone already (ENOTCONN): nothing to say
+                        transport.abort()
+                    else:
+                        self.loop.call_later(LINGER, transport.close)
                 else:
                     transport.close()
         publishes, self.publishes = self.publishes, {}
