@@ -1,11 +1,11 @@
 """RTMP play and recording with `[server] workers = 2`. Play (rtmpd.pull): a player on the
 worker that does not hold the stream gets it pulled from the one that does, decodes it (FFmpeg
-through PyAV, in a child process) and gets the end when the publish ends; two players there
-share one pull; a takeover that brings the publish to the players' worker goes on for them
-without a pull (one on the worker it left gets the end). Recording
-(rtmpd.hls.shared_recordings): a recording worker 2 made is listed and downloaded from
-worker 1 and decodes; one whose worker was killed mid-broadcast is closed by the restarted
-worker and listed and played from the other.
+through PyAV, in a child process) and gets the end when the publish ends; players there (one
+joining late, from the pull's own GOP cache) share one pull; a takeover that brings the
+publish to the players' worker goes on for them without a pull (one on the worker it left
+gets the end). Recording (rtmpd.hls.shared_recordings): a recording worker 2 made is listed
+and downloaded from worker 1 and decodes; one whose worker was killed mid-broadcast is closed
+by the restarted worker and listed and played from the other.
 
 Which worker takes a connection is made certain as in tests/test_workers.py: the other one is
 stopped (SIGSTOP) until the connection has been taken."""
@@ -133,14 +133,19 @@ async def test_players_on_the_other_worker_share_one_pull_and_get_the_end(
     await live_on(cluster, 2, name)
     players = await players_on(cluster, 2, name, 2)
     await until(pulled(cluster, name))
-    sent = send_until(publisher, tags, sent, 6000)
+    sent = send_until(publisher, tags, sent, 4500)
+    await asyncio.sleep(0.3)
+    # A late joiner, on the pull already running: headers and the last GOP from worker 2's
+    # own cache (worker 1 is stopped while it connects), then the live stream.
+    players += await players_on(cluster, 2, name, 1)
+    sent = send_until(publisher, tags, sent, 7000)
     await asyncio.sleep(0.5)  # the players read what was sent
     await publisher.close()  # the publish ends; after the grace, the broadcast
     results = await asyncio.gather(*players)
     for result in results:
         decoded(result)
         assert result.report["media_seconds"] > 2.0  # the GOP it joined at, and what followed
-    # One pull for both: worker 1 played the stream once, to worker 2's private socket.
+    # One pull for all three: worker 1 played the stream once, to worker 2's private socket.
     assert lines(cluster, 1, "rtmpd.siblings:", f": playing {name}") == 1
     assert lines(cluster, 1, f": playing {name}") == 1
     assert lines(cluster, 2, f"{name}: pulled from its worker") == 1
