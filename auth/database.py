@@ -61,7 +61,9 @@ class UserDatabase(Protocol):
         expires: float | None = None, replace: bool = True,
     ) -> bool: ...  # fmt: skip
 
-    async def mark_playing(self, user_id: int, token: str, url: str) -> bool: ...
+    async def mark_playing(
+        self, user_id: int, token: str, url: str, details: str | None = None
+    ) -> bool: ...
 
     async def renew_live(self, node: str, expires: float) -> int: ...
 
@@ -183,14 +185,14 @@ class DatabaseDecider:
         self.remote.pop(lease.name, None)
         return None
 
-    async def playing(self, name: str, url: str) -> None:
+    async def playing(self, name: str, url: str, details: str | None = None) -> None:
         """The publish of `name` here has a playlist, served under the HTTP base `url`: the
-        other nodes list it from now on and send its viewers here."""
+        other nodes list it from now on (with `details`) and send its viewers here."""
         record = self._live.get(name)
         if record is None:
             return
         try:
-            await self._store.mark_playing(record.owner.user_id, record.token, url)
+            await self._store.mark_playing(record.owner.user_id, record.token, url, details)
         except StoreError as exc:
             self._log.warning("%s not marked as playing in the database: %s", name, exc)
 

@@ -99,6 +99,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX destinations_by_user ON destinations (user_id)",
     ),
+    (
+        "ALTER TABLE users ADD COLUMN live_details TEXT",
+        "DROP TRIGGER user_changed ON users",
+        """CREATE TRIGGER user_changed AFTER UPDATE ON users FOR EACH ROW
+            WHEN (OLD.active IS DISTINCT FROM NEW.active
+                  OR OLD.key_digest IS DISTINCT FROM NEW.key_digest
+                  OR OLD.live_token IS DISTINCT FROM NEW.live_token
+                  OR OLD.live_url IS DISTINCT FROM NEW.live_url
+                  OR OLD.live_details IS DISTINCT FROM NEW.live_details)
+            EXECUTE FUNCTION rtmpd_notify_user()""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 #: Seconds between attempts to open the listening connection again after it dropped.

@@ -237,8 +237,9 @@ class AuthService:
             return []
         return [r for r in self._database.remote.values() if r.name not in self._live]
 
-    async def playing(self, name: str, url: str) -> None:
+    async def playing(self, name: str, url: str, details: str | None = None) -> None:
         """The publish of `name` here has a playlist at the HTTP base `url` (for other
-        nodes: their channel lists, and where they send its viewers)."""
+        nodes: their channel lists, and where they send its viewers); `details` is what they
+        show of it (opaque to auth)."""
         if self._database is not None and name in self._live:
-            await self._database.playing(name, url)
+            await self._database.playing(name, url, details)

@@ -111,6 +111,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
                 DELETE FROM destinations WHERE user_id = OLD.id;
             END""",
     ),
+    (  # what the holding node says of its live stream (codecs, size), for the other nodes
+        "ALTER TABLE users ADD COLUMN live_details TEXT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -553,7 +553,9 @@ class Rtmpd:
                 publish.health.segment(segment.duration, segment.lag)
                 if publish not in self._playing:  # other nodes may send viewers here now
                     self._playing.add(publish)
-                    self._spawn(self.auth.playing(publish.name, self.node_url))
+                    self._spawn(self.auth.playing(
+                        publish.name, self.node_url, self.directory.details(publish.name)
+                    ))  # fmt: skip
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -93,7 +93,16 @@ async def test_a_user_of_node_a_publishes_on_node_b_and_a_sends_viewers_there(
         assert followed.status == 200 and (await followed.text()).startswith("#EXTM3U")
         assert str(followed.url).startswith(b.node_url)
         page = await http.get(f"{base}/api/streams/benw")
-        assert (await page.json())["live"] is True
+        info = await page.json()
+        own = await (await http.get(f"{b.node_url}/api/streams/benw")).json()
+        assert info["live"] is True
+        # what node B knows of its stream, node A shows too (but for the bitrates)
+        assert own["video"]["kbps"] is not None
+        assert info["video"] == {**own["video"], "kbps": None}
+        assert info["audio"] == {**own["audio"], "kbps": None}
+        assert info["video"]["name"] == "H.264" and info["video"]["width"] == 96
+        thumb = await http.get(f"{base}/thumb/benw.jpg")
+        assert thumb.status == 200 and (await thumb.read())[:2] == b"\xff\xd8"
     await publisher.close()
 
     async def a_drops_it() -> bool:
