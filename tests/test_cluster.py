@@ -1,7 +1,7 @@
 """Several rtmpd nodes on one PostgreSQL (a throwaway cluster): a user added on node A
-publishes on node B; A lists B's stream and sends its viewers to B; a ban on A cuts the stream
-on B within 2 s (A's API shows B's stream with its codecs and thumbnail, and an nginx edge
-in front of A follows A's redirect itself); a reconnect that lands on another node takes the stream over; with
+publishes on node B; A lists B's stream (with its codecs and thumbnail) and sends its viewers to B, and an nginx
+edge in front of A follows that redirect itself; a ban on A cuts the stream
+on B within 2 s; a reconnect that lands on another node takes the stream over; with
 duplicate = reject the other node refuses; a node killed with SIGKILL has its stream released
 by the others once its lease runs out, and the streamer publishes again elsewhere; and two
 nodes behind HAProxy (deploy/haproxy.cfg, send-proxy-v2) see the streamer's and the viewer's
