@@ -1,6 +1,6 @@
 """Several rtmpd nodes on one PostgreSQL (a throwaway cluster): a user added on node A
-publishes on node B; A lists B's stream (with its codecs and thumbnail) and sends its viewers to B, and an nginx
-edge in front of A follows that redirect itself; a ban on A cuts the stream
+publishes on node B; A lists B's stream (with its codecs and thumbnail) and sends its viewers
+to B, and an nginx edge in front of A follows that redirect itself; a ban on A cuts the stream
 on B within 2 s; a reconnect that lands on another node takes the stream over; with
 duplicate = reject the other node refuses; a node killed with SIGKILL has its stream released
 by the others once its lease runs out, and the streamer publishes again elsewhere; and two
