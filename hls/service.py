@@ -136,6 +136,23 @@ class HlsService:
         del self._states[name]
         packager.detach()
 
+    def finish_abandoned(self, name: str) -> bool:
+        """The publish of `name` in another process sharing the folder (`shared`) ended with
+        that process (killed): list ENDLIST in the playlist it left, so players stop waiting,
+        and remove its files after the grace unless someone publishes it again. False if a
+        publish of it is open here or its playlist is not there."""
+        state = self._states.get(name)
+        if state is not None and state.packager is not None:
+            return False
+        fresh = self._state_on_disk(name)
+        if fresh is None:
+            return False
+        if state is not None:
+            state.usage.release()  # the fresh one counts the same files again
+            fresh.generation = state.generation
+        self._states[name] = fresh
+        return fresh.abandoned()
+
     def _wrote_last(self, state: NameState) -> bool:
         """Whether the playlist on disk is the one `state` wrote (not another process's)."""
         try:

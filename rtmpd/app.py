@@ -150,6 +150,7 @@ class Rtmpd:
         if worker is not None:  # the failed-key limit holds across workers
             self.auth.share_failures(worker.failed)
             worker.on_failed_elsewhere = self.auth.failed_elsewhere
+            worker.on_sibling_died = lambda node: self._spawn(self._sibling_died(node))
         #: Users and API tokens on the server's own store; None in callback mode (no database).
         self.accounts: Accounts | None = None
         if self.auth.store is not None:
@@ -207,6 +208,8 @@ class Rtmpd:
             self.hls.startup_cleanup(await self.auth.live_names())
             if self.recorder is not None:  # closes what a killed run left open, then retention
                 self.recorder.start()
+        else:  # restarted: the streams it held when it died end now (unless taken over)
+            self._finish_abandoned(self.auth.stale, "before this worker's restart")
         quota = self.hls.quota
         log.info("HLS files: at most %d MiB per stream, %d MiB in all under %s", quota.max_stream
                  // MIB, quota.max_total // MIB, self.config.hls_path)  # fmt: skip
@@ -264,6 +267,7 @@ class Rtmpd:
             worker=self.worker.label if self.worker is not None else "",
             sibling=self.directory.sibling if self.worker is not None else None,
             admin_worker=self.worker.admin_path if self.worker is not None else "",
+            peers=self.worker.peers if self.worker is not None else None,
         )
         self._runner = make_runner(
             app,
@@ -543,6 +547,18 @@ class Rtmpd:
 
     def _play_allowed(self, peer: str) -> bool:
         return self._play_networks.trusts(peer)
+
+    # -- workers -----------------------------------------------------------------------
+
+    async def _sibling_died(self, node: str) -> None:
+        """Worker `node` died: its live records are cleared (by this worker or another, each
+        name by one), and the playlists of those cleared here get ENDLIST."""
+        self._finish_abandoned(await self.auth.release_node(node), f"when {node} died")
+
+    def _finish_abandoned(self, names: list[str], when: str) -> None:
+        for name in names:
+            if self.hls.finish_abandoned(name):
+                log.info("HLS %s: its publisher went %s; playlist ended", name, when)
 
     # -- helpers -----------------------------------------------------------------------
 

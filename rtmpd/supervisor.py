@@ -17,8 +17,11 @@ sockets. `[server] balance` says how connections are spread:
 Start-up: worker 1 first (it migrates the database and removes HLS leftovers of an earlier
 run), then the others together; the pid file (for `rtmpd drain`) is written once all are up.
 A worker that dies is restarted after a pause that grows while it keeps dying (0.5 s to 10 s);
-its publishers reconnect (to any worker) and take their streams over; its live records are
-cleared by its restart. SIGTERM, SIGINT, SIGUSR1 and SIGHUP go to every worker (SIGTERM: each
+its publishers reconnect (to any worker) and take their streams over. The others are told
+(`{"died": N}`): whichever clears a dead worker's live record of a stream first lists ENDLIST in
+its playlist (players stop waiting), and the restarted worker does the same for any left; a
+stream its streamer already took over on another worker has that worker's record, so it goes
+on. SIGTERM, SIGINT, SIGUSR1 and SIGHUP go to every worker (SIGTERM: each
 drains and stops; the supervisor exits once all have).
 
 /metrics is prometheus-client's multiprocess mode: each worker writes its values to files in
@@ -232,6 +235,8 @@ class Supervisor:
         listen.cancel()
         child.writer = None
         writer.close()
+        if not self._stopping:  # its streams' playlists are finished by whoever is up
+            self._tell_others(child, {"died": child.index})
         folder = str(self.folder / "metrics")
         multiprocess.mark_process_dead(proc.pid, folder)  # type: ignore[no-untyped-call]
         return code
@@ -264,10 +269,14 @@ class Supervisor:
                 child.ready.set()
             host = message.get("failed")
             if isinstance(host, str):  # the others count it too
-                data = json.dumps({"failed": host}).encode() + b"\n"
-                for other in self.children:
-                    if other is not child and other.writer is not None and other.ready.is_set():
-                        other.writer.write(data)
+                self._tell_others(child, {"failed": host})
+
+    def _tell_others(self, child: _Child, message: dict[str, Any]) -> None:
+        """`message` to every worker that is up but `child`."""
+        data = json.dumps(message).encode() + b"\n"
+        for other in self.children:
+            if other is not child and other.writer is not None and other.ready.is_set():
+                other.writer.write(data)
 
     def _write_pid(self) -> Path | None:
         path = self.config.pid_file

@@ -9,7 +9,9 @@ workers' private HTTP sockets are. Afterwards:
 - worker -> supervisor: `{"ready": pid}` once every port is up; `{"failed": host}` for each
   failed publish attempt counted here;
 - supervisor -> worker: `{"failed": host}` for each one counted by another worker, so that
-  the failed-key limit per address holds whichever worker a guesser lands on.
+  the failed-key limit per address holds whichever worker a guesser lands on; `{"died": N}`
+  when worker N died, so that its streams' playlists are finished at once (ENDLIST) instead
+  of at its restart.
 
 Each worker is a node of the live-record machinery (rtmpd.auth.sqlstore): its publishes are
 recorded under its own node name (`<node>.w<N>`), its siblings' records say which worker holds a
@@ -72,6 +74,8 @@ class Worker:
     control: socket.socket
     #: Told of each failed publish attempt another worker counted (set by the app).
     on_failed_elsewhere: Callable[[str], None] | None = None
+    #: Told the node name of a sibling that died (set by the app).
+    on_sibling_died: Callable[[str], None] | None = None
     _writer: asyncio.StreamWriter | None = None
     _reader_task: asyncio.Task[None] | None = None
     _early: list[bytes] = field(default_factory=list)
@@ -108,6 +112,10 @@ class Worker:
         )
         return worker, hello["config"]
 
+    def sibling_node(self, index: int) -> str:
+        """The node name of worker `index` of this node."""
+        return worker_node(self.node.rpartition(".w")[0], index)
+
     @property
     def label(self) -> str:
         return str(self.index)
@@ -116,6 +124,12 @@ class Worker:
     def admin_path(self) -> str:
         """Where the dashboard and admin API are answered: worker 1 ("" for worker 1)."""
         return "" if self.index == 1 else private_path(self.folder, 1)
+
+    @property
+    def peers(self) -> dict[str, str]:
+        """The other workers' private HTTP sockets by number (X-Rtmpd-Worker's)."""
+        return {str(i): private_path(self.folder, i)
+                for i in range(1, self.count + 1) if i != self.index}  # fmt: skip
 
     @property
     def folder(self) -> Path:
@@ -199,9 +213,14 @@ class Worker:
             except ValueError:
                 log.warning("unreadable line from the supervisor ignored")
                 continue
-            host = message.get("failed") if isinstance(message, dict) else None
+            if not isinstance(message, dict):
+                continue
+            host = message.get("failed")
             if isinstance(host, str) and self.on_failed_elsewhere is not None:
                 self.on_failed_elsewhere(host)
+            died = message.get("died")
+            if isinstance(died, int) and self.on_sibling_died is not None:
+                self.on_sibling_died(self.sibling_node(died))
         # The supervisor is gone (killed): stop as SIGTERM does rather than hold the ports.
         log.warning("the supervisor went away; worker %d stopping", self.index)
         os.kill(os.getpid(), signal.SIGTERM)

@@ -427,3 +427,123 @@ def test_a_port_in_use_is_one_line_and_exit_status_2(tmp_path: Path) -> None:
     assert done.stderr.strip().splitlines()[-1] == (
         f"rtmpd: cannot listen for HTTP on 127.0.0.1:{port}: address already in use"
     )
+
+
+async def admin_call(
+    cluster: Cluster, worker: int, method: str, path: str, token: str
+) -> tuple[int, dict[str, object]]:
+    """An admin API call on a connection `worker` accepted (worker 1 answers it)."""
+    async with connected(cluster, worker) as http:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with http.request(method, path, headers=headers) as response:
+            body = await response.read()
+    return response.status, json.loads(body) if body else {}
+
+
+async def test_the_admin_api_lists_and_kicks_the_publishes_of_every_worker(
+    cluster: Cluster,
+) -> None:
+    token = cluster.cli("tokens", "add", "ops-publishes")
+    held = {}
+    for worker, name in ((1, "ivan"), (2, "judy")):
+        held[name] = await cluster.publish(cluster.cli("users", "add", name), worker=worker)
+        send_until(held[name], cluster.tags, 0, 2000)
+
+    async def both_listed() -> bool:
+        status, body = await admin_call(cluster, 2, "GET", "/api/admin/publishes", token)
+        assert status == 200 and body["unanswered_workers"] == []
+        listed = {p["name"]: p["worker"] for p in body["publishes"]}  # type: ignore[attr-defined]
+        return {listed.get("ivan"), listed.get("judy")} == {"1", "2"}
+
+    await until(both_listed)
+    status, body = await admin_call(cluster, 1, "GET", "/api/admin/publishes/judy/health", token)
+    assert status == 200 and body["name"] == "judy"
+    status, body = await admin_call(cluster, 2, "GET", "/api/admin/publishes/judy", token)
+    assert status == 200 and body["worker"] == "2" and body["video"] is not None
+
+    # A worker that does not answer is named, and the answer does not wait for it.
+    async with connected(cluster, 1) as http:
+        with cluster.only(1):
+            got = await http.get("/api/admin/publishes",
+                                 headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+            stalled = await got.json()
+    assert stalled["unanswered_workers"] == ["2"]
+    assert [p["name"] for p in stalled["publishes"] if p["name"] in held] == ["ivan"]
+
+    # Kicks, asked of either worker, end the publish the other one holds.
+    assert (await admin_call(cluster, 1, "DELETE", "/api/admin/publishes/judy", token))[0] == 204
+    await held["judy"].wait_closed(GUARD)
+    assert (await admin_call(cluster, 2, "DELETE", "/api/admin/publishes/ivan", token))[0] == 204
+    await held["ivan"].wait_closed(GUARD)
+    assert "kicked by an admin" in cluster.text()
+    for publisher in held.values():
+        await publisher.close()
+
+    async def none_listed() -> bool:
+        _, body = await admin_call(cluster, 2, "GET", "/api/admin/publishes", token)
+        return not {"ivan", "judy"} & {p["name"] for p in body["publishes"]}  # type: ignore[attr-defined]
+
+    await until(none_listed)
+    status, _ = await admin_call(cluster, 2, "DELETE", "/api/admin/publishes/judy", token)
+    assert status == 404
+    async with connected(cluster, 2) as http:  # the workers' own route is not on the public port
+        assert (await http.get("/_worker/admin/publishes")).status == 404
+
+
+async def test_a_killed_workers_streams_end_and_one_taken_over_elsewhere_goes_on(
+    cluster: Cluster,
+) -> None:
+    keys = {name: cluster.cli("users", "add", name) for name in ("gina", "hank")}
+    held = {name: await cluster.publish(key, worker=2) for name, key in keys.items()}
+    for publisher in held.values():
+        send_until(publisher, cluster.tags, 0, 3000)
+    hls = cluster.folder / "hls"
+
+    async def both_listed() -> bool:
+        return all(
+            (hls / n / "index.m3u8").exists() and "#EXTINF" in (hls / n / "index.m3u8").read_text()
+            for n in held
+        )
+
+    await until(both_listed)
+    pids = cluster.pids()
+    os.kill(pids[2], signal.SIGSTOP)  # hank's streamer reconnects to worker 1 first, then
+    try:  # worker 2 dies holding gina's (and hank's old) connection
+        again = HeldPublisher(cluster.rtmp_port, keys["hank"])
+        assert (await again.start()).code == START
+    finally:
+        os.kill(pids[2], signal.SIGKILL)
+    sent = send_until(again, cluster.tags, 0, 1000)
+    gina = hls / "gina" / "index.m3u8"
+
+    async def gina_ended() -> bool:
+        return "#EXT-X-ENDLIST" in gina.read_text()
+
+    await until(gina_ended)  # told by the supervisor, worker 1 ended it (not the restart)
+    status, text, _ = await answer(cluster, "/api/streams/gina", 1)
+    assert status == 200 and json.loads(text)["live"] is False
+
+    async def restarted() -> bool:
+        now = cluster.pids()
+        return 2 in now and now[2] != pids[2] and "[w2] rtmpd: HTTP listening" in cluster.text()
+
+    await until(restarted)
+    sent = send_until(again, cluster.tags, sent, 3000)
+
+    async def hank_plays_on() -> bool:
+        status, text, _ = await answer(cluster, "/live/hank/index.m3u8", 2)
+        return status == 200 and "#EXT-X-DISCONTINUITY" in text and "#EXT-X-ENDLIST" not in text
+
+    await until(hank_plays_on)
+
+    async def hank_listed_live() -> bool:  # once worker 1 recorded its playlist
+        _, text, _ = await answer(cluster, "/api/streams/hank", 2)
+        return json.loads(text)["live"] is True
+
+    await until(hank_listed_live)
+    assert not again.closed.is_set()
+    assert "HLS hank: its publisher went" not in cluster.text()
+    assert "HLS gina: its publisher went when" in cluster.text()
+    await again.close()
+    for publisher in held.values():
+        await publisher.close()

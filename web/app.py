@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +24,7 @@ from aiohttp import web
 from . import admin_api, dashboard
 from . import recordings as recorded
 from .admin import Admin
+from .admin_peers import Peers
 from .config import DEFAULT_HLSJS_URL
 from .directory import Channel, Directory, StreamStats
 from .guard import HTTP_SEND_TIMEOUT, ConnectionGuard, busy_middleware, reset
@@ -107,6 +108,7 @@ def create_app(
     worker: str = "",
     sibling: Callable[[str], str | None] | None = None,
     admin_worker: str = "",
+    peers: Mapping[str, str] | None = None,
 ) -> web.Application:
     """The web application. `hlsjs_file`, if given, is served at /static/vendor/hls.min.js and
     used instead of `hlsjs_url` (self-hosting). With `admin`, the management API under
@@ -118,7 +120,8 @@ def create_app(
     are listed and served (web/recordings.py). As rtmpd `worker` N, responses name it
     (X-Rtmpd-Worker) and LL-HLS requests for a stream a `sibling` holds are asked of it. Start
     it with `make_runner` to get access logs. With `admin_worker` (another worker's private
-    socket), /admin and /api/admin/ are asked of that worker."""
+    socket), /admin and /api/admin/ are asked of that worker; with `peers` (the other workers'
+    private sockets by number), the admin API lists and kicks their publishes too."""
     templates = jinja2.Environment(
         loader=jinja2.FileSystemLoader(_HERE / "templates"),
         autoescape=True,
@@ -175,6 +178,8 @@ def create_app(
             media=lambda name: _media(state.directory.stats(name)),
             page=lambda request, template, context, status: _page(
                 request, template, context, status, admin=True),
+            worker=worker,
+            peers=Peers(state.siblings, peers) if peers else None,
         ))  # fmt: skip
         dashboard.add_routes(app)
 
