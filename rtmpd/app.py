@@ -58,6 +58,7 @@ from rtmpd.web.guard import ConnectionGuard, GuardedSite
 from rtmpd.web.live import Waiters
 from rtmpd.web.metrics import Metrics
 from rtmpd.web.proxies import TrustedProxies
+from rtmpd.web.viewers import ViewerTracker
 
 from . import webhooks
 from .admin import AdminService
@@ -95,6 +96,8 @@ class Rtmpd:
         #: One worker of several ([server] workers): its sockets, node name and siblings.
         self.worker = worker
         self.metrics = Metrics()
+        #: Viewers of this process's HLS answers (with workers, each counts its own).
+        self.viewers = ViewerTracker()
         #: Requests blocked on LL-HLS parts, woken by the packager as parts complete.
         self.waiters = Waiters()
         #: Broadcasts kept as VODs ([record]); None when off.
@@ -268,6 +271,8 @@ class Rtmpd:
             sibling=self.directory.sibling if self.worker is not None else None,
             admin_worker=self.worker.admin_path if self.worker is not None else "",
             peers=self.worker.peers if self.worker is not None else None,
+            viewers=self.viewers,
+            viewers_elsewhere=self.worker.sibling_viewers if self.worker is not None else None,
         )
         self._runner = make_runner(
             app,
@@ -385,9 +390,11 @@ class Rtmpd:
                         part.sample()
             self.metrics.set_live(len(self._publishes))
             self.metrics.set_webhooks_pending(self.webhooks.pending)
-            if self.worker is not None:  # codecs and bitrates for the other workers' API
+            if self.worker is not None:  # codecs, bitrates, viewers for the other workers' API
                 names = {publish.name for publish in self._publishes}
                 self.worker.write_streams(self.directory.shared_stats(names))
+                self.worker.write_viewers(self.viewers.counts())
+            self.metrics.set_viewers(self.viewers.total())  # /metrics sums the workers' own
             await self._account_events()
 
     async def _account_events(self) -> None:

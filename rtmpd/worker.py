@@ -29,6 +29,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,10 @@ log = logging.getLogger("rtmpd.worker")
 MAX_LINE = 1 << 20
 #: Seconds a sibling may take to send a thumbnail.
 THUMBNAIL_TIMEOUT = 5.0
+#: Seconds a sibling's viewer counts stay believed without being rewritten (it writes them
+#: every second: older ones are a dead worker's), and how long they are read from memory.
+VIEWERS_FRESH = 3.0
+VIEWERS_REREAD = 0.5
 #: The header naming the worker that answered an HTTP request (`X-Rtmpd-Worker: 2`).
 WORKER_HEADER = "X-Rtmpd-Worker"
 
@@ -80,6 +85,8 @@ class Worker:
     _reader_task: asyncio.Task[None] | None = None
     _early: list[bytes] = field(default_factory=list)
     _cached: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
+    _viewers: dict[str, int] = field(default_factory=dict)
+    _viewers_read: float = float("-inf")
 
     @classmethod
     def connect(cls, fd: int) -> tuple[Worker, dict[str, Any]]:
@@ -160,6 +167,44 @@ class Worker:
         streams = data if isinstance(data, dict) else {}
         self._cached[node] = (mtime, streams)
         return streams
+
+    def write_viewers(self, counts: dict[str, int]) -> None:
+        """This worker's viewer count per channel, for its siblings' API and pages: a small
+        file in the private folder, replaced whole once a second."""
+        path = self.folder / f"{self.node}.viewers.json"
+        temp = path.with_suffix(".tmp")
+        try:
+            temp.write_text(json.dumps(counts))
+            temp.replace(path)
+        except OSError as exc:
+            log.debug("cannot write %s: %s", path, exc)
+
+    def sibling_viewers(self, name: str) -> int:
+        """The other workers' viewers of `name`, as they wrote them within VIEWERS_FRESH
+        seconds (read again at most every VIEWERS_REREAD seconds)."""
+        now = time.monotonic()
+        if now - self._viewers_read >= VIEWERS_REREAD:
+            self._viewers_read = now
+            self._viewers = self._read_viewers()
+        return self._viewers.get(name, 0)
+
+    def _read_viewers(self) -> dict[str, int]:
+        summed: dict[str, int] = {}
+        oldest = time.time() - VIEWERS_FRESH
+        for node in self.siblings:
+            path = self.folder / f"{node}.viewers.json"
+            try:
+                if path.stat().st_mtime < oldest:
+                    continue  # not rewritten lately: a worker that died (or is stuck)
+                counts = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if not isinstance(counts, dict):
+                continue
+            for name, count in counts.items():
+                if isinstance(name, str) and isinstance(count, int) and count > 0:
+                    summed[name] = summed.get(name, 0) + count
+        return summed
 
     def sibling_thumbnail(self, node: str, name: str) -> bytes | None:
         """Blocking (a worker thread): sibling `node`'s JPEG of `name`, over its socket."""

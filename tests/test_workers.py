@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import re
@@ -126,9 +127,16 @@ class Cluster:
         return publisher
 
 
-def _start(folder: Path, balance: str = "shared") -> Cluster:
+#: Plain HLS (each worker serves every stream's playlists from the files and counts its own
+#: viewers), and small node-wide bounds that the tests of the bounds reach from two workers.
+PLAIN = CONFIG.replace("low_latency = true", "low_latency = false").replace(
+    "drain_grace = 1.0", "drain_grace = 1.0\nmax_connections = 6\nmax_connections_per_ip = 2"
+)
+
+
+def _start(folder: Path, balance: str = "shared", config: str = CONFIG) -> Cluster:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "rtmpd.toml").write_text(CONFIG.format(balance=balance))
+    (folder / "rtmpd.toml").write_text(config.format(balance=balance))
     log = folder / "rtmpd.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -172,6 +180,19 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, tags: list[FlvTag]) -> Ite
     finally:
         _stop(cluster)
         print(cluster.text())  # shown when a test fails
+    assert "Traceback" not in cluster.text()
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory, tags: list[FlvTag]) -> Iterator[Cluster]:
+    """A second supervisor, for plain HLS and node-wide bounds."""
+    cluster = _start(tmp_path_factory.mktemp("workers") / "plain", config=PLAIN)
+    cluster.tags = tags
+    try:
+        yield cluster
+    finally:
+        _stop(cluster)
+        print(cluster.text())
     assert "Traceback" not in cluster.text()
 
 
@@ -547,3 +568,31 @@ async def test_a_killed_workers_streams_end_and_one_taken_over_elsewhere_goes_on
     await again.close()
     for publisher in held.values():
         await publisher.close()
+
+
+async def test_a_channels_viewers_are_summed_over_the_workers(plain: Cluster) -> None:
+    name = "kate"
+    publisher = await plain.publish(plain.cli("users", "add", name), worker=1)
+    send_until(publisher, plain.tags, 0, 3000)
+    playlist = f"/live/{name}/index.m3u8"
+
+    async def listed() -> bool:
+        status, text, _ = await answer(plain, playlist, 2)
+        return status == 200 and "#EXTINF" in text
+
+    await until(listed)
+    for worker, viewers in ((1, ("a", "b")), (2, ("c",))):  # each worker serves the file
+        async with connected(plain, worker) as http:
+            for agent in viewers:
+                got = await http.get(playlist, headers={"User-Agent": f"viewer {agent}"})
+                assert got.status == 200 and got.headers["X-Rtmpd-Worker"] == str(worker)
+
+    async def counted(worker: int) -> bool:  # once the other worker wrote its counts
+        _, text, _ = await answer(plain, f"/api/streams/{name}", worker)
+        return int(json.loads(text)["viewers"]) == 3 + 1  # and the probe in `listed`
+
+    for worker in (1, 2):
+        await until(functools.partial(counted, worker))
+        _, page, _ = await answer(plain, f"/{name}", worker)
+        assert re.search(r'data-field="viewers">4<', page), page
+    await publisher.close()

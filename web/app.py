@@ -81,6 +81,8 @@ class _State:
     waiters: Waiters = field(default_factory=Waiters)
     low_latency: bool = False
     static: dict[str, _Static] = field(default_factory=dict)
+    #: rtmpd workers: the other workers' viewer counts of a channel.
+    viewers_elsewhere: Callable[[str], int] | None = None
     #: rtmpd workers: the private socket of the sibling holding a stream, and how to ask it.
     sibling: Callable[[str], str | None] | None = None
     siblings: Siblings = field(default_factory=Siblings)
@@ -109,6 +111,8 @@ def create_app(
     sibling: Callable[[str], str | None] | None = None,
     admin_worker: str = "",
     peers: Mapping[str, str] | None = None,
+    viewers: ViewerTracker | None = None,
+    viewers_elsewhere: Callable[[str], int] | None = None,
 ) -> web.Application:
     """The web application. `hlsjs_file`, if given, is served at /static/vendor/hls.min.js and
     used instead of `hlsjs_url` (self-hosting). With `admin`, the management API under
@@ -121,7 +125,9 @@ def create_app(
     (X-Rtmpd-Worker) and LL-HLS requests for a stream a `sibling` holds are asked of it. Start
     it with `make_runner` to get access logs. With `admin_worker` (another worker's private
     socket), /admin and /api/admin/ are asked of that worker; with `peers` (the other workers'
-    private sockets by number), the admin API lists and kicks their publishes too."""
+    private sockets by number), the admin API lists and kicks their publishes too. `viewers`
+    counts this process's viewers (made here when not given); `viewers_elsewhere` gives the
+    other workers' count of a channel, added to it."""
     templates = jinja2.Environment(
         loader=jinja2.FileSystemLoader(_HERE / "templates"),
         autoescape=True,
@@ -145,7 +151,8 @@ def create_app(
         hlsjs_url=hlsjs_url,
         hlsjs_file=hlsjs_file,
         access_log=access_log,
-        viewers=ViewerTracker(),
+        viewers=viewers if viewers is not None else ViewerTracker(),
+        viewers_elsewhere=viewers_elsewhere,
         thumbs=ThumbnailCache(directory.thumbnail),
         templates=templates,
         sending=sending,
@@ -411,8 +418,14 @@ def _info(state: _State, channel: Channel) -> dict[str, Any]:
         "uptime_seconds": None if since is None else max(0, int(time.time() - since)),
         "playlist_url": playlist,
         **media,
-        "viewers": state.viewers.count(name),
+        "viewers": _viewers(state, name),
     }
+
+
+def _viewers(state: _State, name: str) -> int:
+    """The channel's viewers on the whole node: here and on the other workers."""
+    here = state.viewers.count(name)
+    return here + state.viewers_elsewhere(name) if state.viewers_elsewhere else here
 
 
 def _media(stats: StreamStats | None) -> dict[str, Any]:
