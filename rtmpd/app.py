@@ -66,6 +66,7 @@ from .broadcast import Broadcast
 from .channels import ChannelDirectory
 from .health import PublishHealth
 from .live_source import HlsLiveSource
+from .node_table import Port
 from .publish import Publish
 from .push import PushRelay, PushStatus
 from .relay import PlayerOutput
@@ -113,6 +114,8 @@ class Rtmpd:
             recorder=self.recorder,
             shared=worker is not None,
         )
+        if worker is not None:  # [hls] max_total_bytes bounds the folder, all workers' files
+            self.hls.quota.shared = worker.table.hls()
         self.auth = AuthService(
             config.auth,
             config.database.path,
@@ -139,6 +142,7 @@ class Rtmpd:
             play_handler=self if config.rtmp.allow_play else None,
             proxy=config.rtmp.proxy_policy,
             sock=worker.rtmp if worker is not None else None,
+            node=worker.table.connections(Port.RTMP) if worker is not None else None,
         )
         self._play_networks = config.rtmp.play_networks
         #: Names on the air (live, or within the grace after their last publish).
@@ -178,6 +182,7 @@ class Rtmpd:
             metrics=self.metrics,
             log=logging.getLogger("rtmpd.http"),
             proxy=config.http.proxy_policy,
+            node=worker.table.connections(Port.HTTP) if worker is not None else None,
         )
         self.http_keepalive_timeout = config.http.keepalive_timeout
         self._publishes: set[Publish] = set()

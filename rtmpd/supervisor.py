@@ -47,6 +47,7 @@ from typing import Any
 
 from prometheus_client import multiprocess
 
+from . import node_table
 from .config import Address, Balance, Config
 from .worker import MAX_LINE
 
@@ -116,6 +117,8 @@ class Supervisor:
         self.ports = ports
         self.folder = Path(tempfile.mkdtemp(prefix="rtmpd-workers-"))
         (self.folder / "metrics").mkdir()
+        node_table.create(self.folder / node_table.FILE, self.count)
+        self.table = node_table.NodeTable(self.folder / node_table.FILE, 1, self.count)
         self.children = [self._child(i) for i in range(1, self.count + 1)]
         self._stopping = False
         self._stopped = asyncio.Event()
@@ -154,6 +157,7 @@ class Supervisor:
                 if child.proc is not None and child.proc.returncode is None:
                     child.proc.kill()
                     await child.proc.wait()
+            self.table.close()
             shutil.rmtree(self.folder, ignore_errors=True)
             for sockets in self.ports.values():
                 for sock in set(sockets):
@@ -235,7 +239,8 @@ class Supervisor:
         listen.cancel()
         child.writer = None
         writer.close()
-        if not self._stopping:  # its streams' playlists are finished by whoever is up
+        self.table.clear(child.index)  # its connections are gone; its HLS files get counted
+        if not self._stopping:  # by whoever finishes its streams' playlists
             self._tell_others(child, {"died": child.index})
         folder = str(self.folder / "metrics")
         multiprocess.mark_process_dead(proc.pid, folder)  # type: ignore[no-untyped-call]

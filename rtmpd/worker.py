@@ -35,6 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import node_table
+from .node_table import NodeTable
+
 log = logging.getLogger("rtmpd.worker")
 
 #: The longest control line read (the hello carries the config as read).
@@ -77,6 +80,8 @@ class Worker:
     siblings: dict[str, str]
     metrics_dir: str
     control: socket.socket
+    #: Node-wide connection and HLS byte counts (this worker's slot zeroed: a new start).
+    table: NodeTable
     #: Told of each failed publish attempt another worker counted (set by the app).
     on_failed_elsewhere: Callable[[str], None] | None = None
     #: Told the node name of a sibling that died (set by the app).
@@ -116,7 +121,9 @@ class Worker:
             siblings=siblings,
             metrics_dir=str(folder / "metrics"),
             control=control,
+            table=NodeTable(folder / node_table.FILE, index, count),
         )
+        worker.table.clear(index)
         return worker, hello["config"]
 
     def sibling_node(self, index: int) -> str:

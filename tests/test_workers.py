@@ -129,8 +129,12 @@ class Cluster:
 
 #: Plain HLS (each worker serves every stream's playlists from the files and counts its own
 #: viewers), and small node-wide bounds that the tests of the bounds reach from two workers.
-PLAIN = CONFIG.replace("low_latency = true", "low_latency = false").replace(
-    "drain_grace = 1.0", "drain_grace = 1.0\nmax_connections = 6\nmax_connections_per_ip = 2"
+PLAIN = (
+    CONFIG.replace("low_latency = true", "low_latency = false\nmax_total_bytes = 1_000_000")
+    .replace(
+        "drain_grace = 1.0", "drain_grace = 1.0\nmax_connections = 4\nmax_connections_per_ip = 2"
+    )
+    .replace("[http]\n", "[http]\nmax_connections_per_ip = 4\n")
 )
 
 
@@ -596,3 +600,73 @@ async def test_a_channels_viewers_are_summed_over_the_workers(plain: Cluster) ->
         _, page, _ = await answer(plain, f"/{name}", worker)
         assert re.search(r'data-field="viewers">4<', page), page
     await publisher.close()
+
+
+async def test_the_connection_caps_are_the_nodes(plain: Cluster) -> None:
+    keys = [plain.cli("users", "add", f"cap{n}") for n in range(4)]
+    held = [  # two from one address, one in each worker; then the node's total of four
+        await plain.publish(keys[0], worker=1, source="127.0.0.7"),
+        await plain.publish(keys[1], worker=2, source="127.0.0.7"),
+        await plain.publish(keys[2], worker=1, source="127.0.0.8"),
+    ]
+    for worker in (1, 2):  # a third from the address is refused whichever worker takes it
+        with plain.only(worker), pytest.raises(ConnectionError):
+            await HeldPublisher(plain.rtmp_port, "not-a-key", source="127.0.0.7").start()
+    held.append(await plain.publish(keys[3], worker=2, source="127.0.0.9"))
+    with plain.only(1), pytest.raises(ConnectionError):
+        await HeldPublisher(plain.rtmp_port, "not-a-key", source="127.0.0.10").start()
+    assert "2 connections already open from 127.0.0.7" in plain.text()
+    assert "4 connections already open" in plain.text()
+    await held.pop().close()
+
+    async def admitted() -> bool:  # once worker 2 counted the connection out
+        with plain.only(1):
+            try:
+                status = await HeldPublisher(plain.rtmp_port, keys[3], source="127.0.0.9").start()
+            except ConnectionError:
+                return False
+        assert status.code == START
+        return True
+
+    await until(admitted)
+    for publisher in held:
+        await publisher.close()
+
+    # HTTP: four from one address, two in each worker; a fifth gets a 503 from either.
+    clients = []
+    for worker in (1, 2, 1, 2):
+        connector = aiohttp.TCPConnector(limit=1, local_addr=("127.0.0.20", 0))
+        http = aiohttp.ClientSession(f"http://127.0.0.1:{plain.http_port}", connector=connector)
+        clients.append(http)
+        with plain.only(worker):
+            async with http.get("/api/openapi.json") as got:
+                assert got.headers["X-Rtmpd-Worker"] == str(worker)
+    try:
+        for worker in (1, 2):
+            with plain.only(worker):
+                connector = aiohttp.TCPConnector(local_addr=("127.0.0.20", 0))
+                async with aiohttp.ClientSession(connector=connector) as http:
+                    got = await http.get(f"http://127.0.0.1:{plain.http_port}/")
+                    assert got.status == 503
+    finally:
+        for http in clients:
+            await http.close()
+    assert "4 HTTP connections already open from 127.0.0.20" in plain.text()
+
+
+async def test_max_total_bytes_bounds_the_folder_of_every_worker(plain: Cluster) -> None:
+    big = await plain.publish(plain.cli("users", "add", "mona"), worker=1)
+    sent = send_until(big, plain.tags, 0, 10000)  # about 0.55 MB of files: within the bound
+    await asyncio.sleep(0.5)
+    small = await plain.publish(plain.cli("users", "add", "nick"), worker=2)
+    send_until(small, plain.tags, 0, 10000)  # as much again in worker 2: past it together
+    async with asyncio.timeout(GUARD):
+        while not big.closed.is_set() and sent < len(plain.tags):  # a streamer going on
+            sent = send_until(big, plain.tags, sent, plain.tags[sent].timestamp + 100)
+            await asyncio.sleep(0.1)
+    await big.wait_closed(GUARD)  # the node's largest live stream was ended, by worker 1
+    assert any(s.code == "NetStream.Failed" and "max_total_bytes" in s.description
+               for s in big.statuses), big.statuses  # fmt: skip
+    assert not small.closed.is_set()
+    await big.close()
+    await small.close()
