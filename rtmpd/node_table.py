@@ -98,12 +98,20 @@ class NodeConnections:
 
     def elsewhere(self) -> int:
         """Connections the other workers hold."""
-        return sum(_U32.unpack_from(self._map, at)[0] for at in self._others)
+        total = 0
+        buf, unpack = self._map, _U32.unpack_from
+        for at in self._others:
+            total += unpack(buf, at)[0]
+        return total
 
     def elsewhere_from(self, host: str) -> int:
         """Connections the other workers hold from `host` (or an address in its bucket)."""
         offset = 4 + 4 * _bucket(host)
-        return sum(_U32.unpack_from(self._map, at + offset)[0] for at in self._others)
+        total = 0
+        buf, unpack = self._map, _U32.unpack_from
+        for at in self._others:
+            total += unpack(buf, at + offset)[0]
+        return total
 
     def add(self, delta: int) -> None:
         """This worker holds `delta` connections more."""
@@ -129,7 +137,12 @@ class NodeBytes:
         _I64.pack_into(self._map, self._own + _HLS_BYTES, total)
 
     def elsewhere(self) -> int:
-        return sum(_I64.unpack_from(self._map, at + _HLS_BYTES)[0] for at in self._others)
+        """The bytes the other workers' streams hold (after every HLS write: kept cheap)."""
+        total = 0
+        buf, unpack = self._map, _I64.unpack_from
+        for at in self._others:
+            total += unpack(buf, at)[0]
+        return total
 
     def set_largest(self, count: int) -> None:
         """The bytes this worker's largest live stream holds (0: none live)."""

@@ -24,6 +24,10 @@ stream its streamer already took over on another worker has that worker's record
 on. SIGTERM, SIGINT, SIGUSR1 and SIGHUP go to every worker (SIGTERM: each
 drains and stops; the supervisor exits once all have).
 
+The node-wide caps (connections, [hls] max_total_bytes) are counted in a table in shared memory
+(rtmpd.node_table): the supervisor creates it, each worker writes its own slot, and the
+supervisor zeroes a dead worker's.
+
 /metrics is prometheus-client's multiprocess mode: each worker writes its values to files in
 the supervisor's private folder, and whichever worker is asked reads them all; the supervisor
 marks a dead worker's live gauges gone (`mark_process_dead`).

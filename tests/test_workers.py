@@ -4,7 +4,10 @@ view of both; a publish lands in one worker and the API, the channel list and th
 show it; an LL-HLS blocking reload is answered whichever worker receives it; a worker killed
 with SIGKILL is restarted and its streamer publishes again; a reconnect that lands on the
 other worker takes the stream over; a ban cuts the stream whichever worker holds it; the
-failed-key limit holds across workers; SIGTERM stops everything.
+failed-key limit holds across workers; the admin API lists and kicks either worker's
+publishes; a killed worker's streams get ENDLIST at once, except one its streamer already took
+over on the other worker; viewer counts, the connection caps and [hls] max_total_bytes are the
+node's; SIGTERM stops everything.
 
 Which worker takes a connection is made certain by stopping the other one (SIGSTOP) while it
 connects: with `balance = "shared"` a stopped worker accepts nothing."""

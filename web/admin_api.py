@@ -356,7 +356,11 @@ async def _publishes(request: web.Request) -> web.Response:
 
 async def _publish(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    found, missing = await _every_publish(_state(request))
+    state = _state(request)
+    for own in state.admin.publishes():
+        if own.name == name:
+            return _ok(publish_json(state, own))
+    found, missing = await _every_publish(state) if state.peers else ([], [])
     for live in found:
         if live["name"] == name:
             return _ok(live)
