@@ -457,6 +457,32 @@ def test_a_port_in_use_is_one_line_and_exit_status_2(tmp_path: Path) -> None:
     )
 
 
+async def test_a_restarted_worker_ends_the_streams_it_held_when_no_other_could(
+    cluster: Cluster,
+) -> None:
+    name = "olga"
+    publisher = await cluster.publish(cluster.cli("users", "add", name), worker=1)
+    send_until(publisher, cluster.tags, 0, 3000)
+    playlist = cluster.folder / "hls" / name / "index.m3u8"
+
+    async def listed() -> bool:
+        return playlist.exists() and "#EXTINF" in playlist.read_text()
+
+    async def ended() -> bool:
+        return "#EXT-X-ENDLIST" in playlist.read_text()
+
+    await until(listed)
+    pids = cluster.pids()
+    os.kill(pids[2], signal.SIGSTOP)  # the other worker cannot act on the news
+    try:
+        os.kill(pids[1], signal.SIGKILL)
+        await until(ended)  # the restarted worker 1 found its record left and ended it
+    finally:
+        os.kill(pids[2], signal.SIGCONT)
+    assert f"HLS {name}: its publisher went before this worker's restart" in cluster.text()
+    await publisher.close()
+
+
 async def admin_call(
     cluster: Cluster, worker: int, method: str, path: str, token: str
 ) -> tuple[int, dict[str, object]]:
