@@ -17,6 +17,10 @@ Each worker is a node of the live-record machinery (rtmpd.auth.sqlstore): its pu
 recorded under its own node name (`<node>.w<N>`), its siblings' records say which worker holds a
 stream, and `sibling_path` says where to reach that worker over its private HTTP socket (a unix
 socket in a folder only this user can open), for what only the owner has in memory.
+
+Through the same private folder, once a second, each worker writes the facts of its streams
+(codecs, bitrates) and its viewer counts for the others' API and pages; and it maps the node's
+table of connection and HLS byte counts (rtmpd.node_table), one slot of which is its own.
 """
 
 from __future__ import annotations
