@@ -67,7 +67,7 @@ class UserDatabase(Protocol):
 
     async def renew_live(self, node: str, expires: float) -> int: ...
 
-    async def clear_node_live(self, node: str) -> int: ...
+    async def take_node_live(self, node: str) -> list[str]: ...
 
     async def clear_expired(self, now: float) -> int: ...
 
@@ -115,6 +115,8 @@ class DatabaseDecider:
         self.node = node
         self.lease = lease
         self._takeover = takeover
+        #: The names whose live records this node held before it started (a previous run).
+        self.stale: list[str] = []
         #: Live records other nodes hold, by name (refreshed by the watcher).
         self.remote: dict[str, LiveRecord] = {}
         self._renewed = float("-inf")
@@ -130,11 +132,25 @@ class DatabaseDecider:
 
     async def start(self) -> None:
         await self._store.open()
-        stale = await self._store.clear_node_live(self.node)
-        if stale:
-            self._log.info("cleared %d stale live flag(s) from a previous run", stale)
+        self.stale = await self._store.take_node_live(self.node)
+        if self.stale:
+            self._log.info("cleared %d stale live flag(s) from a previous run", len(self.stale))
         await self._leases()
         self._watcher = asyncio.create_task(self._watch(), name="rtmpd-auth-revocations")
+
+    async def release_node(self, node: str) -> list[str]:
+        """Clear the live records of `node`, another process that died (an rtmpd worker):
+        the names cleared here (none if another process cleared them first)."""
+        try:
+            names = await self._store.take_node_live(node)
+        except StoreError as exc:
+            self._log.warning("live records of %s not cleared (its restart will): %s", node, exc)
+            return []
+        for name in names:
+            record = self.remote.get(name)
+            if record is not None and record.node == node:
+                del self.remote[name]
+        return names
 
     async def stop(self) -> None:
         if self._watcher is not None:

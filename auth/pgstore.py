@@ -215,6 +215,9 @@ class PgStore(SqlStore):
         tail = status.rsplit(" ", 1)[-1]
         return int(tail) if tail.isdigit() else 0
 
+    async def _exec_rows(self, sql: str, params: Iterable[Any] = ()) -> list[Sequence[Any]]:
+        return await self._query(sql, params)  # a pool connection commits each statement
+
     async def schema_version(self) -> int:
         if not (await self._query("SELECT to_regclass('rtmpd_schema') IS NOT NULL"))[0][0]:
             return 0

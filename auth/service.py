@@ -209,6 +209,18 @@ class AuthService:
         """A failed attempt from `host` that another worker counted."""
         self._guard.failed_elsewhere(host)
 
+    @property
+    def stale(self) -> list[str]:
+        """The names this node held live before it started (a previous run that died)."""
+        return list(self._database.stale) if self._database is not None else []
+
+    async def release_node(self, node: str) -> list[str]:
+        """Clear the live records of `node`, another worker of this node that died; the names
+        cleared by this call (a reconnect that took a name over elsewhere keeps its record)."""
+        if self._database is None:
+            return []
+        return await self._database.release_node(node)
+
     # -- channels ---------------------------------------------------------------------------
 
     async def live_names(self) -> set[str]:

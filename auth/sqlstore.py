@@ -174,6 +174,10 @@ class SqlStore:
         """One write statement; the rows it changed. `Duplicate` on a UNIQUE violation."""
         raise NotImplementedError
 
+    async def _exec_rows(self, sql: str, params: Iterable[Any] = ()) -> list[Sequence[Any]]:
+        """One write statement with RETURNING; the rows it returned."""
+        raise NotImplementedError
+
     @property
     def where(self) -> str:
         """The database as messages name it ("database /path", never a password)."""
@@ -328,14 +332,20 @@ class SqlStore:
             f"UPDATE users SET {_CLEAR_LIVE} WHERE live_since IS NOT NULL OR live_token IS NOT NULL"
         )
 
-    async def clear_node_live(self, node: str) -> int:
-        """Forget the live records of `node` (it restarted: none of its publishers survived),
-        and those no node claims (written before records named their node)."""
-        return await self._exec(
+    async def take_node_live(self, node: str) -> list[str]:
+        """Forget the live records of `node` (it restarted, or it was an rtmpd worker that
+        died: none of its publishers survived), and those no node claims (written before
+        records named their node); the names whose records were cleared. One statement, so
+        of two processes clearing the same node, each name goes to one of them, and a record
+        another node took over meanwhile is not touched."""
+        rows = await self._exec_rows(
             f"UPDATE users SET {_CLEAR_LIVE} WHERE (live_since IS NOT NULL OR "
-            "live_token IS NOT NULL) AND (live_node = ? OR live_node IS NULL)",
+            "live_token IS NOT NULL) AND (live_node = ? OR live_node IS NULL) RETURNING name",
             (node,),
         )
+        if rows:
+            self._changes += 1
+        return sorted(str(r[0]) for r in rows)
 
     async def clear_expired(self, now: float) -> int:
         """Forget live records whose lease ran out: their node died or lost the database."""

@@ -58,6 +58,7 @@ from rtmpd.web.guard import ConnectionGuard, GuardedSite
 from rtmpd.web.live import Waiters
 from rtmpd.web.metrics import Metrics
 from rtmpd.web.proxies import TrustedProxies
+from rtmpd.web.viewers import ViewerTracker
 
 from . import webhooks
 from .admin import AdminService
@@ -65,6 +66,7 @@ from .broadcast import Broadcast
 from .channels import ChannelDirectory
 from .health import PublishHealth
 from .live_source import HlsLiveSource
+from .node_table import Port
 from .publish import Publish
 from .push import PushRelay, PushStatus
 from .relay import PlayerOutput
@@ -95,6 +97,8 @@ class Rtmpd:
         #: One worker of several ([server] workers): its sockets, node name and siblings.
         self.worker = worker
         self.metrics = Metrics()
+        #: Viewers of this process's HLS answers (with workers, each counts its own).
+        self.viewers = ViewerTracker()
         #: Requests blocked on LL-HLS parts, woken by the packager as parts complete.
         self.waiters = Waiters()
         #: Broadcasts kept as VODs ([record]); None when off.
@@ -110,6 +114,8 @@ class Rtmpd:
             recorder=self.recorder,
             shared=worker is not None,
         )
+        if worker is not None:  # [hls] max_total_bytes bounds the folder, all workers' files
+            self.hls.quota.shared = worker.table.hls()
         self.auth = AuthService(
             config.auth,
             config.database.path,
@@ -136,6 +142,7 @@ class Rtmpd:
             play_handler=self if config.rtmp.allow_play else None,
             proxy=config.rtmp.proxy_policy,
             sock=worker.rtmp if worker is not None else None,
+            node=worker.table.connections(Port.RTMP) if worker is not None else None,
         )
         self._play_networks = config.rtmp.play_networks
         #: Names on the air (live, or within the grace after their last publish).
@@ -150,6 +157,7 @@ class Rtmpd:
         if worker is not None:  # the failed-key limit holds across workers
             self.auth.share_failures(worker.failed)
             worker.on_failed_elsewhere = self.auth.failed_elsewhere
+            worker.on_sibling_died = lambda node: self._spawn(self._sibling_died(node))
         #: Users and API tokens on the server's own store; None in callback mode (no database).
         self.accounts: Accounts | None = None
         if self.auth.store is not None:
@@ -174,6 +182,7 @@ class Rtmpd:
             metrics=self.metrics,
             log=logging.getLogger("rtmpd.http"),
             proxy=config.http.proxy_policy,
+            node=worker.table.connections(Port.HTTP) if worker is not None else None,
         )
         self.http_keepalive_timeout = config.http.keepalive_timeout
         self._publishes: set[Publish] = set()
@@ -207,6 +216,8 @@ class Rtmpd:
             self.hls.startup_cleanup(await self.auth.live_names())
             if self.recorder is not None:  # closes what a killed run left open, then retention
                 self.recorder.start()
+        else:  # restarted: the streams it held when it died end now (unless taken over)
+            self._finish_abandoned(self.auth.stale, "before this worker's restart")
         quota = self.hls.quota
         log.info("HLS files: at most %d MiB per stream, %d MiB in all under %s", quota.max_stream
                  // MIB, quota.max_total // MIB, self.config.hls_path)  # fmt: skip
@@ -264,6 +275,9 @@ class Rtmpd:
             worker=self.worker.label if self.worker is not None else "",
             sibling=self.directory.sibling if self.worker is not None else None,
             admin_worker=self.worker.admin_path if self.worker is not None else "",
+            peers=self.worker.peers if self.worker is not None else None,
+            viewers=self.viewers,
+            viewers_elsewhere=self.worker.sibling_viewers if self.worker is not None else None,
         )
         self._runner = make_runner(
             app,
@@ -381,9 +395,11 @@ class Rtmpd:
                         part.sample()
             self.metrics.set_live(len(self._publishes))
             self.metrics.set_webhooks_pending(self.webhooks.pending)
-            if self.worker is not None:  # codecs and bitrates for the other workers' API
+            if self.worker is not None:  # codecs, bitrates, viewers for the other workers' API
                 names = {publish.name for publish in self._publishes}
                 self.worker.write_streams(self.directory.shared_stats(names))
+                self.worker.write_viewers(self.viewers.counts())
+            self.metrics.set_viewers(self.viewers.total())  # /metrics sums the workers' own
             await self._account_events()
 
     async def _account_events(self) -> None:
@@ -543,6 +559,18 @@ class Rtmpd:
 
     def _play_allowed(self, peer: str) -> bool:
         return self._play_networks.trusts(peer)
+
+    # -- workers -----------------------------------------------------------------------
+
+    async def _sibling_died(self, node: str) -> None:
+        """Worker `node` died: its live records are cleared (by this worker or another, each
+        name by one), and the playlists of those cleared here get ENDLIST."""
+        self._finish_abandoned(await self.auth.release_node(node), f"when {node} died")
+
+    def _finish_abandoned(self, names: list[str], when: str) -> None:
+        for name in names:
+            if self.hls.finish_abandoned(name):
+                log.info("HLS %s: its publisher went %s; playlist ended", name, when)
 
     # -- helpers -----------------------------------------------------------------------
 
