@@ -61,11 +61,13 @@ class UserDatabase(Protocol):
         expires: float | None = None, replace: bool = True,
     ) -> bool: ...  # fmt: skip
 
-    async def mark_playing(self, user_id: int, token: str, url: str) -> bool: ...
+    async def mark_playing(
+        self, user_id: int, token: str, url: str, details: str | None = None
+    ) -> bool: ...
 
     async def renew_live(self, node: str, expires: float) -> int: ...
 
-    async def clear_node_live(self, node: str) -> int: ...
+    async def take_node_live(self, node: str) -> list[str]: ...
 
     async def clear_expired(self, now: float) -> int: ...
 
@@ -113,6 +115,8 @@ class DatabaseDecider:
         self.node = node
         self.lease = lease
         self._takeover = takeover
+        #: The names whose live records this node held before it started (a previous run).
+        self.stale: list[str] = []
         #: Live records other nodes hold, by name (refreshed by the watcher).
         self.remote: dict[str, LiveRecord] = {}
         self._renewed = float("-inf")
@@ -128,11 +132,25 @@ class DatabaseDecider:
 
     async def start(self) -> None:
         await self._store.open()
-        stale = await self._store.clear_node_live(self.node)
-        if stale:
-            self._log.info("cleared %d stale live flag(s) from a previous run", stale)
+        self.stale = await self._store.take_node_live(self.node)
+        if self.stale:
+            self._log.info("cleared %d stale live flag(s) from a previous run", len(self.stale))
         await self._leases()
         self._watcher = asyncio.create_task(self._watch(), name="rtmpd-auth-revocations")
+
+    async def release_node(self, node: str) -> list[str]:
+        """Clear the live records of `node`, another process that died (an rtmpd worker):
+        the names cleared here (none if another process cleared them first)."""
+        try:
+            names = await self._store.take_node_live(node)
+        except StoreError as exc:
+            self._log.warning("live records of %s not cleared (its restart will): %s", node, exc)
+            return []
+        for name in names:
+            record = self.remote.get(name)
+            if record is not None and record.node == node:
+                del self.remote[name]
+        return names
 
     async def stop(self) -> None:
         if self._watcher is not None:
@@ -183,14 +201,14 @@ class DatabaseDecider:
         self.remote.pop(lease.name, None)
         return None
 
-    async def playing(self, name: str, url: str) -> None:
+    async def playing(self, name: str, url: str, details: str | None = None) -> None:
         """The publish of `name` here has a playlist, served under the HTTP base `url`: the
-        other nodes list it from now on and send its viewers here."""
+        other nodes list it from now on (with `details`) and send its viewers here."""
         record = self._live.get(name)
         if record is None:
             return
         try:
-            await self._store.mark_playing(record.owner.user_id, record.token, url)
+            await self._store.mark_playing(record.owner.user_id, record.token, url, details)
         except StoreError as exc:
             self._log.warning("%s not marked as playing in the database: %s", name, exc)
 

@@ -99,6 +99,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX destinations_by_user ON destinations (user_id)",
     ),
+    (
+        "ALTER TABLE users ADD COLUMN live_details TEXT",
+        "DROP TRIGGER user_changed ON users",
+        """CREATE TRIGGER user_changed AFTER UPDATE ON users FOR EACH ROW
+            WHEN (OLD.active IS DISTINCT FROM NEW.active
+                  OR OLD.key_digest IS DISTINCT FROM NEW.key_digest
+                  OR OLD.live_token IS DISTINCT FROM NEW.live_token
+                  OR OLD.live_url IS DISTINCT FROM NEW.live_url
+                  OR OLD.live_details IS DISTINCT FROM NEW.live_details)
+            EXECUTE FUNCTION rtmpd_notify_user()""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 #: Seconds between attempts to open the listening connection again after it dropped.
@@ -203,6 +214,9 @@ class PgStore(SqlStore):
         # "UPDATE 3", "INSERT 0 1", "DELETE 2": the last word is the row count
         tail = status.rsplit(" ", 1)[-1]
         return int(tail) if tail.isdigit() else 0
+
+    async def _exec_rows(self, sql: str, params: Iterable[Any] = ()) -> list[Sequence[Any]]:
+        return await self._query(sql, params)  # a pool connection commits each statement
 
     async def schema_version(self) -> int:
         if not (await self._query("SELECT to_regclass('rtmpd_schema') IS NOT NULL"))[0][0]:

@@ -209,6 +209,18 @@ class AuthService:
         """A failed attempt from `host` that another worker counted."""
         self._guard.failed_elsewhere(host)
 
+    @property
+    def stale(self) -> list[str]:
+        """The names this node held live before it started (a previous run that died)."""
+        return list(self._database.stale) if self._database is not None else []
+
+    async def release_node(self, node: str) -> list[str]:
+        """Clear the live records of `node`, another worker of this node that died; the names
+        cleared by this call (a reconnect that took a name over elsewhere keeps its record)."""
+        if self._database is None:
+            return []
+        return await self._database.release_node(node)
+
     # -- channels ---------------------------------------------------------------------------
 
     async def live_names(self) -> set[str]:
@@ -237,8 +249,9 @@ class AuthService:
             return []
         return [r for r in self._database.remote.values() if r.name not in self._live]
 
-    async def playing(self, name: str, url: str) -> None:
+    async def playing(self, name: str, url: str, details: str | None = None) -> None:
         """The publish of `name` here has a playlist at the HTTP base `url` (for other
-        nodes: their channel lists, and where they send its viewers)."""
+        nodes: their channel lists, and where they send its viewers); `details` is what they
+        show of it (opaque to auth)."""
         if self._database is not None and name in self._live:
-            await self._database.playing(name, url)
+            await self._database.playing(name, url, details)

@@ -99,6 +99,8 @@ class LiveRecord:
     since: float
     node: str
     url: str | None
+    #: What the holding node says of the stream (JSON: codecs, size), None until it plays.
+    details: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +138,7 @@ _USER_COLUMNS = "name, active, created, live_since, peer, last_publish_end"
 #: Live state columns cleared together when a publish ends (or its lease expires).
 _CLEAR_LIVE = (
     "live_since = NULL, peer = NULL, live_token = NULL, live_node = NULL, "
-    "live_url = NULL, live_expires = NULL"
+    "live_url = NULL, live_expires = NULL, live_details = NULL"
 )
 
 
@@ -170,6 +172,10 @@ class SqlStore:
 
     async def _exec(self, sql: str, params: Iterable[Any] = ()) -> int:
         """One write statement; the rows it changed. `Duplicate` on a UNIQUE violation."""
+        raise NotImplementedError
+
+    async def _exec_rows(self, sql: str, params: Iterable[Any] = ()) -> list[Sequence[Any]]:
+        """One write statement with RETURNING; the rows it returned."""
         raise NotImplementedError
 
     @property
@@ -283,8 +289,9 @@ class SqlStore:
         # A takeover on the same node keeps the URL its viewers are sent to; elsewhere the
         # URL waits for the new node's first segment.
         sets = "live_since = ?, peer = ?, live_token = ?, live_url = CASE WHEN live_node = ? " \
-            "THEN live_url END, live_node = ?, live_expires = ?"  # fmt: skip
-        params: list[Any] = [since, peer, token, node, node or None, expires, user_id]
+            "THEN live_url END, live_details = CASE WHEN live_node = ? THEN live_details END, " \
+            "live_node = ?, live_expires = ?"  # fmt: skip
+        params: list[Any] = [since, peer, token, node, node, node or None, expires, user_id]
         where = "id = ?"
         if not replace:
             where += " AND (live_token IS NULL OR live_expires < ?)"
@@ -292,10 +299,14 @@ class SqlStore:
         changed = await self._exec(f"UPDATE users SET {sets} WHERE {where}", params)
         return bool(changed)
 
-    async def mark_playing(self, user_id: int, token: str, url: str) -> bool:
-        """The publish under `token` has a playlist, served under the HTTP base `url`."""
+    async def mark_playing(
+        self, user_id: int, token: str, url: str, details: str | None = None
+    ) -> bool:
+        """The publish under `token` has a playlist, served under the HTTP base `url`;
+        `details` is what the node says of it to the others (opaque here)."""
         return bool(await self._exec(
-            "UPDATE users SET live_url = ? WHERE id = ? AND live_token = ?", (url, user_id, token)
+            "UPDATE users SET live_url = ?, live_details = ? WHERE id = ? AND live_token = ?",
+            (url, details, user_id, token),
         ))  # fmt: skip
 
     async def renew_live(self, node: str, expires: float) -> int:
@@ -321,14 +332,20 @@ class SqlStore:
             f"UPDATE users SET {_CLEAR_LIVE} WHERE live_since IS NOT NULL OR live_token IS NOT NULL"
         )
 
-    async def clear_node_live(self, node: str) -> int:
-        """Forget the live records of `node` (it restarted: none of its publishers survived),
-        and those no node claims (written before records named their node)."""
-        return await self._exec(
+    async def take_node_live(self, node: str) -> list[str]:
+        """Forget the live records of `node` (it restarted, or it was an rtmpd worker that
+        died: none of its publishers survived), and those no node claims (written before
+        records named their node); the names whose records were cleared. One statement, so
+        of two processes clearing the same node, each name goes to one of them, and a record
+        another node took over meanwhile is not touched."""
+        rows = await self._exec_rows(
             f"UPDATE users SET {_CLEAR_LIVE} WHERE (live_since IS NOT NULL OR "
-            "live_token IS NOT NULL) AND (live_node = ? OR live_node IS NULL)",
+            "live_token IS NOT NULL) AND (live_node = ? OR live_node IS NULL) RETURNING name",
             (node,),
         )
+        if rows:
+            self._changes += 1
+        return sorted(str(r[0]) for r in rows)
 
     async def clear_expired(self, now: float) -> int:
         """Forget live records whose lease ran out: their node died or lost the database."""
@@ -341,11 +358,12 @@ class SqlStore:
     async def live_records(self, now: float) -> list[LiveRecord]:
         """Every unexpired live record of an active user, on any node."""
         rows = await self._query(
-            "SELECT name, live_since, live_node, live_url FROM users WHERE live_token IS NOT "
-            "NULL AND active = 1 AND (live_expires IS NULL OR live_expires >= ?) ORDER BY name",
+            "SELECT name, live_since, live_node, live_url, live_details FROM users WHERE "
+            "live_token IS NOT NULL AND active = 1 AND (live_expires IS NULL OR "
+            "live_expires >= ?) ORDER BY name",
             (now,),
         )
-        return [LiveRecord(r[0], float(r[1]), r[2] or "", r[3]) for r in rows]
+        return [LiveRecord(r[0], float(r[1]), r[2] or "", r[3], r[4]) for r in rows]
 
     async def user_states(self, user_ids: Sequence[int]) -> dict[int, UserState]:
         states: dict[int, UserState] = {}

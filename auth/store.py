@@ -111,6 +111,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
                 DELETE FROM destinations WHERE user_id = OLD.id;
             END""",
     ),
+    (  # what the holding node says of its live stream (codecs, size), for the other nodes
+        "ALTER TABLE users ADD COLUMN live_details TEXT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -234,6 +237,21 @@ class Store(SqlStore):
             except StoreBusy:
                 self._gave_up += 1
                 raise
+
+    async def _exec_rows(self, sql: str, params: Iterable[Any] = ()) -> list[Sequence[Any]]:
+        """One write statement with RETURNING, on the writing connection; its rows."""
+        gave_up = self._gave_up
+        async with self._writing:
+            if self._gave_up != gave_up:
+                raise self._busy()
+            try:
+                conn = self._connection(self._conn)
+                return list(await conn.execute_fetchall(sql, tuple(params)))
+            except sqlite3.Error as exc:
+                error = self._error(exc)
+                if isinstance(error, StoreBusy):
+                    self._gave_up += 1
+                raise error from exc
 
     async def _run(self, conn: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()) -> int:
         """One statement on `conn`; the number of rows it changed."""

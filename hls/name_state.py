@@ -255,6 +255,22 @@ class NameState:
             due = context.clock() + config.effective_grace
             context.cleanup.schedule_stream(due, self.name, self.generation)
 
+    def abandoned(self) -> bool:
+        """Its publish ended with the process that packaged it (a killed rtmpd worker): as
+        for a publish that ended, the playlist gets ENDLIST (players stop waiting for more)
+        and its files their grace. False if a publish of it is open (or ENDLIST is off)."""
+        config = self._context.config
+        if self.packager is not None or not config.endlist:
+            return False
+        self.window.endlist = True
+        self._write_playlist()
+        if self.live is not None:
+            self.live.end(True)
+        if config.cleanup:
+            due = self._context.clock() + config.effective_grace
+            self._context.cleanup.schedule_stream(due, self.name, self.generation)
+        return True
+
     # -- internals --------------------------------------------------------------------------
 
     def _release_inits(self, removed: list[Segment], delay_s: float) -> None:

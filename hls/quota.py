@@ -14,6 +14,7 @@ bound: the publish ends) and the service (the folder is past its bound: it makes
 from __future__ import annotations
 
 import os
+from typing import Protocol
 
 from .model import Bound
 
@@ -22,15 +23,50 @@ MIB = 1024 * 1024
 TOTAL_SHARE = 0.9
 
 
+class SharedBytes(Protocol):
+    """The bytes other processes packaging into the same folder hold (rtmpd workers: each
+    tells the others its own), so that max_total_bytes bounds the folder, not each process."""
+
+    def set(self, total: int) -> None:
+        """The bytes this process holds now."""
+
+    def elsewhere(self) -> int:
+        """The bytes the other processes hold."""
+        ...
+
+    def set_largest(self, count: int) -> None:
+        """The bytes this process's largest live stream holds."""
+
+    def largest_elsewhere(self) -> int:
+        """The bytes of the largest live stream another process holds."""
+        ...
+
+    def set_ended(self, count: int) -> None:
+        """The bytes this process's ended streams hold (files waiting for their grace)."""
+
+    def ended_elsewhere(self) -> int:
+        """The bytes the other processes' ended streams hold."""
+        ...
+
+
 class DiskQuota:
     """The bytes under the HLS folder that are ours, and the two bounds."""
 
-    __slots__ = ("max_stream", "max_total", "total")
+    __slots__ = ("max_stream", "max_total", "total", "shared", "largest")
 
     def __init__(self, max_stream: int, max_total: int) -> None:
         self.max_stream = max_stream
         self.max_total = max_total
         self.total = 0
+        #: With other processes in the folder: their bytes count against max_total too.
+        self.shared: SharedBytes | None = None
+        #: The most bytes one name held since the service last told `shared` its largest.
+        self.largest = 0
+
+    def folder_total(self) -> int:
+        """The bytes under the folder: ours, and the other processes' when shared."""
+        shared = self.shared
+        return self.total if shared is None else self.total + shared.elsewhere()
 
     def usage(self) -> StreamUsage:
         """A new name's account."""
@@ -50,19 +86,24 @@ class StreamUsage:
     def add(self, count: int) -> None:
         """`count` bytes were written (negative: removed)."""
         self.bytes += count
-        self.quota.total += count
+        quota = self.quota
+        quota.total += count
+        if quota.shared is not None:
+            quota.shared.set(quota.total)
+            if self.bytes > quota.largest:  # a growing name (a live one) is told at once
+                quota.largest = self.bytes
+                quota.shared.set_largest(self.bytes)
 
     def release(self) -> None:
         """Every file of the name is gone."""
-        self.quota.total -= self.bytes
-        self.bytes = 0
+        self.add(-self.bytes)
 
     def over(self) -> Bound | None:
         """The bound past which things are, the name's first."""
         quota = self.quota
         if self.bytes > quota.max_stream:
             return Bound.STREAM_BYTES
-        if quota.total > quota.max_total:
+        if quota.folder_total() > quota.max_total:
             return Bound.TOTAL_BYTES
         return None
 

@@ -28,7 +28,7 @@ from .model import Bound, SegmentWritten, StreamInfo, Violation
 from .name_state import NameContext, NameState
 from .packager import StreamPackager
 from .playlist import PlaylistWindow
-from .quota import DiskQuota, derived_total, describe_total_bound
+from .quota import DiskQuota, SharedBytes, derived_total, describe_total_bound
 from .recorder import RecordListener
 from .storage import TEMP_SUFFIX, Layout, check_name, make_dirs, unlink_quietly
 
@@ -100,6 +100,7 @@ class HlsService:
             # Another worker may have published it since: go on from its playlist.
             fresh = self._state_on_disk(name)
             if fresh is not None:
+                state.usage.release()  # the fresh one counts the same files again
                 fresh.generation = state.generation
                 state = self._states[name] = fresh
         if state is None:
@@ -109,6 +110,11 @@ class HlsService:
     def tick(self, now: float | None = None) -> None:
         """Run due cleanup: segments that left the window, streams past their grace."""
         now = self._clock() if now is None else now
+        quota = self.quota
+        if quota.shared is not None:  # others may have filled the folder: room from here too
+            self._tell_shared(quota.shared)
+            if quota.folder_total() > quota.max_total:
+                self._make_room()
         for entry in self._cleanup.pop_due(now):
             state = self._states.get(entry.name)
             if entry.removal is Removal.SEGMENT:
@@ -135,6 +141,23 @@ class HlsService:
             return
         del self._states[name]
         packager.detach()
+
+    def finish_abandoned(self, name: str) -> bool:
+        """The publish of `name` in another process sharing the folder (`shared`) ended with
+        that process (killed): list ENDLIST in the playlist it left, so players stop waiting,
+        and remove its files after the grace unless someone publishes it again. False if a
+        publish of it is open here or its playlist is not there."""
+        state = self._states.get(name)
+        if state is not None and state.packager is not None:
+            return False
+        fresh = self._state_on_disk(name)
+        if fresh is None:
+            return False
+        if state is not None:
+            state.usage.release()  # the fresh one counts the same files again
+            fresh.generation = state.generation
+        self._states[name] = fresh
+        return fresh.abandoned()
 
     def _wrote_last(self, state: NameState) -> bool:
         """Whether the playlist on disk is the one `state` wrote (not another process's)."""
@@ -236,19 +259,38 @@ class HlsService:
         return derived_total(str(self.layout.root), ours)
 
     def _make_room(self) -> None:
-        """The folder holds more than max_total_bytes (see the module doc)."""
+        """The folder holds more than max_total_bytes (see the module doc). Shared with other
+        processes, each removes its own ended streams; while others still hold ended ones,
+        no live stream is ended; then the one holding the largest live stream ends it."""
         quota = self.quota
         ended = [s for s in self._states.values() if s.packager is None and s.usage.bytes]
         for state in sorted(ended, key=lambda s: s.usage.bytes, reverse=True):
-            if quota.total <= quota.max_total:
-                return
+            if quota.folder_total() <= quota.max_total:
+                break
             self._remove_stream(state, "early: the HLS folder is full ([hls] max_total_bytes)")
+        shared = quota.shared
+        if shared is not None:
+            self._tell_shared(shared)
         live = [s for s in self._states.values() if s.packager is not None]
-        if quota.total > quota.max_total and live:
-            largest = max(live, key=lambda s: s.usage.bytes)
-            assert largest.packager is not None
-            violation = Violation(Bound.TOTAL_BYTES, describe_total_bound(quota.max_total))
-            largest.packager.stop(violation)
+        if quota.folder_total() <= quota.max_total or not live:
+            return
+        largest = max(live, key=lambda s: s.usage.bytes)
+        if shared is not None and (
+            shared.ended_elsewhere() > 0 or largest.usage.bytes < shared.largest_elsewhere()
+        ):
+            return  # another process has ended streams to remove, or a larger live one
+        assert largest.packager is not None
+        largest.packager.stop(Violation(Bound.TOTAL_BYTES, describe_total_bound(quota.max_total)))
+        if shared is not None:
+            self._tell_shared(shared)
+
+    def _tell_shared(self, shared: SharedBytes) -> None:
+        """Tell the other processes this one's largest live stream and its ended streams."""
+        live = [s.usage.bytes for s in self._states.values() if s.packager is not None]
+        ended = [s.usage.bytes for s in self._states.values() if s.packager is None]
+        self.quota.largest = max(live, default=0)
+        shared.set_largest(self.quota.largest)
+        shared.set_ended(sum(ended))
 
 
 def _size(path: Path) -> int:

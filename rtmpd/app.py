@@ -58,6 +58,7 @@ from rtmpd.web.guard import ConnectionGuard, GuardedSite
 from rtmpd.web.live import Waiters
 from rtmpd.web.metrics import Metrics
 from rtmpd.web.proxies import TrustedProxies
+from rtmpd.web.viewers import ViewerTracker
 
 from . import webhooks
 from .admin import AdminService
@@ -65,6 +66,7 @@ from .broadcast import Broadcast
 from .channels import ChannelDirectory
 from .health import PublishHealth
 from .live_source import HlsLiveSource
+from .node_table import Port
 from .publish import Publish
 from .pull import Pulls, SiblingPlays, private_listener
 from .push import PushRelay, PushStatus
@@ -96,6 +98,8 @@ class Rtmpd:
         #: One worker of several ([server] workers): its sockets, node name and siblings.
         self.worker = worker
         self.metrics = Metrics()
+        #: Viewers of this process's HLS answers (with workers, each counts its own).
+        self.viewers = ViewerTracker()
         #: Requests blocked on LL-HLS parts, woken by the packager as parts complete.
         self.waiters = Waiters()
         #: Broadcasts kept as VODs ([record]); None when off.
@@ -113,6 +117,8 @@ class Rtmpd:
             recorder=self.recorder,
             shared=worker is not None,
         )
+        if worker is not None:  # [hls] max_total_bytes bounds the folder, all workers' files
+            self.hls.quota.shared = worker.table.hls()
         self.auth = AuthService(
             config.auth,
             config.database.path,
@@ -139,6 +145,7 @@ class Rtmpd:
             play_handler=self if config.rtmp.allow_play else None,
             proxy=config.rtmp.proxy_policy,
             sock=worker.rtmp if worker is not None else None,
+            node=worker.table.connections(Port.RTMP) if worker is not None else None,
         )
         self._play_networks = config.rtmp.play_networks
         #: Names on the air (live, or within the grace after their last publish).
@@ -161,6 +168,7 @@ class Rtmpd:
         if worker is not None:  # the failed-key limit holds across workers
             self.auth.share_failures(worker.failed)
             worker.on_failed_elsewhere = self.auth.failed_elsewhere
+            worker.on_sibling_died = lambda node: self._spawn(self._sibling_died(node))
         #: Users and API tokens on the server's own store; None in callback mode (no database).
         self.accounts: Accounts | None = None
         if self.auth.store is not None:
@@ -185,6 +193,7 @@ class Rtmpd:
             metrics=self.metrics,
             log=logging.getLogger("rtmpd.http"),
             proxy=config.http.proxy_policy,
+            node=worker.table.connections(Port.HTTP) if worker is not None else None,
         )
         self.http_keepalive_timeout = config.http.keepalive_timeout
         self._publishes: set[Publish] = set()
@@ -217,6 +226,8 @@ class Rtmpd:
         first = self.worker is None or self.worker.cleanup
         if first:  # not while siblings' streams are live
             self.hls.startup_cleanup(await self.auth.live_names())
+        else:  # restarted: the streams it held when it died end now (unless taken over)
+            self._finish_abandoned(self.auth.stale, "before this worker's restart")
         if self.recorder is not None:  # closes what a killed run left open, then retention
             if first:
                 self.recorder.start()
@@ -282,6 +293,9 @@ class Rtmpd:
             worker=self.worker.label if self.worker is not None else "",
             sibling=self.directory.sibling if self.worker is not None else None,
             admin_worker=self.worker.admin_path if self.worker is not None else "",
+            peers=self.worker.peers if self.worker is not None else None,
+            viewers=self.viewers,
+            viewers_elsewhere=self.worker.sibling_viewers if self.worker is not None else None,
         )
         self._runner = make_runner(
             app,
@@ -423,9 +437,11 @@ class Rtmpd:
                         part.sample()
             self.metrics.set_live(len(self._publishes))
             self.metrics.set_webhooks_pending(self.webhooks.pending)
-            if self.worker is not None:  # codecs and bitrates for the other workers' API
+            if self.worker is not None:  # codecs, bitrates, viewers for the other workers' API
                 names = {publish.name for publish in self._publishes}
                 self.worker.write_streams(self.directory.shared_stats(names))
+                self.worker.write_viewers(self.viewers.counts())
+            self.metrics.set_viewers(self.viewers.total())  # /metrics sums the workers' own
             await self._account_events()
 
     async def _account_events(self) -> None:
@@ -598,6 +614,18 @@ class Rtmpd:
     def _play_allowed(self, peer: str) -> bool:
         return self._play_networks.trusts(peer)
 
+    # -- workers -----------------------------------------------------------------------
+
+    async def _sibling_died(self, node: str) -> None:
+        """Worker `node` died: its live records are cleared (by this worker or another, each
+        name by one), and the playlists of those cleared here get ENDLIST."""
+        self._finish_abandoned(await self.auth.release_node(node), f"when {node} died")
+
+    def _finish_abandoned(self, names: list[str], when: str) -> None:
+        for name in names:
+            if self.hls.finish_abandoned(name):
+                log.info("HLS %s: its publisher went %s; playlist ended", name, when)
+
     # -- helpers -----------------------------------------------------------------------
 
     def _segment_written(self, segment: SegmentWritten) -> None:
@@ -607,7 +635,9 @@ class Rtmpd:
                 publish.health.segment(segment.duration, segment.lag)
                 if publish not in self._playing:  # other nodes may send viewers here now
                     self._playing.add(publish)
-                    self._spawn(self.auth.playing(publish.name, self.node_url))
+                    self._spawn(self.auth.playing(
+                        publish.name, self.node_url, self.directory.details(publish.name)
+                    ))  # fmt: skip
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -3,8 +3,10 @@ bitrates, keyframes). Lives in the composition root so that web, auth and hls st
 each other.
 
 A stream another node holds (the database's live records, `AuthService.remote`) is live here
-too once it has a playlist there; its HLS requests are sent to that node (`elsewhere`), and
-its codecs and thumbnail are that node's to show (None here).
+too once it has a playlist there; its HLS requests are sent to that node (`elsewhere`). Its
+codecs and size are what that node wrote into the live record when its first segment was
+out (`details`; bitrates are left out, they would be stale), and its thumbnail is fetched
+from that node's /thumb/ (in a worker thread, cached like a local one).
 
 With rtmpd workers (rtmpd.worker), each worker is such a node, but its siblings share the
 HLS folder and the public URL: a sibling's stream is served here from the files, and what only
@@ -14,13 +16,25 @@ its owner has in memory (LL-HLS playlists and parts) is asked of the owner (`sib
 from __future__ import annotations
 
 import dataclasses
+import http.client
+import json
 from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import quote, urlsplit
 
 from rtmpd.auth.service import AuthService
 from rtmpd.hls import HlsService, Keyframe, keyframe_to_jpeg
 from rtmpd.web.directory import Channel, StreamStats
 
 from .worker import Worker
+
+#: Seconds another node may take to send a thumbnail.
+REMOTE_THUMBNAIL_TIMEOUT = 5.0
+#: The largest thumbnail taken from another node.
+MAX_REMOTE_THUMBNAIL = 1 << 20
+#: Facts of a stream that go stale (left out of what other nodes are told).
+_CHANGING = frozenset(("video_kbps", "audio_kbps"))
+_FIELDS = frozenset(f.name for f in dataclasses.fields(StreamStats))
 
 
 class ChannelDirectory:
@@ -91,12 +105,24 @@ class ChannelDirectory:
 
     def stats(self, name: str) -> StreamStats | None:
         if self._worker is not None and (node := self._sibling_node(name)) is not None:
-            found = self._worker.sibling_streams(node).get(name)
-            fields = {f.name for f in dataclasses.fields(StreamStats)}
-            if not isinstance(found, dict):
-                return None
-            return StreamStats(**{k: v for k, v in found.items() if k in fields})
-        return self._local_stats(name)
+            return _stats_from(self._worker.sibling_streams(node).get(name))
+        if self._hls.playing(name):
+            return self._local_stats(name)
+        remote = self._auth.remote(name)
+        if remote is None or remote.details is None:
+            return None
+        try:
+            return _stats_from(json.loads(remote.details))
+        except ValueError:
+            return None
+
+    def details(self, name: str) -> str | None:
+        """What the other nodes are told of this node's stream `name` (JSON), or None."""
+        stats = self._local_stats(name)
+        if stats is None:
+            return None
+        facts = {k: v for k, v in dataclasses.asdict(stats).items() if k not in _CHANGING}
+        return json.dumps(facts, separators=(",", ":"))
 
     def _local_stats(self, name: str) -> StreamStats | None:
         info = self._hls.stream_info(name)
@@ -125,6 +151,8 @@ class ChannelDirectory:
         if self._worker is not None and (node := self._sibling_node(name)) is not None:
             worker = self._worker
             return lambda: worker.sibling_thumbnail(node, name)
+        if (url := self.elsewhere(name)) is not None:
+            return lambda: remote_thumbnail(url, name)
         self._snapshot(name)
         keyframe = self._keyframes.get(name)
         if keyframe is None:
@@ -147,3 +175,36 @@ class ChannelDirectory:
             self._keyframes[name] = info.keyframe
         elif info is None or not info.live:
             self._keyframes.pop(name, None)
+
+
+def _stats_from(found: Any) -> StreamStats | None:
+    """StreamStats from what a sibling or another node wrote; None for anything else."""
+    if not isinstance(found, dict):
+        return None
+    try:
+        return StreamStats(**{k: v for k, v in found.items() if k in _FIELDS})
+    except TypeError:
+        return None
+
+
+def remote_thumbnail(base: str, name: str) -> bytes | None:
+    """Blocking (a worker thread): the JPEG of `name` from the node at HTTP base `base`, or
+    None when it has none, does not answer in time or answers anything but a JPEG."""
+    parts = urlsplit(base)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    if parts.hostname is None:
+        return None
+    conn = kind(parts.hostname, parts.port, timeout=REMOTE_THUMBNAIL_TIMEOUT)
+    try:
+        conn.request("GET", f"{parts.path.rstrip('/')}/thumb/{quote(name)}.jpg")
+        response = conn.getresponse()
+        if response.status != 200:
+            return None
+        jpeg = response.read(MAX_REMOTE_THUMBNAIL + 1)
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+    if len(jpeg) > MAX_REMOTE_THUMBNAIL or jpeg[:2] != b"\xff\xd8":
+        return None
+    return jpeg

@@ -124,6 +124,19 @@ class ConnectionInfo:
     page_url: str | None
 
 
+class NodeCount(Protocol):
+    """The connections the other rtmpd workers of this node hold on the same port, and this
+    worker's own as it tells them (rtmpd.node_table): the caps count both."""
+
+    def elsewhere(self) -> int: ...
+
+    def elsewhere_from(self, host: str) -> int: ...
+
+    def add(self, delta: int) -> None: ...
+
+    def add_host(self, host: str, delta: int) -> None: ...
+
+
 class PublishSink(Protocol):
     """Where one accepted publish goes: its media, then its end (exactly once)."""
 
@@ -781,8 +794,11 @@ class RtmpServer:
         play_handler: PlayHandler | None = None,
         proxy: ProxyPolicy | None = None,
         sock: socket.socket | None = None,
+        node: NodeCount | None = None,
     ) -> None:
         self.handler = handler
+        #: With rtmpd workers: the caps are the node's, the other workers' connections count.
+        self.node = node
         #: Who decides play requests; None: every play is refused ("Playback is off").
         self.play_handler = play_handler
         self.tls = tls
@@ -936,25 +952,43 @@ class RtmpServer:
         """Count a new connection in; the reason to refuse it, or ''. Without `count_ip` (a
         trusted proxy's connection before its header named the client) only the total cap
         counts it, until `_admit_ip`."""
-        if len(self._conns) >= self.max_connections:
+        node = self.node
+        held = len(self._conns) + (node.elsewhere() if node is not None else 0)
+        if held >= self.max_connections:
             return f"{self.max_connections} connections already open"
         self._conns[conn.conn_id] = conn
+        if node is not None:
+            node.add(1)
         return self._admit_ip(conn) if count_ip else ""
 
     def _admit_ip(self, conn: _Connection) -> str:
-        if self._per_ip.get(conn.peer, 0) >= self.max_connections_per_ip:
+        node = self.node
+        held = self._per_ip.get(conn.peer, 0)
+        if node is not None:
+            held += node.elsewhere_from(conn.peer)
+        if held >= self.max_connections_per_ip:
             del self._conns[conn.conn_id]
+            if node is not None:
+                node.add(-1)
             return f"{self.max_connections_per_ip} connections already open from {conn.peer}"
         self._per_ip[conn.peer] = self._per_ip.get(conn.peer, 0) + 1
+        if node is not None:
+            node.add_host(conn.peer, 1)
         conn.counted_ip = conn.peer
         return ""
 
     def _forget(self, conn: _Connection) -> None:
         if not conn.gone.done():
             conn.gone.set_result(None)
-        if self._conns.pop(conn.conn_id, None) is None or conn.counted_ip is None:
+        if self._conns.pop(conn.conn_id, None) is None:
+            return
+        if self.node is not None:
+            self.node.add(-1)
+        if conn.counted_ip is None:
             return
         host, conn.counted_ip = conn.counted_ip, None
+        if self.node is not None:
+            self.node.add_host(host, -1)
         left = self._per_ip.get(host, 0) - 1
         if left > 0:
             self._per_ip[host] = left

@@ -17,9 +17,16 @@ sockets. `[server] balance` says how connections are spread:
 Start-up: worker 1 first (it migrates the database and removes HLS leftovers of an earlier
 run), then the others together; the pid file (for `rtmpd drain`) is written once all are up.
 A worker that dies is restarted after a pause that grows while it keeps dying (0.5 s to 10 s);
-its publishers reconnect (to any worker) and take their streams over; its live records are
-cleared by its restart. SIGTERM, SIGINT, SIGUSR1 and SIGHUP go to every worker (SIGTERM: each
+its publishers reconnect (to any worker) and take their streams over. The others are told
+(`{"died": N}`): whichever clears a dead worker's live record of a stream first lists ENDLIST in
+its playlist (players stop waiting), and the restarted worker does the same for any left; a
+stream its streamer already took over on another worker has that worker's record, so it goes
+on. SIGTERM, SIGINT, SIGUSR1 and SIGHUP go to every worker (SIGTERM: each
 drains and stops; the supervisor exits once all have).
+
+The node-wide caps (connections, [hls] max_total_bytes) are counted in a table in shared memory
+(rtmpd.node_table): the supervisor creates it, each worker writes its own slot, and the
+supervisor zeroes a dead worker's.
 
 /metrics is prometheus-client's multiprocess mode: each worker writes its values to files in
 the supervisor's private folder, and whichever worker is asked reads them all; the supervisor
@@ -44,6 +51,7 @@ from typing import Any
 
 from prometheus_client import multiprocess
 
+from . import node_table
 from .config import Address, Balance, Config
 from .worker import MAX_LINE
 
@@ -113,6 +121,8 @@ class Supervisor:
         self.ports = ports
         self.folder = Path(tempfile.mkdtemp(prefix="rtmpd-workers-"))
         (self.folder / "metrics").mkdir()
+        node_table.create(self.folder / node_table.FILE, self.count)
+        self.table = node_table.NodeTable(self.folder / node_table.FILE, 1, self.count)
         self.children = [self._child(i) for i in range(1, self.count + 1)]
         self._stopping = False
         self._stopped = asyncio.Event()
@@ -151,6 +161,7 @@ class Supervisor:
                 if child.proc is not None and child.proc.returncode is None:
                     child.proc.kill()
                     await child.proc.wait()
+            self.table.close()
             shutil.rmtree(self.folder, ignore_errors=True)
             for sockets in self.ports.values():
                 for sock in set(sockets):
@@ -232,6 +243,9 @@ class Supervisor:
         listen.cancel()
         child.writer = None
         writer.close()
+        self.table.clear(child.index)  # its connections are gone; its HLS files get counted
+        if not self._stopping:  # by whoever finishes its streams' playlists
+            self._tell_others(child, {"died": child.index})
         folder = str(self.folder / "metrics")
         multiprocess.mark_process_dead(proc.pid, folder)  # type: ignore[no-untyped-call]
         return code
@@ -264,10 +278,14 @@ class Supervisor:
                 child.ready.set()
             host = message.get("failed")
             if isinstance(host, str):  # the others count it too
-                data = json.dumps({"failed": host}).encode() + b"\n"
-                for other in self.children:
-                    if other is not child and other.writer is not None and other.ready.is_set():
-                        other.writer.write(data)
+                self._tell_others(child, {"failed": host})
+
+    def _tell_others(self, child: _Child, message: dict[str, Any]) -> None:
+        """`message` to every worker that is up but `child`."""
+        data = json.dumps(message).encode() + b"\n"
+        for other in self.children:
+            if other is not child and other.writer is not None and other.ready.is_set():
+                other.writer.write(data)
 
     def _write_pid(self) -> Path | None:
         path = self.config.pid_file

@@ -9,12 +9,18 @@ workers' private HTTP sockets are. Afterwards:
 - worker -> supervisor: `{"ready": pid}` once every port is up; `{"failed": host}` for each
   failed publish attempt counted here;
 - supervisor -> worker: `{"failed": host}` for each one counted by another worker, so that
-  the failed-key limit per address holds whichever worker a guesser lands on.
+  the failed-key limit per address holds whichever worker a guesser lands on; `{"died": N}`
+  when worker N died, so that its streams' playlists are finished at once (ENDLIST) instead
+  of at its restart.
 
 Each worker is a node of the live-record machinery (rtmpd.auth.sqlstore): its publishes are
 recorded under its own node name (`<node>.w<N>`), its siblings' records say which worker holds a
 stream, and `sibling_path` says where to reach that worker over its private HTTP socket (a unix
 socket in a folder only this user can open), for what only the owner has in memory.
+
+Through the same private folder, once a second, each worker writes the facts of its streams
+(codecs, bitrates) and its viewer counts for the others' API and pages; and it maps the node's
+table of connection and HLS byte counts (rtmpd.node_table), one slot of which is its own.
 """
 
 from __future__ import annotations
@@ -27,10 +33,14 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from . import node_table
+from .node_table import NodeTable
 
 log = logging.getLogger("rtmpd.worker")
 
@@ -38,6 +48,10 @@ log = logging.getLogger("rtmpd.worker")
 MAX_LINE = 1 << 20
 #: Seconds a sibling may take to send a thumbnail.
 THUMBNAIL_TIMEOUT = 5.0
+#: Seconds a sibling's viewer counts stay believed without being rewritten (it writes them
+#: every second: older ones are a dead worker's), and how long they are read from memory.
+VIEWERS_FRESH = 3.0
+VIEWERS_REREAD = 0.5
 #: The header naming the worker that answered an HTTP request (`X-Rtmpd-Worker: 2`).
 WORKER_HEADER = "X-Rtmpd-Worker"
 
@@ -75,12 +89,18 @@ class Worker:
     siblings: dict[str, str]
     metrics_dir: str
     control: socket.socket
+    #: Node-wide connection and HLS byte counts (this worker's slot zeroed: a new start).
+    table: NodeTable
     #: Told of each failed publish attempt another worker counted (set by the app).
     on_failed_elsewhere: Callable[[str], None] | None = None
+    #: Told the node name of a sibling that died (set by the app).
+    on_sibling_died: Callable[[str], None] | None = None
     _writer: asyncio.StreamWriter | None = None
     _reader_task: asyncio.Task[None] | None = None
     _early: list[bytes] = field(default_factory=list)
     _cached: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
+    _viewers: dict[str, int] = field(default_factory=dict)
+    _viewers_read: float = float("-inf")
 
     @classmethod
     def connect(cls, fd: int) -> tuple[Worker, dict[str, Any]]:
@@ -110,8 +130,14 @@ class Worker:
             siblings=siblings,
             metrics_dir=str(folder / "metrics"),
             control=control,
+            table=NodeTable(folder / node_table.FILE, index, count),
         )
+        worker.table.clear(index)
         return worker, hello["config"]
+
+    def sibling_node(self, index: int) -> str:
+        """The node name of worker `index` of this node."""
+        return worker_node(self.node.rpartition(".w")[0], index)
 
     @property
     def label(self) -> str:
@@ -121,6 +147,12 @@ class Worker:
     def admin_path(self) -> str:
         """Where the dashboard and admin API are answered: worker 1 ("" for worker 1)."""
         return "" if self.index == 1 else private_path(self.folder, 1)
+
+    @property
+    def peers(self) -> dict[str, str]:
+        """The other workers' private HTTP sockets by number (X-Rtmpd-Worker's)."""
+        return {str(i): private_path(self.folder, i)
+                for i in range(1, self.count + 1) if i != self.index}  # fmt: skip
 
     @property
     def folder(self) -> Path:
@@ -162,6 +194,44 @@ class Worker:
         streams = data if isinstance(data, dict) else {}
         self._cached[node] = (mtime, streams)
         return streams
+
+    def write_viewers(self, counts: dict[str, int]) -> None:
+        """This worker's viewer count per channel, for its siblings' API and pages: a small
+        file in the private folder, replaced whole once a second."""
+        path = self.folder / f"{self.node}.viewers.json"
+        temp = path.with_suffix(".tmp")
+        try:
+            temp.write_text(json.dumps(counts))
+            temp.replace(path)
+        except OSError as exc:
+            log.debug("cannot write %s: %s", path, exc)
+
+    def sibling_viewers(self, name: str) -> int:
+        """The other workers' viewers of `name`, as they wrote them within VIEWERS_FRESH
+        seconds (read again at most every VIEWERS_REREAD seconds)."""
+        now = time.monotonic()
+        if now - self._viewers_read >= VIEWERS_REREAD:
+            self._viewers_read = now
+            self._viewers = self._read_viewers()
+        return self._viewers.get(name, 0)
+
+    def _read_viewers(self) -> dict[str, int]:
+        summed: dict[str, int] = {}
+        oldest = time.time() - VIEWERS_FRESH
+        for node in self.siblings:
+            path = self.folder / f"{node}.viewers.json"
+            try:
+                if path.stat().st_mtime < oldest:
+                    continue  # not rewritten lately: a worker that died (or is stuck)
+                counts = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if not isinstance(counts, dict):
+                continue
+            for name, count in counts.items():
+                if isinstance(name, str) and isinstance(count, int) and count > 0:
+                    summed[name] = summed.get(name, 0) + count
+        return summed
 
     def sibling_thumbnail(self, node: str, name: str) -> bytes | None:
         """Blocking (a worker thread): sibling `node`'s JPEG of `name`, over its socket."""
@@ -215,9 +285,14 @@ class Worker:
             except ValueError:
                 log.warning("unreadable line from the supervisor ignored")
                 continue
-            host = message.get("failed") if isinstance(message, dict) else None
+            if not isinstance(message, dict):
+                continue
+            host = message.get("failed")
             if isinstance(host, str) and self.on_failed_elsewhere is not None:
                 self.on_failed_elsewhere(host)
+            died = message.get("died")
+            if isinstance(died, int) and self.on_sibling_died is not None:
+                self.on_sibling_died(self.sibling_node(died))
         # The supervisor is gone (killed): stop as SIGTERM does rather than hold the ports.
         log.warning("the supervisor went away; worker %d stopping", self.index)
         os.kill(os.getpid(), signal.SIGTERM)

@@ -1,5 +1,6 @@
 """Several rtmpd nodes on one PostgreSQL (a throwaway cluster): a user added on node A
-publishes on node B; A lists B's stream and sends its viewers to B; a ban on A cuts the stream
+publishes on node B; A lists B's stream (with its codecs and thumbnail) and sends its viewers
+to B, and an nginx edge in front of A follows that redirect itself; a ban on A cuts the stream
 on B within 2 s; a reconnect that lands on another node takes the stream over; with
 duplicate = reject the other node refuses; a node killed with SIGKILL has its stream released
 by the others once its lease runs out, and the streamer publishes again elsewhere; and two
@@ -24,7 +25,7 @@ import pytest
 
 from rtmpd.app import Rtmpd
 from tests.support.app import HeldPublisher, media_tags, start_server
-from tests.support.engines import DEPLOY, free_port, haproxy, stop, wait_port
+from tests.support.engines import DEPLOY, free_port, haproxy, nginx, stop, wait_port
 
 START = "NetStream.Publish.Start"
 LEASE = 3.0
@@ -93,7 +94,28 @@ async def test_a_user_of_node_a_publishes_on_node_b_and_a_sends_viewers_there(
         assert followed.status == 200 and (await followed.text()).startswith("#EXTM3U")
         assert str(followed.url).startswith(b.node_url)
         page = await http.get(f"{base}/api/streams/benw")
-        assert (await page.json())["live"] is True
+        info = await page.json()
+        own = await (await http.get(f"{b.node_url}/api/streams/benw")).json()
+        assert info["live"] is True
+        # what node B knows of its stream, node A shows too (but for the bitrates)
+        assert own["video"]["kbps"] is not None
+        assert info["video"] == {**own["video"], "kbps": None}
+        assert info["audio"] == {**own["audio"], "kbps": None}
+        assert info["video"]["name"] == "H.264" and info["video"]["width"] == 96
+        thumb = await http.get(f"{base}/thumb/benw.jpg")
+        assert thumb.status == 200 and (await thumb.read())[:2] == b"\xff\xd8"
+        # the nginx edge in front of node A follows A's 307 itself: viewers stay on the edge
+        with nginx(f"127.0.0.1:{a.http_port}") as edge:
+            at_edge = f"http://127.0.0.1:{edge.port}/live/benw/"
+            listed = await http.get(at_edge + "index.m3u8")
+            assert listed.status == 200 and not listed.history
+            segment = next(line for line in (await listed.text()).splitlines()
+                           if line.endswith(".ts"))  # fmt: skip
+            served = [await http.get(at_edge + segment) for _ in range(3)]
+            assert [r.status for r in served] == [200] * 3
+            assert [r.headers["X-Cache"] for r in served] == ["MISS", "HIT", "HIT"]
+            assert all(str(r.url).startswith(at_edge) for r in served)
+            assert len({await r.read() for r in served}) == 1
     await publisher.close()
 
     async def a_drops_it() -> bool:

@@ -100,7 +100,7 @@ async def test_live_records_are_leases(store: SqlStore) -> None:
                                 replace=False)  # fmt: skip
     states = await store.user_states([alice.user_id, ben.user_id])
     assert (states[alice.user_id].live_token, states[ben.user_id].live_token) == ("t2", "t5")
-    assert await store.clear_node_live("b") == 2
+    assert await store.take_node_live("b") == ["alice", "benw"]
     assert await store.live_records(0.0) == []
 
 

@@ -4,7 +4,10 @@ view of both; a publish lands in one worker and the API, the channel list and th
 show it; an LL-HLS blocking reload is answered whichever worker receives it; a worker killed
 with SIGKILL is restarted and its streamer publishes again; a reconnect that lands on the
 other worker takes the stream over; a ban cuts the stream whichever worker holds it; the
-failed-key limit holds across workers; SIGTERM stops everything.
+failed-key limit holds across workers; the admin API lists and kicks either worker's
+publishes; a killed worker's streams get ENDLIST at once, except one its streamer already took
+over on the other worker; viewer counts, the connection caps and [hls] max_total_bytes are the
+node's; SIGTERM stops everything.
 
 Which worker takes a connection is made certain by stopping the other one (SIGSTOP) while it
 connects: with `balance = "shared"` a stopped worker accepts nothing."""
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import re
@@ -126,6 +130,17 @@ class Cluster:
         return publisher
 
 
+#: Plain HLS (each worker serves every stream's playlists from the files and counts its own
+#: viewers), and small node-wide bounds that the tests of the bounds reach from two workers.
+PLAIN = (
+    CONFIG.replace("low_latency = true", "low_latency = false\nmax_total_bytes = 1_000_000")
+    .replace(
+        "drain_grace = 1.0", "drain_grace = 1.0\nmax_connections = 4\nmax_connections_per_ip = 2"
+    )
+    .replace("[http]\n", "[http]\nmax_connections_per_ip = 4\n")
+)
+
+
 def _start(folder: Path, balance: str = "shared", config: str = CONFIG) -> Cluster:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "rtmpd.toml").write_text(config.format(balance=balance))
@@ -172,6 +187,19 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, tags: list[FlvTag]) -> Ite
     finally:
         _stop(cluster)
         print(cluster.text())  # shown when a test fails
+    assert "Traceback" not in cluster.text()
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory, tags: list[FlvTag]) -> Iterator[Cluster]:
+    """A second supervisor, for plain HLS and node-wide bounds."""
+    cluster = _start(tmp_path_factory.mktemp("workers") / "plain", config=PLAIN)
+    cluster.tags = tags
+    try:
+        yield cluster
+    finally:
+        _stop(cluster)
+        print(cluster.text())
     assert "Traceback" not in cluster.text()
 
 
@@ -427,3 +455,247 @@ def test_a_port_in_use_is_one_line_and_exit_status_2(tmp_path: Path) -> None:
     assert done.stderr.strip().splitlines()[-1] == (
         f"rtmpd: cannot listen for HTTP on 127.0.0.1:{port}: address already in use"
     )
+
+
+async def test_a_restarted_worker_ends_the_streams_it_held_when_no_other_could(
+    cluster: Cluster,
+) -> None:
+    name = "olga"
+    publisher = await cluster.publish(cluster.cli("users", "add", name), worker=1)
+    send_until(publisher, cluster.tags, 0, 3000)
+    playlist = cluster.folder / "hls" / name / "index.m3u8"
+
+    async def listed() -> bool:
+        return playlist.exists() and "#EXTINF" in playlist.read_text()
+
+    async def ended() -> bool:
+        return "#EXT-X-ENDLIST" in playlist.read_text()
+
+    await until(listed)
+    pids = cluster.pids()
+    os.kill(pids[2], signal.SIGSTOP)  # the other worker cannot act on the news
+    try:
+        os.kill(pids[1], signal.SIGKILL)
+        await until(ended)  # the restarted worker 1 found its record left and ended it
+    finally:
+        os.kill(pids[2], signal.SIGCONT)
+    assert f"HLS {name}: its publisher went before this worker's restart" in cluster.text()
+    await publisher.close()
+
+
+async def admin_call(
+    cluster: Cluster, worker: int, method: str, path: str, token: str
+) -> tuple[int, dict[str, object]]:
+    """An admin API call on a connection `worker` accepted (worker 1 answers it)."""
+    async with connected(cluster, worker) as http:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with http.request(method, path, headers=headers) as response:
+            body = await response.read()
+    return response.status, json.loads(body) if body else {}
+
+
+async def test_the_admin_api_lists_and_kicks_the_publishes_of_every_worker(
+    cluster: Cluster,
+) -> None:
+    token = cluster.cli("tokens", "add", "ops-publishes")
+    held = {}
+    for worker, name in ((1, "ivan"), (2, "judy")):
+        held[name] = await cluster.publish(cluster.cli("users", "add", name), worker=worker)
+        send_until(held[name], cluster.tags, 0, 2000)
+
+    async def both_listed() -> bool:
+        status, body = await admin_call(cluster, 2, "GET", "/api/admin/publishes", token)
+        assert status == 200 and body["unanswered_workers"] == []
+        listed = {p["name"]: p["worker"] for p in body["publishes"]}  # type: ignore[attr-defined]
+        return {listed.get("ivan"), listed.get("judy")} == {"1", "2"}
+
+    await until(both_listed)
+    status, body = await admin_call(cluster, 1, "GET", "/api/admin/publishes/judy/health", token)
+    assert status == 200 and body["name"] == "judy"
+    status, body = await admin_call(cluster, 2, "GET", "/api/admin/publishes/judy", token)
+    assert status == 200 and body["worker"] == "2" and body["video"] is not None
+
+    # A worker that does not answer is named, and the answer does not wait for it.
+    async with connected(cluster, 1) as http:
+        with cluster.only(1):
+            got = await http.get("/api/admin/publishes",
+                                 headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+            stalled = await got.json()
+    assert stalled["unanswered_workers"] == ["2"]
+    assert [p["name"] for p in stalled["publishes"] if p["name"] in held] == ["ivan"]
+
+    # Kicks, asked of either worker, end the publish the other one holds.
+    assert (await admin_call(cluster, 1, "DELETE", "/api/admin/publishes/judy", token))[0] == 204
+    await held["judy"].wait_closed(GUARD)
+    assert (await admin_call(cluster, 2, "DELETE", "/api/admin/publishes/ivan", token))[0] == 204
+    await held["ivan"].wait_closed(GUARD)
+    assert "kicked by an admin" in cluster.text()
+    for publisher in held.values():
+        await publisher.close()
+
+    async def none_listed() -> bool:
+        _, body = await admin_call(cluster, 2, "GET", "/api/admin/publishes", token)
+        return not {"ivan", "judy"} & {p["name"] for p in body["publishes"]}  # type: ignore[attr-defined]
+
+    await until(none_listed)
+    status, _ = await admin_call(cluster, 2, "DELETE", "/api/admin/publishes/judy", token)
+    assert status == 404
+    async with connected(cluster, 2) as http:  # the workers' own route is not on the public port
+        assert (await http.get("/_worker/admin/publishes")).status == 404
+
+
+async def test_a_killed_workers_streams_end_and_one_taken_over_elsewhere_goes_on(
+    cluster: Cluster,
+) -> None:
+    keys = {name: cluster.cli("users", "add", name) for name in ("gina", "hank")}
+    held = {name: await cluster.publish(key, worker=2) for name, key in keys.items()}
+    for publisher in held.values():
+        send_until(publisher, cluster.tags, 0, 3000)
+    hls = cluster.folder / "hls"
+
+    async def both_listed() -> bool:
+        return all(
+            (hls / n / "index.m3u8").exists() and "#EXTINF" in (hls / n / "index.m3u8").read_text()
+            for n in held
+        )
+
+    await until(both_listed)
+    pids = cluster.pids()
+    os.kill(pids[2], signal.SIGSTOP)  # hank's streamer reconnects to worker 1 first, then
+    try:  # worker 2 dies holding gina's (and hank's old) connection
+        again = HeldPublisher(cluster.rtmp_port, keys["hank"])
+        assert (await again.start()).code == START
+    finally:
+        os.kill(pids[2], signal.SIGKILL)
+    sent = send_until(again, cluster.tags, 0, 1000)
+    gina = hls / "gina" / "index.m3u8"
+
+    async def gina_ended() -> bool:
+        return "#EXT-X-ENDLIST" in gina.read_text()
+
+    await until(gina_ended)  # told by the supervisor, worker 1 ended it (not the restart)
+    status, text, _ = await answer(cluster, "/api/streams/gina", 1)
+    assert status == 200 and json.loads(text)["live"] is False
+
+    async def restarted() -> bool:
+        now = cluster.pids()
+        return 2 in now and now[2] != pids[2] and "[w2] rtmpd: HTTP listening" in cluster.text()
+
+    await until(restarted)
+    sent = send_until(again, cluster.tags, sent, 3000)
+
+    async def hank_plays_on() -> bool:
+        status, text, _ = await answer(cluster, "/live/hank/index.m3u8", 2)
+        return status == 200 and "#EXT-X-DISCONTINUITY" in text and "#EXT-X-ENDLIST" not in text
+
+    await until(hank_plays_on)
+
+    async def hank_listed_live() -> bool:  # once worker 1 recorded its playlist
+        _, text, _ = await answer(cluster, "/api/streams/hank", 2)
+        return json.loads(text)["live"] is True
+
+    await until(hank_listed_live)
+    assert not again.closed.is_set()
+    assert "HLS hank: its publisher went" not in cluster.text()
+    assert "HLS gina: its publisher went when" in cluster.text()
+    await again.close()
+    for publisher in held.values():
+        await publisher.close()
+
+
+async def test_a_channels_viewers_are_summed_over_the_workers(plain: Cluster) -> None:
+    name = "kate"
+    publisher = await plain.publish(plain.cli("users", "add", name), worker=1)
+    send_until(publisher, plain.tags, 0, 3000)
+    playlist = f"/live/{name}/index.m3u8"
+
+    async def listed() -> bool:
+        status, text, _ = await answer(plain, playlist, 2)
+        return status == 200 and "#EXTINF" in text
+
+    await until(listed)
+    for worker, viewers in ((1, ("a", "b")), (2, ("c",))):  # each worker serves the file
+        async with connected(plain, worker) as http:
+            for agent in viewers:
+                got = await http.get(playlist, headers={"User-Agent": f"viewer {agent}"})
+                assert got.status == 200 and got.headers["X-Rtmpd-Worker"] == str(worker)
+
+    async def counted(worker: int) -> bool:  # once the other worker wrote its counts
+        _, text, _ = await answer(plain, f"/api/streams/{name}", worker)
+        return int(json.loads(text)["viewers"]) == 3 + 1  # and the probe in `listed`
+
+    for worker in (1, 2):
+        await until(functools.partial(counted, worker))
+        _, page, _ = await answer(plain, f"/{name}", worker)
+        assert re.search(r'data-field="viewers">4<', page), page
+    await publisher.close()
+
+
+async def test_the_connection_caps_are_the_nodes(plain: Cluster) -> None:
+    keys = [plain.cli("users", "add", f"cap{n}") for n in range(4)]
+    held = [  # two from one address, one in each worker; then the node's total of four
+        await plain.publish(keys[0], worker=1, source="127.0.0.7"),
+        await plain.publish(keys[1], worker=2, source="127.0.0.7"),
+        await plain.publish(keys[2], worker=1, source="127.0.0.8"),
+    ]
+    for worker in (1, 2):  # a third from the address is refused whichever worker takes it
+        with plain.only(worker), pytest.raises(ConnectionError):
+            await HeldPublisher(plain.rtmp_port, "not-a-key", source="127.0.0.7").start()
+    held.append(await plain.publish(keys[3], worker=2, source="127.0.0.9"))
+    with plain.only(1), pytest.raises(ConnectionError):
+        await HeldPublisher(plain.rtmp_port, "not-a-key", source="127.0.0.10").start()
+    assert "2 connections already open from 127.0.0.7" in plain.text()
+    assert "4 connections already open" in plain.text()
+    await held.pop().close()
+
+    async def admitted() -> bool:  # once worker 2 counted the connection out
+        with plain.only(1):
+            try:
+                status = await HeldPublisher(plain.rtmp_port, keys[3], source="127.0.0.9").start()
+            except ConnectionError:
+                return False
+        assert status.code == START
+        return True
+
+    await until(admitted)
+    for publisher in held:
+        await publisher.close()
+
+    # HTTP: four from one address, two in each worker; a fifth gets a 503 from either.
+    clients = []
+    for worker in (1, 2, 1, 2):
+        connector = aiohttp.TCPConnector(limit=1, local_addr=("127.0.0.20", 0))
+        http = aiohttp.ClientSession(f"http://127.0.0.1:{plain.http_port}", connector=connector)
+        clients.append(http)
+        with plain.only(worker):
+            async with http.get("/api/openapi.json") as got:
+                assert got.headers["X-Rtmpd-Worker"] == str(worker)
+    try:
+        for worker in (1, 2):
+            with plain.only(worker):
+                connector = aiohttp.TCPConnector(local_addr=("127.0.0.20", 0))
+                async with aiohttp.ClientSession(connector=connector) as http:
+                    got = await http.get(f"http://127.0.0.1:{plain.http_port}/")
+                    assert got.status == 503
+    finally:
+        for http in clients:
+            await http.close()
+    assert "4 HTTP connections already open from 127.0.0.20" in plain.text()
+
+
+async def test_max_total_bytes_bounds_the_folder_of_every_worker(plain: Cluster) -> None:
+    big = await plain.publish(plain.cli("users", "add", "mona"), worker=1)
+    sent = send_until(big, plain.tags, 0, 10000)  # about 0.55 MB of files: within the bound
+    await asyncio.sleep(0.5)
+    small = await plain.publish(plain.cli("users", "add", "nick"), worker=2)
+    send_until(small, plain.tags, 0, 10000)  # as much again in worker 2: past it together
+    async with asyncio.timeout(GUARD):
+        while not big.closed.is_set() and sent < len(plain.tags):  # a streamer going on
+            sent = send_until(big, plain.tags, sent, plain.tags[sent].timestamp + 100)
+            await asyncio.sleep(0.1)
+    await big.wait_closed(GUARD)  # the node's largest live stream was ended, by worker 1
+    assert any(s.code == "NetStream.Failed" and "max_total_bytes" in s.description
+               for s in big.statuses), big.statuses  # fmt: skip
+    assert not small.closed.is_set()
+    await big.close()
+    await small.close()

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -30,8 +31,10 @@ from .admin import (
     Refused,
     UserInfo,
 )
+from .admin_peers import PRIVATE, Peers
 from .proxies import TrustedProxies
 from .sessions import COOKIE, Sessions, csrf_ok
+from .siblings import private
 
 PREFIX = "/api/admin/"
 #: Routes whose one successful answer carries a new stream key (rtmpd never shows it again).
@@ -54,6 +57,10 @@ class AdminState:
     media: Callable[[str], dict[str, Any]]
     #: Renders a page with the admin pages' Content-Security-Policy (web/app.py).
     page: Page
+    #: As rtmpd worker N: its number ("" for one process), and the other workers to ask for
+    #: their publishes (web/admin_peers.py).
+    worker: str = ""
+    peers: Peers | None = None
 
 
 ADMIN = web.AppKey("rtmpd_admin_state", AdminState)
@@ -80,6 +87,11 @@ def add_routes(app: web.Application, state: AdminState) -> None:
     r.add_get("/api/admin/publishes/{name}", _publish, name="admin_publish", allow_head=False)
     r.add_delete("/api/admin/publishes/{name}", _kick, name="admin_publish_kick")
     r.add_get("/api/admin/publishes/{name}/health", _health, name="admin_publish_health",
+              allow_head=False)  # fmt: skip
+    # Another worker asking for this one's own publishes (its private socket only).
+    r.add_get(PRIVATE, _own_publishes, name="worker_publishes", allow_head=False)
+    r.add_delete(PRIVATE + "/{name}", _own_kick, name="worker_publish_kick")
+    r.add_get(PRIVATE + "/{name}/health", _own_health, name="worker_publish_health",
               allow_head=False)  # fmt: skip
 
 
@@ -179,6 +191,7 @@ def publish_json(state: AdminState, live: PublishInfo) -> dict[str, Any]:
         "warnings": list(live.warnings),
         "destinations": [push_json(p) for p in live.destinations],
         **state.media(live.name),
+        "worker": state.worker or None,
     }
 
 
@@ -296,35 +309,118 @@ async def _remove_destination(request: web.Request) -> web.Response:
 
 
 # -- live publishes ---------------------------------------------------------------------------
+#
+# With rtmpd workers, each holds its own publishes: the list, one publish, its health and a kick
+# are also asked of the others (web/admin_peers.py).
 
 
-def _live(request: web.Request) -> PublishInfo:
-    name = request.match_info["name"]
-    for live in _state(request).admin.publishes():
-        if live.name == name:
-            return live
-    raise web.HTTPNotFound(reason="not live")
+def _own(state: AdminState) -> list[dict[str, Any]]:
+    return [publish_json(state, p) for p in state.admin.publishes()]
+
+
+async def _every_publish(state: AdminState) -> tuple[list[dict[str, Any]], list[str]]:
+    """This worker's publishes and the others', the newest per name (a publish taken over on
+    another worker lingers until its end), by name; and the workers that did not answer."""
+    found, missing = _own(state), list[str]()
+    if state.peers is not None:
+        answers, missing = await state.peers.ask("GET", PRIVATE)
+        for status, body in answers:
+            listed = body.get("publishes") if status == 200 and isinstance(body, dict) else None
+            for live in listed if isinstance(listed, list) else ():
+                if isinstance(live, dict) and isinstance(live.get("name"), str):
+                    found.append(live)
+    newest: dict[str, dict[str, Any]] = {}
+    for live in found:
+        held = newest.get(live["name"])
+        if held is None or str(live.get("since")) >= str(held.get("since")):
+            newest[live["name"]] = live
+    return [newest[name] for name in sorted(newest)], missing
+
+
+def _not_live(missing: list[str]) -> web.HTTPException:
+    """Not live here nor on the workers that answered: 404, or 503 if one did not answer."""
+    if missing:
+        reason = f"not live on the workers that answered; worker {', '.join(missing)} did not"
+        return web.HTTPServiceUnavailable(reason=reason)
+    return web.HTTPNotFound(reason="not live")
+
+
+def _peer_url(name: str, tail: str = "") -> str:
+    return f"{PRIVATE}/{quote(name, safe='')}{tail}"
 
 
 async def _publishes(request: web.Request) -> web.Response:
-    state = _state(request)
-    return _ok({"publishes": [publish_json(state, p) for p in state.admin.publishes()]})
+    found, missing = await _every_publish(_state(request))
+    return _ok({"publishes": found, "unanswered_workers": missing})
 
 
 async def _publish(request: web.Request) -> web.Response:
-    return _ok(publish_json(_state(request), _live(request)))
+    name = request.match_info["name"]
+    state = _state(request)
+    for own in state.admin.publishes():
+        if own.name == name:
+            return _ok(publish_json(state, own))
+    found, missing = await _every_publish(state) if state.peers else ([], [])
+    for live in found:
+        if live["name"] == name:
+            return _ok(live)
+    raise _not_live(missing)
 
 
 async def _kick(request: web.Request) -> web.Response:
-    name = _live(request).name
-    if not _state(request).admin.kick(name):
-        raise web.HTTPNotFound(reason="not live")
+    name = request.match_info["name"]
+    state = _state(request)
+    missing: list[str] = []
+    if not state.admin.kick(name):
+        if state.peers is None:
+            raise _not_live(missing)
+        answers, missing = await state.peers.ask("DELETE", _peer_url(name))
+        if not any(status == 204 for status, _ in answers):
+            raise _not_live(missing)
     return web.Response(status=204, headers=_NO_STORE)
 
 
 async def _health(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    samples = _state(request).admin.history(name)
+    state = _state(request)
+    samples = state.admin.history(name)
+    if samples is not None:
+        return _ok(_health_json(name, samples))
+    missing: list[str] = []
+    if state.peers is not None:
+        answers, missing = await state.peers.ask("GET", _peer_url(name, "/health"))
+        for status, body in answers:
+            if status == 200 and isinstance(body, dict):
+                return _ok(body)
+    raise _not_live(missing)
+
+
+def _health_json(name: str, samples: list[HealthSample]) -> dict[str, Any]:
+    return {"name": name, "interval": 1.0, "samples": [sample_json(s) for s in samples]}
+
+
+# -- this worker's own publishes, for the worker answering the admin API ----------------------
+
+
+def _private_state(request: web.Request) -> AdminState:
+    if not private(request):  # the public port has no such route
+        raise web.HTTPNotFound()
+    return _state(request)
+
+
+async def _own_publishes(request: web.Request) -> web.Response:
+    return _ok({"publishes": _own(_private_state(request))})
+
+
+async def _own_kick(request: web.Request) -> web.Response:
+    if not _private_state(request).admin.kick(request.match_info["name"]):
+        raise web.HTTPNotFound(reason="not live")
+    return web.Response(status=204, headers=_NO_STORE)
+
+
+async def _own_health(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    samples = _private_state(request).admin.history(name)
     if samples is None:
         raise web.HTTPNotFound(reason="not live")
-    return _ok({"name": name, "interval": 1.0, "samples": [sample_json(s) for s in samples]})
+    return _ok(_health_json(name, samples))

@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +24,7 @@ from aiohttp import web
 from . import admin_api, dashboard
 from . import recordings as recorded
 from .admin import Admin
+from .admin_peers import Peers
 from .config import DEFAULT_HLSJS_URL
 from .directory import Channel, Directory, StreamStats
 from .guard import HTTP_SEND_TIMEOUT, ConnectionGuard, busy_middleware, reset
@@ -80,6 +81,8 @@ class _State:
     waiters: Waiters = field(default_factory=Waiters)
     low_latency: bool = False
     static: dict[str, _Static] = field(default_factory=dict)
+    #: rtmpd workers: the other workers' viewer counts of a channel.
+    viewers_elsewhere: Callable[[str], int] | None = None
     #: rtmpd workers: the private socket of the sibling holding a stream, and how to ask it.
     sibling: Callable[[str], str | None] | None = None
     siblings: Siblings = field(default_factory=Siblings)
@@ -107,6 +110,9 @@ def create_app(
     worker: str = "",
     sibling: Callable[[str], str | None] | None = None,
     admin_worker: str = "",
+    peers: Mapping[str, str] | None = None,
+    viewers: ViewerTracker | None = None,
+    viewers_elsewhere: Callable[[str], int] | None = None,
 ) -> web.Application:
     """The web application. `hlsjs_file`, if given, is served at /static/vendor/hls.min.js and
     used instead of `hlsjs_url` (self-hosting). With `admin`, the management API under
@@ -118,7 +124,10 @@ def create_app(
     are listed and served (web/recordings.py). As rtmpd `worker` N, responses name it
     (X-Rtmpd-Worker) and LL-HLS requests for a stream a `sibling` holds are asked of it. Start
     it with `make_runner` to get access logs. With `admin_worker` (another worker's private
-    socket), /admin and /api/admin/ are asked of that worker."""
+    socket), /admin and /api/admin/ are asked of that worker; with `peers` (the other workers'
+    private sockets by number), the admin API lists and kicks their publishes too. `viewers`
+    counts this process's viewers (made here when not given); `viewers_elsewhere` gives the
+    other workers' count of a channel, added to it."""
     templates = jinja2.Environment(
         loader=jinja2.FileSystemLoader(_HERE / "templates"),
         autoescape=True,
@@ -142,7 +151,8 @@ def create_app(
         hlsjs_url=hlsjs_url,
         hlsjs_file=hlsjs_file,
         access_log=access_log,
-        viewers=ViewerTracker(),
+        viewers=viewers if viewers is not None else ViewerTracker(),
+        viewers_elsewhere=viewers_elsewhere,
         thumbs=ThumbnailCache(directory.thumbnail),
         templates=templates,
         sending=sending,
@@ -175,6 +185,8 @@ def create_app(
             media=lambda name: _media(state.directory.stats(name)),
             page=lambda request, template, context, status: _page(
                 request, template, context, status, admin=True),
+            worker=worker,
+            peers=Peers(state.siblings, peers) if peers else None,
         ))  # fmt: skip
         dashboard.add_routes(app)
 
@@ -406,8 +418,14 @@ def _info(state: _State, channel: Channel) -> dict[str, Any]:
         "uptime_seconds": None if since is None else max(0, int(time.time() - since)),
         "playlist_url": playlist,
         **media,
-        "viewers": state.viewers.count(name),
+        "viewers": _viewers(state, name),
     }
+
+
+def _viewers(state: _State, name: str) -> int:
+    """The channel's viewers on the whole node: here and on the other workers."""
+    here = state.viewers.count(name)
+    return here + state.viewers_elsewhere(name) if state.viewers_elsewhere else here
 
 
 def _media(stats: StreamStats | None) -> dict[str, Any]:

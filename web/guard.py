@@ -28,7 +28,7 @@ import socket
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -54,6 +54,19 @@ _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nServer: " + SERVER.encode() + b"\r\n"
     b"Content-Length: 0\r\nConnection: close\r\n\r\n"
 )
+
+
+class NodeCount(Protocol):
+    """The connections the other rtmpd workers of this node hold on the same port, and this
+    worker's own as it tells them (rtmpd.node_table): the caps count both."""
+
+    def elsewhere(self) -> int: ...
+
+    def elsewhere_from(self, host: str) -> int: ...
+
+    def add(self, delta: int) -> None: ...
+
+    def add_host(self, host: str, delta: int) -> None: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -90,8 +103,11 @@ class ConnectionGuard:
         log: logging.Logger | None = None,
         clock: Callable[[], float] | None = None,
         proxy: ProxyPolicy | None = None,
+        node: NodeCount | None = None,
     ) -> None:
         self.max_connections = max_connections
+        #: With rtmpd workers: the caps are the node's, the other workers' connections count.
+        self.node = node
         #: PROXY protocol on this port: trusted proxies' headers name the client.
         self.proxy = proxy
         self.max_per_ip = max_per_ip
@@ -119,16 +135,22 @@ class ConnectionGuard:
     def admit(self, host: str, transport: asyncio.BaseTransport) -> Connection | None:
         """Count a new connection in, or None (then it gets the 503). At the total cap the least
         recently active idle connection is reset to make room."""
-        if self._per_ip.get(host, 0) >= self.max_per_ip:
+        node = self.node
+        from_host = self._per_ip.get(host, 0) + (node.elsewhere_from(host) if node else 0)
+        if from_host >= self.max_per_ip:
             self._refuse(f"{self.max_per_ip} HTTP connections already open from {host}")
             return None
-        if len(self._conns) >= self.max_connections and not self._close_idle():
+        held = len(self._conns) + (node.elsewhere() if node is not None else 0)
+        if held >= self.max_connections and not self._close_idle():
             self._refuse(f"{self.max_connections} HTTP connections already open, all busy")
             return None
         conn = Connection(host, transport)
         self._conns[transport] = conn
         self._per_ip[host] = self._per_ip.get(host, 0) + 1
         self._idle[conn] = None
+        if node is not None:
+            node.add(1)
+            node.add_host(host, 1)
         return conn
 
     def release(self, conn: Connection) -> None:
@@ -138,6 +160,9 @@ class ConnectionGuard:
         conn.open = False
         del self._conns[conn.transport]
         self._idle.pop(conn, None)
+        if self.node is not None:
+            self.node.add(-1)
+            self.node.add_host(conn.host, -1)
         left = self._per_ip.get(conn.host, 0) - 1
         if left > 0:
             self._per_ip[conn.host] = left

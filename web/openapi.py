@@ -135,9 +135,22 @@ SCHEMAS: dict[str, Any] = {
             "destinations": {"type": "array", "items": _ref("Push")},
             "video": {"oneOf": [_ref("Video"), {"type": "null"}]},
             "audio": {"oneOf": [_ref("Audio"), {"type": "null"}]},
+            "worker": _nullable(
+                "string", description="the worker process holding it; null with one process"
+            ),
         }
     ),  # fmt: skip
-    "PublishList": _object({"publishes": {"type": "array", "items": _ref("Publish")}}),
+    "PublishList": _object(
+        {
+            "publishes": {"type": "array", "items": _ref("Publish")},
+            "unanswered_workers": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "worker processes that did not answer in time: their "
+                "publishes are missing from the list",
+            },
+        }
+    ),
     "Push": _object(
         {
             "id": _nullable("integer", description="the user's destination; null: [[push]]"),
@@ -240,7 +253,10 @@ _DENIED = {
 _RECORDING_ID = {"name": "id", "in": "path", "required": True, "example": "20261202-201500",
                  "schema": {"type": "string", "pattern": r"^\d{8}-\d{6}(-\d{1,4})?$"}}  # fmt: skip
 _GONE = {"404": _error("no such user")}
-_NOT_LIVE = {"404": _error("not live")}
+_NOT_LIVE = {
+    "404": _error("not live"),
+    "503": _error("not live on the worker processes that answered; one did not"),
+}
 _DB = {"503": _error("the database is busy or unavailable; try again")}
 
 

@@ -17,7 +17,9 @@ another worker), and its failed-token limit sees the client's address passed on.
 
 from __future__ import annotations
 
+import json
 import socket
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -76,6 +78,25 @@ class Siblings:
         except (aiohttp.ClientError, TimeoutError, OSError):
             reason = "The worker holding this stream did not answer"
             raise web.HTTPBadGateway(reason=reason) from None
+
+    async def call(
+        self, path: str, method: str, url: str, *, timeout: float
+    ) -> tuple[int, Any] | None:
+        """`method url` on the worker listening on `path`: its status and JSON body (None for
+        a body that is not JSON), or None if it did not answer within `timeout` seconds."""
+        session = self._session(path)
+        limit = aiohttp.ClientTimeout(total=timeout)
+        try:
+            async with session.request(
+                method, "http://worker" + url, allow_redirects=False, timeout=limit
+            ) as got:
+                body = await got.read()
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return None
+        try:
+            return got.status, json.loads(body) if body else None
+        except ValueError:
+            return got.status, None
 
     async def close(self) -> None:
         for session in self._sessions.values():

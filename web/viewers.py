@@ -3,6 +3,11 @@
 A client is its remote address plus User-Agent, hashed so the table holds no addresses; the hash
 is unkeyed on purpose (nothing secret to leak, nothing to rotate). HLS players refetch the
 playlist every target duration, so a 30 s window counts everyone watching.
+
+With rtmpd workers each worker counts the requests it answers; the count shown is the sum of
+every worker's (`elsewhere`: the others' counts, exchanged once a second by rtmpd.worker), so a
+player whose requests land on two workers within the window counts twice. With LL-HLS every
+playlist request of a stream is answered by its owner, which counts them all.
 """
 
 from __future__ import annotations
@@ -41,6 +46,13 @@ class ViewerTracker:
         now = self._clock()
         self._prune(name, now)
         return len(self._seen.get(name, ()))
+
+    def counts(self) -> dict[str, int]:
+        """Every channel's count (channels with viewers only)."""
+        now = self._clock()
+        for name in list(self._seen):
+            self._prune(name, now)
+        return {name: len(clients) for name, clients in self._seen.items()}
 
     def total(self) -> int:
         now = self._clock()

@@ -115,16 +115,20 @@
   }
 
   async function refreshStreams() {
-    const { publishes } = await api("GET", "publishes");
-    document.getElementById("no-live").hidden = publishes.length > 0;
+    const { publishes, unanswered_workers: missing } = await api("GET", "publishes");
+    document.getElementById("no-live").hidden = publishes.length > 0 || missing.length > 0;
+    const unanswered = document.getElementById("unanswered");
+    unanswered.hidden = missing.length === 0;
+    unanswered.textContent = `Worker ${missing.join(", ")} did not answer: its streams are not listed.`;
     const seen = new Set();
     for (const live of publishes) {
       seen.add(live.name);
       let card = streams.querySelector(`[data-name="${CSS.escape(live.name)}"]`);
       if (!card) streams.append((card = newStream(live.name)));
       const video = live.video ? ` · ${live.video.width}×${live.video.height}` : "";
+      const worker = live.worker ? ` · worker ${live.worker}` : "";
       card.querySelector("[data-field=about]").textContent =
-        `from ${live.peer} since ${new Date(live.since).toLocaleTimeString()}${video}`;
+        `from ${live.peer} since ${new Date(live.since).toLocaleTimeString()}${video}${worker}`;
       const list = card.querySelector(".warnings");
       list.replaceChildren(...live.warnings.map((w) => el("li", {}, w)));
       const health = await api("GET", `publishes/${live.name}/health`);
