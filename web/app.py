@@ -28,7 +28,7 @@ from .config import DEFAULT_HLSJS_URL
 from .directory import Channel, Directory, StreamStats
 from .guard import HTTP_SEND_TIMEOUT, ConnectionGuard, busy_middleware, reset
 from .hlsfiles import CORS, NAME, HlsTarget, Sending, cache_headers, parse_hls_path, serve_file
-from .live import LiveSource, Waiters, blocking_playlist, cache_control, next_part
+from .live import LiveSource, Waiters, blocking_playlist, cache_control, live_key, next_part
 from .metrics import Metrics
 from .openapi import document as openapi_document
 from .owner import elsewhere
@@ -490,14 +490,13 @@ async def _live(
     request: web.Request, state: _State, live: LiveSource, target: HlsTarget
 ) -> web.StreamResponse | None:
     """An LL-HLS playlist or a part from memory; None to serve the file instead."""
+    key = live_key(target.name, target.file) if state.nested else target.name
     if target.playlist:
-        view = live.playlist(target.name)
+        view = live.playlist(key)
         if view is None:
             return None
         try:
-            body, blocking = await blocking_playlist(
-                view, state.waiters, target.name, request.query, live
-            )
+            body, blocking = await blocking_playlist(view, state.waiters, key, request.query, live)
         except web.HTTPException as exc:
             exc.headers.update(CORS)
             raise
@@ -506,7 +505,7 @@ async def _live(
         state.viewers.seen(target.name, viewer_address(request),
                           request.headers.get("User-Agent", ""))  # fmt: skip
     elif target.ext == "m4s":
-        data = await next_part(live, state.waiters, target.name, target.file)
+        data = await next_part(live, state.waiters, key, target.file)
         if data is None:
             return None
         body = data
