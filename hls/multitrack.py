@@ -17,6 +17,8 @@ from .renditions import FollowCuts, FollowerQueue
 #: Opens the rendition state of video track `track` (or None: refused) for a publish's
 #: follower; given by the name's state.
 OpenRendition = Callable[[int], PackagerOwner | None]
+#: Forgets the rendition state of `track` again (its header turned out unusable).
+DropRendition = Callable[[int], None]
 #: Makes a follower packager into a rendition state, cutting with the given FollowCuts.
 MakeFollower = Callable[[PackagerOwner, FollowCuts], StreamPackager]
 
@@ -24,17 +26,19 @@ MakeFollower = Callable[[PackagerOwner, FollowCuts], StreamPackager]
 class TrackSet:
     """Implements `rtmpd.hls.packager.Renditions` for one publish."""
 
-    __slots__ = ("name", "fixed", "followers", "_leader", "_configs", "_open", "_make", "_max",
-                 "_log", "_queue", "_warned", "_last")  # fmt: skip
+    __slots__ = ("name", "fixed", "followers", "_leader", "_configs", "_open", "_drop", "_make",
+                 "_max", "_log", "_queue", "_warned", "_last")  # fmt: skip
 
     def __init__(self, leader: StreamPackager, open_rendition: OpenRendition,
-                 make: MakeFollower, max_renditions: int, log: logging.Logger) -> None:  # fmt: skip
+                 drop_rendition: DropRendition, make: MakeFollower, max_renditions: int,
+                 log: logging.Logger) -> None:  # fmt: skip
         self.name = leader.name
         self._leader = leader
         self.fixed = False
         self.followers: dict[int, tuple[StreamPackager, FollowCuts]] = {}
         self._configs: dict[int, tuple[int, bytes, Codec]] = {}  # before the set is fixed
         self._open = open_rendition
+        self._drop = drop_rendition
         self._make = make
         self._max = max_renditions
         self._log = log
@@ -96,7 +100,12 @@ class TrackSet:
             follower = self._make(owner, cuts)
             follower.video_config(timestamp, record, codec)
             if follower.violation is not None or not follower.has_tracks:
-                follower.close()  # the header was unusable: named by the follower's log
+                # Unusable here (named by the follower's log): not a rendition after all.
+                self._warn(f"bad {track}", "video track %d is not packaged: %s", track,
+                           follower.violation.description if follower.violation is not None
+                           else "its sequence header is unusable")  # fmt: skip
+                follower.detach()
+                self._drop(track)
                 continue
             audio = self._leader.audio_setup
             if audio is not None:  # track 0's audio, in every rendition

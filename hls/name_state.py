@@ -170,7 +170,8 @@ class NameState:
             owner.packager = owner._last_publish = follower
             return follower
 
-        return TrackSet(leader, self._open_rendition, make, config.max_renditions, context.log)
+        return TrackSet(leader, self._open_rendition, self._drop_rendition, make,
+                        config.max_renditions, context.log)  # fmt: skip
 
     def _open_rendition(self, track: int) -> NameState:
         """At track 0's first frame: the rendition state of video track `track`, its window
@@ -184,6 +185,14 @@ class NameState:
         if state.live is not None:
             state.live.reports = lambda: self._reports(track)
         return state
+
+    def _drop_rendition(self, track: int) -> None:
+        """At track 0's first frame still: nothing of it was written."""
+        state = self.renditions.pop(track, None)
+        if state is not None and state.live is not None:
+            state.live.close()
+        if not self.renditions:
+            self._set_track(None)
 
     def _set_track(self, track: int | None) -> None:
         self.track = track
