@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 
 from rtmpd.auth.service import AuthService
 from rtmpd.hls import HlsService, Keyframe, keyframe_to_jpeg
-from rtmpd.web.directory import Channel, StreamStats
+from rtmpd.web.directory import Channel, RenditionStats, StreamStats
 
 from .worker import Worker
 
@@ -95,7 +95,11 @@ class ChannelDirectory:
             fields = {f.name for f in dataclasses.fields(StreamStats)}
             if not isinstance(found, dict):
                 return None
-            return StreamStats(**{k: v for k, v in found.items() if k in fields})
+            values = {k: v for k, v in found.items() if k in fields}
+            values["renditions"] = tuple(
+                RenditionStats(**r) for r in values.get("renditions", ()) if isinstance(r, dict)
+            )
+            return StreamStats(**values)
         return self._local_stats(name)
 
     def _local_stats(self, name: str) -> StreamStats | None:
@@ -116,6 +120,19 @@ class ChannelDirectory:
             audio_kbps=info.audio_kbps,
             video_name=info.video_name,
             audio_name=info.audio_name,
+            renditions=tuple(
+                RenditionStats(
+                    r.track,
+                    f"v{r.track}.m3u8",
+                    r.video_codec,
+                    r.video_name,
+                    r.width,
+                    r.height,
+                    r.fps,
+                    r.video_kbps,
+                )
+                for r in ((info, *info.renditions) if info.renditions else ())
+            ),  # fmt: skip
         )
 
     def thumbnail(self, name: str) -> Callable[[], bytes | None] | None:

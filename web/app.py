@@ -399,6 +399,8 @@ def _info(state: _State, channel: Channel) -> dict[str, Any]:
     since = channel.live_since if channel.live else None
     media = _media(state.directory.stats(name) if channel.live else None)
     playlist = f"/live/{name}/index.m3u8" if state.nested else f"/live/{name}.m3u8"
+    for rendition in media["renditions"]:  # beside index.m3u8 (the nested layout only)
+        rendition["playlist_url"] = f"/live/{name}/{rendition['playlist_url']}"
     return {
         "name": name,
         "live": channel.live,
@@ -430,7 +432,20 @@ def _media(stats: StreamStats | None) -> dict[str, Any]:
             "channels": stats.channels,
             "kbps": stats.audio_kbps,
         }
-    return {"video": video, "audio": audio}
+    renditions = [
+        {
+            "track": r.track,
+            "playlist_url": r.playlist,
+            "codec": r.video_codec,
+            "name": r.video_name,
+            "width": r.width,
+            "height": r.height,
+            "fps": r.fps,
+            "kbps": r.video_kbps,
+        }
+        for r in (stats.renditions if stats is not None else ())
+    ]
+    return {"video": video, "audio": audio, "renditions": renditions}
 
 
 _API_HEADERS = {"Cache-Control": "no-cache", "Access-Control-Allow-Origin": "*"}
