@@ -22,6 +22,7 @@ import pytest_asyncio
 from rtmpd.app import Rtmpd
 
 from tests.support.app import HeldPublisher, start_server
+from tests.support.exmedia import multitrack
 from tests.support.m3u8_validator import parse, parse_multivariant
 from tests.support.media import TAG_AUDIO, TAG_VIDEO, FlvTag, make_flv, read_flv_tags
 from tests.support.player import play
@@ -163,3 +164,48 @@ def _read(path: Path) -> str:
         return path.read_text()
     except OSError:
         return ""
+
+
+async def test_hostile_multitrack_publish(live: Live, caplog: pytest.LogCaptureFixture) -> None:
+    """Six video tracks (max_renditions is 4), a track id twice in one ManyTracks message, a
+    VP8 track: each named once in the log, the publish goes on with the renditions it can."""
+    key = await live.server.auth.store.add_user("mall")
+    publisher = HeldPublisher(live.server.rtmp.port, key)
+    await publisher.start()
+    flv = make_flv(seconds=3.0, fps=10, gop=10, width=96, height=54, sample_rate=48000,
+                   renditions=[[48, 28]])  # fmt: skip
+    tags = [t for t in read_flv_tags(flv) if t.kind in (TAG_AUDIO, TAG_VIDEO)]
+    out: list[FlvTag] = []
+    for tag in tags:
+        body = tag.body
+        if not body[0] & 0x8F == 0x86:
+            out.append(tag)
+            if tag.kind == TAG_VIDEO and body[1] == 0:  # a VP8 track's header, refused
+                out.append(FlvTag(TAG_VIDEO, 0, multitrack(0x96, 0, 0, [(b"vp08", 6, b"\0")])))
+            continue
+        data = body[7:]
+        for track in (1, 2, 3, 4, 5):  # copies of track 1 under other ids
+            out.append(FlvTag(TAG_VIDEO, tag.timestamp, body[:6] + bytes([track]) + data))
+        if body[1] & 0x0F == 3:  # coded frames: track 1 twice in one ManyTracks message
+            out.append(
+                FlvTag(
+                    TAG_VIDEO,
+                    tag.timestamp,
+                    multitrack(body[0], 1, 3, [(b"avc1", 1, data), (b"avc1", 1, data)]),
+                )
+            )
+    publisher.send_tags(out)
+    folder: Path = live.server.hls.segment_dir("mall")
+    async with asyncio.timeout(GUARD):
+        while len(_read(folder / "index.m3u8").splitlines()) < 11:  # 4 variants
+            await asyncio.sleep(0.02)
+    variants = parse_multivariant((folder / "index.m3u8").read_text())
+    assert sorted(v["URI"] for v in variants) == ["v0.m3u8", "v1.m3u8", "v2.m3u8", "v3.m3u8"]
+    assert not publisher.closed.is_set()
+    await publisher.close()
+    text = caplog.text
+    assert "video track 4 is not packaged: [hls] max_renditions is 4" in text
+    assert "video track 5 is not packaged: [hls] max_renditions is 4" in text
+    assert "video track 6 (VP8 (refused: not supported by rtmpd)) is not packaged" in text
+    assert text.count("video track 1 sent two frames with the same timestamp") == 1
+    assert "Traceback" not in text
