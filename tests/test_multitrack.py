@@ -19,8 +19,8 @@ import aiohttp
 import av
 import pytest
 import pytest_asyncio
-from rtmpd.app import Rtmpd
 
+from rtmpd.app import Rtmpd
 from tests.support.app import HeldPublisher, start_server
 from tests.support.exmedia import multitrack
 from tests.support.m3u8_validator import parse, parse_multivariant
@@ -145,7 +145,7 @@ async def test_renditions_decode_back_aligned(live: Live) -> None:
     await live.publisher.close()
     folder: Path = live.server.hls.segment_dir("benw")
     async with asyncio.timeout(GUARD):
-        while not all(f"#EXT-X-ENDLIST" in _read(folder / f"v{t}.m3u8") for t in (0, 1)):
+        while not all("#EXT-X-ENDLIST" in _read(folder / f"v{t}.m3u8") for t in (0, 1)):
             await asyncio.sleep(0.02)
     v0, v1 = (parse((folder / f"v{t}.m3u8").read_text()) for t in (0, 1))
     assert len(v0.segments) == 6
@@ -178,7 +178,7 @@ async def test_hostile_multitrack_publish(live: Live, caplog: pytest.LogCaptureF
     out: list[FlvTag] = []
     for tag in tags:
         body = tag.body
-        if not body[0] & 0x8F == 0x86:
+        if body[0] & 0x8F != 0x86:  # not multitrack video
             out.append(tag)
             if tag.kind == TAG_VIDEO and body[1] == 0:  # a VP8 track's header, refused
                 out.append(FlvTag(TAG_VIDEO, 0, multitrack(0x96, 0, 0, [(b"vp08", 6, b"\0")])))
