@@ -198,9 +198,12 @@ class NameState:
         self.track = track
         self.playlist_file = PLAYLIST if track is None else rendition_playlist(track)
         self.prefix = "" if track is None else rendition_prefix(track)
-        if self.live is not None:
-            self.live.rename(self.name if track is None else f"{self.name}/v{track}", self.prefix)
-            self.live.reports = None if track is None else (lambda: self._reports(0))
+        live = self.live
+        if live is not None:
+            live.rename(self.name if track is None else f"{self.name}/v{track}", self.prefix)
+            live.reports = None if track is None else (lambda: self._reports(0))
+            if live.playlist is not None:  # from an earlier publish of the name
+                live.playlist.reports = live.reports
         self._playlist_failed = False
 
     def _single(self) -> None:
@@ -221,7 +224,7 @@ class NameState:
                             context.cleanup.schedule_segment(due, self.name, uri)
             if state.live is not None:
                 state.live.close()
-            if context.config.cleanup:
+            if context.config.cleanup:  # unless a rendition of that track writes it again
                 context.cleanup.schedule_segment(due, self.name, state.playlist_file)
             self.usage.add(-state._playlist_bytes)
         self.renditions.clear()
@@ -230,6 +233,12 @@ class NameState:
         self.usage.add(-self._variants_bytes)
         self._variants, self._variants_bytes = "", 0
         self._set_track(None)
+
+    def keeps(self, file: str) -> bool:
+        """Whether `file` is listed or is a playlist of the name now (cleanup leaves it)."""
+        if file in self.listed or file == self.playlist_file:
+            return True
+        return any(file == state.playlist_file for state in self.renditions.values())
 
     def rendition_live(self, track: int) -> NameLive | None:
         if track == 0:

@@ -236,6 +236,7 @@ class StreamPackager:
         #: Multitrack: the other renditions (on track 0's packager) ...
         self._tracks: Renditions | None = None
         self._video_started = False
+        self._no_renditions = False  # the owner cannot write renditions
         #: ... and, on theirs, track 0's packager, which their bounds stop.
         self.leader: StreamPackager | None = None
         if new_timeline:
@@ -779,6 +780,8 @@ class StreamPackager:
         if self._done:
             return
         if self._tracks is None:
+            if self._no_renditions:
+                return
             if self._video_started:
                 self._warn(
                     f"late {track}",
@@ -789,7 +792,7 @@ class StreamPackager:
                 return
             self._tracks = self._owner.open_renditions(self)
             if self._tracks is None:
-                self._video_started = True  # asked once: no renditions for this publish
+                self._no_renditions = True  # asked once: no renditions for this publish
                 return
         self._tracks.config(track, timestamp, bytes(record), codec)
 

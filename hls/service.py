@@ -112,7 +112,7 @@ class HlsService:
         for entry in self._cleanup.pop_due(now):
             state = self._states.get(entry.name)
             if entry.removal is Removal.SEGMENT:
-                if state is None or entry.file not in state.listed:
+                if state is None or not state.keeps(entry.file):
                     unlink_quietly(self.layout.stream_dir(entry.name) / entry.file)
                     if state is not None:
                         state.forget(entry.file)

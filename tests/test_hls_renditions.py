@@ -371,3 +371,27 @@ def test_max_renditions_is_checked() -> None:
     with pytest.raises(ValueError, match="max_renditions"):
         HlsConfig(max_renditions=0)
     logging.getLogger(__name__).debug("max_renditions checked")
+
+
+def test_a_multitrack_republish_goes_on_aligned(tmp_path: Path) -> None:
+    """A reconnect (or takeover) with the same tracks: the renditions go on under the same
+    media sequence numbers and discontinuity count as track 0, and the cleanup of the last
+    publish's renditions leaves the playlists the new one writes."""
+    hls = service(tmp_path)
+    events = media(**MEDIA, renditions=((64, 36),))
+    for offset in (0, 10_000):
+        packager = hls.open_stream("benw")
+        feed(packager, [(e[0], e[1] + offset, *e[2:]) for e in events])
+        packager.close()
+    clock = hls._clock
+    assert isinstance(clock, FakeClock)
+    clock.advance(61)  # past a playlist length, within the grace
+    hls.tick()
+    v0, v1 = playlist(hls, "v0.m3u8"), playlist(hls, "v1.m3u8")
+    second = v0.segments[5:]
+    assert [s.sequence for s in second] == [s.sequence for s in v1.segments] == list(range(5, 10))
+    assert second[0].discontinuity and v1.segments[0].discontinuity
+    count = v0.discontinuity_sequence + sum(s.discontinuity for s in v0.segments[:6])
+    assert count == v1.discontinuity_sequence + 1  # the same discontinuity count at seq 5
+    folder = hls.segment_dir("benw")
+    assert all((folder / s.uri).is_file() for s in v1.segments)
