@@ -30,6 +30,7 @@ from .packager import StreamPackager
 from .playlist import PlaylistWindow
 from .quota import DiskQuota, derived_total, describe_total_bound
 from .recorder import RecordListener
+from .renditions import rendition_playlist
 from .storage import TEMP_SUFFIX, Layout, check_name, make_dirs, unlink_quietly
 
 
@@ -214,6 +215,9 @@ class HlsService:
         Files on disk that it does not list are removed after a playlist length."""
         try:
             text = self.layout.playlist_path(name).read_text(encoding="utf-8", errors="replace")
+            if "#EXT-X-STREAM-INF:" in text:  # multitrack: go on from track 0's rendition
+                path = self.layout.playlist_path(name, rendition_playlist(0))
+                text = path.read_text(encoding="utf-8", errors="replace")
             window = PlaylistWindow.restore(text, self._length_ms, self._fragment_ms)
         except (OSError, ValueError):
             return None

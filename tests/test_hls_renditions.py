@@ -395,3 +395,27 @@ def test_a_multitrack_republish_goes_on_aligned(tmp_path: Path) -> None:
     assert count == v1.discontinuity_sequence + 1  # the same discontinuity count at seq 5
     folder = hls.segment_dir("benw")
     assert all((folder / s.uri).is_file() for s in v1.segments)
+
+
+def test_a_restart_goes_on_from_track_0s_rendition(tmp_path: Path) -> None:
+    """index.m3u8 is the multivariant playlist: a new run of the server resumes the name's
+    numbering from v0.m3u8, and the old renditions' files go after a playlist length."""
+    events = media(**MEDIA, renditions=((64, 36),))
+    hls = service(tmp_path)
+    packager = hls.open_stream("benw")
+    feed(packager, events)
+    packager.close()
+    old = {p.name for p in hls.segment_dir("benw").iterdir() if p.name.startswith("v1-")}
+    hls = service(tmp_path)  # the next run
+    packager = hls.open_stream("benw")
+    feed(packager, [(e[0], e[1] + 10_000, *e[2:]) for e in events])
+    packager.close()
+    v0, v1 = playlist(hls, "v0.m3u8"), playlist(hls, "v1.m3u8")
+    assert [s.sequence for s in v1.segments] == list(range(5, 10))
+    assert [s.sequence for s in v0.segments][-5:] == list(range(5, 10))
+    clock = hls._clock
+    assert isinstance(clock, FakeClock)
+    clock.advance(61)
+    hls.tick()
+    left = {p.name for p in hls.segment_dir("benw").iterdir()}
+    assert old and not old & left and "v1.m3u8" in left
