@@ -24,7 +24,7 @@ and the numbering stays aligned. Each such miss is counted (`missed`).
 The multivariant playlist (`render_multivariant`, RFC 8216bis 4.4.6.2): BANDWIDTH is the peak
 segment bit rate of the rendition's listed segments (4.4.6.2: "the peak segment bit rate"),
 AVERAGE-BANDWIDTH their mean, RESOLUTION, CODECS (video and the shared audio) and FRAME-RATE
-as measured.
+as measured (snapped to the nominal rate it is within 1 % of: 29.97, 30, 25, ...).
 """
 
 from __future__ import annotations
@@ -78,6 +78,20 @@ def segment_bandwidth(segments: Iterable[tuple[int, int]]) -> tuple[int, int] | 
     return peak, -(-total_bits * 1000 // total_ms)
 
 
+#: Frame rates encoders use; a measured one within NOMINAL_TOLERANCE of one is that one (the
+#: measure over a few segments wavers by a frame: 29.995, 30.161).
+NOMINAL_RATES = (24000 / 1001, 24.0, 25.0, 30000 / 1001, 30.0, 48.0, 50.0, 60000 / 1001, 60.0,
+                 120.0)  # fmt: skip
+NOMINAL_TOLERANCE = 0.01
+
+
+def nominal_rate(fps: float) -> float:
+    """The encoder's frame rate for a measured one: the nearest of NOMINAL_RATES within 1 %,
+    else the measure."""
+    near = min(NOMINAL_RATES, key=lambda rate: abs(rate - fps))
+    return near if abs(near - fps) <= NOMINAL_TOLERANCE * near else fps
+
+
 def render_multivariant(variants: Sequence[Variant]) -> str:
     """The multivariant playlist over `variants`, highest bandwidth first (players start with
     the first one listed unless they measure; hls.js sorts them itself)."""
@@ -91,7 +105,7 @@ def render_multivariant(variants: Sequence[Variant]) -> str:
         if v.width and v.height:
             attrs.append(f"RESOLUTION={v.width}x{v.height}")
         if v.fps:
-            attrs.append(f"FRAME-RATE={v.fps:.3f}")
+            attrs.append(f"FRAME-RATE={nominal_rate(v.fps):.3f}")
         lines.append("#EXT-X-STREAM-INF:" + ",".join(attrs))
         lines.append(v.uri)
     return "\n".join(lines) + "\n"

@@ -20,6 +20,7 @@ from rtmpd.hls.renditions import (
     FollowCuts,
     FollowerQueue,
     Variant,
+    nominal_rate,
     render_multivariant,
     rendition_report,
     segment_bandwidth,
@@ -82,6 +83,13 @@ def test_multivariant_lists_every_rendition_highest_first() -> None:
         'mp4a.40.2",RESOLUTION=320x180,FRAME-RATE=30.000\nv1.m3u8\n'
     )
     assert [v["URI"] for v in parse_multivariant(text)] == ["v0.m3u8", "v1.m3u8"]
+
+
+def test_frame_rate_is_the_nominal_one_near_the_measure() -> None:
+    assert nominal_rate(29.995) == 30.0 and nominal_rate(30.161) == 30.0
+    assert nominal_rate(29.96) == 30000 / 1001 and nominal_rate(12.5) == 12.5
+    text = render_multivariant([Variant("v0.m3u8", 1000, None, "", 2, 2, 59.5)])
+    assert "FRAME-RATE=59.940" in text
 
 
 def test_multivariant_leaves_out_what_is_not_known() -> None:
