@@ -80,8 +80,8 @@ def segment_bandwidth(segments: Iterable[tuple[int, int]]) -> tuple[int, int] | 
 
 #: Frame rates encoders use; a measured one within NOMINAL_TOLERANCE of one is that one (the
 #: measure over a few segments wavers by a frame: 29.995, 30.161).
-NOMINAL_RATES = (24000 / 1001, 24.0, 25.0, 30000 / 1001, 30.0, 48.0, 50.0, 60000 / 1001, 60.0,
-                 120.0)  # fmt: skip
+NOMINAL_RATES = (10.0, 12.0, 12.5, 15.0, 20.0, 24000 / 1001, 24.0, 25.0, 30000 / 1001, 30.0,
+                 48.0, 50.0, 60000 / 1001, 60.0, 120.0)  # fmt: skip
 NOMINAL_TOLERANCE = 0.01
 
 

@@ -87,7 +87,7 @@ def test_multivariant_lists_every_rendition_highest_first() -> None:
 
 def test_frame_rate_is_the_nominal_one_near_the_measure() -> None:
     assert nominal_rate(29.995) == 30.0 and nominal_rate(30.161) == 30.0
-    assert nominal_rate(29.96) == 30000 / 1001 and nominal_rate(12.5) == 12.5
+    assert nominal_rate(29.96) == 30000 / 1001 and nominal_rate(13.7) == 13.7
     text = render_multivariant([Variant("v0.m3u8", 1000, None, "", 2, 2, 59.5)])
     assert "FRAME-RATE=59.940" in text
 
@@ -200,8 +200,9 @@ def playlist(hls: HlsService, file: str) -> Any:
     return parse((hls.segment_dir("benw") / file).read_text())
 
 
-def test_renditions_are_aligned_and_each_decodes_at_its_size(tmp_path: Path) -> None:
-    hls = service(tmp_path)
+@pytest.mark.parametrize("fmt", ["fmp4", "ts"])
+def test_renditions_are_aligned_and_each_decodes_at_its_size(tmp_path: Path, fmt: str) -> None:
+    hls = service(tmp_path, format=fmt)
     packager = hls.open_stream("benw")
     feed(packager, media(**MEDIA, renditions=((64, 36),)))
     packager.close()
@@ -222,7 +223,10 @@ def test_renditions_are_aligned_and_each_decodes_at_its_size(tmp_path: Path) -> 
     assert abs(v0.segments[-1].duration - v1.segments[-1].duration) <= 0.1  # a frame
     assert all(s.uri.startswith("v1-") for s in v1.segments)
     for rendition, size in ((v0, (128, 72)), (v1, (64, 36))):
-        init = (folder / rendition.segments[0].map_uri).read_bytes()
+        map_uri = rendition.segments[0].map_uri
+        init = (folder / map_uri).read_bytes() if fmt == "fmp4" and map_uri else b""
+        assert fmt == "ts" or init
+        assert all(s.uri.endswith(".m4s" if fmt == "fmp4" else ".ts") for s in rendition.segments)
         frames = []
         for segment in rendition.segments:
             decoded = decode_fmp4(init + (folder / segment.uri).read_bytes())

@@ -26,6 +26,7 @@ from tests.support.exmedia import multitrack
 from tests.support.m3u8_validator import parse, parse_multivariant
 from tests.support.media import TAG_AUDIO, TAG_VIDEO, FlvTag, make_flv, read_flv_tags
 from tests.support.player import play
+from tests.support.publisher import run_publisher
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -135,6 +136,10 @@ async def test_api_and_thumbnail(live: Live) -> None:
     assert all(r["kbps"] > 0 and r["codec"].startswith("avc1.") for r in info["renditions"])
     assert info["renditions"][0]["kbps"] > info["renditions"][1]["kbps"]
     assert (info["video"]["width"], info["video"]["height"]) == SIZES[0]
+    status, page, _ = await live.get("/benw")
+    assert status == 200
+    assert b'<ul class="renditions" data-field="renditions">' in page  # shown, not hidden
+    assert "<li>192×108 H.264".encode() in page and "<li>96×54 H.264".encode() in page
     with av.open(io.BytesIO(jpeg)) as image:
         frame = next(image.decode(video=0))
         assert (frame.width, frame.height) == SIZES[0]  # track 0's keyframe
@@ -209,3 +214,20 @@ async def test_hostile_multitrack_publish(live: Live, caplog: pytest.LogCaptureF
     assert "video track 6 (VP8 (refused: not supported by rtmpd)) is not packaged" in text
     assert text.count("video track 1 sent two frames with the same timestamp") == 1
     assert "Traceback" not in text
+
+
+async def test_ffmpegs_own_rtmp_client_publishes_multitrack(live: Live) -> None:
+    """FFmpeg's RTMP client (PyAV, a child process) sends the multitrack FLV itself."""
+    key = await live.server.auth.store.add_user("ffmt")
+    url = f"rtmp://127.0.0.1:{live.server.rtmp.port}/app/{key}"
+    result = await run_publisher(url, seconds=3.0, fps=10, gop=10, width=160, height=90,
+                                 sample_rate=48000, renditions=[[80, 46]])  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    folder: Path = live.server.hls.segment_dir("ffmt")
+    async with asyncio.timeout(GUARD):
+        while not all("#EXT-X-ENDLIST" in _read(folder / f"v{t}.m3u8") for t in (0, 1)):
+            await asyncio.sleep(0.02)
+    variants = parse_multivariant((folder / "index.m3u8").read_text())
+    assert [v["RESOLUTION"] for v in variants] == ["160x90", "80x46"]
+    played = await play(f"{live.base}/live/ffmt/v1.m3u8")
+    assert played.size == [80, 46] and played.video >= 25 and not played.warnings
