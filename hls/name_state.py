@@ -29,12 +29,13 @@ from .live_parts import LiveListener, NameLive
 from .model import SegmentWritten, StreamInfo
 from .multitrack import TrackSet
 from .pace import Pace
-from .packager import FinishedPart, FinishedSegment, PackagerOwner, Renditions, StreamPackager
+from .packager import FinishedPart, FinishedSegment, PackagerOwner, StreamPackager
 from .playlist import PlaylistWindow, Segment, decide_target, rounded_seconds
 from .quota import DiskQuota, StreamUsage
 from .recorder import RecordListener
 from .renditions import (
     FollowCuts,
+    Renditions,
     Variant,
     render_multivariant,
     rendition_playlist,

@@ -46,7 +46,7 @@ from .muxer import SegmentOutput, TsMuxer
 from .pace import Pace
 from .parts import PartCutter
 from .quota import StreamUsage, describe_stream_bound
-from .renditions import FollowCuts
+from .renditions import FollowCuts, Renditions
 from .segmenter import Action, Segmenter, Track, describe_break
 from .storage import FILE_MODE, Layout, make_dirs
 from .tracks import (
@@ -94,35 +94,6 @@ class FinishedPart:
     program_date_time: float  # of its segment
     discontinuity: bool  # its segment starts a new timeline
     map_uri: str | None  # its segment's init segment
-
-
-class Renditions(Protocol):
-    """The other video tracks of a multitrack publish, led by track 0's packager
-    (rtmpd.hls.multitrack.TrackSet): told about the leader's cuts, video clock, audio and end."""
-
-    fixed: bool
-
-    def config(self, track: int, timestamp: int, record: bytes, codec: Codec) -> None: ...
-
-    def video(
-        self, track: int, timestamp: int, offset: int, keyframe: bool, data: bytes
-    ) -> None: ...
-
-    def fix(self) -> None: ...
-
-    def cut(self, timestamp: int, discontinuity: bool) -> None: ...
-
-    def advance(self, timestamp: int) -> None: ...
-
-    def audio_config(self, timestamp: int, record: bytes, codec: Codec) -> None: ...
-
-    def audio(self, timestamp: int, data: bytes) -> None: ...
-
-    def framed_audio(self, timestamp: int, data: bytes, codec: Codec) -> None: ...
-
-    def finish(self, ended: bool) -> None: ...
-
-    def infos(self, live: bool) -> tuple[StreamInfo, ...]: ...
 
 
 class PackagerOwner(Protocol):
@@ -769,8 +740,6 @@ class StreamPackager:
             self._warned.add(key)
             self._log.warning("HLS %s: " + message, self.name, *args)
 
-    # -- about the publish ------------------------------------------------------------------
-
     # -- multitrack -------------------------------------------------------------------------
 
     def track_config(self, track: int, timestamp: int, record: bytes | memoryview,
@@ -810,6 +779,8 @@ class StreamPackager:
             if type(data) is not bytes:
                 data = bytes(data)
             tracks.video(track, timestamp, composition_offset, keyframe, data)
+
+    # -- about the publish ------------------------------------------------------------------
 
     def stream_info(self, live: bool, track: int = 0) -> StreamInfo:
         """Codecs, picture, bitrates and fps over the last few segments, the latest keyframe."""

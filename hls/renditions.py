@@ -32,13 +32,44 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
+from .model import Codec, StreamInfo
 from .segmenter import Action, Track
 
 #: Follower frames waiting for the leader's cut decisions, at most (then they go on anyway).
 QUEUE_FRAMES = 240
 #: ... or this far (ms) ahead of the leader's video.
 QUEUE_AHEAD_MS = 2000
+
+
+class Renditions(Protocol):
+    """The other video tracks of a multitrack publish, led by track 0's packager
+    (rtmpd.hls.multitrack.TrackSet): told about the leader's cuts, video clock, audio and end."""
+
+    fixed: bool
+
+    def config(self, track: int, timestamp: int, record: bytes, codec: Codec) -> None: ...
+
+    def video(
+        self, track: int, timestamp: int, offset: int, keyframe: bool, data: bytes
+    ) -> None: ...
+
+    def fix(self) -> None: ...
+
+    def cut(self, timestamp: int, discontinuity: bool) -> None: ...
+
+    def advance(self, timestamp: int) -> None: ...
+
+    def audio_config(self, timestamp: int, record: bytes, codec: Codec) -> None: ...
+
+    def audio(self, timestamp: int, data: bytes) -> None: ...
+
+    def framed_audio(self, timestamp: int, data: bytes, codec: Codec) -> None: ...
+
+    def finish(self, ended: bool) -> None: ...
+
+    def infos(self, live: bool) -> tuple[StreamInfo, ...]: ...
 
 
 def rendition_playlist(track: int) -> str:
