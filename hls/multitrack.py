@@ -74,7 +74,8 @@ class TrackSet:
             self._late(track)
             return
         if not self.fixed and track not in self._configs:
-            return  # no usable header (or past max_renditions): named where it was refused
+            self._headless(track)
+            return
         last = self._last.get(track)
         if last is not None and timestamp == last:
             self._warn(
@@ -174,7 +175,14 @@ class TrackSet:
                     timestamp,
                 )
 
+    def _headless(self, track: int) -> None:
+        if f"max {track}" not in self._warned:  # else named as past max_renditions
+            self._warn(f"headless {track}", "video track %d is not packaged: no sequence "
+                       "header came before its frames; dropped", track)  # fmt: skip
+
     def _late(self, track: int) -> None:
+        if f"max {track}" in self._warned or f"headless {track}" in self._warned:
+            return  # named already
         self._warn(
             f"late {track}",
             "video track %d started after track 0's first frame: "

@@ -775,7 +775,10 @@ class StreamPackager:
                     data: bytes | bytearray | memoryview) -> None:  # fmt: skip
         """A frame of video track `track` (not 0)."""
         tracks = self._tracks
-        if tracks is not None and not self._done:
+        if tracks is None and not self._done and not self._no_renditions:
+            self._warn(f"headless {track}", "video track %d is not packaged: no sequence "
+                       "header came before its frames; dropped", track)  # fmt: skip
+        elif tracks is not None and not self._done:
             if type(data) is not bytes:
                 data = bytes(data)
             tracks.video(track, timestamp, composition_offset, keyframe, data)

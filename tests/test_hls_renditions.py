@@ -431,3 +431,25 @@ def test_a_restart_goes_on_from_track_0s_rendition(tmp_path: Path) -> None:
     hls.tick()
     left = {p.name for p in hls.segment_dir("benw").iterdir()}
     assert old and not old & left and "v1.m3u8" in left
+
+
+def test_every_rendition_counts_in_the_names_disk_bound(tmp_path: Path) -> None:
+    """max_stream_bytes holds for the name's files, every rendition's included: a bound the
+    single track fits in stops the multitrack publish (the whole of it, with its reason)."""
+    single = service(tmp_path / "single")
+    packager = single.open_stream("benw")
+    feed(packager, media(**MEDIA))
+    packager.close()
+    used = single.quota.total
+    bound = {"max_stream_bytes": round(used * 1.2), "max_segment_bytes": round(used * 1.2)}
+    hls = service(tmp_path / "single-fits", **bound)
+    packager = hls.open_stream("benw")
+    feed(packager, media(**MEDIA))
+    packager.close()
+    assert packager.violation is None
+    hls = service(tmp_path / "multitrack", **bound)
+    packager = hls.open_stream("benw")
+    feed(packager, media(**MEDIA, renditions=((128, 72),)))  # track 1 as large as track 0
+    assert packager.violation is not None and packager.violation.bound.value == "max_stream_bytes"
+    v0, v1 = playlist(hls, "v0.m3u8"), playlist(hls, "v1.m3u8")
+    assert v0.endlist and v1.endlist and len(v0.segments) < 5
