@@ -27,8 +27,10 @@ from rtmpd.hls.renditions import (
 )
 from rtmpd.hls.segmenter import Action, Track
 
+from tests.support.exmedia import real_tags
 from tests.support.hls import FakeClock, feed, media
 from tests.support.m3u8_validator import PlaylistHistory, parse, parse_multivariant
+from tests.support.media import TAG_VIDEO
 
 V, A = Track.VIDEO, Track.AUDIO
 #: 10 fps, a keyframe a second; track 1 half the size (and, in GOP2, a keyframe every 2 s).
@@ -453,3 +455,21 @@ def test_every_rendition_counts_in_the_names_disk_bound(tmp_path: Path) -> None:
     assert packager.violation is not None and packager.violation.bound.value == "max_stream_bytes"
     v0, v1 = playlist(hls, "v0.m3u8"), playlist(hls, "v1.m3u8")
     assert v0.endlist and v1.endlist and len(v0.segments) < 5
+
+
+def test_a_rendition_the_format_cannot_carry_is_left_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """format = "ts" and an AV1 track 1: that rendition is named and left out (not the whole
+    publish, as an AV1 track 0 would be); track 0 goes on, a single stream again."""
+    [config] = [
+        t for t in real_tags("libsvtav1", "aac") if t.kind == TAG_VIDEO and t.body[0] & 0x0F == 0
+    ]
+    av1c = config.body[5:]  # after the ex header and the av01 FourCC
+    hls = service(tmp_path, format="ts")
+    packager = hls.open_stream("benw")
+    feed(packager, [("track_config", 0, 1, av1c, Codec.AV1), *media(**MEDIA)])
+    packager.close()
+    assert packager.violation is None
+    assert parse(hls.playlist_path("benw").read_text()).endlist  # index.m3u8: a media playlist
+    assert "video track 1 is not packaged: MPEG-TS cannot carry AV1 video" in caplog.text
