@@ -47,6 +47,9 @@ class Tag:
         if self.kind == TAG_SCRIPT:
             return True
         if self.kind == TAG_VIDEO:
+            if len(self.body) > 1 and self.body[0] & 0x80:  # enhanced: SequenceStart
+                ptype = self.body[0] & 0x0F  # (in a Multitrack message, of each track)
+                return ptype == 0 or (ptype == 6 and self.body[1] & 0x0F == 0)
             return len(self.body) > 1 and (self.body[0] & 0x0F) == 7 and self.body[1] == 0
         return len(self.body) > 1 and (self.body[0] >> 4) == 10 and self.body[1] == 0
 

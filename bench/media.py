@@ -40,6 +40,9 @@ class MediaSpec:
     video: bool = True
     audio: bool = True
     codec: str = "h264"  # or "hevc" (libx265), "av1" (libsvtav1): enhanced RTMP
+    #: More video tracks of the same pictures, (width, height, bitrate) each: FFmpeg's flv
+    #: muxer writes them as enhanced RTMP multitrack video (OBS's multitrack video).
+    renditions: tuple[tuple[int, int, int], ...] = ()
 
     @property
     def name(self) -> str:
@@ -49,7 +52,8 @@ class MediaSpec:
             f"{self.width}x{self.height}p{self.fps}-{self.video_bitrate // 1000}k-"
             f"g{self.gop_seconds:g}-a{self.audio_bitrate // 1000}k{self.sample_rate // 1000}-"
             f"{self.seconds:g}s-{self.preset}{f'-b{self.bframes}' if self.bframes else ''}"
-            f"{tracks}{'' if self.codec == 'h264' else '-' + self.codec}.flv"
+            f"{tracks}{'' if self.codec == 'h264' else '-' + self.codec}"
+            f"{''.join(f'-mt{w}x{h}-{b // 1000}k' for w, h, b in self.renditions)}.flv"
         )
 
 
@@ -59,6 +63,9 @@ SPECS: dict[str, MediaSpec] = {
     "1080p60-bframes": MediaSpec(1920, 1080, 60, 60.0, 6_000_000, bframes=3),
     "720p30-hevc": MediaSpec(1280, 720, 30, 60.0, 3_000_000, codec="hevc"),
     "720p30-av1": MediaSpec(1280, 720, 30, 60.0, 3_000_000, codec="av1"),
+    "720p30-multitrack": MediaSpec(
+        1280, 720, 30, 60.0, 3_000_000, renditions=((640, 360, 1_000_000),)
+    ),  # fmt: skip
     "720p30-video-only": MediaSpec(1280, 720, 30, 60.0, 3_000_000, audio=False),
     "audio-only": MediaSpec(1280, 720, 30, 60.0, 3_000_000, video=False),
 }
@@ -106,6 +113,7 @@ def encode_flv(spec: MediaSpec, path: Path) -> None:
     container = av.open(str(path), "w", format="flv")
     try:
         video = _video_stream(container, spec) if spec.video else None
+        extra = [_video_stream(container, spec, w, h, b) for w, h, b in spec.renditions]
         audio = None
         if spec.audio:
             audio = container.add_stream("aac", rate=spec.sample_rate)
@@ -123,6 +131,11 @@ def encode_flv(spec: MediaSpec, path: Path) -> None:
                 frame.pts, frame.time_base = i, Fraction(1, spec.fps)
                 for packet in video.encode(frame):
                     container.mux(packet)
+                for stream in extra:
+                    scaled = frame.reformat(width=stream.width, height=stream.height)
+                    scaled.pts, scaled.time_base = i, frame.time_base
+                    for packet in stream.encode(scaled):
+                        container.mux(packet)
             if audio is None:
                 continue
             # audio up to the end of this video frame, 1024 samples at a time
@@ -140,22 +153,24 @@ def encode_flv(spec: MediaSpec, path: Path) -> None:
                 for packet in audio.encode(aframe):
                     container.mux(packet)
                 apts += 1024
-        for stream in (video, audio):
+        for stream in (video, *extra, audio):
             for packet in stream.encode(None) if stream is not None else ():
                 container.mux(packet)
     finally:
         container.close()
 
 
-def _video_stream(container: av.container.OutputContainer, spec: MediaSpec) -> av.VideoStream:
+def _video_stream(container: av.container.OutputContainer, spec: MediaSpec, width: int = 0,
+                  height: int = 0, bitrate: int = 0) -> av.VideoStream:  # fmt: skip
     encoder = {"h264": "libx264", "hevc": "libx265", "av1": "libsvtav1"}[spec.codec]
     video = container.add_stream(encoder, rate=spec.fps)
-    video.width, video.height, video.pix_fmt = spec.width, spec.height, "yuv420p"
-    video.bit_rate = spec.video_bitrate
+    video.width, video.height = width or spec.width, height or spec.height
+    video.pix_fmt = "yuv420p"
+    video.bit_rate = bitrate or spec.video_bitrate
     ctx = video.codec_context
     gop = round(spec.gop_seconds * spec.fps)
     ctx.gop_size = gop
-    kbps = spec.video_bitrate // 1000
+    kbps = (bitrate or spec.video_bitrate) // 1000
     if spec.codec == "hevc":  # the same rate control and keyframes, as x265 spells them
         ctx.options = {
             "preset": spec.preset,

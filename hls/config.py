@@ -60,6 +60,7 @@ class HlsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_total_bytes: Bytes = 0
     max_speed: float = 2.0
     speed_burst: Seconds = 30.0
+    max_renditions: int = 4  # multitrack video: renditions per publish, track 0 included
 
     def __post_init__(self) -> None:
         # Constructed in code (tests) the fields are not type-checked: normalise them here.
@@ -89,6 +90,8 @@ class HlsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("max_speed: must be at least 1 (real time)")
         if self.speed_burst < 0:
             raise ValueError("speed_burst: must not be negative")
+        if not 1 <= self.max_renditions <= 16:
+            raise ValueError("max_renditions: must be from 1 to 16")
 
     @property
     def fmp4_only(self) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 from .llhls import PARTS_FOR_TARGETS, LivePlaylist, Part
@@ -49,8 +50,8 @@ def life_token(now: float) -> str:
 class NameLive:
     """LL-HLS state of one name. Parts arrive in order with their segment's position."""
 
-    __slots__ = ("name", "playlist", "_window", "_part_ms", "_listener", "_prefix", "_count",
-                 "_bytes", "_by_segment", "_early")  # fmt: skip
+    __slots__ = ("name", "playlist", "reports", "_window", "_part_ms", "_listener", "_prefix",
+                 "_token", "_count", "_bytes", "_by_segment", "_early")  # fmt: skip
 
     def __init__(self, name: str, window: PlaylistWindow, part_ms: int, prefix: str,
                  listener: LiveListener | None, now: float | None = None) -> None:  # fmt: skip
@@ -59,13 +60,23 @@ class NameLive:
         self._window = window
         self._part_ms = part_ms
         self._listener = listener
-        self._prefix = f"{prefix}p{life_token(time.time() if now is None else now)}_"
+        self._token = life_token(time.time() if now is None else now)
+        self._prefix = f"{prefix}p{self._token}_"
+        #: Multitrack: the EXT-X-RENDITION-REPORT lines of the other renditions.
+        self.reports: Callable[[], list[str]] | None = None
         self._count = 0
         self._bytes: dict[str, bytes] = {}  # part URI -> bytes, of the parts still kept
         self._by_segment: deque[tuple[int, list[str]]] = deque()  # (msn, its part URIs)
         self._early: list[tuple[Part, int, FinishedPart]] = []  # before PART-TARGET
 
     # -- from the name's state ---------------------------------------------------------------
+
+    def rename(self, name: str, prefix: str) -> None:
+        """A new publish made this name a rendition (or a single stream again): what waiters
+        it wakes and what its part URIs start with from now on (URIs stay unique: the count
+        goes on)."""
+        self.name = name
+        self._prefix = f"{prefix}p{self._token}_"
 
     def part(self, part: FinishedPart) -> None:
         msn = self._window.next_sequence + part.ahead
@@ -142,6 +153,7 @@ class NameLive:
 
     def _start(self, part_target_ms: int) -> None:
         self.playlist = LivePlaylist(self._window, part_target_ms)
+        self.playlist.reports = self.reports
         early, self._early = self._early, []
         for entry, msn, part in early:
             self._add(entry, msn, part)

@@ -19,6 +19,7 @@ Each version of the text is rendered once, however many clients ask for it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .playlist import PlaylistWindow, Segment, format_date_time, segment_head, segment_tail
@@ -67,7 +68,9 @@ class LivePlaylist:
         self.next_part_uri = ""  # what the preload hint names
         self.ended = False
         self.version = 0  # changes with every change: rendered texts are cached per version
-        self._rendered: dict[bool, tuple[int, bytes]] = {}
+        #: Multitrack: EXT-X-RENDITION-REPORT lines for the other renditions (4.4.5.4).
+        self.reports: Callable[[], list[str]] | None = None
+        self._rendered: dict[bool, tuple[tuple[int, tuple[str, ...]], bytes]] = {}
 
     # -- changes ------------------------------------------------------------------------------
 
@@ -143,16 +146,18 @@ class LivePlaylist:
         return msn > last_msn and part >= ADVANCE_PART_LIMIT
 
     def render(self, skip: bool = False) -> bytes:
+        reports = tuple(self.reports()) if self.reports is not None and not self.ended else ()
+        key = (self.version, reports)
         cached = self._rendered.get(skip)
-        if cached is not None and cached[0] == self.version:
+        if cached is not None and cached[0] == key:
             return cached[1]
-        text = self._render(skip).encode()
-        self._rendered[skip] = (self.version, text)
+        text = self._render(skip, reports).encode()
+        self._rendered[skip] = (key, text)
         return text
 
     # -- rendering ---------------------------------------------------------------------------
 
-    def _render(self, skip: bool) -> str:
+    def _render(self, skip: bool, reports: tuple[str, ...] = ()) -> str:
         window = self.window
         target = window.target_duration or 1
         segments = list(window.segments)
@@ -193,6 +198,7 @@ class LivePlaylist:
             lines.append("#EXT-X-ENDLIST")
         elif self.next_part_uri:
             lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{self.next_part_uri}"')
+        lines.extend(reports)
         return "\n".join(lines) + "\n"
 
     @staticmethod

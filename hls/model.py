@@ -89,6 +89,9 @@ class StreamInfo:
     video_name: str | None = None  # for people: "H.264", "HEVC", "AV1", "VP9"
     audio_name: str | None = None  # "AAC", "HE-AAC", "MP3", "Opus", "FLAC", "AC-3", "E-AC-3"
     fmp4: bool = False  # its segments are fMP4 (else MPEG-TS)
+    track: int = 0  # the video track it is of (multitrack)
+    #: Multitrack: the other video tracks' renditions (track 0's are the fields above).
+    renditions: tuple[StreamInfo, ...] = ()
 
     @property
     def codecs(self) -> str:

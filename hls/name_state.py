@@ -27,12 +27,23 @@ from .cleanup import CleanupQueue
 from .config import HlsConfig, Naming
 from .live_parts import LiveListener, NameLive
 from .model import SegmentWritten, StreamInfo
+from .multitrack import TrackSet
 from .pace import Pace
-from .packager import FinishedPart, FinishedSegment, StreamPackager
+from .packager import FinishedPart, FinishedSegment, PackagerOwner, StreamPackager
 from .playlist import PlaylistWindow, Segment, decide_target, rounded_seconds
-from .quota import DiskQuota
+from .quota import DiskQuota, StreamUsage
 from .recorder import RecordListener
-from .storage import Layout, write_atomic
+from .renditions import (
+    FollowCuts,
+    Renditions,
+    Variant,
+    render_multivariant,
+    rendition_playlist,
+    rendition_prefix,
+    rendition_report,
+    segment_bandwidth,
+)
+from .storage import PLAYLIST, Layout, write_atomic
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,30 +69,47 @@ class NameState:
     __slots__ = (
         "name", "window", "listed", "packager", "generation", "usage", "pace", "live", "_context",
         "_files", "_playlist_bytes", "_last_publish", "_last_name_ms", "_last_sequence_name",
-        "_playlist_failed", "_overlong_warned",
+        "_playlist_failed", "_overlong_warned", "track", "playlist_file", "prefix", "parent",
+        "renditions", "_variants", "_variants_bytes", "_warned_flat",
     )  # fmt: skip
 
-    def __init__(self, name: str, window: PlaylistWindow, context: NameContext) -> None:
+    def __init__(self, name: str, window: PlaylistWindow, context: NameContext, *,
+                 parent: NameState | None = None, track: int | None = None) -> None:  # fmt: skip
         self.name = name
         self.window = window
+        #: Multitrack (rtmpd.hls.renditions): None for a single stream, else the video track
+        #: whose rendition this is (0 on the name's own state, with `renditions` the others,
+        #: which share its file bookkeeping and have it as `parent`).
+        self.track = track
+        self.parent = parent
+        self.renditions: dict[int, NameState] = {}
+        self.playlist_file = PLAYLIST if track is None else rendition_playlist(track)
+        self.prefix = "" if track is None else rendition_prefix(track)
         # Files the playlist lists, and the init segments those need.
         self.listed = {s.uri for s in window.segments} | {
             s.map_uri for s in window.segments if s.map_uri is not None
         }
         self.packager: StreamPackager | None = None  # the open publish
         self.generation = 0  # counts publishes: a stream cleanup is for the one it followed
-        self.usage = context.quota.usage()  # bytes of its files on disk
+        self.usage: StreamUsage = context.quota.usage() if parent is None else parent.usage
         config = context.config
         self.pace = Pace(config.max_speed, config.speed_burst, context.clock())
         self.live: NameLive | None = None
         if config.low_latency:
             prefix = "" if config.nested else f"{name}-"
             part_ms = round(config.part_duration * 1000)
-            self.live = NameLive(name, window, part_ms, prefix, context.live, context.clock())
+            key = name if track is None else f"{name}/v{track}"
+            self.live = NameLive(key, window, part_ms, prefix + self.prefix, context.live,
+                                 context.clock())  # fmt: skip
         self._context = context
         # Its segment files on disk, listed or waiting for cleanup: (bytes, wall seconds of
         # the first packet; 0.0 when unknown: from an earlier run).
         self._files: dict[str, tuple[int, float]] = {}
+        if parent is not None:
+            self.listed, self._files = parent.listed, parent._files
+        self._variants = ""  # the multivariant playlist as last written
+        self._variants_bytes = 0
+        self._warned_flat = False
         self._playlist_bytes = 0
         if window.segments:  # resumed from disk: its files are there already
             folder = context.layout.stream_dir(name)
@@ -103,6 +131,8 @@ class NameState:
             context.log.info("HLS %s: taken over by a new publish", self.name)
             old.detach()
         self.generation += 1
+        if self.parent is None:
+            self._single()
         packager = StreamPackager(
             self.name,
             self,
@@ -117,6 +147,145 @@ class NameState:
         if context.recorder is not None:
             context.recorder.publish_started(self.name)
         return packager
+
+    # -- multitrack ---------------------------------------------------------------------------
+
+    def open_renditions(self, leader: StreamPackager) -> Renditions | None:
+        context = self._context
+        if not context.config.nested:
+            if not self._warned_flat:
+                self._warned_flat = True
+                context.log.warning(
+                    "HLS %s: multitrack video needs the nested layout ([hls] "
+                    "nested = true); only track 0 is packaged",
+                    self.name,
+                )
+            return None
+        config = context.config
+
+        def make(owner: PackagerOwner, cuts: FollowCuts) -> StreamPackager:
+            assert isinstance(owner, NameState)
+            follower = StreamPackager(self.name, owner, config, clock=context.clock,
+                                      log=context.log, new_timeline=owner.window.next_sequence > 0,
+                                      usage=self.usage, pace=owner.pace, follow=cuts)  # fmt: skip
+            owner.packager = owner._last_publish = follower
+            return follower
+
+        return TrackSet(leader, self._open_rendition, self._drop_rendition, make,
+                        config.max_renditions, context.log)  # fmt: skip
+
+    def _open_rendition(self, track: int) -> NameState:
+        """At track 0's first frame: the rendition state of video track `track`, its window
+        aligned with this one (the same next media sequence number and discontinuity count)."""
+        if self.track is None:
+            self._set_track(0)
+        window = self.window.successor()
+        window.target_duration = self.window.target_duration
+        state = NameState(self.name, window, self._context, parent=self, track=track)
+        self.renditions[track] = state
+        if state.live is not None:
+            state.live.reports = lambda: self._reports(track)
+        return state
+
+    def _drop_rendition(self, track: int) -> None:
+        """At track 0's first frame still: nothing of it was written."""
+        state = self.renditions.pop(track, None)
+        if state is not None and state.live is not None:
+            state.live.close()
+        if not self.renditions:
+            self._set_track(None)
+
+    def _set_track(self, track: int | None) -> None:
+        self.track = track
+        self.playlist_file = PLAYLIST if track is None else rendition_playlist(track)
+        self.prefix = "" if track is None else rendition_prefix(track)
+        live = self.live
+        if live is not None:
+            live.rename(self.name if track is None else f"{self.name}/v{track}", self.prefix)
+            live.reports = None if track is None else (lambda: self._reports(0))
+            if live.playlist is not None:  # from an earlier publish of the name
+                live.playlist.reports = live.reports
+        self._playlist_failed = False
+
+    def _single(self) -> None:
+        """A new publish starts as a single stream: the renditions of the last one go (their
+        files after a playlist length, as segments that left the window)."""
+        if self.track is None:
+            return
+        context = self._context
+        due = context.clock() + context.config.playlist_length
+        for state in self.renditions.values():
+            if state.packager is not None:
+                state.packager.detach()
+            for segment in state.window.segments:
+                for uri in (segment.uri, segment.map_uri):
+                    if uri is not None and uri in self.listed:
+                        self.listed.discard(uri)
+                        if context.config.cleanup:
+                            context.cleanup.schedule_segment(due, self.name, uri)
+            if state.live is not None:
+                state.live.close()
+            if context.config.cleanup:  # unless a rendition of that track writes it again
+                context.cleanup.schedule_segment(due, self.name, state.playlist_file)
+            self.usage.add(-state._playlist_bytes)
+        self.renditions.clear()
+        if context.config.cleanup:
+            context.cleanup.schedule_segment(due, self.name, self.playlist_file)
+        self.usage.add(-self._variants_bytes)
+        self._variants, self._variants_bytes = "", 0
+        self._set_track(None)
+
+    def keeps(self, file: str) -> bool:
+        """Whether `file` is listed or is a playlist of the name now (cleanup leaves it)."""
+        if file in self.listed or file == self.playlist_file:
+            return True
+        return any(file == state.playlist_file for state in self.renditions.values())
+
+    def rendition_live(self, track: int) -> NameLive | None:
+        if track == 0:
+            return self.live if self.track == 0 else None
+        state = self.renditions.get(track)
+        return None if state is None else state.live
+
+    def _reports(self, track: int) -> list[str]:
+        """EXT-X-RENDITION-REPORT lines for every rendition but `track`'s."""
+        lines = []
+        for other, state in ((0, self), *self.renditions.items()):
+            live = state.live
+            if other == track or live is None or live.playlist is None:
+                continue
+            msn, part = live.playlist.last
+            if msn >= 0:
+                lines.append(rendition_report(state.playlist_file, msn, part))
+        return lines
+
+    def _write_variants(self) -> None:
+        """The multivariant playlist, once every rendition lists a segment; rewritten when its
+        text changes (the bandwidths are measured from the listed segments)."""
+        variants = []
+        for state in (self, *self.renditions.values()):
+            publish = state._last_publish
+            measured = segment_bandwidth(
+                (state._files.get(s.uri, (0, 0.0))[0], s.duration_ms)
+                for s in state.window.segments if not s.gap
+            )  # fmt: skip
+            if publish is None or measured is None:
+                return
+            info = publish.stream_info(live=True)
+            variants.append(Variant(state.playlist_file, measured[0], measured[1], info.codecs,
+                                    info.width, info.height, info.fps))  # fmt: skip
+        text = render_multivariant(variants)
+        if text == self._variants:
+            return
+        try:
+            write_atomic(self._context.layout.playlist_path(self.name), text)
+        except OSError as exc:
+            self._context.log.error("HLS %s: cannot write the playlist: %s", self.name, exc)
+            return
+        self._variants = text
+        size = len(text.encode())
+        self.usage.add(size - self._variants_bytes)
+        self._variants_bytes = size
 
     def hold(self, uri: str, size: int) -> None:
         """A segment file of this name found on disk (a leftover of an earlier run)."""
@@ -156,14 +325,14 @@ class NameState:
             self._last_sequence_name = base
         else:
             base = timestamp
-        layout = context.layout
-        path = layout.segment_path(self.name, str(base), ext)
+        layout, prefix = context.layout, self.prefix
+        path = layout.segment_path(self.name, f"{prefix}{base}", ext)
         for n in itertools.count(1):
             init = path.with_suffix(".mp4")  # an fMP4 run's init segment takes this name
             taken = (path, Layout.temp_path(path), init, Layout.temp_path(init))
             if not any(os.path.lexists(p) for p in taken):
                 break
-            path = layout.segment_path(self.name, f"{base}_{n}", ext)
+            path = layout.segment_path(self.name, f"{prefix}{base}_{n}", ext)
         return path
 
     def init_written(self, path: Path, data: bytes) -> str:
@@ -223,6 +392,11 @@ class NameState:
         self._write_playlist()
         if self.live is not None:
             self.live.listed(entry)
+        root = self.parent or self
+        if root.track is not None:
+            root._write_variants()
+        if self.parent is not None:
+            return  # a rendition: recordings and segment events are of track 0
         if context.recorder is not None and window.target_duration is not None:
             context.recorder.segment(self.name, segment, window.target_duration)
         on_segment = context.on_segment
@@ -249,6 +423,8 @@ class NameState:
         self._write_playlist()
         if ended and self.live is not None:
             self.live.end(config.endlist)
+        if self.parent is not None:
+            return  # a rendition: its files go with the name's
         if context.recorder is not None:
             context.recorder.publish_finished(self.name, ended)
         if ended and config.cleanup:
@@ -300,7 +476,7 @@ class NameState:
             return
         text = self.window.render()
         try:
-            write_atomic(self._context.layout.playlist_path(self.name), text)
+            write_atomic(self._context.layout.playlist_path(self.name, self.playlist_file), text)
         except OSError as exc:
             if not self._playlist_failed:
                 self._context.log.error("HLS %s: cannot write the playlist: %s", self.name, exc)

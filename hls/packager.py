@@ -46,6 +46,7 @@ from .muxer import SegmentOutput, TsMuxer
 from .pace import Pace
 from .parts import PartCutter
 from .quota import StreamUsage, describe_stream_bound
+from .renditions import FollowCuts, Renditions
 from .segmenter import Action, Segmenter, Track, describe_break
 from .storage import FILE_MODE, Layout, make_dirs
 from .tracks import (
@@ -120,6 +121,10 @@ class PackagerOwner(Protocol):
         """A write of this publish took the HLS folder past max_total_bytes: make room, which
         may stop this publish or another."""
 
+    def open_renditions(self, leader: StreamPackager) -> Renditions | None:
+        """A multitrack publish's other video tracks, or None where renditions cannot be
+        written (logged by the owner)."""
+
     @property
     def lists_fmp4(self) -> bool:
         """The playlist lists an fMP4 segment (one with an init segment)."""
@@ -179,6 +184,7 @@ class StreamPackager:
         new_timeline: bool,
         usage: StreamUsage,
         pace: Pace,
+        follow: FollowCuts | None = None,
     ) -> None:
         self.name = name
         self._owner = owner
@@ -193,11 +199,17 @@ class StreamPackager:
         self._cutter = PartCutter(round(config.part_duration * 1000))
         self._run: Fmp4Run | None = None  # the running fMP4 run (instead of a TS muxer)
         self._map_uri: str | None = None  # its init segment
-        self._seg = Segmenter(
+        self._seg: Segmenter | FollowCuts = follow or Segmenter(
             round(config.fragment * 1000),
             round(config.effective_max_fragment * 1000),
             config.max_segment_bytes,
         )
+        #: Multitrack: the other renditions (on track 0's packager) ...
+        self._tracks: Renditions | None = None
+        self._video_started = False
+        self._no_renditions = False  # the owner cannot write renditions
+        #: ... and, on theirs, track 0's packager, which their bounds stop.
+        self.leader: StreamPackager | None = None
         if new_timeline:
             self._seg.mark_discontinuity()  # a re-publish or takeover
         self._target: int | None = None
@@ -267,6 +279,8 @@ class StreamPackager:
         self._audio, self._audio_key = setup, b""
         self._seg.configure(_AUDIO, changed=True)
         self._check_format(setup)
+        if self._tracks is not None:
+            self._tracks.audio_config(timestamp, data, codec)
 
     def video(
         self,
@@ -287,12 +301,21 @@ class StreamPackager:
             return
         if keyframe and setup.width is None:  # VP9, some AV1: the size is in the keyframe
             setup = self._video = setup.with_keyframe(data)
+        tracks = self._tracks
+        if not self._video_started:
+            self._video_started = True
+            if tracks is not None:
+                tracks.fix()
         action = self._seg.frame(_VIDEO, timestamp, keyframe, size)
         cut = None
         if action is not _WRITE:
             if action is _DROP:
+                if tracks is not None:
+                    tracks.advance(timestamp)
                 return
             cut = self._cut(action, timestamp)
+        if tracks is not None:
+            tracks.advance(timestamp)
         seg = self._current
         if seg is None:  # closed (CLOSE), or the publish was stopped (STOP)
             return
@@ -331,7 +354,11 @@ class StreamPackager:
             if not self._done:
                 self._warn("audio", "dropping audio: no usable audio sequence header")
             return
+        if type(data) is not bytes:
+            data = bytes(data)
         self._audio_frame(setup, timestamp, data)
+        if self._tracks is not None:
+            self._tracks.audio(timestamp, data)
 
     def mp3(self, timestamp: int, data: bytes | bytearray | memoryview) -> None:
         """An MP3 frame (FLV sound formats 2 and 14): its header configures the track."""
@@ -359,7 +386,11 @@ class StreamPackager:
             self._seg.configure(_AUDIO, changed=changed)
             self._check_format(new)
             setup = new
+        if type(data) is not bytes:
+            data = bytes(data)
         self._audio_frame(setup, timestamp, data)
+        if self._tracks is not None:
+            self._tracks.framed_audio(timestamp, data, codec)
 
     def close(self) -> None:
         """The publish ended: list the partial segment, ENDLIST, cleanup after the grace."""
@@ -371,8 +402,11 @@ class StreamPackager:
 
     def stop(self, violation: Violation) -> None:
         """End this publish at a bound: what is written is listed, ENDLIST, no more media;
-        `violation` says why, for the publisher."""
+        `violation` says why, for the publisher. A rendition's bound ends the whole publish."""
         if self._done:
+            return
+        if self.leader is not None and not self.leader._done:
+            self.leader.stop(violation)
             return
         self.violation = violation
         self._finish_publish(ended=True)
@@ -430,6 +464,8 @@ class StreamPackager:
         self._close_current(duration, self._clock())
         self._end_run(None if seg is None else seg.start + duration)
         self._owner.publish_finished(self, ended)
+        if self._tracks is not None:
+            self._tracks.finish(ended)
 
     def _cut(self, action: Action, timestamp: int) -> SegmentOutput | None:
         """Close the open segment and, for a CUT, open the next. Returns the output the running
@@ -450,7 +486,10 @@ class StreamPackager:
             return None
         new_timeline = self._seg.discontinuity
         running = self._muxer is not None or self._run is not None
-        seg = self._open_segment(timestamp, now, new_timeline, running and not new_timeline)
+        start = self._seg.start  # the frame's timestamp, or for a rendition the leader's cut
+        seg = self._open_segment(start, now, new_timeline, running and not new_timeline)
+        if self._tracks is not None:
+            self._tracks.cut(start, new_timeline)
         if running and not new_timeline:
             seg.map_uri = self._map_uri
             return seg.output
@@ -478,7 +517,11 @@ class StreamPackager:
         running muxer is of its format."""
         anchor = self._anchor
         if anchor is None or new_timeline:
-            anchor = self._anchor = (now, timestamp)
+            leader = self.leader
+            if leader is not None and leader._anchor is not None:
+                anchor = self._anchor = leader._anchor  # the same date-times as track 0's
+            else:
+                anchor = self._anchor = (now, timestamp)
         pdt = anchor[0] + (timestamp - anchor[1]) / 1000
         fmp4 = self._run is not None if continues else self._wants_fmp4()
         ext = "m4s" if fmp4 else "ts"
@@ -697,9 +740,52 @@ class StreamPackager:
             self._warned.add(key)
             self._log.warning("HLS %s: " + message, self.name, *args)
 
+    # -- multitrack -------------------------------------------------------------------------
+
+    def track_config(self, track: int, timestamp: int, record: bytes | memoryview,
+                     codec: Codec) -> None:  # fmt: skip
+        """A sequence header of video track `track` (not 0): a rendition, when it comes before
+        track 0's first frame (rtmpd.hls.renditions)."""
+        if self._done:
+            return
+        if self._tracks is None:
+            if self._no_renditions:
+                return
+            if self._video_started:
+                self._warn(
+                    f"late {track}",
+                    "video track %d started after track 0's first "
+                    "frame: the renditions are fixed by then; dropped",
+                    track,
+                )
+                return
+            self._tracks = self._owner.open_renditions(self)
+            if self._tracks is None:
+                self._no_renditions = True  # asked once: no renditions for this publish
+                return
+        self._tracks.config(track, timestamp, bytes(record), codec)
+
+    @property
+    def audio_setup(self) -> AudioSetup | None:
+        """The audio track's setup from a sequence header (None for MP3, AC-3, E-AC-3, whose
+        frames configure it)."""
+        return None if self._audio_key else self._audio
+
+    def track_video(self, track: int, timestamp: int, composition_offset: int, keyframe: bool,
+                    data: bytes | bytearray | memoryview) -> None:  # fmt: skip
+        """A frame of video track `track` (not 0)."""
+        tracks = self._tracks
+        if tracks is None and not self._done and not self._no_renditions:
+            self._warn(f"headless {track}", "video track %d is not packaged: no sequence "
+                       "header came before its frames; dropped", track)  # fmt: skip
+        elif tracks is not None and not self._done:
+            if type(data) is not bytes:
+                data = bytes(data)
+            tracks.video(track, timestamp, composition_offset, keyframe, data)
+
     # -- about the publish ------------------------------------------------------------------
 
-    def stream_info(self, live: bool) -> StreamInfo:
+    def stream_info(self, live: bool, track: int = 0) -> StreamInfo:
         """Codecs, picture, bitrates and fps over the last few segments, the latest keyframe."""
         duration = vbytes = abytes = vframes = 0
         for d, vb, ab, vf in self._stats:
@@ -732,4 +818,6 @@ class StreamPackager:
             video_name=vconf.name if vconf else None,
             audio_name=aconf.name if aconf else None,
             fmp4=fmp4,
+            track=track,
+            renditions=self._tracks.infos(live) if self._tracks is not None else (),
         )

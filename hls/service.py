@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .cleanup import CleanupQueue, Removal
 from .config import HlsConfig
-from .live_parts import LiveListener
+from .live_parts import LiveListener, NameLive
 from .llhls import LivePlaylist
 from .model import Bound, SegmentWritten, StreamInfo, Violation
 from .name_state import NameContext, NameState
@@ -30,6 +30,7 @@ from .packager import StreamPackager
 from .playlist import PlaylistWindow
 from .quota import DiskQuota, SharedBytes, derived_total, describe_total_bound
 from .recorder import RecordListener
+from .renditions import rendition_playlist
 from .storage import TEMP_SUFFIX, Layout, check_name, make_dirs, unlink_quietly
 
 
@@ -118,7 +119,7 @@ class HlsService:
         for entry in self._cleanup.pop_due(now):
             state = self._states.get(entry.name)
             if entry.removal is Removal.SEGMENT:
-                if state is None or entry.file not in state.listed:
+                if state is None or not state.keeps(entry.file):
                     unlink_quietly(self.layout.stream_dir(entry.name) / entry.file)
                     if state is not None:
                         state.forget(entry.file)
@@ -162,7 +163,8 @@ class HlsService:
     def _wrote_last(self, state: NameState) -> bool:
         """Whether the playlist on disk is the one `state` wrote (not another process's)."""
         try:
-            text = self.layout.playlist_path(state.name).read_text(encoding="utf-8")
+            path = self.layout.playlist_path(state.name, state.playlist_file)
+            text = path.read_text(encoding="utf-8")
         except OSError:
             return True
         return text == state.window.render()
@@ -176,20 +178,34 @@ class HlsService:
         state = self._states.get(name)
         return state is not None and state.packager is not None and bool(state.window.segments)
 
-    def live_playlist(self, name: str) -> LivePlaylist | None:
-        """The LL-HLS playlist of `name` (with low_latency, once its first part exists)."""
-        state = self._states.get(name)
-        return None if state is None or state.live is None else state.live.playlist
+    def live_playlist(self, key: str) -> LivePlaylist | None:
+        """The LL-HLS playlist of `key` (with low_latency, once its first part exists): a name,
+        or "<name>/v<track>" for a multitrack rendition (whose name's own playlist is then
+        the multivariant one, a file)."""
+        live = self._live(key)
+        return None if live is None else live.playlist
 
-    def part(self, name: str, uri: str) -> bytes | None:
-        """The bytes of LL-HLS part `uri` of `name`, while a playlist version shows it."""
-        state = self._states.get(name)
-        return None if state is None or state.live is None else state.live.part_bytes(uri)
+    def part(self, key: str, uri: str) -> bytes | None:
+        """The bytes of LL-HLS part `uri` of `key`, while a playlist version shows it."""
+        live = self._live(key)
+        return None if live is None else live.part_bytes(uri)
 
-    def hinted_part(self, name: str, uri: str) -> tuple[int, int] | None:
-        """(msn, part) of `uri` if it is the part the preload hint of `name` names."""
+    def hinted_part(self, key: str, uri: str) -> tuple[int, int] | None:
+        """(msn, part) of `uri` if it is the part the preload hint of `key` names."""
+        live = self._live(key)
+        return None if live is None else live.hinted(uri)
+
+    def _live(self, key: str) -> NameLive | None:
+        name, _, rendition = key.partition("/")
         state = self._states.get(name)
-        return None if state is None or state.live is None else state.live.hinted(uri)
+        if state is None:
+            return None
+        if not rendition:
+            return None if state.track is not None else state.live
+        track = rendition[1:]
+        if rendition[:1] != "v" or not track.isdigit() or len(track) > 3:
+            return None
+        return state.rendition_live(int(track))
 
     def playlist_path(self, name: str) -> Path:
         """Where the playlist of `name` is (ValueError for a name that could escape the root)."""
@@ -222,6 +238,9 @@ class HlsService:
         Files on disk that it does not list are removed after a playlist length."""
         try:
             text = self.layout.playlist_path(name).read_text(encoding="utf-8", errors="replace")
+            if "#EXT-X-STREAM-INF:" in text:  # multitrack: go on from track 0's rendition
+                path = self.layout.playlist_path(name, rendition_playlist(0))
+                text = path.read_text(encoding="utf-8", errors="replace")
             window = PlaylistWindow.restore(text, self._length_ms, self._fragment_ms)
         except (OSError, ValueError):
             return None
@@ -242,8 +261,9 @@ class HlsService:
     def _remove_stream(self, state: NameState, why: str = "after the grace period") -> None:
         count = self.layout.remove_stream(state.name)
         state.usage.release()
-        if state.live is not None:
-            state.live.close()
+        for live in [state.live, *(r.live for r in state.renditions.values())]:
+            if live is not None:
+                live.close()
         self._retired[state.name] = state.window.successor()
         del self._states[state.name]
         self._log.info("HLS %s: removed %d file(s) %s", state.name, count, why)

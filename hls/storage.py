@@ -24,8 +24,11 @@ TEMP_SUFFIX = ".tmp"
 #: readable by everyone, whatever the process umask.
 FILE_MODE = 0o644
 DIR_MODE = 0o755
-# Fragment names: digits, optionally "_<n>" when the plain name was already taken.
+# Fragment names: digits, optionally "_<n>" when the plain name was already taken; in the
+# nested layout a multitrack rendition's start with "v<track>-" (rtmpd.hls.renditions).
 _FRAGMENT = re.compile(r"\d+(?:_\d+)?")
+_RENDITION_FRAGMENT = re.compile(r"(?:v\d{1,3}-)?\d+(?:_\d+)?")
+_RENDITION_PLAYLIST = re.compile(r"v\d{1,3}\.m3u8")
 #: What segment files end in: MPEG-TS and fMP4 media segments, fMP4 init segments.
 SEGMENT_EXTENSIONS = ("ts", "m4s", "mp4")
 _MAX_NAME = 128
@@ -52,8 +55,9 @@ class Layout:
     def stream_dir(self, name: str) -> Path:
         return self.root / name if self.nested else self.root
 
-    def playlist_path(self, name: str) -> Path:
-        return self.root / name / PLAYLIST if self.nested else self.root / f"{name}.m3u8"
+    def playlist_path(self, name: str, file: str = PLAYLIST) -> Path:
+        """`file`: a multitrack rendition's playlist (nested layout only)."""
+        return self.root / name / file if self.nested else self.root / f"{name}.m3u8"
 
     def segment_file(self, name: str, fragment: str, ext: str = "ts") -> str:
         """The segment's file name, which is also its URI relative to the playlist."""
@@ -79,7 +83,9 @@ class Layout:
         if self.nested:
             if in_stream_dir is None:
                 return None
-            if base == PLAYLIST or (ours and _FRAGMENT.fullmatch(stem)):
+            if base == PLAYLIST or _RENDITION_PLAYLIST.fullmatch(base):
+                return in_stream_dir
+            if ours and _RENDITION_FRAGMENT.fullmatch(stem):
                 return in_stream_dir
             return None
         if base.endswith(".m3u8"):

@@ -24,7 +24,7 @@ from urllib.parse import quote, urlsplit
 
 from rtmpd.auth.service import AuthService
 from rtmpd.hls import HlsService, Keyframe, keyframe_to_jpeg
-from rtmpd.web.directory import Channel, StreamStats
+from rtmpd.web.directory import Channel, RenditionStats, StreamStats
 
 from .worker import Worker
 
@@ -122,6 +122,7 @@ class ChannelDirectory:
         if stats is None:
             return None
         facts = {k: v for k, v in dataclasses.asdict(stats).items() if k not in _CHANGING}
+        facts["renditions"] = [{**r, "video_kbps": None} for r in facts.get("renditions", ())]
         return json.dumps(facts, separators=(",", ":"))
 
     def _local_stats(self, name: str) -> StreamStats | None:
@@ -142,6 +143,19 @@ class ChannelDirectory:
             audio_kbps=info.audio_kbps,
             video_name=info.video_name,
             audio_name=info.audio_name,
+            renditions=tuple(
+                RenditionStats(
+                    r.track,
+                    f"v{r.track}.m3u8",
+                    r.video_codec,
+                    r.video_name,
+                    r.width,
+                    r.height,
+                    r.fps,
+                    r.video_kbps,
+                )
+                for r in ((info, *info.renditions) if info.renditions else ())
+            ),  # fmt: skip
         )
 
     def thumbnail(self, name: str) -> Callable[[], bytes | None] | None:
@@ -181,8 +195,12 @@ def _stats_from(found: Any) -> StreamStats | None:
     """StreamStats from what a sibling or another node wrote; None for anything else."""
     if not isinstance(found, dict):
         return None
+    values = {k: v for k, v in found.items() if k in _FIELDS}
     try:
-        return StreamStats(**{k: v for k, v in found.items() if k in _FIELDS})
+        values["renditions"] = tuple(
+            RenditionStats(**r) for r in values.get("renditions", ()) if isinstance(r, dict)
+        )
+        return StreamStats(**values)
     except TypeError:
         return None
 

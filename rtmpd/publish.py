@@ -11,8 +11,9 @@ them, or ends a publish its `format` cannot carry). Any other codec is named in 
 Nellymoser, PCM: never a number; VP8 and VVC as refused, rtmpd does not take them at all) and
 dropped; a publish none of whose tracks can be packaged within NO_TRACK_TIMEOUT is ended with
 an onStatus error naming its codecs, so the streamer sees why in OBS or FFmpeg instead of a
-channel that says Live and plays nothing. Of an enhanced multitrack publish only track 0, the
-default track, goes to HLS; each other track is named once.
+channel that says Live and plays nothing. Of an enhanced multitrack publish, every video track
+of a codec HLS takes goes to the packager, which makes the renditions (rtmpd.hls.renditions);
+audio is track 0's only, each other audio track is named once and dropped.
 
 A publish the packager stopped at one of its bounds (rtmpd.hls: timestamps or codec settings
 breaking segments over and over, too much disk, media far faster than real time) is ended
@@ -113,7 +114,13 @@ class Publish:
         kind = type(event)
         if kind is Video:
             assert isinstance(event, Video)
-            if event.codec_id == _AVC or self._default(event, "video", _VIDEO):
+            if event.track:
+                if event.codec_id in _VIDEO:
+                    packager.track_video(event.track, event.timestamp, event.composition_offset,
+                                         event.keyframe, event.data)  # fmt: skip
+                else:
+                    self._other_track("video", event.track, event.codec_id)
+            elif event.codec_id == _AVC or self._default(event, "video", _VIDEO):
                 packager.video(
                     event.timestamp, event.composition_offset, event.keyframe, event.data
                 )
@@ -138,7 +145,10 @@ class Publish:
         elif kind is VideoConfig:
             assert isinstance(event, VideoConfig)
             # AV1's MPEG2TSSequenceStart carries a TS descriptor, not the av1C: not for HLS.
-            if not event.ts_descriptor and self._default(event, "video", _VIDEO):
+            if event.track and not event.ts_descriptor and event.codec_id in _VIDEO:
+                packager.track_config(event.track, event.timestamp, event.data,
+                                      _VIDEO[event.codec_id])  # fmt: skip
+            elif not event.ts_descriptor and self._default(event, "video", _VIDEO):
                 codec = _VIDEO[event.codec_id]
                 packager.video_config(event.timestamp, event.data, codec)
                 self._seen["video"] = CODEC_NAMES[codec]
@@ -174,8 +184,13 @@ class Publish:
 
     def _other_track(self, track: str, number: int, codec_id: int) -> None:
         name = _describe(codec_id, video=track == "video")
-        self._warn_once(f"{track} track {number}", f"{track} track {number} ({name}) is not "
-                        "packaged: HLS carries track 0, the default track, only")  # fmt: skip
+        why = (
+            "track 0's audio is in every rendition"
+            if track == "audio"
+            else f"renditions take {PACKAGED.split(' and ')[0].removeprefix('rtmpd packages ')}"
+        )
+        self._warn_once(f"{track} track {number}",
+                        f"{track} track {number} ({name}) is not packaged: {why}")  # fmt: skip
 
     def _unsupported(self, track: str, codec_id: int) -> None:
         name = _describe(codec_id, video=track == "video")

@@ -606,8 +606,9 @@ async def test_enhanced_h264_and_aac_are_packaged_as_legacy(
 async def test_tracks_beyond_the_default_are_named_once_and_left_out(
     server: Rtmpd, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A multitrack publish: track 0 (legacy H.264 + AAC) goes to HLS; HEVC on video track 1
-    and Opus on audio track 2 are named once each, however many messages they send."""
+    """A multitrack publish: track 0 (legacy H.264 + AAC) goes to HLS; HEVC frames on video
+    track 1 with no sequence header (no rendition can be made of them) and Opus on audio
+    track 2 are named once each, however many messages they send."""
     tags = []
     for tag in small_tags(3.0):
         tags.append(tag)
@@ -618,10 +619,10 @@ async def test_tracks_beyond_the_default_are_named_once_and_left_out(
         tags.append(FlvTag(tag.kind, tag.timestamp, extra))
     stream = await stream_through(server, "multi", tags)
     assert [line for line in lines(caplog) if "not pack" in line] == [
-        "rtmpd: multi: video track 1 (HEVC) is not packaged: HLS carries track 0, the default "
-        "track, only; dropped",
-        "rtmpd: multi: audio track 2 (Opus) is not packaged: HLS carries track 0, the default "
-        "track, only; dropped",
+        "rtmpd.hls: HLS multi: video track 1 is not packaged: no sequence header came before "
+        "its frames; dropped",
+        "rtmpd: multi: audio track 2 (Opus) is not packaged: track 0's audio is in every "
+        "rendition; dropped",
     ]
     playlist = stream.playlist()
     assert 2.8 <= playlist.duration <= 3.2

@@ -176,7 +176,7 @@ async def test_api_stream_shape(hls: Path, directory: MemoryDirectory) -> None:
         async with s.get("/api/streams/off") as r:
             off = await r.json()
     assert list(info) == ["name", "live", "live_since", "uptime_seconds", "playlist_url",
-                          "video", "audio", "viewers"]  # fmt: skip
+                          "video", "audio", "renditions", "viewers"]  # fmt: skip
     assert info["name"] == "benw"
     assert info["live"] is True
     assert datetime.fromisoformat(info["live_since"]).timestamp() == int(since)
@@ -187,10 +187,10 @@ async def test_api_stream_shape(hls: Path, directory: MemoryDirectory) -> None:
                              "height": 720, "fps": 30.0, "kbps": 2500.0}  # fmt: skip
     assert info["audio"] == {"codec": "mp4a.40.2", "name": "AAC", "sample_rate": 44100,
                              "channels": 2, "kbps": 128.0}  # fmt: skip
-    assert info["viewers"] == 0
+    assert info["viewers"] == 0 and info["renditions"] == []  # one video track
     assert off == {"name": "off", "live": False, "live_since": None, "uptime_seconds": None,
                    "playlist_url": "/live/off/index.m3u8", "video": None, "audio": None,
-                   "viewers": 0}  # fmt: skip
+                   "renditions": [], "viewers": 0}  # fmt: skip
 
 
 async def test_api_lists_live_streams_and_404s_unknown(

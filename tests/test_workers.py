@@ -35,7 +35,7 @@ import pytest
 
 from tests.support.app import HeldPublisher
 from tests.support.m3u8_validator import PlaylistHistory
-from tests.support.media import FlvTag, make_flv, read_flv_tags
+from tests.support.media import TAG_AUDIO, TAG_VIDEO, FlvTag, make_flv, read_flv_tags
 
 START = "NetStream.Publish.Start"
 GUARD = 20.0  # a hang guard, not a speed requirement
@@ -305,6 +305,54 @@ async def test_a_publish_in_one_worker_is_listed_and_played_from_either(cluster:
     await until(same_codecs)
     status, _, headers = await answer(cluster, f"/thumb/{name}.jpg", 1)
     assert status == 200 and headers["Content-Type"] == "image/jpeg"
+    await publisher.close()
+
+
+async def test_a_multitrack_rendition_is_answered_by_either_worker(cluster: Cluster) -> None:
+    """A rendition's LL-HLS playlist (with its rendition report), a blocking reload of it and
+    its hinted part, asked of the worker that does not hold the stream: relayed as the single
+    rendition's are; the API lists both renditions there too."""
+    name = "mtvera"
+    key = cluster.cli("users", "add", name)
+    flv = make_flv(seconds=6, fps=10, gop=10, width=160, height=96, renditions=[[80, 48]])
+    tags = [t for t in read_flv_tags(flv) if t.kind in (TAG_AUDIO, TAG_VIDEO)]
+    publisher = await cluster.publish(key, worker=2)
+    sent = send_until(publisher, tags, 0, 3000)
+
+    async def rendition_on_worker_1() -> bool:
+        status, text, _ = await answer(cluster, f"/live/{name}/v1.m3u8", 1)
+        return status == 200 and "#EXT-X-RENDITION-REPORT:" in text
+
+    await until(rendition_on_worker_1)
+    status, text, _ = await answer(cluster, f"/live/{name}/index.m3u8", 1)
+    assert status == 200 and text.count("#EXT-X-STREAM-INF:") == 2
+    _, text, headers = await answer(cluster, f"/live/{name}/v1.m3u8", 1)
+    playlist = PlaylistHistory().check(text)
+    assert playlist.reports[0]["URI"] == "v0.m3u8"
+    msn = playlist.first_sequence + len(playlist.segments)
+    part, hinted = len(playlist.open_parts), playlist.preload_hint
+    async with connected(cluster, 1) as http:
+        blocked = asyncio.create_task(
+            http.get(f"/live/{name}/v1.m3u8?_HLS_msn={msn}&_HLS_part={part}")
+        )
+        await asyncio.sleep(0.3)  # worker 1 asked worker 2, which waits for the part
+        assert not blocked.done()
+        send_until(publisher, tags, sent, tags[sent].timestamp + 600)
+        response = await asyncio.wait_for(blocked, GUARD)
+        async with response:
+            assert response.status == 200 and response.headers["X-Rtmpd-Worker"] == "1"
+            reloaded = PlaylistHistory().check(await response.text())
+    assert (reloaded.first_sequence + len(reloaded.segments), len(reloaded.open_parts)) > (
+        msn, part)  # fmt: skip
+    status, body, _ = await answer(cluster, f"/live/{name}/{hinted}", 1)
+    assert status == 200
+
+    async def both_renditions() -> bool:
+        _, text, _ = await answer(cluster, f"/api/streams/{name}", 1)
+        found = json.loads(text)["renditions"]
+        return [(r["track"], r["width"]) for r in found] == [(0, 160), (1, 80)]
+
+    await until(both_renditions)
     await publisher.close()
 
 

@@ -29,7 +29,7 @@ from .config import DEFAULT_HLSJS_URL
 from .directory import Channel, Directory, StreamStats
 from .guard import HTTP_SEND_TIMEOUT, ConnectionGuard, busy_middleware, reset
 from .hlsfiles import CORS, NAME, HlsTarget, Sending, cache_headers, parse_hls_path, serve_file
-from .live import LiveSource, Waiters, blocking_playlist, cache_control, next_part
+from .live import LiveSource, Waiters, blocking_playlist, cache_control, live_key, next_part
 from .metrics import Metrics
 from .openapi import document as openapi_document
 from .owner import elsewhere
@@ -411,6 +411,8 @@ def _info(state: _State, channel: Channel) -> dict[str, Any]:
     since = channel.live_since if channel.live else None
     media = _media(state.directory.stats(name) if channel.live else None)
     playlist = f"/live/{name}/index.m3u8" if state.nested else f"/live/{name}.m3u8"
+    for rendition in media["renditions"]:  # beside index.m3u8 (the nested layout only)
+        rendition["playlist_url"] = f"/live/{name}/{rendition['playlist_url']}"
     return {
         "name": name,
         "live": channel.live,
@@ -448,7 +450,20 @@ def _media(stats: StreamStats | None) -> dict[str, Any]:
             "channels": stats.channels,
             "kbps": stats.audio_kbps,
         }
-    return {"video": video, "audio": audio}
+    renditions = [
+        {
+            "track": r.track,
+            "playlist_url": r.playlist,
+            "codec": r.video_codec,
+            "name": r.video_name,
+            "width": r.width,
+            "height": r.height,
+            "fps": r.fps,
+            "kbps": r.video_kbps,
+        }
+        for r in (stats.renditions if stats is not None else ())
+    ]
+    return {"video": video, "audio": audio, "renditions": renditions}
 
 
 _API_HEADERS = {"Cache-Control": "no-cache", "Access-Control-Allow-Origin": "*"}
@@ -508,14 +523,13 @@ async def _live(
     request: web.Request, state: _State, live: LiveSource, target: HlsTarget
 ) -> web.StreamResponse | None:
     """An LL-HLS playlist or a part from memory; None to serve the file instead."""
+    key = live_key(target.name, target.file) if state.nested else target.name
     if target.playlist:
-        view = live.playlist(target.name)
+        view = live.playlist(key)
         if view is None:
             return None
         try:
-            body, blocking = await blocking_playlist(
-                view, state.waiters, target.name, request.query, live
-            )
+            body, blocking = await blocking_playlist(view, state.waiters, key, request.query, live)
         except web.HTTPException as exc:
             exc.headers.update(CORS)
             raise
@@ -524,7 +538,7 @@ async def _live(
         state.viewers.seen(target.name, viewer_address(request),
                           request.headers.get("User-Agent", ""))  # fmt: skip
     elif target.ext == "m4s":
-        data = await next_part(live, state.waiters, target.name, target.file)
+        data = await next_part(live, state.waiters, key, target.file)
         if data is None:
             return None
         body = data

@@ -22,6 +22,21 @@ class Channel:
 
 
 @dataclass(frozen=True, slots=True)
+class RenditionStats:
+    """One rendition of a multitrack publish (a video track of its own, with track 0's audio);
+    `playlist` is its media playlist's file name beside the multivariant index.m3u8."""
+
+    track: int
+    playlist: str
+    video_codec: str | None = None
+    video_name: str | None = None
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    video_kbps: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class StreamStats:
     """Codec facts about a live stream; any field may be None while it is not known yet.
 
@@ -39,6 +54,9 @@ class StreamStats:
     audio_kbps: float | None = None
     video_name: str | None = None  # the codec for people: "H.264", "HEVC", "AV1", "VP9"
     audio_name: str | None = None  # "AAC", "MP3", "Opus", "FLAC", "AC-3", "E-AC-3"
+    #: Multitrack: every rendition, track 0's first (its facts are the video fields above);
+    #: empty for a single stream.
+    renditions: tuple[RenditionStats, ...] = ()
 
 
 class Directory(Protocol):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import re
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -30,6 +31,18 @@ WHOLE = 1 << 30
 BLOCK_TARGETS = 3
 #: Blocking playlist responses stay fresh this many target durations in a cache.
 CACHE_TARGETS = 3
+
+
+#: A multitrack rendition's files in the nested layout: its playlist `v<track>.m3u8`, its parts
+#: and segments `v<track>-...` (rtmpd.hls.renditions).
+_RENDITION = re.compile(r"(v\d{1,3})(?:\.m3u8$|-)")
+
+
+def live_key(name: str, file: str) -> str:
+    """What a request's LL-HLS state is held under: the name, or "<name>/v<track>" for a
+    multitrack rendition's playlist or part (blocking reloads wait per rendition)."""
+    m = _RENDITION.match(file)
+    return name if m is None else f"{name}/{m[1]}"
 
 
 class LivePlaylistView(Protocol):
@@ -52,6 +65,8 @@ class LivePlaylistView(Protocol):
 
 
 class LiveSource(Protocol):
+    """Asked by `live_key`: a name, or "<name>/v<track>" for a multitrack rendition."""
+
     def playlist(self, name: str) -> LivePlaylistView | None:
         """The LL-HLS playlist of `name`, or None (not LL-HLS, or not there: files instead)."""
 

@@ -73,6 +73,23 @@ SCHEMAS: dict[str, Any] = {
             "kbps": _nullable("number"),
         }
     ),  # fmt: skip
+    "Rendition": _object(
+        {
+            "track": {"type": "integer", "minimum": 0, "description": "Its video track"},
+            "playlist_url": {"type": "string", "description": "Its media playlist"},
+            "codec": _nullable("string", description="RFC 6381, as in Video"),
+            "name": _nullable("string", description="For people: H.264, HEVC, AV1 or VP9"),
+            "width": _nullable("integer"),
+            "height": _nullable("integer"),
+            "fps": _nullable("number"),
+            "kbps": _nullable("number"),
+        },
+        description=(
+            "A rendition of a multitrack publish (enhanced RTMP multitrack video): one video "
+            "track with track 0's audio; playlist_url (the stream's) is then a multivariant "
+            "playlist over them"
+        ),
+    ),  # fmt: skip
     "Stream": _object(
         {
             "name": {"type": "string"},
@@ -82,6 +99,11 @@ SCHEMAS: dict[str, Any] = {
             "playlist_url": {"type": "string"},
             "video": {"oneOf": [_ref("Video"), {"type": "null"}]},
             "audio": {"oneOf": [_ref("Audio"), {"type": "null"}]},
+            "renditions": {
+                "type": "array",
+                "items": _ref("Rendition"),
+                "description": "Multitrack video: every rendition, track 0's first; else empty",
+            },
             "viewers": {"type": "integer", "minimum": 0},
         }
     ),  # fmt: skip

@@ -13,12 +13,15 @@ from typing import Any
 import av
 import av.logging
 import numpy as np
-from rtmpd.hls import HlsService, SegmentWritten
+from rtmpd.hls import Codec, HlsService, SegmentWritten
 
 from tests.support.m3u8_validator import MediaPlaylist, PlaylistHistory
 from tests.support.media import TAG_AUDIO, TAG_VIDEO, make_flv, read_flv_tags
 
-Event = tuple[Any, ...]  # ("video", ts, cto, key, data) | ("video_config", ts, avcc) | ...
+#: ("video", ts, cto, key, data) | ("video_config", ts, avcc) | ... and for FFmpeg's multitrack
+#: video (tracks 1, 2, ...) ("track_config", ts, track, avcc, codec) | ("track_video", ts, track,
+#: cto, key, data)
+Event = tuple[Any, ...]
 
 
 def events_from_flv(flv: bytes, offset: int = 0) -> list[Event]:
@@ -26,7 +29,17 @@ def events_from_flv(flv: bytes, offset: int = 0) -> list[Event]:
     events: list[Event] = []
     for tag in read_flv_tags(flv):
         body, ts = tag.body, tag.timestamp + offset
-        if tag.kind == TAG_VIDEO:
+        if tag.kind == TAG_VIDEO and body[0] & 0x8F == 0x86:  # enhanced Multitrack, OneTrack
+            ptype, track, data = body[1] & 0x0F, body[6], body[7:]
+            key = (body[0] >> 4) & 7 == 1
+            if ptype == 0:
+                events.append(("track_config", ts, track, data, Codec.H264))
+            elif ptype == 1:
+                cto = int.from_bytes(data[:3], "big", signed=True)
+                events.append(("track_video", ts, track, cto, key, data[3:]))
+            elif ptype == 3:
+                events.append(("track_video", ts, track, 0, key, data))
+        elif tag.kind == TAG_VIDEO:
             if body[1] == 0:
                 events.append(("video_config", ts, body[5:]))
             elif body[1] == 1:
@@ -52,7 +65,10 @@ def shift(events: tuple[Event, ...] | list[Event], offset: int) -> list[Event]:
 
 def feed(packager: Any, events: tuple[Event, ...] | list[Event]) -> None:
     for event in events:
-        getattr(packager, event[0])(*event[1:])
+        if event[0].startswith("track_"):  # (track, timestamp, ...) in the call
+            getattr(packager, event[0])(event[2], event[1], *event[3:])
+        else:
+            getattr(packager, event[0])(*event[1:])
 
 
 def feed_in_time(

@@ -15,6 +15,11 @@ least three part targets, HOLD-BACK three targets, CAN-SKIP-UNTIL six; one PRELO
 part not listed yet, none after ENDLIST; EXT-X-SKIP only where asked for, and only over segments
 older than CAN-SKIP-UNTIL; EXT-X-VERSION as the tags used need (3; 6 with EXT-X-MAP; 8 with
 EXT-X-GAP; 9 with parts or EXT-X-SKIP).
+
+Multitrack renditions: EXT-X-RENDITION-REPORT (URI, LAST-MSN, optional LAST-PART) only at the
+end of an LL-HLS media playlist, after the preload hint, never after ENDLIST;
+`parse_multivariant(text)` checks a multivariant playlist (every EXT-X-STREAM-INF with an
+integer BANDWIDTH and followed by its URI; RESOLUTION as WxH, FRAME-RATE with 3 decimals).
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ class MediaPlaylist:
     open_parts: list[PlaylistPart] = field(default_factory=list)  # of the segment being made
     preload_hint: str | None = None
     skipped: int = 0
+    reports: list[dict[str, str]] = field(default_factory=list)  # EXT-X-RENDITION-REPORT
 
     @property
     def duration(self) -> float:
@@ -116,6 +122,18 @@ def parse(text: str) -> MediaPlaylist:
     for line in lines[1:]:
         if not line or line != line.strip():
             raise _fail(f"blank line or stray whitespace: {line!r}", text)
+        if line.startswith("#EXT-X-RENDITION-REPORT:"):
+            attrs = attributes(line.partition(":")[2])
+            if playlist.endlist or playlist.part_target is None:
+                raise _fail("rendition reports are for live LL-HLS playlists", text)
+            if not attrs.get("URI") or not attrs.get("LAST-MSN", "").isdigit():
+                raise _fail(f"a rendition report needs URI and LAST-MSN: {line!r}", text)
+            if not attrs.get("LAST-PART", "0").isdigit():
+                raise _fail(f"LAST-PART must be a decimal integer: {line!r}", text)
+            playlist.reports.append(attrs)
+            continue
+        if playlist.reports:
+            raise _fail("rendition reports come last", text)
         if playlist.endlist:
             raise _fail("nothing may follow #EXT-X-ENDLIST", text)
         if playlist.preload_hint is not None:
@@ -376,3 +394,49 @@ class PlaylistHistory:
         last_old = old.media_sequence + len(old.segments)
         if new.media_sequence + len(new.segments) < last_old:
             raise _fail("segments disappeared from the end of the playlist", text)
+
+
+_RESOLUTION = re.compile(r"\d+x\d+")
+_FRAME_RATE = re.compile(r"\d+\.\d{3}")
+
+
+def parse_multivariant(text: str) -> list[dict[str, str]]:
+    """The EXT-X-STREAM-INF attributes of a multivariant playlist, each with its "URI"."""
+    if not text.endswith("\n"):
+        raise _fail("playlist must end with a newline", text)
+    lines = text[:-1].split("\n")
+    if lines[0] != "#EXTM3U":
+        raise _fail("first line must be #EXTM3U", text)
+    variants: list[dict[str, str]] = []
+    pending: dict[str, str] | None = None
+    for line in lines[1:]:
+        tag, _, value = line.partition(":")
+        if tag == "#EXT-X-STREAM-INF":
+            if pending is not None:
+                raise _fail("EXT-X-STREAM-INF without a URI", text)
+            pending = attributes(value)
+            if not pending.get("BANDWIDTH", "").isdigit():
+                raise _fail(f"BANDWIDTH must be a decimal integer: {line!r}", text)
+            average = pending.get("AVERAGE-BANDWIDTH")
+            if average is not None and not average.isdigit():
+                raise _fail(f"AVERAGE-BANDWIDTH must be a decimal integer: {line!r}", text)
+            if "RESOLUTION" in pending and not _RESOLUTION.fullmatch(pending["RESOLUTION"]):
+                raise _fail(f"RESOLUTION must be WxH: {line!r}", text)
+            if "FRAME-RATE" in pending and not _FRAME_RATE.fullmatch(pending["FRAME-RATE"]):
+                raise _fail(f"FRAME-RATE needs 3 decimals: {line!r}", text)
+        elif tag in ("#EXT-X-VERSION", "#EXT-X-INDEPENDENT-SEGMENTS"):
+            if variants or pending is not None:
+                raise _fail(f"{tag} must come before the variants", text)
+        elif line.startswith("#") or not line:
+            raise _fail(f"unexpected line {line!r}", text)
+        else:
+            if pending is None:
+                raise _fail(f"a URI without EXT-X-STREAM-INF: {line!r}", text)
+            if "/" in line or ".." in line:
+                raise _fail(f"variant URI must be a plain relative file name: {line!r}", text)
+            pending["URI"] = line
+            variants.append(pending)
+            pending = None
+    if pending is not None or not variants:
+        raise _fail("no variant, or a last EXT-X-STREAM-INF without a URI", text)
+    return variants

@@ -13,6 +13,7 @@ import struct
 import time
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import av
 import numpy as np
@@ -69,22 +70,27 @@ def encode_into(
     channels: int = 2,
     bframes: int = 0,
     pace: float = 0.0,
+    renditions: list[list[int]] | None = None,
 ) -> None:
     """Encode `seconds` of video (H.264 by default; libx265, libsvtav1, libvpx-vp9 too) and/or
     audio (AAC by default; libmp3lame, libopus, ac3, eac3, flac too) into an open output
     container and close it. With `pace`, frames go out at that many times real time (1.0 is
-    real time), as an encoder would send them; 0 is as fast as they are made."""
+    real time), as an encoder would send them; 0 is as fast as they are made.
+
+    `renditions`: more video streams of the same pictures, [width, height] or [width, height,
+    gop] each, which FFmpeg's flv muxer writes as enhanced RTMP multitrack video (tracks 1, 2,
+    ...; track 0 is the main stream), as OBS's multitrack video sends them."""
     gop = gop or fps
     started = time.monotonic()
     vstream = astream = None
+    extra: list[Any] = []
     if video:
-        vstream = container.add_stream(video_codec, rate=fps)
-        vstream.width = width
-        vstream.height = height
-        vstream.pix_fmt = "yuv420p"
-        vstream.bit_rate = bitrate
-        vstream.codec_context.gop_size = gop
-        vstream.codec_context.options = _VIDEO_OPTIONS.get(video_codec, _x264(gop, bframes))
+        vstream = _video_stream(container, video_codec, fps, width, height, bitrate, gop, bframes)
+        for spec in renditions or ():
+            w, h = spec[0], spec[1]
+            rate = max(bitrate * w * h // (width * height), 50_000)
+            extra.append(_video_stream(container, video_codec, fps, w, h, rate,
+                                       spec[2] if len(spec) > 2 else gop, bframes))  # fmt: skip
     if audio:
         astream = container.add_stream(audio_codec, rate=sample_rate)
         astream.layout = "stereo" if channels == 2 else "mono"
@@ -105,6 +111,11 @@ def encode_into(
         frame.time_base = Fraction(1, fps)
         for packet in vstream.encode(frame):  # type: ignore[union-attr]
             container.mux(packet)
+        for stream in extra:
+            scaled = frame.reformat(width=stream.width, height=stream.height)
+            scaled.pts, scaled.time_base = i, frame.time_base
+            for packet in stream.encode(scaled):
+                container.mux(packet)
         if astream is not None:
             pending_audio += sample_rate / fps
             while pending_audio >= samples_per_frame and apts < nsamples_total:
@@ -115,10 +126,22 @@ def encode_into(
             apts = _mux_audio(container, astream, apts, t, sample_rate)
         for packet in astream.encode(None):
             container.mux(packet)
-    if vstream is not None:
-        for packet in vstream.encode(None):
+    for stream in [vstream, *extra] if vstream is not None else ():
+        for packet in stream.encode(None):
             container.mux(packet)
     container.close()
+
+
+def _video_stream(container: Any, codec: str, fps: int, width: int, height: int, bitrate: int,
+                  gop: int, bframes: int) -> Any:  # fmt: skip
+    vstream = container.add_stream(codec, rate=fps)
+    vstream.width = width
+    vstream.height = height
+    vstream.pix_fmt = "yuv420p"
+    vstream.bit_rate = bitrate
+    vstream.codec_context.gop_size = gop
+    vstream.codec_context.options = _VIDEO_OPTIONS.get(codec, _x264(gop, bframes))
+    return vstream
 
 
 def _x264(gop: int, bframes: int) -> dict[str, str]:

@@ -200,6 +200,16 @@
     if (info.video) parts.push(`${info.video.name || info.video.codec} ${info.video.width}×${info.video.height}`);
     if (info.audio) parts.push(`${info.audio.name || info.audio.codec} ${info.audio.sample_rate} Hz`);
     field("tech").textContent = parts.join(" · ");
+    const list = field("renditions");
+    if (list) {
+      list.replaceChildren(...(info.renditions || []).map((r) => {
+        const item = document.createElement("li");
+        const kbps = r.kbps ? ` ${Math.round(r.kbps)} kb/s` : "";
+        item.textContent = `${r.width}×${r.height} ${r.name || r.codec}${kbps}`;
+        return item;
+      }));
+      list.hidden = !list.children.length;
+    }
   }
 
   async function poll() {
