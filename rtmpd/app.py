@@ -42,17 +42,9 @@ from rtmpd.hls import HlsService, SegmentWritten
 from rtmpd.hls.recorder import Recorder
 from rtmpd.rtmp.config import SessionConfig
 from rtmpd.rtmp.events import PlayRequest, PublishRequest
-from rtmpd.server import (
-    Accept,
-    DrainResult,
-    PlayAccept,
-    Player,
-    Publisher,
-    Reject,
-    RtmpServer,
-    TlsListener,
-    TlsListenError,
-)
+from rtmpd.rtmp_contract import Accept, DrainResult, PlayAccept, Player, Publisher, Reject
+from rtmpd.server import RtmpServer
+from rtmpd.sockets import TlsListener, TlsListenError
 from rtmpd.web import create_app, make_runner
 from rtmpd.web.guard import ConnectionGuard, GuardedSite
 from rtmpd.web.live import Waiters
