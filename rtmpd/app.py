@@ -1,19 +1,20 @@
 """The composition root: builds auth, the HLS packager, the RTMP server and the web app from
-one Config, and decides publishes.
+one Config, and joins them.
 
-It turns the core's publish requests into `rtmpd.auth` attempts and an accepted decision into
-a `Publish` (rtmpd.publish): the sink the server feeds that publish's media into and ends. The
-stream key stops here: past `authorize`, only the public name is used.
+The server's publish requests go to `Publishes` (rtmpd.publishes: an accepted decision
+becomes a `Publish`, the sink the server feeds that publish's media into and ends; the stream
+key stops there), its play requests to `OnAir` (rtmpd.on_air: the broadcasts, their push
+relays and players). What stops a start is said by rtmpd.startup.
 
-RTMPS is the same RTMP server on a second listener with an SSLContext made here; SIGHUP's
+RTMPS is the same RTMP server on a second listener with an SSLContext from [rtmps]; SIGHUP's
 `reload_tls` makes a new one from the same files for the next handshakes. `drain` (SIGUSR1,
 from `rtmpd drain`) and `shutdown` (SIGTERM: stop listening, drain, stop) ask publishers to
 reconnect within `[rtmp] drain_grace`.
 
-It also samples each publish's health once per second (rtmpd.health), gives the web layer its
-`Admin` (rtmpd.admin, over auth's `Accounts`) and tells the webhooks (rtmpd.webhooks) what
-happened: streams started and ended, publishes refused, users banned (by anyone: the store's
-account events, drained every tick).
+Its tick samples each publish's health once per second (rtmpd.health) and tells the webhooks
+(rtmpd.webhooks) of users banned (by anyone: the store's account events); streams started
+and ended and publishes refused are told by `Publishes`. The web layer gets its `Admin`
+(rtmpd.admin, over auth's `Accounts`).
 """
 
 from __future__ import annotations
@@ -30,16 +31,14 @@ from typing import Any
 from aiohttp import web
 
 from rtmpd.auth.accounts import Accounts
-from rtmpd.auth.limiter import FailureLimiter, client_host
-from rtmpd.auth.model import RATE_LIMITED
-from rtmpd.auth.service import TAKEN_OVER, Accepted, AuthService, PublishAttempt
+from rtmpd.auth.limiter import FailureLimiter
+from rtmpd.auth.service import AuthService
 from rtmpd.auth.store import StoreError
 from rtmpd.config import Address, Config
-from rtmpd.hls import HlsService, SegmentWritten
+from rtmpd.hls import HlsService
 from rtmpd.hls.recorder import Recorder
 from rtmpd.rtmp.config import SessionConfig
-from rtmpd.rtmp.events import PublishRequest
-from rtmpd.rtmp_contract import Accept, DrainResult, Publisher, Reject
+from rtmpd.rtmp_contract import DrainResult
 from rtmpd.server import RtmpServer
 from rtmpd.sockets import TlsListener, TlsListenError
 from rtmpd.web import create_app, make_runner
@@ -52,11 +51,10 @@ from rtmpd.web.viewers import ViewerTracker
 from . import webhooks
 from .admin import AdminService
 from .channels import ChannelDirectory
-from .health import PublishHealth
 from .live_source import HlsLiveSource
 from .node_table import Port
 from .on_air import OnAir
-from .publish import Publish
+from .publishes import Publishes
 from .pull import Pulls, SiblingPlays, private_listener
 from .push import PushStatus
 from .startup import StartupError, listen_error, raise_file_limit, tls_context
@@ -96,7 +94,7 @@ class Rtmpd:
                                      shared=worker is not None)  # fmt: skip
         self.hls = HlsService(
             config.hls,
-            on_segment=self._segment_written,
+            on_segment=lambda segment: self.publishes.segment_written(segment),
             log=logging.getLogger("rtmpd.hls"),
             live=self.waiters if config.hls.low_latency else None,
             recorder=self.recorder,
@@ -134,13 +132,23 @@ class Rtmpd:
                             pulls=self.pulls)  # fmt: skip
         self.broadcasts = self.on_air.broadcasts
         self._players = self.on_air.players
+        self.directory = ChannelDirectory(self.auth, self.hls, worker=worker)
+        self.webhooks = Webhooks(
+            config.webhooks,
+            on_outcome=self.metrics.webhook,
+            log=logging.getLogger("rtmpd.webhooks"),
+        )
+        #: The accepted publishes; it decides publish requests.
+        self.publishes = Publishes(config, self.auth, self.hls, self.metrics, self.webhooks,
+                                   self.on_air, self.directory, shared=worker is not None,
+                                   spawn=self._spawn, node_url=lambda: self.node_url)  # fmt: skip
         tls = None
         if config.rtmps.enabled:
             addr = config.rtmps.address
             tls = TlsListener(addr.host, addr.port, tls_context(self.config.rtmps),
                               sock=worker.rtmps if worker is not None else None)  # fmt: skip
         self.rtmp = RtmpServer(
-            self,
+            self.publishes,
             host=config.rtmp_address.host,
             port=config.rtmp_address.port,
             session_config=SessionConfig(),
@@ -157,16 +165,10 @@ class Rtmpd:
         self.sibling_rtmp: RtmpServer | None = None
         self._draining: asyncio.Task[DrainResult] | None = None
         self._stopping: asyncio.Future[None] | None = None
-        self.directory = ChannelDirectory(self.auth, self.hls, worker=worker)
         if worker is not None:  # the failed-key limit holds across workers
             self.auth.share_failures(worker.failed)
             worker.on_failed_elsewhere = self.auth.failed_elsewhere
             worker.on_sibling_died = lambda node: self._spawn(self._sibling_died(node))
-        self.webhooks = Webhooks(
-            config.webhooks,
-            on_outcome=self.metrics.webhook,
-            log=logging.getLogger("rtmpd.webhooks"),
-        )
         #: HTTP connection caps, idle connections at the cap and the send timeout; the
         #: request-head/keep-alive timeout goes to aiohttp (see rtmpd.web.guard).
         self.http_guard = ConnectionGuard(
@@ -179,14 +181,12 @@ class Rtmpd:
             node=worker.table.connections(Port.HTTP) if worker is not None else None,
         )
         self.http_keepalive_timeout = config.http.keepalive_timeout
-        self._publishes: set[Publish] = set()
         self._runner: web.AppRunner | None = None
         self._site: GuardedSite | None = None
         self._ticker: asyncio.Task[None] | None = None
         self.http_port = 0
         #: This node's HTTP base URL as viewers reach it ([web] public_http_url, or derived).
         self.node_url = ""
-        self._playing: set[Publish] = set()  # publishes whose first segment was announced
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -261,7 +261,7 @@ class Rtmpd:
             if self.accounts is None
             else AdminService(
                 self.accounts,
-                lambda: self._publishes,
+                lambda: self.publishes.live,
                 self.config.hls.fragment,
                 push_status=self.push_status,
             ),
@@ -400,14 +400,12 @@ class Rtmpd:
                     self.recorder.tick(now)
                 except Exception:
                     log.exception("recordings failed")
-            for publish in self._publishes:
-                publish.count_bytes()
-                publish.health.sample(now, publish.publisher.bytes_received)
+            self.publishes.sample(now)
             self.on_air.sample_pushes()
-            self.metrics.set_live(len(self._publishes))
+            self.metrics.set_live(len(self.publishes.live))
             self.metrics.set_webhooks_pending(self.webhooks.pending)
             if self.worker is not None:  # codecs, bitrates, viewers for the other workers' API
-                names = {publish.name for publish in self._publishes}
+                names = {publish.name for publish in self.publishes.live}
                 self.worker.write_streams(self.directory.shared_stats(names))
                 self.worker.write_viewers(self.viewers.counts())
             self.metrics.set_viewers(self.viewers.total())  # /metrics sums the workers' own
@@ -428,50 +426,6 @@ class Rtmpd:
                     event.kind, {"name": event.name, "banned_at": webhooks.iso(event.at)}
                 )
 
-    # -- PublishHandler ----------------------------------------------------------------
-
-    async def authorize(self, publisher: Publisher, request: PublishRequest) -> Accept | Reject:
-        info = publisher.info
-        attempt = PublishAttempt(
-            app=info.app,
-            key=request.name,
-            query=request.query,
-            addr=info.peer,
-            tcurl=info.tc_url or "",
-            flashver=info.flashver or "",
-            swfurl=info.swf_url or "",
-            pageurl=info.page_url or "",
-            clientid=str(info.conn_id),
-            publish_type=request.publish_type,
-        )
-        decision = await self.auth.authorize(attempt, publisher.close)
-        if not isinstance(decision, Accepted):
-            self.metrics.publish_attempt("denied")
-            if decision != RATE_LIMITED:  # a blocked guesser is one event, not thousands
-                self.webhooks.emit(webhooks.PUBLISH_REFUSED, {
-                    "reason": decision.description, "addr": client_host(info.peer),
-                    "app": info.app,
-                })  # fmt: skip
-            return Reject(decision.code, decision.description)
-        self.metrics.publish_attempt("accepted")
-        packager = self.hls.open_stream(decision.name)
-        health = PublishHealth(self.config.hls.fragment, time.time())
-        broadcast = self.on_air.broadcast(decision.name)
-        if not broadcast.publishes:
-            await self.on_air.add_pushes(broadcast)
-        raw = self.on_air.relays(broadcast)
-        publish = Publish(decision.name, publisher, packager, decision.lease, health=health,
-                          metrics=self.metrics, on_end=self._publish_ended,
-                          fanout=broadcast.fanout if raw else None,
-                          on_taken_over=self.hls.release if self.worker else None)  # fmt: skip
-        broadcast.attach(publish)
-        self._publishes.add(publish)
-        self.metrics.set_live(len(self._publishes))
-        self.webhooks.emit(webhooks.STREAM_STARTED, {
-            "name": decision.name, "started_at": webhooks.iso(decision.lease.since),
-        })  # fmt: skip
-        return Accept(decision.name, publish, raw=raw)
-
     @property
     def push_tls(self) -> Callable[[], ssl.SSLContext]:
         """What a push to an rtmps:// destination makes its TLS context with (the tests' trust
@@ -484,22 +438,6 @@ class Rtmpd:
 
     def push_status(self, name: str) -> list[PushStatus]:
         return self.on_air.push_status(name)
-
-    def _publish_ended(self, publish: Publish, reason: str) -> None:
-        self._publishes.discard(publish)
-        self._playing.discard(publish)
-        self.metrics.set_live(len(self._publishes))
-        broadcast = self.broadcasts.get(publish.name)
-        if broadcast is not None:
-            broadcast.detach(publish)
-        if reason == TAKEN_OVER or any(p.name == publish.name for p in self._publishes):
-            return  # a reconnect took over: the stream goes on, no stream.ended
-        ended = time.time()
-        self.webhooks.emit(webhooks.STREAM_ENDED, {
-            "name": publish.name, "reason": reason,
-            "started_at": webhooks.iso(publish.lease.since), "ended_at": webhooks.iso(ended),
-            "duration_seconds": round(max(ended - publish.lease.since, 0.0), 3),
-        })  # fmt: skip
 
     # -- workers -----------------------------------------------------------------------
 
@@ -514,17 +452,6 @@ class Rtmpd:
                 log.info("HLS %s: its publisher went %s; playlist ended", name, when)
 
     # -- helpers -----------------------------------------------------------------------
-
-    def _segment_written(self, segment: SegmentWritten) -> None:
-        self.metrics.segment_written(segment.lag)
-        for publish in self._publishes:
-            if publish.name == segment.name:
-                publish.health.segment(segment.duration, segment.lag)
-                if publish not in self._playing:  # other nodes may send viewers here now
-                    self._playing.add(publish)
-                    self._spawn(self.auth.playing(
-                        publish.name, self.node_url, self.directory.details(publish.name)
-                    ))  # fmt: skip
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
