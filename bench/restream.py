@@ -35,9 +35,11 @@ from bench.loadgen import LoadGenerator, PreparedMedia
 from bench.media import SPECS, ensure_media
 from bench.run import MIB, RESULTS, Sampler, machine
 from bench.servers import RtmpdServer, loadavg
+from rtmpd.client_link import open_client_link
 from rtmpd.rtmp.client import ClientEvent, ClientSession, MediaMessage
 from rtmpd.rtmp.events import PublishRequest, RawMedia
-from rtmpd.server import Accept, MediaEvent, Publisher, RtmpServer, open_client_link
+from rtmpd.rtmp_contract import Accept, MediaEvent, Publisher
+from rtmpd.server import RtmpServer
 
 
 @dataclass

@@ -1,58 +1,46 @@
 """The composition root: builds auth, the HLS packager, the RTMP server and the web app from
-one Config, and decides publishes.
+one Config, and joins them.
 
-It turns the core's publish requests into `rtmpd.auth` attempts and an accepted decision into
-a `Publish` (rtmpd.publish): the sink the server feeds that publish's media into and ends. The
-stream key stops here: past `authorize`, only the public name is used.
+The server's publish requests go to `Publishes` (rtmpd.publishes: an accepted decision
+becomes a `Publish`, the sink the server feeds that publish's media into and ends; the stream
+key stops there), its play requests to `OnAir` (rtmpd.on_air: the broadcasts, their push
+relays and players). What stops a start is said by rtmpd.startup.
 
-RTMPS is the same RTMP server on a second listener with an SSLContext made here; SIGHUP's
+RTMPS is the same RTMP server on a second listener with an SSLContext from [rtmps]; SIGHUP's
 `reload_tls` makes a new one from the same files for the next handshakes. `drain` (SIGUSR1,
 from `rtmpd drain`) and `shutdown` (SIGTERM: stop listening, drain, stop) ask publishers to
 reconnect within `[rtmp] drain_grace`.
 
-It also samples each publish's health once per second (rtmpd.health), gives the web layer its
-`Admin` (rtmpd.admin, over auth's `Accounts`) and tells the webhooks (rtmpd.webhooks) what
-happened: streams started and ended, publishes refused, users banned (by anyone: the store's
-account events, drained every tick).
+Its tick samples each publish's health once per second (rtmpd.health) and tells the webhooks
+(rtmpd.webhooks) of users banned (by anyone: the store's account events); streams started
+and ended and publishes refused are told by `Publishes`. The web layer gets its `Admin`
+(rtmpd.admin, over auth's `Accounts`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
-import resource
 import ssl
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from rtmpd.auth import destinations
 from rtmpd.auth.accounts import Accounts
-from rtmpd.auth.limiter import FailureLimiter, client_host
-from rtmpd.auth.model import PLAY_FAILED, PLAY_NOT_FOUND, RATE_LIMITED, Denied, PlayAttempt
-from rtmpd.auth.service import TAKEN_OVER, Accepted, AuthService, PublishAttempt
+from rtmpd.auth.limiter import FailureLimiter
+from rtmpd.auth.service import AuthService
 from rtmpd.auth.store import StoreError
 from rtmpd.config import Address, Config
-from rtmpd.hls import HlsService, SegmentWritten
+from rtmpd.hls import HlsService
 from rtmpd.hls.recorder import Recorder
 from rtmpd.rtmp.config import SessionConfig
-from rtmpd.rtmp.events import PlayRequest, PublishRequest
-from rtmpd.server import (
-    Accept,
-    DrainResult,
-    PlayAccept,
-    Player,
-    Publisher,
-    Reject,
-    RtmpServer,
-    TlsListener,
-    TlsListenError,
-)
+from rtmpd.rtmp_contract import DrainResult
+from rtmpd.server import RtmpServer
+from rtmpd.sockets import TlsListener, TlsListenError
 from rtmpd.web import create_app, make_runner
 from rtmpd.web.guard import ConnectionGuard, GuardedSite
 from rtmpd.web.live import Waiters
@@ -62,15 +50,14 @@ from rtmpd.web.viewers import ViewerTracker
 
 from . import webhooks
 from .admin import AdminService
-from .broadcast import Broadcast
 from .channels import ChannelDirectory
-from .health import PublishHealth
 from .live_source import HlsLiveSource
 from .node_table import Port
-from .publish import Publish
+from .on_air import OnAir
+from .publishes import Publishes
 from .pull import Pulls, SiblingPlays, private_listener
-from .push import PushRelay, PushStatus
-from .relay import PlayerOutput
+from .push import PushStatus
+from .startup import StartupError, listen_error, raise_file_limit, tls_context
 from .webhooks import Webhooks
 from .worker import Worker
 
@@ -84,10 +71,6 @@ FD_RESERVE = 256
 #: Seconds stop() lets HTTP responses in progress finish (aiohttp's default is 60: a client that
 #: stopped reading would hold the shutdown until its send timeout).
 HTTP_SHUTDOWN_GRACE = 5.0
-
-
-class StartupError(Exception):
-    """Start-up failed for a reason the operator can fix (named in the message)."""
 
 
 class Rtmpd:
@@ -111,7 +94,7 @@ class Rtmpd:
                                      shared=worker is not None)  # fmt: skip
         self.hls = HlsService(
             config.hls,
-            on_segment=self._segment_written,
+            on_segment=lambda segment: self.publishes.segment_written(segment),
             log=logging.getLogger("rtmpd.hls"),
             live=self.waiters if config.hls.low_latency else None,
             recorder=self.recorder,
@@ -128,47 +111,6 @@ class Rtmpd:
             node=worker.node if worker is not None else config.database.node_name,
             lease=config.database.lease,
         )
-        tls = None
-        if config.rtmps.enabled:
-            addr = config.rtmps.address
-            tls = TlsListener(addr.host, addr.port, self._tls_context(),
-                              sock=worker.rtmps if worker is not None else None)  # fmt: skip
-        self.rtmp = RtmpServer(
-            self,
-            host=config.rtmp_address.host,
-            port=config.rtmp_address.port,
-            session_config=SessionConfig(),
-            max_connections=config.rtmp.max_connections,
-            max_connections_per_ip=config.rtmp.max_connections_per_ip,
-            log=logging.getLogger("rtmpd.rtmp"),
-            tls=tls,
-            play_handler=self if config.rtmp.allow_play else None,
-            proxy=config.rtmp.proxy_policy,
-            sock=worker.rtmp if worker is not None else None,
-            node=worker.table.connections(Port.RTMP) if worker is not None else None,
-        )
-        self._play_networks = config.rtmp.play_networks
-        #: Names on the air (live, or within the grace after their last publish).
-        self.broadcasts: dict[str, Broadcast] = {}
-        self._players: set[PlayerOutput] = set()
-        #: With workers: streams of siblings pulled for players here, and this worker's
-        #: private RTMP listener their pulls of its streams come to (rtmpd.pull).
-        self.pulls: Pulls | None = None
-        self.sibling_plays = SiblingPlays(self.broadcasts)
-        self.sibling_rtmp: RtmpServer | None = None
-        if worker is not None and config.rtmp.allow_play:
-            self.pulls = Pulls(config.rtmp.app, self._sibling_rtmp_path,
-                               on_drop=self.metrics.relay_dropped)  # fmt: skip
-        #: The TLS context a push to an rtmps:// destination starts from (tests trust their CA).
-        self.push_tls = ssl.create_default_context
-        self._pushes_connected = 0
-        self._draining: asyncio.Task[DrainResult] | None = None
-        self._stopping: asyncio.Future[None] | None = None
-        self.directory = ChannelDirectory(self.auth, self.hls, worker=worker)
-        if worker is not None:  # the failed-key limit holds across workers
-            self.auth.share_failures(worker.failed)
-            worker.on_failed_elsewhere = self.auth.failed_elsewhere
-            worker.on_sibling_died = lambda node: self._spawn(self._sibling_died(node))
         #: Users and API tokens on the server's own store; None in callback mode (no database).
         self.accounts: Accounts | None = None
         if self.auth.store is not None:
@@ -179,11 +121,54 @@ class Rtmpd:
             self.accounts = Accounts(
                 self.auth.store, limiter=limiter, log=logging.getLogger("rtmpd.admin")
             )
+        #: With workers: streams of siblings pulled for players here, and this worker's
+        #: private RTMP listener their pulls of its streams come to (rtmpd.pull).
+        self.pulls: Pulls | None = None
+        if worker is not None and config.rtmp.allow_play:
+            self.pulls = Pulls(config.rtmp.app, self._sibling_rtmp_path,
+                               on_drop=self.metrics.relay_dropped)  # fmt: skip
+        #: The names on the air, their push relays and players; it decides play requests.
+        self.on_air = OnAir(config, self.auth, self.metrics, accounts=self.accounts,
+                            pulls=self.pulls)  # fmt: skip
+        self.broadcasts = self.on_air.broadcasts
+        self._players = self.on_air.players
+        self.directory = ChannelDirectory(self.auth, self.hls, worker=worker)
         self.webhooks = Webhooks(
             config.webhooks,
             on_outcome=self.metrics.webhook,
             log=logging.getLogger("rtmpd.webhooks"),
         )
+        #: The accepted publishes; it decides publish requests.
+        self.publishes = Publishes(config, self.auth, self.hls, self.metrics, self.webhooks,
+                                   self.on_air, self.directory, shared=worker is not None,
+                                   spawn=self._spawn, node_url=lambda: self.node_url)  # fmt: skip
+        tls = None
+        if config.rtmps.enabled:
+            addr = config.rtmps.address
+            tls = TlsListener(addr.host, addr.port, tls_context(self.config.rtmps),
+                              sock=worker.rtmps if worker is not None else None)  # fmt: skip
+        self.rtmp = RtmpServer(
+            self.publishes,
+            host=config.rtmp_address.host,
+            port=config.rtmp_address.port,
+            session_config=SessionConfig(),
+            max_connections=config.rtmp.max_connections,
+            max_connections_per_ip=config.rtmp.max_connections_per_ip,
+            log=logging.getLogger("rtmpd.rtmp"),
+            tls=tls,
+            play_handler=self.on_air if config.rtmp.allow_play else None,
+            proxy=config.rtmp.proxy_policy,
+            sock=worker.rtmp if worker is not None else None,
+            node=worker.table.connections(Port.RTMP) if worker is not None else None,
+        )
+        self.sibling_plays = SiblingPlays(self.broadcasts)
+        self.sibling_rtmp: RtmpServer | None = None
+        self._draining: asyncio.Task[DrainResult] | None = None
+        self._stopping: asyncio.Future[None] | None = None
+        if worker is not None:  # the failed-key limit holds across workers
+            self.auth.share_failures(worker.failed)
+            worker.on_failed_elsewhere = self.auth.failed_elsewhere
+            worker.on_sibling_died = lambda node: self._spawn(self._sibling_died(node))
         #: HTTP connection caps, idle connections at the cap and the send timeout; the
         #: request-head/keep-alive timeout goes to aiohttp (see rtmpd.web.guard).
         self.http_guard = ConnectionGuard(
@@ -196,20 +181,18 @@ class Rtmpd:
             node=worker.table.connections(Port.HTTP) if worker is not None else None,
         )
         self.http_keepalive_timeout = config.http.keepalive_timeout
-        self._publishes: set[Publish] = set()
         self._runner: web.AppRunner | None = None
         self._site: GuardedSite | None = None
         self._ticker: asyncio.Task[None] | None = None
         self.http_port = 0
         #: This node's HTTP base URL as viewers reach it ([web] public_http_url, or derived).
         self.node_url = ""
-        self._playing: set[Publish] = set()  # publishes whose first segment was announced
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        _raise_file_limit(
+        raise_file_limit(
             self.config.rtmp.max_connections + self.http_guard.max_connections + FD_RESERVE
         )
         for folder in (self.config.hls_path, self.config.database_path.parent):
@@ -247,9 +230,9 @@ class Rtmpd:
             await self.rtmp.start()
         except TlsListenError as exc:
             where = self.config.rtmps.address
-            raise StartupError(f"cannot listen for RTMPS on {where}: {_why(exc)}") from None
+            raise StartupError(f"cannot listen for RTMPS on {where}: {listen_error(exc)}") from None
         except OSError as exc:
-            raise StartupError(f"cannot listen for RTMP on {addr}: {_why(exc)}") from None
+            raise StartupError(f"cannot listen for RTMP on {addr}: {listen_error(exc)}") from None
         log.info("RTMP listening on rtmp://%s/%s", Address(addr.host, self.rtmp.port),
                  self.config.rtmp.app)  # fmt: skip
         if self.config.rtmps.enabled:
@@ -278,7 +261,7 @@ class Rtmpd:
             if self.accounts is None
             else AdminService(
                 self.accounts,
-                lambda: self._publishes,
+                lambda: self.publishes.live,
                 self.config.hls.fragment,
                 push_status=self.push_status,
             ),
@@ -313,7 +296,7 @@ class Rtmpd:
             if self.worker is not None:  # where the other workers reach this one
                 await web.UnixSite(self._runner, self.worker.private).start()
         except OSError as exc:
-            raise StartupError(f"cannot listen for HTTP on {addr}: {_why(exc)}") from None
+            raise StartupError(f"cannot listen for HTTP on {addr}: {listen_error(exc)}") from None
         self.http_port = self._site.port
         log.info("HTTP listening on http://%s/", Address(addr.host, self.http_port))
         self.node_url = self.config.public_http_url(self.http_port)
@@ -323,7 +306,7 @@ class Rtmpd:
         try:
             sock = private_listener(path)
         except OSError as exc:
-            raise StartupError(f"cannot listen for RTMP on {path}: {_why(exc)}") from None
+            raise StartupError(f"cannot listen for RTMP on {path}: {listen_error(exc)}") from None
         cap = self.config.rtmp.max_connections
         self.sibling_rtmp = RtmpServer(
             self.sibling_plays, host="", port=0, max_connections=cap,
@@ -357,8 +340,7 @@ class Rtmpd:
             self.pulls.close()
         if self.sibling_rtmp is not None:
             await self.sibling_rtmp.close()
-        for broadcast in list(self.broadcasts.values()):
-            broadcast.end()
+        self.on_air.end_all()
         self.hls.close()
         if self.recorder is not None:
             self.recorder.close()
@@ -371,16 +353,6 @@ class Rtmpd:
 
     # -- RTMPS certificates, draining ------------------------------------------------------
 
-    def _tls_context(self) -> ssl.SSLContext:
-        cfg = self.config.rtmps
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        try:
-            context.load_cert_chain(cfg.cert, cfg.key)
-        except (OSError, ssl.SSLError) as exc:  # missing file, bad PEM, key not the cert's
-            reason = exc.strerror if not isinstance(exc, ssl.SSLError) else exc.reason or exc
-            raise StartupError(f"[rtmps] cert/key {cfg.cert}, {cfg.key}: {reason}") from None
-        return context
-
     def reload_tls(self) -> bool:
         """Load [rtmps] cert and key again (SIGHUP): the next TLS handshakes use them, running
         connections keep theirs. A pair that does not load leaves the old one in use."""
@@ -388,7 +360,7 @@ class Rtmpd:
             log.info("reload: RTMPS is off, no certificate to load")
             return False
         try:
-            context = self._tls_context()
+            context = tls_context(self.config.rtmps)
         except StartupError as exc:
             log.warning("%s; the certificate in use stays", exc)
             return False
@@ -428,17 +400,12 @@ class Rtmpd:
                     self.recorder.tick(now)
                 except Exception:
                     log.exception("recordings failed")
-            for publish in self._publishes:
-                publish.count_bytes()
-                publish.health.sample(now, publish.publisher.bytes_received)
-            for broadcast in self.broadcasts.values():
-                for part in broadcast.parts:
-                    if isinstance(part, PushRelay):
-                        part.sample()
-            self.metrics.set_live(len(self._publishes))
+            self.publishes.sample(now)
+            self.on_air.sample_pushes()
+            self.metrics.set_live(len(self.publishes.live))
             self.metrics.set_webhooks_pending(self.webhooks.pending)
             if self.worker is not None:  # codecs, bitrates, viewers for the other workers' API
-                names = {publish.name for publish in self._publishes}
+                names = {publish.name for publish in self.publishes.live}
                 self.worker.write_streams(self.directory.shared_stats(names))
                 self.worker.write_viewers(self.viewers.counts())
             self.metrics.set_viewers(self.viewers.total())  # /metrics sums the workers' own
@@ -459,160 +426,18 @@ class Rtmpd:
                     event.kind, {"name": event.name, "banned_at": webhooks.iso(event.at)}
                 )
 
-    # -- PublishHandler ----------------------------------------------------------------
+    @property
+    def push_tls(self) -> Callable[[], ssl.SSLContext]:
+        """What a push to an rtmps:// destination makes its TLS context with (the tests' trust
+        their CA)."""
+        return self.on_air.push_tls
 
-    async def authorize(self, publisher: Publisher, request: PublishRequest) -> Accept | Reject:
-        info = publisher.info
-        attempt = PublishAttempt(
-            app=info.app,
-            key=request.name,
-            query=request.query,
-            addr=info.peer,
-            tcurl=info.tc_url or "",
-            flashver=info.flashver or "",
-            swfurl=info.swf_url or "",
-            pageurl=info.page_url or "",
-            clientid=str(info.conn_id),
-            publish_type=request.publish_type,
-        )
-        decision = await self.auth.authorize(attempt, publisher.close)
-        if not isinstance(decision, Accepted):
-            self.metrics.publish_attempt("denied")
-            if decision != RATE_LIMITED:  # a blocked guesser is one event, not thousands
-                self.webhooks.emit(webhooks.PUBLISH_REFUSED, {
-                    "reason": decision.description, "addr": client_host(info.peer),
-                    "app": info.app,
-                })  # fmt: skip
-            return Reject(decision.code, decision.description)
-        self.metrics.publish_attempt("accepted")
-        packager = self.hls.open_stream(decision.name)
-        health = PublishHealth(self.config.hls.fragment, time.time())
-        broadcast = self._broadcast(decision.name)
-        if not broadcast.publishes:
-            await self._add_pushes(broadcast)
-        raw = self._relays(broadcast)
-        publish = Publish(decision.name, publisher, packager, decision.lease, health=health,
-                          metrics=self.metrics, on_end=self._publish_ended,
-                          fanout=broadcast.fanout if raw else None,
-                          on_taken_over=self.hls.release if self.worker else None)  # fmt: skip
-        broadcast.attach(publish)
-        self._publishes.add(publish)
-        self.metrics.set_live(len(self._publishes))
-        self.webhooks.emit(webhooks.STREAM_STARTED, {
-            "name": decision.name, "started_at": webhooks.iso(decision.lease.since),
-        })  # fmt: skip
-        return Accept(decision.name, publish, raw=raw)
-
-    def _broadcast(self, name: str) -> Broadcast:
-        """The name's broadcast: the one in its grace, else a new one."""
-        broadcast = self.broadcasts.get(name)
-        if broadcast is None or broadcast.ended:
-            # A takeover from another worker: its players here go on with this publish.
-            fanout = self.pulls.adopt(name) if self.pulls is not None else None
-            broadcast = Broadcast(name, self.config.hls.effective_grace, self._broadcast_ended,
-                                  on_drop=self.metrics.relay_dropped, fanout=fanout)  # fmt: skip
-            self.broadcasts[name] = broadcast
-        return broadcast
-
-    async def _add_pushes(self, broadcast: Broadcast) -> None:
-        """The broadcast's push relays: every [[push]] of the configuration, and its user's
-        destinations (read once, when the broadcast starts)."""
-        targets: list[tuple[int | None, destinations.DestinationUrl]] = [
-            (None, entry.target) for entry in self.config.push
-        ]
-        if self.accounts is not None:
-            try:
-                for dest in await self.accounts.destinations(broadcast.name):
-                    with contextlib.suppress(destinations.InvalidDestination):
-                        targets.append((dest.destination_id, destinations.parse_url(dest.url)))
-            except StoreError as exc:  # UnknownUser included: a callback-mode name
-                if not isinstance(exc, LookupError):
-                    log.warning("%s: push destinations not read: %s", broadcast.name, exc)
-        for destination_id, target in targets:
-            relay = PushRelay(broadcast.fanout, target, destination_id=destination_id,
-                              tls=self.push_tls, on_connected=self._push_connected)  # fmt: skip
-            broadcast.parts.append(relay)
-
-    def _push_connected(self, change: int) -> None:
-        self._pushes_connected += change
-        self.metrics.set_pushes(self._pushes_connected)
+    @push_tls.setter
+    def push_tls(self, make: Callable[[], ssl.SSLContext]) -> None:
+        self.on_air.push_tls = make
 
     def push_status(self, name: str) -> list[PushStatus]:
-        broadcast = self.broadcasts.get(name)
-        if broadcast is None:
-            return []
-        return [p.status() for p in broadcast.parts if isinstance(p, PushRelay)]
-
-    def _relays(self, broadcast: Broadcast) -> bool:
-        """Whether the broadcast's media goes anywhere as it came (players, destinations):
-        only then does the core tap it."""
-        return bool(self._play_networks.networks) or bool(broadcast.parts)
-
-    def _broadcast_ended(self, broadcast: Broadcast) -> None:
-        if self.broadcasts.get(broadcast.name) is broadcast:
-            del self.broadcasts[broadcast.name]
-
-    def _publish_ended(self, publish: Publish, reason: str) -> None:
-        self._publishes.discard(publish)
-        self._playing.discard(publish)
-        self.metrics.set_live(len(self._publishes))
-        broadcast = self.broadcasts.get(publish.name)
-        if broadcast is not None:
-            broadcast.detach(publish)
-        if reason == TAKEN_OVER or any(p.name == publish.name for p in self._publishes):
-            return  # a reconnect took over: the stream goes on, no stream.ended
-        ended = time.time()
-        self.webhooks.emit(webhooks.STREAM_ENDED, {
-            "name": publish.name, "reason": reason,
-            "started_at": webhooks.iso(publish.lease.since), "ended_at": webhooks.iso(ended),
-            "duration_seconds": round(max(ended - publish.lease.since, 0.0), 3),
-        })  # fmt: skip
-
-    # -- PlayHandler ---------------------------------------------------------------------
-
-    async def authorize_play(self, player: Player, request: PlayRequest) -> PlayAccept | Reject:
-        """By public name, from an address in [rtmp] allow_play (and on_play's yes, when
-        set), of a name on the air."""
-        info = player.info
-        if info.app.partition("?")[0].strip("/") != self.config.rtmp.app:
-            return Reject(PLAY_NOT_FOUND, "unknown application")
-        if not self._play_allowed(info.peer):
-            return Reject(PLAY_FAILED, "playback is not allowed from this address")
-        attempt = PlayAttempt(
-            app=info.app, name=request.name, query=request.query, addr=info.peer,
-            tcurl=info.tc_url or "", flashver=info.flashver or "", swfurl=info.swf_url or "",
-            pageurl=info.page_url or "", clientid=str(info.conn_id), start=request.start,
-            duration=request.duration, reset=request.reset,
-        )  # fmt: skip
-        decided = await self.auth.authorize_play(attempt)
-        if isinstance(decided, Denied):
-            return Reject(decided.code, decided.description)
-        broadcast = self.broadcasts.get(decided)
-        pull = None
-        if broadcast is None or broadcast.ended or not broadcast.live:
-            # Held by another worker (also after a takeover there): pulled from it.
-            pull = self.pulls.join(decided) if self.pulls is not None else None
-        if pull is not None:
-            fanout = pull.fanout
-        elif broadcast is None or broadcast.ended:
-            return Reject(PLAY_NOT_FOUND, "no such live stream")
-        else:
-            fanout = broadcast.fanout
-
-        def ended(reason: str) -> None:
-            self._players.discard(output)
-            self.metrics.set_players(len(self._players))
-            self.auth.play_ended(attempt)
-            if pull is not None and self.pulls is not None:
-                self.pulls.leave(pull)
-
-        output = PlayerOutput(fanout, player, on_end=ended)
-        self._players.add(output)
-        self.metrics.set_players(len(self._players))
-        return PlayAccept(decided, output)
-
-    def _play_allowed(self, peer: str) -> bool:
-        return self._play_networks.trusts(peer)
+        return self.on_air.push_status(name)
 
     # -- workers -----------------------------------------------------------------------
 
@@ -628,48 +453,7 @@ class Rtmpd:
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _segment_written(self, segment: SegmentWritten) -> None:
-        self.metrics.segment_written(segment.lag)
-        for publish in self._publishes:
-            if publish.name == segment.name:
-                publish.health.segment(segment.duration, segment.lag)
-                if publish not in self._playing:  # other nodes may send viewers here now
-                    self._playing.add(publish)
-                    self._spawn(self.auth.playing(
-                        publish.name, self.node_url, self.directory.details(publish.name)
-                    ))  # fmt: skip
-
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-def _raise_file_limit(needed: int) -> None:
-    """Let the connection caps, not the open-file limit, be what bounds connections: at the
-    limit, accept() fails on every port and no segment file can be opened."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= needed:
-        return
-    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-    if target > soft:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        except (OSError, ValueError) as exc:
-            log.debug("cannot raise the open file limit: %s", exc)
-            target = soft
-    if target < needed:
-        log.warning(
-            "the open file limit (%d) is below what the connection caps need (%d); "
-            "raise it (ulimit -n, systemd LimitNOFILE=) or lower [rtmp] max_connections",
-            target,
-            needed,
-        )
-
-
-def _why(exc: OSError) -> str:
-    if exc.errno == errno.EADDRINUSE:
-        return "address already in use"
-    if exc.errno == errno.EACCES:
-        return "permission denied (ports below 1024 need privileges)"
-    return exc.strerror or str(exc)

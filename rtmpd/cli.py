@@ -237,7 +237,8 @@ def worker_main(fd: int) -> int:
 
 
 async def _serve(config: configuration.Config, worker: Worker | None = None) -> int:
-    from rtmpd.app import Rtmpd, StartupError
+    from rtmpd.app import Rtmpd
+    from rtmpd.startup import StartupError
 
     try:
         server = Rtmpd(config, worker=worker)

@@ -37,7 +37,7 @@ from rtmpd.hls import CODEC_NAMES, Codec, StreamPackager, Violation
 from rtmpd.rtmp.events import Audio, AudioConfig, Metadata, RawMedia, Video, VideoConfig
 from rtmpd.rtmp.exheader import INGEST_AUDIO, INGEST_VIDEO, AudioFourCC, VideoFourCC
 from rtmpd.rtmp.flv import SoundFormat, VideoCodec, codec_name
-from rtmpd.server import MediaEvent, Publisher
+from rtmpd.rtmp_contract import MediaEvent, Publisher
 from rtmpd.web.metrics import Metrics
 
 from .relay import Fanout
@@ -72,7 +72,7 @@ PACKAGED = (
 
 
 class Publish:
-    """Implements `rtmpd.server.PublishSink` for one accepted publish."""
+    """Implements `rtmpd.rtmp_contract.PublishSink` for one accepted publish."""
 
     __slots__ = ("name", "publisher", "packager", "lease", "health", "fanout", "_metrics",
                  "_on_end", "_warned", "_bytes_counted", "_seen", "_deadline",

@@ -4,7 +4,7 @@ A player lands on whichever worker the kernel picked; one publish lives in one w
 worker a player reached decides the play as always ([rtmp] allow_play, on_play), and if the
 stream is a sibling's, pulls it from that sibling: one `Pull` per stream and worker, however
 many players it has there, made with the project's client (rtmpd.rtmp.client.ClientSession,
-over rtmpd.server's ClientLink, as rtmpd.push does) to the sibling's private RTMP listener: a
+over rtmpd.client_link's ClientLink, as rtmpd.push does) to the sibling's private RTMP listener: a
 unix socket in the folder only rtmpd's user can open, whose plays are not checked again (the
 player was, where it connected). The pulled messages go into a `Fanout` of their own (the
 GOP cache, the headers, the metadata), so players here start and drop as players of a local
@@ -28,20 +28,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rtmpd.auth.model import PLAY_NOT_FOUND
+from rtmpd.client_link import ClientLink, open_unix_client_link
 from rtmpd.rtmp import limits
 from rtmpd.rtmp.client import ClientEvent, ClientSession, MediaMessage, Status
 from rtmpd.rtmp.events import PlayRequest, PublishRequest, RawMedia
 from rtmpd.rtmp.messages import MessageType
 from rtmpd.rtmp.relayed import classify, metadata
-from rtmpd.server import (
-    Accept,
-    ClientLink,
-    PlayAccept,
-    Player,
-    Publisher,
-    Reject,
-    open_unix_client_link,
-)
+from rtmpd.rtmp_contract import Accept, PlayAccept, Player, Publisher, Reject
 
 from .relay import Fanout, PlayerOutput
 

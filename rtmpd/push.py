@@ -1,5 +1,5 @@
 """Push (restreaming): each destination of a broadcast is its own connection, made with the
-project's client (rtmpd.rtmp.client.ClientSession, over rtmpd.server's ClientLink).
+project's client (rtmpd.rtmp.client.ClientSession, over rtmpd.client_link's ClientLink).
 
 A relay connects when its broadcast starts, publishes, and from the next keyframe on (the
 sequence headers and metadata first, stamped with that keyframe's time) sends what the
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from rtmpd.auth.destinations import DestinationUrl
+from rtmpd.client_link import ClientLink, open_client_link
 from rtmpd.rtmp import limits
 from rtmpd.rtmp.client import ClientEvent, ClientSession, Status
-from rtmpd.server import ClientLink, open_client_link
 
 from .relay import Fanout, Relayed
 

@@ -25,7 +25,7 @@ from rtmpd.rtmp.amf_values import EcmaArray
 from rtmpd.rtmp.chunk import SerializedMessage, serialize_message
 from rtmpd.rtmp.events import RawKind, RawMedia
 from rtmpd.rtmp.messages import ChunkStreamId, MessageType, encode_data
-from rtmpd.server import Player
+from rtmpd.rtmp_contract import Player
 
 log = logging.getLogger("rtmpd.relay")
 
@@ -183,7 +183,7 @@ class Fanout:
 class PlayerOutput:
     """One RTMP player: gets the headers, the metadata and the GOP cache when it starts,
     then the live messages; past PLAY_QUEUE_BYTES queued it drops to the next keyframe.
-    Implements `rtmpd.server.PlaySink` and `Output`."""
+    Implements `rtmpd.rtmp_contract.PlaySink` and `Output`."""
 
     __slots__ = ("fanout", "player", "dropped", "_waiting", "_on_end")
 

@@ -1,9 +1,11 @@
-"""The RTMP listener: the one module that owns sockets.
+"""The RTMP listener: the one module that runs the core's `ServerSession` on sockets.
 
 Thin on purpose: bytes read go into the core's `ServerSession`, publish requests go to a
 `PublishHandler`, whose `Accept` names the `PublishSink` that the publish's media and end go to,
-and what the session wants sent is written back. One `asyncio.Protocol` per connection keeps
-the hot path (data_received -> session -> sink.media) free of task switches.
+and what the session wants sent is written back (the handlers, sinks and answers are
+rtmpd.rtmp_contract's; binding, PROXY headers and RTMPS settings are rtmpd.sockets').
+One `asyncio.Protocol` per connection keeps the hot path (data_received -> session ->
+sink.media) free of task switches.
 Every failure is contained to its connection: a protocol violation, a timeout or an exception
 in the handler closes that connection with one log line and nothing else.
 
@@ -24,9 +26,8 @@ sends through the `Player` (messages cut once for every player). A player's outp
 its transport's buffer: the owner reads `Player.buffered` and drops instead of queueing more,
 and a player that stops reading is dropped after `write_stall_timeout`.
 
-`ClientLink` is the same glue the other way round: a connection rtmpd opens to another RTMP
-server (a push destination, or a sibling worker's private unix socket for a stream pulled),
-running the core's `ClientSession`.
+The same glue the other way round (rtmpd opening a connection, running the core's
+`ClientSession`) is rtmpd.client_link.
 """
 
 from __future__ import annotations
@@ -34,52 +35,53 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import ipaddress
 import logging
 import socket
 import ssl
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from rtmpd.rtmp.chunk import SerializedMessage
-from rtmpd.rtmp.client import ClientEvent, ClientSession
 from rtmpd.rtmp.config import SessionConfig
 from rtmpd.rtmp.errors import ProtocolError
 from rtmpd.rtmp.events import (
-    Audio,
-    AudioConfig,
-    AudioMultichannel,
     Connect,
-    Metadata,
     PlayEnd,
     PlayRequest,
     ProtocolViolation,
     ProtocolWarning,
     PublishEnd,
     PublishRequest,
-    RawMedia,
-    SequenceEnd,
     TimedOut,
-    Video,
-    VideoConfig,
-    VideoMetadata,
 )
 from rtmpd.rtmp.messages import ChunkStreamId, MessageType
 from rtmpd.rtmp.session import ServerSession
 
-from .proxyproto import ProxyHeaderError, ProxyPolicy, ProxyReader, plain_host
+from .proxyproto import ProxyPolicy, plain_host
+from .rtmp_contract import (
+    MEDIA,
+    Accept,
+    ConnectionInfo,
+    DrainResult,
+    MediaEvent,
+    PlayAccept,
+    PlayHandler,
+    PlaySink,
+    PublishHandler,
+    PublishSink,
+    Reject,
+)
+from .sockets import (
+    WRITE_HIGH_WATER,
+    NodeCount,
+    ProxyGate,
+    TlsListener,
+    TlsListenError,
+    dual_stack_socket,
+)
 
-MediaEvent = (
-    VideoConfig | Video | AudioConfig | Audio | Metadata | SequenceEnd | VideoMetadata
-    | AudioMultichannel | RawMedia
-)  # fmt: skip
-_MEDIA = (Video, Audio, VideoConfig, AudioConfig, Metadata, SequenceEnd, VideoMetadata,
-          AudioMultichannel, RawMedia)  # fmt: skip
-
-#: Kernel-side writes we queue before asking the session to stop producing (pause reading).
-WRITE_HIGH_WATER = 256 * 1024
 #: Output queued for a peer that does not read; past this it is disconnected.
 MAX_WRITE_BUFFER = 4 * 1024 * 1024
 #: Seconds a connection we ended with an explanation stays half-open, reading and dropping.
@@ -97,76 +99,9 @@ def redact(key: str) -> str:
     return "key sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
 
-def dual_stack_socket(host: str, port: int) -> socket.socket | None:
-    """A listening socket for `[::]` that takes IPv4 clients too (IPV6_V6ONLY off): that is
-    what `[::]` means to whoever writes it, and asyncio would bind it IPv6-only. None for any
-    other host (asyncio binds those)."""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    if ip.version != 6 or not ip.is_unspecified or not socket.has_dualstack_ipv6():
-        return None
-    return socket.create_server((host, port), family=socket.AF_INET6, dualstack_ipv6=True)
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionInfo:
-    """Who is publishing: the peer and what it said in `connect`."""
-
-    peer: str
-    port: int
-    conn_id: int
-    app: str
-    tc_url: str | None
-    flashver: str | None
-    swf_url: str | None
-    page_url: str | None
-
-
-class NodeCount(Protocol):
-    """The connections the other rtmpd workers of this node hold on the same port, and this
-    worker's own as it tells them (rtmpd.node_table): the caps count both."""
-
-    def elsewhere(self) -> int: ...
-
-    def elsewhere_from(self, host: str) -> int: ...
-
-    def add(self, delta: int) -> None: ...
-
-    def add_host(self, host: str, delta: int) -> None: ...
-
-
-class PublishSink(Protocol):
-    """Where one accepted publish goes: its media, then its end (exactly once)."""
-
-    def media(self, event: MediaEvent) -> None:
-        """The hot path: called synchronously for every media message, in order."""
-
-    async def end(self, reason: str) -> None:
-        """The publish ended (whatever ended it); called exactly once, after the last media."""
-
-
-@dataclass(frozen=True, slots=True)
-class Accept:
-    """Publish under this public name (the key itself is never used past authorize), into
-    `sink`. With `raw`, the sink also gets each audio and video message as it came (RawMedia
-    events, for relays and players); without, the core makes none."""
-
-    name: str
-    sink: PublishSink
-    raw: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Reject:
-    code: str
-    description: str
-
-
 class Publisher:
-    """The connection side of one publish request, made before it is decided, so that the
-    decision can keep it (to disconnect on takeover, ban or key rotation)."""
+    """A connection's `rtmp_contract.Publisher`: one publish request's, made before it is
+    decided."""
 
     __slots__ = ("info", "stream_id", "started", "_conn")
 
@@ -195,13 +130,8 @@ class Publisher:
         return f"<Publisher conn={self.info.conn_id} stream={self.stream_id}>"
 
 
-class PublishHandler(Protocol):
-    async def authorize(self, publisher: Publisher, request: PublishRequest) -> Accept | Reject: ...
-
-
 class Player:
-    """The connection side of one play request, made before it is decided. Once the play is
-    accepted (and its sink started), `send` writes media cut once for every player."""
+    """A connection's `rtmp_contract.Player`: one play request's, made before it is decided."""
 
     __slots__ = ("info", "stream_id", "_conn")
 
@@ -250,26 +180,6 @@ class Player:
         return f"<Player conn={self.info.conn_id} stream={self.stream_id}>"
 
 
-class PlaySink(Protocol):
-    """Where one accepted play is fed from: started once Play.Start went out, ended once."""
-
-    def start(self) -> None: ...
-
-    def end(self, reason: str) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class PlayAccept:
-    """Play the public stream `name`, fed by `sink`'s owner."""
-
-    name: str
-    sink: PlaySink
-
-
-class PlayHandler(Protocol):
-    async def authorize_play(self, player: Player, request: PlayRequest) -> PlayAccept | Reject: ...
-
-
 @dataclass(slots=True)
 class _Publishing:
     """An accepted publish on a connection: its name for the logs and where it goes."""
@@ -277,28 +187,6 @@ class _Publishing:
     name: str
     media: Callable[[MediaEvent], None]
     sink: PublishSink
-
-
-class TlsListenError(OSError):
-    """The RTMPS listener could not bind (the plain one did, and is closed again)."""
-
-
-@dataclass(slots=True)
-class TlsListener:
-    """Where RTMPS listens, and the context new handshakes use (swapped on reload)."""
-
-    host: str
-    port: int
-    context: ssl.SSLContext
-    #: An already listening socket to take connections from (a worker's, from its supervisor).
-    sock: socket.socket | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DrainResult:
-    asked: int  # publishers asked to reconnect
-    left: int  # connections that went by themselves within the grace
-    ended: int  # connections still open when the grace ran out
 
 
 class _Connection(asyncio.Protocol):
@@ -332,8 +220,7 @@ class _Connection(asyncio.Protocol):
         self.tls_pending = False
         self.early: list[bytes] = []
         #: Reads a PROXY protocol header first (only when the listener takes them).
-        self.proxy_reader: ProxyReader | None = None
-        self.proxy_timer: asyncio.TimerHandle | None = None
+        self.proxy_gate: ProxyGate | None = None
         #: The address this connection counts against in the per-address cap, once counted.
         self.counted_ip: str | None = None
 
@@ -356,8 +243,8 @@ class _Connection(asyncio.Protocol):
         policy = self.server.proxy
         required = False
         if policy is not None and not self.tls:
-            self.proxy_reader = policy.reader(self.peer)
-            required = self.proxy_reader.required
+            self.proxy_gate = ProxyGate(policy, self.peer, self._proxy_admit, self._refuse)
+            required = self.proxy_gate.required
         # A trusted proxy's connection counts per address once its header names the client.
         refusal = self.server._admit(self, count_ip=not required)
         if refusal:
@@ -366,8 +253,8 @@ class _Connection(asyncio.Protocol):
             transport.close()
             return
         if required:
-            assert policy is not None
-            self.proxy_timer = self.loop.call_later(policy.timeout, self._proxy_late)
+            assert self.proxy_gate is not None
+            self.proxy_gate.arm()
             return
         if self.tls:
             self.tls_pending = True
@@ -405,51 +292,30 @@ class _Connection(asyncio.Protocol):
             self.data_received(data)
         self._after_session()
 
-    def _proxy_data(self, reader: ProxyReader, data: bytes) -> None:
-        """The first bytes, while a PROXY header may or must come: the client's address from a
-        trusted proxy, a refusal for a header from anyone else."""
-        try:
-            result = reader.feed(data)
-        except ProxyHeaderError as exc:
-            self._refuse(str(exc))
-            return
-        if result is None:
-            return
-        header, rest = result
-        self.proxy_reader = None
-        if reader.required:
-            if self.proxy_timer is not None:
-                self.proxy_timer.cancel()
-                self.proxy_timer = None
-            if header is not None and header.source is not None:
-                via = f"[{self.peer}]" if ":" in self.peer else self.peer
-                self.peer, self.port = plain_host(header.source[0]), header.source[1]
-                shown = f"[{self.peer}]" if ":" in self.peer else self.peer
-                self.where = f"conn {self.conn_id} {shown}:{self.port} via {via}"
-                self.info = ConnectionInfo(
-                    self.peer, self.port, self.conn_id, "", None, None, None, None
-                )
-            refusal = self.server._admit_ip(self)
-            if refusal:
-                self._refuse(refusal)
-                return
-            assert self.transport is not None
-            self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-            self._after_session()
-        if rest:
-            self.data_received(rest)
-
-    def _proxy_late(self) -> None:
-        self.proxy_timer = None
-        if not self.closing and self.proxy_reader is not None:
-            self._refuse("no PROXY protocol header in time from a trusted proxy")
+    def _proxy_admit(self, source: tuple[str, int] | None) -> bool:
+        """A trusted proxy's header named the client (or, None, itself): count it in."""
+        if source is not None:
+            via = f"[{self.peer}]" if ":" in self.peer else self.peer
+            self.peer, self.port = plain_host(source[0]), source[1]
+            shown = f"[{self.peer}]" if ":" in self.peer else self.peer
+            self.where = f"conn {self.conn_id} {shown}:{self.port} via {via}"
+            self.info = ConnectionInfo(
+                self.peer, self.port, self.conn_id, "", None, None, None, None
+            )
+        refusal = self.server._admit_ip(self)
+        if refusal:
+            self._refuse(refusal)
+            return False
+        assert self.transport is not None
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        self._after_session()
+        return True
 
     def _refuse(self, reason: str) -> None:
         self.closing = True
         self.log.warning("%s: refused: %s", self.where, reason)
-        if self.proxy_timer is not None:
-            self.proxy_timer.cancel()
-            self.proxy_timer = None
+        if self.proxy_gate is not None:
+            self.proxy_gate.cancel()
         if self.transport is not None:
             self.transport.close()
         self.server._forget(self)
@@ -457,8 +323,10 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
-        if self.proxy_reader is not None:
-            self._proxy_data(self.proxy_reader, data)
+        if self.proxy_gate is not None and self.proxy_gate.waiting:
+            rest = self.proxy_gate.feed(data)
+            if rest:
+                self.data_received(rest)
             return
         if self.tls_pending:  # decrypted before start_tls has handed us the TLS transport
             self.early.append(data)
@@ -512,7 +380,7 @@ class _Connection(asyncio.Protocol):
                 event = session.next_event()
                 if event is None:
                     break
-                if isinstance(event, _MEDIA):
+                if isinstance(event, MEDIA):
                     publishing = self.publishes.get(event.stream_id)
                     if publishing is not None:
                         publishing.media(event)
@@ -738,10 +606,12 @@ class _Connection(asyncio.Protocol):
         self.closing = True
         self.close_reason = reason
         self.log.debug("%s: closing: %s", self.where, reason)
-        for pending in (self.timer, self.stall, self.proxy_timer):
+        for pending in (self.timer, self.stall):
             if pending is not None:
                 pending.cancel()
-        self.timer = self.stall = self.proxy_timer = None
+        self.timer = self.stall = None
+        if self.proxy_gate is not None:
+            self.proxy_gate.cancel()
         transport = self.transport
         if transport is not None and not transport.is_closing():
             if abort:
@@ -1023,123 +893,3 @@ class RtmpServer:
             self.log.error("%s: ending the publish failed: %s: %s", conn.where,
                            type(exc).__name__, exc)  # fmt: skip
             self.log.debug("ending the publish failed", exc_info=True)
-
-
-class ClientLink(asyncio.Protocol):
-    """A connection rtmpd opened to another RTMP server (a push destination), running the
-    core's `ClientSession`: bytes read go in, its events go to `on_event` in order, what it
-    wants sent is written. `buffered` is the output the peer has not taken yet (the caller
-    bounds it); `done` resolves with the reason once the connection is gone. A peer that takes
-    nothing for `stall_timeout` seconds while output waits is disconnected."""
-
-    def __init__(
-        self,
-        session: ClientSession,
-        on_event: Callable[[ClientEvent], None],
-        stall_timeout: float = 30.0,
-    ) -> None:
-        self.session = session
-        self._on_event = on_event
-        self.loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport | None = None
-        self.done: asyncio.Future[str] = self.loop.create_future()
-        self.stall_timeout = stall_timeout
-        self._stall: asyncio.TimerHandle | None = None
-
-    @property
-    def buffered(self) -> int:
-        transport = self.transport
-        return transport.get_write_buffer_size() if transport is not None else 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        self.flush()
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.session.receive_data(data)
-            while (event := self.session.next_event()) is not None:
-                self._on_event(event)
-        except ProtocolError as exc:
-            self.close(f"protocol error: {exc}", abort=True)
-            return
-        self.flush()
-
-    def eof_received(self) -> bool:
-        self._finish("closed by the server")
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._finish(f"connection error: {exc}" if exc else "closed by the server")
-
-    def pause_writing(self) -> None:
-        if self._stall is None and not self.done.done():
-            self._stall = self.loop.call_later(self.stall_timeout, self._stalled)
-
-    def resume_writing(self) -> None:
-        if self._stall is not None:
-            self._stall.cancel()
-            self._stall = None
-
-    def _stalled(self) -> None:
-        self._stall = None
-        self.close(f"the server took nothing for {self.stall_timeout:g} s", abort=True)
-
-    def flush(self) -> None:
-        out = self.session.data_to_send()
-        transport = self.transport
-        if out and transport is not None and not transport.is_closing():
-            transport.write(out)
-
-    def close(self, reason: str, *, abort: bool = False) -> None:
-        """Close from our side (after flushing, unless `abort`)."""
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            if abort:
-                transport.abort()
-            else:
-                self.flush()
-                transport.close()
-        self._finish(reason)
-
-    def _finish(self, reason: str) -> None:
-        self.resume_writing()
-        if not self.done.done():
-            self.done.set_result(reason)
-
-
-async def open_client_link(
-    session: ClientSession,
-    on_event: Callable[[ClientEvent], None],
-    host: str,
-    port: int,
-    *,
-    tls: ssl.SSLContext | None = None,
-    stall_timeout: float = 30.0,
-) -> ClientLink:
-    """Connect to host:port (over TLS with `tls`, checking the certificate against `host`)
-    and start the handshake; raises OSError (ssl.SSLError included) when that fails."""
-    loop = asyncio.get_running_loop()
-    _, link = await loop.create_connection(
-        lambda: ClientLink(session, on_event, stall_timeout), host, port, ssl=tls,
-        server_hostname=host if tls is not None else None,
-    )  # fmt: skip
-    return link
-
-
-async def open_unix_client_link(
-    session: ClientSession,
-    on_event: Callable[[ClientEvent], None],
-    path: str,
-    *,
-    stall_timeout: float = 30.0,
-) -> ClientLink:
-    """Connect to the unix socket `path` (a sibling worker's private RTMP listener) and start
-    the handshake; raises OSError when that fails."""
-    loop = asyncio.get_running_loop()
-    _, link = await loop.create_unix_connection(
-        lambda: ClientLink(session, on_event, stall_timeout), path
-    )
-    return link

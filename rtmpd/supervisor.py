@@ -53,6 +53,7 @@ from prometheus_client import multiprocess
 
 from . import node_table
 from .config import Address, Balance, Config
+from .startup import listen_error
 from .worker import MAX_LINE
 
 log = logging.getLogger("rtmpd.supervisor")
@@ -95,9 +96,7 @@ def open_port(what: str, address: Address, count: int, balance: Balance) -> list
     except OSError as exc:
         for sock in sockets:
             sock.close()
-        from .app import _why
-
-        raise ListenError(f"cannot listen for {what} on {address}: {_why(exc)}") from None
+        raise ListenError(f"cannot listen for {what} on {address}: {listen_error(exc)}") from None
     return sockets if reuse else sockets * count
 
 

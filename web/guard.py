@@ -22,18 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import socket
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from rtmpd.proxyproto import ProxyHeaderError, ProxyPolicy, ProxyReader, plain_host
+from rtmpd.proxyproto import ProxyPolicy, plain_host
+from rtmpd.sockets import NodeCount, ProxyGate, dual_stack_socket
 
 from .metrics import Metrics
 from .protocol import SERVER, RequestHandler, Runner, Throttle
@@ -54,19 +54,6 @@ _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nServer: " + SERVER.encode() + b"\r\n"
     b"Content-Length: 0\r\nConnection: close\r\n\r\n"
 )
-
-
-class NodeCount(Protocol):
-    """The connections the other rtmpd workers of this node hold on the same port, and this
-    worker's own as it tells them (rtmpd.node_table): the caps count both."""
-
-    def elsewhere(self) -> int: ...
-
-    def elsewhere_from(self, host: str) -> int: ...
-
-    def add(self, delta: int) -> None: ...
-
-    def add_host(self, host: str, delta: int) -> None: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -271,16 +258,14 @@ class _Guarded(asyncio.Protocol):
     admits the connection or answers 503, and tells the guard about activity and stalled
     writes."""
 
-    __slots__ = ("_factory", "_guard", "_inner", "_conn", "_reader", "_timer", "_transport",
-                 "_peer")  # fmt: skip
+    __slots__ = ("_factory", "_guard", "_inner", "_conn", "_gate", "_transport", "_peer")
 
     def __init__(self, factory: Callable[[], asyncio.Protocol], guard: ConnectionGuard) -> None:
         self._factory = factory
         self._guard = guard
         self._inner: asyncio.Protocol | None = None
         self._conn: Connection | None = None
-        self._reader: ProxyReader | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._gate: ProxyGate | None = None
         self._transport: asyncio.BaseTransport | None = None
         self._peer = "?"
 
@@ -289,10 +274,9 @@ class _Guarded(asyncio.Protocol):
         self._peer = client_host(transport.get_extra_info("peername"))
         policy = self._guard.proxy
         if policy is not None:
-            self._reader = policy.reader(self._peer)
-            if self._reader.required:  # admitted once the header names the client
-                loop = asyncio.get_running_loop()
-                self._timer = loop.call_later(policy.timeout, self._late)
+            self._gate = ProxyGate(policy, self._peer, self._admit, self._refuse)
+            if self._gate.required:  # admitted once the header names the client
+                self._gate.arm()
                 return
         self._start(transport, self._peer, None)
 
@@ -309,52 +293,29 @@ class _Guarded(asyncio.Protocol):
             self._inner.forwarded = forwarded
         self._inner.connection_made(transport)
 
-    def _late(self) -> None:
-        self._timer = None
-        if self._reader is not None:
-            self._refuse("no PROXY protocol header in time from a trusted proxy")
+    def _admit(self, source: tuple[str, int] | None) -> bool:
+        assert self._transport is not None
+        host = plain_host(source[0]) if source is not None else self._peer
+        self._start(self._transport, host, (host, source[1]) if source else None)
+        return self._conn is not None
 
     def _refuse(self, why: str) -> None:
-        self._reader = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         self._guard.proxy_refused(self._peer, why)
         if self._transport is not None:  # connection_lost releases what was admitted
             self._transport.close()
 
-    def _proxy_data(self, reader: ProxyReader, data: bytes) -> None:
-        try:
-            result = reader.feed(data)
-        except ProxyHeaderError as exc:
-            self._refuse(str(exc))
-            return
-        if result is None:
-            return
-        header, rest = result
-        self._reader = None
-        if reader.required:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            source = header.source if header is not None else None
-            assert self._transport is not None
-            host = plain_host(source[0]) if source is not None else self._peer
-            self._start(self._transport, host, (host, source[1]) if source else None)
-        if rest:
-            self.data_received(rest)
-
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._gate is not None:
+            self._gate.cancel()
         if self._inner is not None and self._conn is not None:
             self._guard.release(self._conn)
             self._inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._reader is not None:
-            self._proxy_data(self._reader, data)
+        if self._gate is not None and self._gate.waiting:
+            rest = self._gate.feed(data)
+            if rest:
+                self.data_received(rest)
             return
         if self._inner is not None and self._conn is not None:
             self._guard.active(self._conn)
@@ -372,19 +333,6 @@ class _Guarded(asyncio.Protocol):
         if self._inner is not None and self._conn is not None:
             self._guard.resumed(self._conn)
             self._inner.resume_writing()
-
-
-def dual_stack_socket(host: str, port: int) -> socket.socket | None:
-    """A listening socket for `[::]` that takes IPv4 clients too (IPV6_V6ONLY off): that is
-    what `[::]` means to whoever writes it, and asyncio would bind it IPv6-only. None for any
-    other host (asyncio binds those)."""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    if ip.version != 6 or not ip.is_unspecified or not socket.has_dualstack_ipv6():
-        return None
-    return socket.create_server((host, port), family=socket.AF_INET6, dualstack_ipv6=True)
 
 
 class GuardedSite(web.TCPSite):

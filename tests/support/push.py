@@ -11,7 +11,8 @@ import secrets
 from dataclasses import dataclass, field
 
 from rtmpd.rtmp.events import PublishRequest, RawKind, RawMedia
-from rtmpd.server import Accept, MediaEvent, Publisher, Reject, RtmpServer
+from rtmpd.rtmp_contract import Accept, MediaEvent, Publisher, Reject
+from rtmpd.server import RtmpServer
 
 
 def destination_key() -> str:
