@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from .llhls import PARTS_FOR_TARGETS, LivePlaylist, Part
-from .packager import FinishedPart
+from .owner import FinishedPart
 from .parts import decide_part_target
 from .playlist import PlaylistWindow, Segment
 

@@ -11,7 +11,8 @@ import logging
 from collections.abc import Callable
 
 from .model import Codec, StreamInfo
-from .packager import PackagerOwner, StreamPackager
+from .owner import PackagerOwner
+from .packager import StreamPackager
 from .renditions import FollowCuts, FollowerQueue
 
 #: Opens the rendition state of video track `track` (or None: refused) for a publish's
@@ -24,7 +25,7 @@ MakeFollower = Callable[[PackagerOwner, FollowCuts], StreamPackager]
 
 
 class TrackSet:
-    """Implements `rtmpd.hls.packager.Renditions` for one publish."""
+    """Implements `rtmpd.hls.renditions.Renditions` for one publish."""
 
     __slots__ = ("name", "fixed", "followers", "_leader", "_configs", "_open", "_drop", "_make",
                  "_max", "_log", "_queue", "_warned", "_last")  # fmt: skip

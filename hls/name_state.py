@@ -5,7 +5,7 @@ keeps what must go on: the playlist window and its counters, which files the pla
 the names of new segment files per `naming`, the cleanup a publish leaves behind, the bytes
 its files take (rtmpd.hls.quota) and how far its media is ahead of real time
 (rtmpd.hls.pace), so that a reconnect starts none of these afresh. It is the `PackagerOwner`
-of its publishes (rtmpd.hls.packager) and never sees the service.
+of its publishes (rtmpd.hls.owner, rtmpd.hls.packager) and never sees the service.
 
 Cleanup waits in wall-clock seconds, and the delay RFC 8216 6.2.2 gives (the segment's
 duration and the playlist's) is in media seconds: it is scaled by the speed the media came in
@@ -28,8 +28,9 @@ from .config import HlsConfig, Naming
 from .live_parts import LiveListener, NameLive
 from .model import SegmentWritten, StreamInfo
 from .multitrack import TrackSet
+from .owner import FinishedPart, FinishedSegment, PackagerOwner
 from .pace import Pace
-from .packager import FinishedPart, FinishedSegment, PackagerOwner, StreamPackager
+from .packager import StreamPackager
 from .playlist import PlaylistWindow, Segment, decide_target, rounded_seconds
 from .quota import DiskQuota, StreamUsage
 from .recorder import RecordListener
@@ -150,8 +151,10 @@ class NameState:
 
     # -- multitrack ---------------------------------------------------------------------------
 
-    def open_renditions(self, leader: StreamPackager) -> Renditions | None:
+    def open_renditions(self) -> Renditions | None:
         context = self._context
+        leader = self.packager
+        assert leader is not None, "asked by the open publish"
         if not context.config.nested:
             if not self._warned_flat:
                 self._warned_flat = True
@@ -411,7 +414,7 @@ class NameState:
     def make_room(self) -> None:
         self._context.make_room()
 
-    def publish_finished(self, publish: StreamPackager, ended: bool) -> None:
+    def publish_finished(self, publish: object, ended: bool) -> None:
         """Rewrite the playlist (ENDLIST if `ended` and configured); once the grace after an
         ended publish is over, the stream's files go unless it was published again."""
         context = self._context

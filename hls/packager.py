@@ -1,10 +1,11 @@
-"""Packaging one publish: a `StreamPackager` cuts it (segmenter) and muxes it (one PyAV
-MPEG-TS muxer per run of segments, split into files: rtmpd.hls.muxer; or one fMP4 run of
-fragments: rtmpd.hls.fmp4run, cut into LL-HLS parts by rtmpd.hls.parts), and hands each
-finished segment (and, with LL-HLS, each part) to its `PackagerOwner`, the public name it
-goes out under, which outlives the publish: it names the files, lists them and decides the
-playlist's target duration (rtmpd.hls.name_state). Disk work per packet is the splitter's
-buffered write, per segment a rename and, in the owner, one playlist rewrite.
+"""Packaging one publish: a `StreamPackager` cuts it (segmenter) and writes it through its
+`Runs` (rtmpd.hls.runs: one PyAV MPEG-TS muxer per run of segments, or one fMP4 run of
+fragments with LL-HLS parts), and hands each finished segment (and, with LL-HLS, each part)
+to its `PackagerOwner` (rtmpd.hls.owner), the public name it goes out under, which outlives
+the publish: it names the files, lists them and decides the playlist's target duration
+(rtmpd.hls.name_state). Disk work per packet is the splitter's buffered write, per segment a
+rename and, in the owner, one playlist rewrite. A multitrack publish's other video tracks go
+to its renditions (rtmpd.hls.renditions' `LeadTracks`).
 
 Which muxer a run gets: `[hls] format`; with "auto" MPEG-TS where every track's setup
 (rtmpd.hls.tracks) fits it, fMP4 otherwise, and fMP4 while the name's playlist lists fMP4
@@ -33,27 +34,21 @@ import logging
 import os
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
-
-import av
 
 from .config import Format, HlsConfig
-from .fmp4run import Fmp4Run
 from .model import CODEC_NAMES, Bound, Codec, Keyframe, StreamInfo, Violation
-from .muxer import SegmentOutput, TsMuxer
+from .muxer import SegmentOutput
+from .owner import FinishedSegment, OpenSegment, PackagerOwner
 from .pace import Pace
-from .parts import PartCutter
 from .quota import StreamUsage, describe_stream_bound
-from .renditions import FollowCuts, Renditions
+from .renditions import FollowCuts, LeadTracks
+from .runs import Runs
 from .segmenter import Action, Segmenter, Track, describe_break
 from .storage import FILE_MODE, Layout, make_dirs
 from .tracks import (
     AudioSetup,
     VideoSetup,
     audio_setup,
-    fmp4_run,
     frame_key,
     frame_setup,
     ts_carries,
@@ -61,113 +56,9 @@ from .tracks import (
 )
 
 _STATS_SEGMENTS = 3  # bitrates and fps are measured over this many recent segments
-_MEDIA_ERRORS = (ValueError, av.FFmpegError)
 _WRITE, _DROP, _CUT = Action.WRITE, Action.DROP, Action.CUT
 _CLOSE, _STOP = Action.CLOSE, Action.STOP
 _VIDEO, _AUDIO = Track.VIDEO, Track.AUDIO
-
-
-@dataclass(frozen=True, slots=True)
-class FinishedSegment:
-    """A segment complete on disk under its final name, as its owner is told about it."""
-
-    path: Path
-    duration_ms: int
-    size: int  # bytes
-    discontinuity: bool  # a new timeline starts here, or the segment before it was lost
-    program_date_time: float  # unix seconds of its first frame
-    closed_at: float  # wall seconds when the packet that closed it arrived
-    opened_at: float  # wall seconds when its first packet arrived
-    map_uri: str | None = None  # fMP4: its init segment (EXT-X-MAP)
-    gap: bool = False  # fMP4: lost (a disk error), listed as EXT-X-GAP so numbering goes on
-
-
-@dataclass(frozen=True, slots=True)
-class FinishedPart:
-    """An LL-HLS part complete in memory, as its owner is told about it."""
-
-    data: bytes
-    duration_ms: int
-    independent: bool  # starts with a keyframe
-    full: bool  # ended for its length (the others end their segment)
-    ahead: int  # segments opened before its own and not listed yet (its msn is that far on)
-    program_date_time: float  # of its segment
-    discontinuity: bool  # its segment starts a new timeline
-    map_uri: str | None  # its segment's init segment
-
-
-class PackagerOwner(Protocol):
-    """What a publish needs from the name it goes out under (after gohlslib's
-    muxerSegmenterParent): a path for each new segment, to be told what is finished, and the
-    playlist's target duration once it is decided. Listing, the playlist window and cleanup
-    stay with the owner, which outlives the publish."""
-
-    def segment_path(self, timestamp: int, program_date_time: float, ext: str = "ts") -> Path:
-        """Where the segment starting at `timestamp` (stream ms) goes; nothing is there yet."""
-
-    def init_written(self, path: Path, data: bytes) -> str:
-        """Write the init segment of an fMP4 run at `path`; returns its URI (EXT-X-MAP)."""
-
-    def segment_finished(self, segment: FinishedSegment) -> None:
-        """List `segment`, complete on disk."""
-
-    def part_finished(self, part: FinishedPart) -> None:
-        """An LL-HLS part of the segment being made is complete (only with low_latency)."""
-
-    def publish_finished(self, publish: StreamPackager, ended: bool) -> None:
-        """`publish` stopped (`ended`) or was taken over; its last segment is already listed."""
-
-    def make_room(self) -> None:
-        """A write of this publish took the HLS folder past max_total_bytes: make room, which
-        may stop this publish or another."""
-
-    def open_renditions(self, leader: StreamPackager) -> Renditions | None:
-        """A multitrack publish's other video tracks, or None where renditions cannot be
-        written (logged by the owner)."""
-
-    @property
-    def lists_fmp4(self) -> bool:
-        """The playlist lists an fMP4 segment (one with an init segment)."""
-
-    @property
-    def target_duration(self) -> int | None:
-        """EXT-X-TARGETDURATION in seconds once decided (it then never changes), else None."""
-
-
-class OpenSegment:
-    """A segment from its first packet until its output is listed."""
-
-    __slots__ = (
-        "serial", "path", "output", "start", "pdt", "new_timeline", "duration_ms", "closed_at",
-        "opened_at", "vbytes", "abytes", "vframes", "vfirst", "vlast", "map_uri", "parts",
-    )  # fmt: skip
-
-    def __init__(
-        self,
-        serial: int,
-        path: Path,
-        output: SegmentOutput,
-        start: int,
-        pdt: float,
-        new: bool,
-        opened_at: float,
-    ) -> None:
-        self.serial = serial
-        self.path = path
-        self.output = output
-        self.start = start
-        self.pdt = pdt
-        self.new_timeline = new  # else it continues the one before (unless that one was lost)
-        self.duration_ms = 0  # set when it is cut
-        self.closed_at = 0.0
-        self.opened_at = opened_at
-        self.vbytes = 0
-        self.abytes = 0
-        self.vframes = 0
-        self.vfirst = -1
-        self.vlast = -1
-        self.map_uri: str | None = None  # fMP4: the run's init segment
-        self.parts = 0  # LL-HLS parts told to the owner
 
 
 class StreamPackager:
@@ -196,19 +87,16 @@ class StreamPackager:
         self._format = config.format
         self._fmp4_only = config.fmp4_only
         self._low_latency = config.low_latency
-        self._cutter = PartCutter(round(config.part_duration * 1000))
-        self._run: Fmp4Run | None = None  # the running fMP4 run (instead of a TS muxer)
-        self._map_uri: str | None = None  # its init segment
+        part_ms = round(config.part_duration * 1000)
+        self._runs = Runs(owner, part_ms, config.low_latency, self._warn, self._list)
         self._seg: Segmenter | FollowCuts = follow or Segmenter(
             round(config.fragment * 1000),
             round(config.effective_max_fragment * 1000),
             config.max_segment_bytes,
         )
-        #: Multitrack: the other renditions (on track 0's packager) ...
-        self._tracks: Renditions | None = None
-        self._video_started = False
-        self._no_renditions = False  # the owner cannot write renditions
-        #: ... and, on theirs, track 0's packager, which their bounds stop.
+        #: Multitrack: the other video tracks (on track 0's packager) ...
+        self._lead = LeadTracks(owner.open_renditions, self._warn)
+        #: ... and, on the renditions', track 0's packager, which their bounds stop.
         self.leader: StreamPackager | None = None
         if new_timeline:
             self._seg.mark_discontinuity()  # a re-publish or takeover
@@ -216,9 +104,6 @@ class StreamPackager:
         self._follow_target()
         self._done = False
         self._current: OpenSegment | None = None
-        self._pending: deque[OpenSegment] = deque()  # cut, their bytes not all written yet
-        self._muxer: TsMuxer | None = None
-        self._finished: deque[SegmentOutput] = deque()  # the running muxer's finished outputs
         self._video: VideoSetup | None = None
         self._audio: AudioSetup | None = None
         self._audio_key = b""  # the frame header bits of MP3 or AC-3 that set `_audio` up
@@ -279,8 +164,9 @@ class StreamPackager:
         self._audio, self._audio_key = setup, b""
         self._seg.configure(_AUDIO, changed=True)
         self._check_format(setup)
-        if self._tracks is not None:
-            self._tracks.audio_config(timestamp, data, codec)
+        tracks = self._lead.renditions
+        if tracks is not None:
+            tracks.audio_config(timestamp, data, codec)
 
     def video(
         self,
@@ -301,11 +187,10 @@ class StreamPackager:
             return
         if keyframe and setup.width is None:  # VP9, some AV1: the size is in the keyframe
             setup = self._video = setup.with_keyframe(data)
-        tracks = self._tracks
-        if not self._video_started:
-            self._video_started = True
-            if tracks is not None:
-                tracks.fix()
+        lead = self._lead
+        if not lead.started:
+            lead.start()
+        tracks = lead.renditions
         action = self._seg.frame(_VIDEO, timestamp, keyframe, size)
         cut = None
         if action is not _WRITE:
@@ -326,25 +211,7 @@ class StreamPackager:
         seg.vlast = timestamp
         if keyframe:
             self._keyframe = Keyframe(setup.extradata, data, timestamp, setup.decoder)
-        run = self._run
-        if run is not None:
-            if cut is not None:
-                self._cutter.segment_start(timestamp, keyframe)
-                new_part = False
-            else:
-                new_part = self._cutter.frame(timestamp, keyframe)
-            sample = setup.sample(data)
-            run.video(timestamp, composition_offset, keyframe, sample, new_part, cut)
-            self._after_run_write(run)
-            return
-        muxer = self._muxer
-        if muxer is not None:
-            try:
-                muxer.video(timestamp, timestamp + composition_offset, keyframe, data, cut)
-            except _MEDIA_ERRORS as exc:
-                self._warn("packet", "dropping packets FFmpeg rejects (%s)", exc)
-            if self._finished:
-                self._collect()
+        if self._runs.video(timestamp, composition_offset, keyframe, setup, data, cut):
             self._check_room()
 
     def audio(self, timestamp: int, data: bytes | bytearray | memoryview) -> None:
@@ -357,8 +224,9 @@ class StreamPackager:
         if type(data) is not bytes:
             data = bytes(data)
         self._audio_frame(setup, timestamp, data)
-        if self._tracks is not None:
-            self._tracks.audio(timestamp, data)
+        tracks = self._lead.renditions
+        if tracks is not None:
+            tracks.audio(timestamp, data)
 
     def mp3(self, timestamp: int, data: bytes | bytearray | memoryview) -> None:
         """An MP3 frame (FLV sound formats 2 and 14): its header configures the track."""
@@ -389,8 +257,9 @@ class StreamPackager:
         if type(data) is not bytes:
             data = bytes(data)
         self._audio_frame(setup, timestamp, data)
-        if self._tracks is not None:
-            self._tracks.framed_audio(timestamp, data, codec)
+        tracks = self._lead.renditions
+        if tracks is not None:
+            tracks.framed_audio(timestamp, data, codec)
 
     def close(self) -> None:
         """The publish ended: list the partial segment, ENDLIST, cleanup after the grace."""
@@ -431,25 +300,7 @@ class StreamPackager:
         if seg is None:  # closed (CLOSE), or the publish was stopped (STOP)
             return
         seg.abytes += size
-        run = self._run
-        if run is not None:
-            drives = run.video_track is None  # audio cuts the parts of audio-only streams
-            if cut is not None:
-                self._cutter.segment_start(timestamp, drives)
-                new_part = False
-            else:
-                new_part = drives and self._cutter.frame(timestamp, True)
-            run.audio(timestamp, data, new_part, cut, setup.samples(data))
-            self._after_run_write(run)
-            return
-        muxer = self._muxer
-        if muxer is not None:
-            try:
-                muxer.audio(timestamp, data, cut)
-            except _MEDIA_ERRORS as exc:
-                self._warn("packet", "dropping packets FFmpeg rejects (%s)", exc)
-            if self._finished:
-                self._collect()
+        if self._runs.audio(timestamp, setup, data, cut):
             self._check_room()
 
     def _finish_publish(self, ended: bool) -> None:
@@ -458,14 +309,15 @@ class StreamPackager:
         self._done = True
         duration = self._seg.finish() or 1
         seg = self._current
-        end = self._run.open_end() if self._run is not None else None
+        end = self._runs.open_end()
         if seg is not None and end is not None and end > seg.start:
             duration = end - seg.start  # where its last part ends: parts add up to EXTINF
         self._close_current(duration, self._clock())
-        self._end_run(None if seg is None else seg.start + duration)
+        self._runs.end(None if seg is None else seg.start + duration)
         self._owner.publish_finished(self, ended)
-        if self._tracks is not None:
-            self._tracks.finish(ended)
+        tracks = self._lead.renditions
+        if tracks is not None:
+            tracks.finish(ended)
 
     def _cut(self, action: Action, timestamp: int) -> SegmentOutput | None:
         """Close the open segment and, for a CUT, open the next. Returns the output the running
@@ -481,20 +333,22 @@ class StreamPackager:
         if not in_pace:
             self.stop(Violation(Bound.SPEED, self._pace.describe()))
             return None
+        runs = self._runs
         if action is _CLOSE:
-            self._end_run()
+            runs.end()
             return None
         new_timeline = self._seg.discontinuity
-        running = self._muxer is not None or self._run is not None
+        running = runs.running
         start = self._seg.start  # the frame's timestamp, or for a rendition the leader's cut
         seg = self._open_segment(start, now, new_timeline, running and not new_timeline)
-        if self._tracks is not None:
-            self._tracks.cut(start, new_timeline)
+        tracks = self._lead.renditions
+        if tracks is not None:
+            tracks.cut(start, new_timeline)
         if running and not new_timeline:
-            seg.map_uri = self._map_uri
+            seg.map_uri = runs.map_uri
             return seg.output
-        self._end_run()
-        self._start_run(seg)
+        runs.end()
+        runs.start(seg, self._video, self._audio)
         return None
 
     def _close_current(self, duration_ms: int, now: float) -> bool:
@@ -523,7 +377,7 @@ class StreamPackager:
             else:
                 anchor = self._anchor = (now, timestamp)
         pdt = anchor[0] + (timestamp - anchor[1]) / 1000
-        fmp4 = self._run is not None if continues else self._wants_fmp4()
+        fmp4 = self._runs.fmp4 is not None if continues else self._wants_fmp4()
         ext = "m4s" if fmp4 else "ts"
         path = self._owner.segment_path(timestamp, pdt, ext)
         serial = self._serial = self._serial + 1
@@ -539,7 +393,7 @@ class StreamPackager:
             output.error = exc  # lost: nothing will be written to it
             failed(exc)
         self._current = seg
-        self._pending.append(seg)
+        self._runs.pending.append(seg)
         return seg
 
     def _wants_fmp4(self) -> bool:
@@ -560,99 +414,8 @@ class StreamPackager:
             '([hls] format = "ts"); send H.264 or HEVC video with AAC, MP3, AC-3 or E-AC-3 '
             'audio, or set format = "auto" or "fmp4" on the server')))  # fmt: skip
 
-    def _start_run(self, seg: OpenSegment) -> None:
-        if seg.path.suffix == ".m4s":
-            self._start_fmp4_run(seg)
-            return
-        try:
-            vtemplate = self._video.template if self._video is not None else None
-            atemplate = self._audio.template if self._audio is not None else None
-            self._muxer = TsMuxer(vtemplate, atemplate, seg.output)
-        except (ValueError, av.FFmpegError) as exc:
-            self._warn("open", "cannot start muxing (%s); media is lost", exc)
-            self._muxer = None
-            self._finished = deque([seg.output])
-            seg.output.error = OSError(str(exc))
-            self._collect()
-            return
-        self._finished = self._muxer.splitter.finished
-
-    def _start_fmp4_run(self, seg: OpenSegment) -> None:
-        self._cutter.reset()
-        try:
-            run = fmp4_run(self._video, self._audio, seg.output, keep_parts=self._low_latency)
-        except ValueError as exc:
-            self._warn("open", "cannot start muxing (%s); media is lost", exc)
-            self._finished = deque([seg.output])
-            seg.output.error = OSError(str(exc))
-            self._collect()
-            return
-        self._run = run
-        self._finished = run.finished
-        self._map_uri = seg.map_uri = self._owner.init_written(
-            seg.path.with_suffix(".mp4"), run.init
-        )
-
-    def _after_run_write(self, run: Fmp4Run) -> None:
-        if run.parts:
-            self._tell_parts(run)
-        if self._finished:
-            self._collect()
-        self._check_room()
-
-    def _tell_parts(self, run: Fmp4Run) -> None:
-        """Tell the owner about each finished part, with where its segment stands."""
-        parts, pending = run.parts, self._pending
-        while parts:
-            part = parts.popleft()
-            ahead = next((i for i, seg in enumerate(pending) if seg.output is part.output), -1)
-            if ahead < 0:
-                continue  # its segment is gone (cannot happen: parts come before their listing)
-            seg = pending[ahead]
-            seg.parts += 1
-            self._owner.part_finished(
-                FinishedPart(
-                    part.data,
-                    part.duration_ms,
-                    part.independent,
-                    part.full,
-                    ahead,
-                    seg.pdt,
-                    seg.new_timeline,
-                    seg.map_uri,
-                )  # fmt: skip
-            )
-
-    def _end_run(self, end_ms: int | None = None) -> None:
-        """End the running muxer; `end_ms`, when known, is where the last segment ends."""
-        run = self._run
-        if run is not None:
-            self._run = None
-            run.close(end_ms)
-            if run.parts:
-                self._tell_parts(run)
-            self._collect()
-            return
-        muxer = self._muxer
-        if muxer is None:
-            return
-        self._muxer = None
-        try:
-            muxer.close()
-        except _MEDIA_ERRORS as exc:
-            self._warn("close", "cannot finish muxing (%s)", exc)
-        self._collect()
-
-    def _collect(self) -> None:
-        """List the segments whose bytes are all written, in order."""
-        finished, pending = self._finished, self._pending
-        while finished and pending:
-            output = finished.popleft()
-            seg = pending.popleft()
-            assert seg.output is output, "outputs finish in the order they were cut"
-            self._list(seg)
-
     def _list(self, seg: OpenSegment) -> None:
+        """List a segment whose bytes are all written (or note it lost)."""
         output = seg.output
         lost = output.error is not None or not output.size
         if seg.map_uri is not None and (output.error is not None or seg.parts) and lost:
@@ -746,24 +509,8 @@ class StreamPackager:
                      codec: Codec) -> None:  # fmt: skip
         """A sequence header of video track `track` (not 0): a rendition, when it comes before
         track 0's first frame (rtmpd.hls.renditions)."""
-        if self._done:
-            return
-        if self._tracks is None:
-            if self._no_renditions:
-                return
-            if self._video_started:
-                self._warn(
-                    f"late {track}",
-                    "video track %d started after track 0's first "
-                    "frame: the renditions are fixed by then; dropped",
-                    track,
-                )
-                return
-            self._tracks = self._owner.open_renditions(self)
-            if self._tracks is None:
-                self._no_renditions = True  # asked once: no renditions for this publish
-                return
-        self._tracks.config(track, timestamp, bytes(record), codec)
+        if not self._done:
+            self._lead.config(track, timestamp, bytes(record), codec)
 
     @property
     def audio_setup(self) -> AudioSetup | None:
@@ -774,14 +521,10 @@ class StreamPackager:
     def track_video(self, track: int, timestamp: int, composition_offset: int, keyframe: bool,
                     data: bytes | bytearray | memoryview) -> None:  # fmt: skip
         """A frame of video track `track` (not 0)."""
-        tracks = self._tracks
-        if tracks is None and not self._done and not self._no_renditions:
-            self._warn(f"headless {track}", "video track %d is not packaged: no sequence "
-                       "header came before its frames; dropped", track)  # fmt: skip
-        elif tracks is not None and not self._done:
+        if not self._done:
             if type(data) is not bytes:
                 data = bytes(data)
-            tracks.video(track, timestamp, composition_offset, keyframe, data)
+            self._lead.video(track, timestamp, composition_offset, keyframe, data)
 
     # -- about the publish ------------------------------------------------------------------
 
@@ -800,8 +543,9 @@ class StreamPackager:
             vbytes, abytes = seg.vbytes, seg.abytes
             if seg.vframes > 1 and seg.vlast > seg.vfirst:
                 fps = (seg.vframes - 1) * 1000 / (seg.vlast - seg.vfirst)
-        vconf, aconf = self._video, self._audio
-        fmp4 = self._run is not None or (self._muxer is None and self._wants_fmp4())
+        vconf, aconf, tracks = self._video, self._audio, self._lead.renditions
+        runs = self._runs
+        fmp4 = runs.fmp4 is not None or (runs.ts is None and self._wants_fmp4())
         return StreamInfo(
             name=self.name,
             live=live,
@@ -819,5 +563,5 @@ class StreamPackager:
             audio_name=aconf.name if aconf else None,
             fmp4=fmp4,
             track=track,
-            renditions=self._tracks.infos(live) if self._tracks is not None else (),
+            renditions=() if tracks is None else tracks.infos(live),
         )

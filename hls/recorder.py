@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from . import recording as rec
-from .packager import FinishedSegment
+from .owner import FinishedSegment
 from .playlist import Segment
 from .quota import size_text
 from .recording import ENDED, RecordConfig, RecordingInfo

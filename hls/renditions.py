@@ -30,7 +30,7 @@ as measured (snapped to the nominal rate it is within 1 % of: 29.97, 30, 25, ...
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -70,6 +70,53 @@ class Renditions(Protocol):
     def finish(self, ended: bool) -> None: ...
 
     def infos(self, live: bool) -> tuple[StreamInfo, ...]: ...
+
+
+class LeadTracks:
+    """Track 0's packager's side of the other video tracks: their sequence headers and frames
+    go to the renditions (opened at the first header, through `open_renditions`), named once
+    by `warn(key, message, *args)` where they cannot (a header after track 0's first frame,
+    frames with no header before them, an owner that cannot write renditions)."""
+
+    __slots__ = ("renditions", "started", "_open", "_refused", "_warn")
+
+    def __init__(self, open_renditions: Callable[[], Renditions | None],
+                 warn: Callable[..., None]) -> None:  # fmt: skip
+        self.renditions: Renditions | None = None
+        self.started = False  # track 0's first video frame came: the set is fixed
+        self._open = open_renditions
+        self._refused = False  # the owner cannot write renditions
+        self._warn = warn
+
+    def start(self) -> None:
+        """Track 0's first video frame."""
+        self.started = True
+        if self.renditions is not None:
+            self.renditions.fix()
+
+    def config(self, track: int, timestamp: int, record: bytes, codec: Codec) -> None:
+        """A sequence header of video track `track` (not 0)."""
+        if self.renditions is None:
+            if self._refused:
+                return
+            if self.started:
+                self._warn(f"late {track}", "video track %d started after track 0's first "
+                           "frame: the renditions are fixed by then; dropped", track)  # fmt: skip
+                return
+            self.renditions = self._open()
+            if self.renditions is None:
+                self._refused = True  # asked once: no renditions for this publish
+                return
+        self.renditions.config(track, timestamp, record, codec)
+
+    def video(self, track: int, timestamp: int, offset: int, keyframe: bool,
+              data: bytes) -> None:  # fmt: skip
+        """A frame of video track `track` (not 0)."""
+        if self.renditions is not None:
+            self.renditions.video(track, timestamp, offset, keyframe, data)
+        elif not self._refused:
+            self._warn(f"headless {track}", "video track %d is not packaged: no sequence "
+                       "header came before its frames; dropped", track)  # fmt: skip
 
 
 def rendition_playlist(track: int) -> str:

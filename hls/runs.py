@@ -1,0 +1,195 @@
+"""The muxer a publish's segments are written through, one run of segments at a time: a PyAV
+MPEG-TS muxer split into files (rtmpd.hls.muxer) or an fMP4 run of fragments
+(rtmpd.hls.fmp4run, cut into LL-HLS parts by rtmpd.hls.parts).
+
+Apart from the packager (rtmpd.hls.packager), which decides where segments and runs start
+and end: this holds the running muxer, the segments cut but not yet all written (`pending`),
+tells the owner each finished part with where its segment stands, and hands each segment
+whose bytes are all written back to the packager to list, in the order they were cut.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+import av
+
+from .fmp4run import Fmp4Run
+from .muxer import SegmentOutput, TsMuxer
+from .owner import FinishedPart, OpenSegment, PackagerOwner
+from .parts import PartCutter
+from .tracks import AudioSetup, VideoSetup, fmp4_run
+
+MEDIA_ERRORS = (ValueError, av.FFmpegError)
+
+
+class Runs:
+    """The running muxer of one publish (at most one of `ts` and `fmp4`) and its pending
+    segments. `warn(key, message, *args)` logs an input problem once per publish; `done(seg)`
+    lists a segment whose bytes are all written."""
+
+    __slots__ = ("ts", "fmp4", "map_uri", "pending", "_finished", "_cutter", "_owner",
+                 "_low_latency", "_warn", "_done")  # fmt: skip
+
+    def __init__(
+        self,
+        owner: PackagerOwner,
+        part_ms: int,
+        low_latency: bool,
+        warn: Callable[..., None],
+        done: Callable[[OpenSegment], None],
+    ) -> None:
+        self.ts: TsMuxer | None = None
+        self.fmp4: Fmp4Run | None = None
+        self.map_uri: str | None = None  # the fMP4 run's init segment
+        self.pending: deque[OpenSegment] = deque()  # cut, their bytes not all written yet
+        self._finished: deque[SegmentOutput] = deque()  # the running muxer's finished outputs
+        self._cutter = PartCutter(part_ms)
+        self._owner = owner
+        self._low_latency = low_latency
+        self._warn = warn
+        self._done = done
+
+    @property
+    def running(self) -> bool:
+        return self.ts is not None or self.fmp4 is not None
+
+    def open_end(self) -> int | None:
+        """Where the fMP4 run's last part ends, if one is running."""
+        return self.fmp4.open_end() if self.fmp4 is not None else None
+
+    def start(self, seg: OpenSegment, video: VideoSetup | None, audio: AudioSetup | None) -> None:
+        """A new run, starting with `seg`: fMP4 for an .m4s segment, else MPEG-TS."""
+        if seg.path.suffix == ".m4s":
+            self._start_fmp4(seg, video, audio)
+            return
+        try:
+            vtemplate = video.template if video is not None else None
+            atemplate = audio.template if audio is not None else None
+            self.ts = TsMuxer(vtemplate, atemplate, seg.output)
+        except MEDIA_ERRORS as exc:
+            self._lost(seg, exc)
+            return
+        self._finished = self.ts.splitter.finished
+
+    def video(self, timestamp: int, offset: int, keyframe: bool, setup: VideoSetup, data: bytes,
+              cut: SegmentOutput | None) -> bool:  # fmt: skip
+        """Write a video frame (`cut`: the new segment's output, when it starts one within
+        the run); False when no muxer is running."""
+        run = self.fmp4
+        if run is not None:
+            if cut is not None:
+                self._cutter.segment_start(timestamp, keyframe)
+                new_part = False
+            else:
+                new_part = self._cutter.frame(timestamp, keyframe)
+            run.video(timestamp, offset, keyframe, setup.sample(data), new_part, cut)
+            self._after_fmp4_write(run)
+            return True
+        return self._ts_write(True, timestamp, timestamp + offset, keyframe, data, cut)
+
+    def audio(self, timestamp: int, setup: AudioSetup, data: bytes,
+              cut: SegmentOutput | None) -> bool:  # fmt: skip
+        """Write an audio frame, as `video` does."""
+        run = self.fmp4
+        if run is not None:
+            drives = run.video_track is None  # audio cuts the parts of audio-only streams
+            if cut is not None:
+                self._cutter.segment_start(timestamp, drives)
+                new_part = False
+            else:
+                new_part = drives and self._cutter.frame(timestamp, True)
+            run.audio(timestamp, data, new_part, cut, setup.samples(data))
+            self._after_fmp4_write(run)
+            return True
+        return self._ts_write(False, timestamp, timestamp, False, data, cut)
+
+    def end(self, end_ms: int | None = None) -> None:
+        """End the running muxer; `end_ms`, when known, is where the last segment ends."""
+        run = self.fmp4
+        if run is not None:
+            self.fmp4 = None
+            run.close(end_ms)
+            if run.parts:
+                self._tell_parts(run)
+            self.collect()
+            return
+        muxer = self.ts
+        if muxer is None:
+            return
+        self.ts = None
+        try:
+            muxer.close()
+        except MEDIA_ERRORS as exc:
+            self._warn("close", "cannot finish muxing (%s)", exc)
+        self.collect()
+
+    def collect(self) -> None:
+        """Hand over the segments whose bytes are all written, in order."""
+        finished, pending = self._finished, self.pending
+        while finished and pending:
+            output = finished.popleft()
+            seg = pending.popleft()
+            assert seg.output is output, "outputs finish in the order they were cut"
+            self._done(seg)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _start_fmp4(self, seg: OpenSegment, video: VideoSetup | None,
+                    audio: AudioSetup | None) -> None:  # fmt: skip
+        self._cutter.reset()
+        try:
+            run = fmp4_run(video, audio, seg.output, keep_parts=self._low_latency)
+        except ValueError as exc:
+            self._lost(seg, exc)
+            return
+        self.fmp4 = run
+        self._finished = run.finished
+        self.map_uri = seg.map_uri = self._owner.init_written(
+            seg.path.with_suffix(".mp4"), run.init
+        )
+
+    def _lost(self, seg: OpenSegment, exc: Exception) -> None:
+        """No muxer could be started for `seg`: it is listed as lost."""
+        self._warn("open", "cannot start muxing (%s); media is lost", exc)
+        self.ts = None
+        self._finished = deque([seg.output])
+        seg.output.error = OSError(str(exc))
+        self.collect()
+
+    def _ts_write(self, video: bool, dts: int, pts: int, keyframe: bool, data: bytes,
+                  cut: SegmentOutput | None) -> bool:  # fmt: skip
+        muxer = self.ts
+        if muxer is None:
+            return False
+        try:
+            if video:
+                muxer.video(dts, pts, keyframe, data, cut)
+            else:
+                muxer.audio(dts, data, cut)
+        except MEDIA_ERRORS as exc:
+            self._warn("packet", "dropping packets FFmpeg rejects (%s)", exc)
+        if self._finished:
+            self.collect()
+        return True
+
+    def _after_fmp4_write(self, run: Fmp4Run) -> None:
+        if run.parts:
+            self._tell_parts(run)
+        if self._finished:
+            self.collect()
+
+    def _tell_parts(self, run: Fmp4Run) -> None:
+        """Tell the owner about each finished part, with where its segment stands."""
+        parts, pending = run.parts, self.pending
+        while parts:
+            part = parts.popleft()
+            ahead = next((i for i, seg in enumerate(pending) if seg.output is part.output), -1)
+            if ahead < 0:
+                continue  # its segment is gone (cannot happen: parts come before their listing)
+            seg = pending[ahead]
+            seg.parts += 1
+            self._owner.part_finished(FinishedPart(
+                part.data, part.duration_ms, part.independent, part.full, ahead, seg.pdt,
+                seg.new_timeline, seg.map_uri))  # fmt: skip
