@@ -106,7 +106,7 @@ class Fmp4Run:
             if new_part or segment is not None or pending is None:
                 self._close_part(ts, segment)
                 pending = self._pending = _Pending(ts, True)
-        elif segment is not None:  # a forced cut on audio: the new segment starts here
+        elif segment is not None or new_part:  # a cut on audio (its video stalled)
             self._close_part(ts, segment)
             pending = self._pending = _Pending(ts, False)
         elif pending is None:

@@ -67,6 +67,9 @@ class TrackSet:
         if follower is None:
             self._late(track)
             return
+        # Its frames before the header are of the old settings: they go first, even ahead of
+        # the leader (a cut not known yet may find them in the segment before it).
+        self._deliver(self._queue.take(track))
         follower[0].video_config(timestamp, record, codec)
 
     def video(self, track: int, timestamp: int, offset: int, keyframe: bool, data: bytes) -> None:

@@ -89,7 +89,7 @@ class OpenSegment:
 
     __slots__ = (
         "serial", "path", "output", "start", "pdt", "new_timeline", "duration_ms", "closed_at",
-        "opened_at", "vbytes", "abytes", "vframes", "vfirst", "vlast", "map_uri", "parts",
+        "opened_at", "vbytes", "abytes", "vframes", "vfirst", "vlast", "map_uri", "parts", "gap",
     )  # fmt: skip
 
     def __init__(
@@ -118,3 +118,4 @@ class OpenSegment:
         self.vlast = -1
         self.map_uri: str | None = None  # fMP4: the run's init segment
         self.parts = 0  # LL-HLS parts told to the owner
+        self.gap = False  # a rendition's segment with no media (EXT-X-GAP): no output

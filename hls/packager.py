@@ -143,6 +143,11 @@ class StreamPackager:
             return
         self._video = setup
         self._seg.configure(_VIDEO, changed=True)
+        leader = self.leader
+        if leader is not None and self._seg.open:
+            # A rendition's new settings need a new run: track 0's next cut starts a new
+            # timeline for every rendition, so their discontinuities stay aligned.
+            leader._seg.mark_discontinuity()
         self._check_format(setup)
 
     def audio_config(
@@ -324,6 +329,7 @@ class StreamPackager:
         muxer is to split into at this packet, or None when the packet starts a new run (or
         there is no open segment now: CLOSE, STOP)."""
         now = self._clock()
+        closing = self._current
         in_pace = self._close_current(self._seg.closed_duration or 1, now)
         if action is _STOP:
             reason = self._seg.stopped
@@ -337,17 +343,25 @@ class StreamPackager:
         if action is _CLOSE:
             runs.end()
             return None
-        new_timeline = self._seg.discontinuity
+        cuts = self._seg
+        new_timeline, new_run = cuts.discontinuity, cuts.new_run
+        if cuts.gaps:  # a rendition's: track 0's segments it has no media for
+            for gap in cuts.gaps:
+                self._add_gap(*gap, now)
+            new_run = new_run or runs.fmp4 is not None  # its last part ends before the gaps
         running = runs.running
-        start = self._seg.start  # the frame's timestamp, or for a rendition the leader's cut
-        seg = self._open_segment(start, now, new_timeline, running and not new_timeline)
+        start = cuts.start  # the frame's timestamp, or for a rendition the leader's cut
+        seg = self._open_segment(start, now, new_timeline, running and not new_run)
         tracks = self._lead.renditions
         if tracks is not None:
             tracks.cut(start, new_timeline)
-        if running and not new_timeline:
+        if running and not new_run:
             seg.map_uri = runs.map_uri
             return seg.output
-        runs.end()
+        end = None  # where the last segment ends, when not at this frame: before a gap
+        if closing is not None and cuts.gaps:
+            end = closing.start + closing.duration_ms
+        runs.end(end)
         runs.start(seg, self._video, self._audio)
         return None
 
@@ -366,17 +380,8 @@ class StreamPackager:
     def _open_segment(
         self, timestamp: int, now: float, new_timeline: bool, continues: bool = False
     ) -> OpenSegment:
-        """Within a run, each date-time is the one before plus its duration: the anchor moves
-        to the wall clock only where a new timeline starts. A segment that `continues` the
-        running muxer is of its format."""
-        anchor = self._anchor
-        if anchor is None or new_timeline:
-            leader = self.leader
-            if leader is not None and leader._anchor is not None:
-                anchor = self._anchor = leader._anchor  # the same date-times as track 0's
-            else:
-                anchor = self._anchor = (now, timestamp)
-        pdt = anchor[0] + (timestamp - anchor[1]) / 1000
+        """A segment that `continues` the running muxer is of its format."""
+        pdt = self._date_time(timestamp, now, new_timeline)
         fmp4 = self._runs.fmp4 is not None if continues else self._wants_fmp4()
         ext = "m4s" if fmp4 else "ts"
         path = self._owner.segment_path(timestamp, pdt, ext)
@@ -395,6 +400,32 @@ class StreamPackager:
         self._current = seg
         self._runs.pending.append(seg)
         return seg
+
+    def _date_time(self, timestamp: int, now: float, new_timeline: bool) -> float:
+        """Within a run, each date-time is the one before plus its duration: the anchor moves
+        to the wall clock only where a new timeline starts."""
+        anchor = self._anchor
+        if anchor is None or new_timeline:
+            leader = self.leader
+            if leader is not None and leader._anchor is not None:
+                anchor = self._anchor = leader._anchor  # the same date-times as track 0's
+            else:
+                anchor = self._anchor = (now, timestamp)
+        return anchor[0] + (timestamp - anchor[1]) / 1000
+
+    def _add_gap(self, start: int, duration_ms: int, new_timeline: bool, now: float) -> None:
+        """A rendition's segment with no media (its video stopped, or had no keyframe, with
+        no audio, across track 0's cut): listed as EXT-X-GAP in its turn, so that its media
+        sequence numbers stay track 0's."""
+        pdt = self._date_time(start, now, new_timeline)
+        runs = self._runs
+        path = self._owner.segment_path(start, pdt, "m4s" if runs.fmp4 is not None else "ts")
+        self._serial += 1
+        output = SegmentOutput(Layout.temp_path(path), lambda exc: None)  # never written
+        seg = OpenSegment(self._serial, path, output, start, pdt, new_timeline, now)
+        seg.gap, seg.duration_ms, seg.closed_at = True, duration_ms, now
+        seg.map_uri = runs.map_uri if runs.fmp4 is not None else None
+        runs.pending.append(seg)
 
     def _wants_fmp4(self) -> bool:
         """fMP4 when asked for (or for LL-HLS), or with `auto` for tracks MPEG-TS cannot
@@ -416,6 +447,9 @@ class StreamPackager:
 
     def _list(self, seg: OpenSegment) -> None:
         """List a segment whose bytes are all written (or note it lost)."""
+        if seg.gap:
+            self._list_gap(seg)
+            return
         output = seg.output
         lost = output.error is not None or not output.size
         if seg.map_uri is not None and (output.error is not None or seg.parts) and lost:
@@ -454,8 +488,9 @@ class StreamPackager:
         self._follow_target()
 
     def _list_gap(self, seg: OpenSegment) -> None:
-        """An fMP4 segment lost to a disk error: listed as EXT-X-GAP, so the media sequence
-        numbers its LL-HLS parts were announced under stay true."""
+        """A segment with no media: a rendition's gap, or an fMP4 segment lost to a disk error
+        (listed as EXT-X-GAP, so the media sequence numbers its LL-HLS parts were announced
+        under stay true)."""
         self._owner.segment_finished(
             FinishedSegment(
                 seg.path,

@@ -51,6 +51,16 @@ class PartCutter:
             return True
         return False
 
+    def stand_in(self, dts: int, step: int) -> bool:
+        """A frame of the other track while the driving one is overdue (video stalled): True
+        when it starts a new part (not an independent one), so that the open part, with one
+        more `step` ms frame, would not outgrow `part_ms`."""
+        start = self.start
+        if start is None or dts + step - start > self.part_ms:
+            self.start, self.independent = dts, False
+            return True
+        return False
+
     def reset(self) -> None:
         """A publish ended or a new timeline starts: the next frame starts a part."""
         self.start = None

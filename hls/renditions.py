@@ -19,7 +19,12 @@ leader has decided the cuts up to its timestamp. A follower whose video has no k
 cut still cuts there, on its next keyframe or audio frame, whichever comes first (the cut's
 timestamp is the segment's start either way); its video frames are dropped until its next
 keyframe, so the segment decodes, with a still picture at its start instead of a broken one,
-and the numbering stays aligned. Each such miss is counted (`missed`).
+and the numbering stays aligned. Each such miss is counted (`missed`). Every cut of the
+leader's is a segment of every follower: one passed with no media at all (its video stopped,
+or had no keyframe, and there is no audio) is a gap (EXT-X-GAP). A follower's new sequence
+header never starts a discontinuity of its own (the discontinuity sequence must be the same in
+every rendition): its new settings wait for the next cut where the leader starts a new
+timeline, which the packager asks the leader for.
 
 The multivariant playlist (`render_multivariant`, RFC 8216bis 4.4.6.2): BANDWIDTH is the peak
 segment bit rate of the rendition's listed segments (4.4.6.2: "the peak segment bit rate"),
@@ -32,6 +37,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Protocol
 
 from .model import Codec, StreamInfo
@@ -196,13 +202,20 @@ def rendition_report(uri: str, last_msn: int, last_part: int) -> str:
     return f'#EXT-X-RENDITION-REPORT:URI="{uri}",LAST-MSN={last_msn}{part}'
 
 
+#: A segment a rendition has no media for: (start ms, duration ms, discontinuity).
+Gap = tuple[int, int, bool]
+
+
 class FollowCuts:
     """The segmenter of a follower rendition: it cuts where the leader cut (see the module
-    doc), with the `rtmpd.hls.segmenter.Segmenter` interface the packager drives."""
+    doc), with the `rtmpd.hls.segmenter.Segmenter` interface the packager drives. After a
+    CUT, `gaps` are the leader's segments this rendition had no media for (listed as
+    EXT-X-GAP before the new one), `discontinuity` is the leader's at the new segment's cut
+    and `new_run` whether the new segment needs a new muxer."""
 
     __slots__ = ("has_video", "has_audio", "open", "start", "discontinuity", "closed_duration",
-                 "stopped", "missed", "_cuts", "_armed", "_need_key", "_pending_disc",
-                 "_last")  # fmt: skip
+                 "stopped", "missed", "gaps", "new_run", "_cuts", "_armed", "_need_key",
+                 "_await_disc", "_last")  # fmt: skip
 
     def __init__(self) -> None:
         self.has_video = False
@@ -213,10 +226,12 @@ class FollowCuts:
         self.closed_duration: int | None = None
         self.stopped: None = None  # never: the leader's segmenter bounds breaks
         self.missed = 0  # cuts at which this rendition had no keyframe
+        self.gaps: tuple[Gap, ...] = ()
+        self.new_run = False
         self._cuts: deque[tuple[int, bool]] = deque()  # the leader's, not reached yet
-        self._armed: tuple[int, bool] | None = None  # a cut passed with no keyframe
+        self._armed: list[tuple[int, bool]] = []  # cuts passed with no keyframe, oldest first
         self._need_key = True  # video waits for a keyframe
-        self._pending_disc = False
+        self._await_disc = False  # new video settings: video waits for a new run
         self._last = 0  # the newest timestamp written
 
     # -- from the leader ----------------------------------------------------------------------
@@ -231,14 +246,16 @@ class FollowCuts:
         """The leader keeps every segment under the target: nothing to do here."""
 
     def mark_discontinuity(self) -> None:
-        self._pending_disc = True
+        """A re-publish: the leader's first cut carries the discontinuity, for every rendition."""
 
     def configure(self, track: Track, changed: bool) -> None:
         if track is Track.VIDEO:
             self.has_video = True
             if changed and self.open:
-                self._need_key = True  # new extradata: wait for a keyframe of it
-                self._pending_disc = True
+                # New extradata: its frames need a new run, which only starts where the leader
+                # starts a new timeline (the packager asks the leader for one at its next cut),
+                # so that every rendition's discontinuities stay track 0's.
+                self._need_key = self._await_disc = True
         else:
             self.has_audio = True
 
@@ -246,30 +263,36 @@ class FollowCuts:
         if track is Track.VIDEO:
             if not self.has_video:
                 return Action.DROP
-            cuts = self._cuts
-            if cuts and dts >= cuts[0][0]:
-                cut = cuts.popleft()
-                while cuts and dts >= cuts[0][0]:  # several passed at once: the newest
-                    newer = cuts.popleft()
-                    cut = (newer[0], cut[1] or newer[1])
-                if keyframe:
+            armed = self._armed
+            passed = self._passed(dts)
+            if passed:
+                cuts = armed + passed
+                if keyframe and not self._waits(cuts):
                     self._need_key = False
-                    return self._begin(cut, dts)
-                self.missed += 1
-                self._armed, self._need_key = cut, True
+                    return self._begin(cuts, dts)
+                if not self._await_disc:
+                    self.missed += 1
+                armed.extend(passed)
+                self._need_key = True
                 return Action.DROP
             if self._need_key:
-                if not keyframe:
+                if not keyframe or self._waits(armed):
                     return Action.DROP
                 self._need_key = False
-                if self._armed is not None:
-                    return self._begin(self._armed, dts)
+                if armed:
+                    return self._begin(armed, dts)
             return self._write(dts)
         if not self.has_audio:
             return Action.DROP
         armed = self._armed
-        if armed is not None and dts >= armed[0]:
-            return self._begin(armed, dts)  # video goes on at its next keyframe
+        if armed and armed[0][0] > dts:
+            return self._write(dts)  # behind the video: the old segment's
+        due = [cut for cut in armed if cut[0] <= dts]
+        cuts = due + self._passed(dts)
+        if cuts:
+            del armed[: len(due)]
+            self._need_key = True  # video goes on at its next keyframe
+            return self._begin(cuts, dts)
         return self._write(dts)
 
     def finish(self) -> int | None:
@@ -283,21 +306,38 @@ class FollowCuts:
 
     # -- internals ------------------------------------------------------------------------------
 
+    def _waits(self, cuts: list[tuple[int, bool]]) -> bool:
+        """Video with new settings waits for a cut that starts a new run."""
+        return self._await_disc and not any(d for _, d in cuts)
+
+    def _passed(self, dts: int) -> list[tuple[int, bool]]:
+        """The leader's cuts at or before `dts`, taken off the queue."""
+        cuts, passed = self._cuts, []
+        while cuts and dts >= cuts[0][0]:
+            passed.append(cuts.popleft())
+        return passed
+
     def _write(self, dts: int) -> Action:
         if not self.open:
             return Action.DROP
         self._last = max(self._last, dts)
         return Action.WRITE
 
-    def _begin(self, cut: tuple[int, bool], dts: int) -> Action:
-        timestamp, discontinuity = cut
-        self.closed_duration = max(timestamp - self.start, 1) if self.open else None
+    def _begin(self, cuts: list[tuple[int, bool]], dts: int) -> Action:
+        """Start a segment at the newest of `cuts`: one segment per cut, so the older ones
+        are gaps (this rendition has nothing for them), and the open one ends at the first."""
+        timestamp, discontinuity = cuts[-1]
+        self.closed_duration = max(cuts[0][0] - self.start, 1) if self.open else None
+        self.gaps = tuple((ts, max(nxt - ts, 1), d) for (ts, d), (nxt, _) in pairwise(cuts))
         self.open = True
         self.start = timestamp
         self._last = max(dts, timestamp)
-        self.discontinuity = discontinuity or self._pending_disc
-        self._pending_disc = False
-        self._armed = None
+        self.discontinuity = discontinuity
+        self.new_run = any(d for _, d in cuts)  # a new timeline here or at a gap
+        if self.new_run:
+            self._await_disc = False  # the new run takes the new settings
+        if self._armed and self._armed[-1][0] <= timestamp:
+            self._armed = []
         return Action.CUT
 
 
@@ -321,6 +361,14 @@ class FollowerQueue:
         """The leader's video reached `clock`."""
         self.clock = clock if self.clock is None else max(self.clock, clock)
         return self._due()
+
+    def take(self, track: int) -> list[tuple[int, int, int, bool, bytes]]:
+        """The frames of `track` held now (the others stay), in order."""
+        frames = self._frames
+        mine = [f for f in frames if f[0] == track]
+        if mine:
+            self._frames = deque(f for f in frames if f[0] != track)
+        return mine
 
     def drain(self) -> list[tuple[int, int, int, bool, bytes]]:
         frames = list(self._frames)

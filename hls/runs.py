@@ -18,7 +18,7 @@ import av
 from .fmp4run import Fmp4Run
 from .muxer import SegmentOutput, TsMuxer
 from .owner import FinishedPart, OpenSegment, PackagerOwner
-from .parts import PartCutter
+from .parts import JITTER_MS, PartCutter
 from .tracks import AudioSetup, VideoSetup, fmp4_run
 
 MEDIA_ERRORS = (ValueError, av.FFmpegError)
@@ -30,7 +30,8 @@ class Runs:
     lists a segment whose bytes are all written."""
 
     __slots__ = ("ts", "fmp4", "map_uri", "pending", "_finished", "_cutter", "_owner",
-                 "_low_latency", "_warn", "_done")  # fmt: skip
+                 "_low_latency", "_warn", "_done", "_vlast", "_vstep", "_alast",
+                 "_astep")  # fmt: skip
 
     def __init__(
         self,
@@ -46,6 +47,10 @@ class Runs:
         self.pending: deque[OpenSegment] = deque()  # cut, their bytes not all written yet
         self._finished: deque[SegmentOutput] = deque()  # the running muxer's finished outputs
         self._cutter = PartCutter(part_ms)
+        self._vlast: int | None = None  # the fMP4 run's newest video frame
+        self._vstep = part_ms  # and the interval before it
+        self._alast: int | None = None  # the same for audio
+        self._astep = 0
         self._owner = owner
         self._low_latency = low_latency
         self._warn = warn
@@ -84,6 +89,10 @@ class Runs:
                 new_part = False
             else:
                 new_part = self._cutter.frame(timestamp, keyframe)
+            last = self._vlast
+            if last is not None and timestamp > last:
+                self._vstep = timestamp - last
+            self._vlast = timestamp
             run.video(timestamp, offset, keyframe, setup.sample(data), new_part, cut)
             self._after_fmp4_write(run)
             return True
@@ -95,11 +104,18 @@ class Runs:
         run = self.fmp4
         if run is not None:
             drives = run.video_track is None  # audio cuts the parts of audio-only streams
+            last = self._alast
+            if last is not None and timestamp > last:
+                self._astep = timestamp - last
+            self._alast = timestamp
             if cut is not None:
                 self._cutter.segment_start(timestamp, drives)
                 new_part = False
-            else:
-                new_part = drives and self._cutter.frame(timestamp, True)
+            elif drives:
+                new_part = self._cutter.frame(timestamp, True)
+            else:  # and while the video is overdue (stalled, or dropped until a keyframe)
+                overdue = self._video_overdue(timestamp)
+                new_part = overdue and self._cutter.stand_in(timestamp, self._astep)
             run.audio(timestamp, data, new_part, cut, setup.samples(data))
             self._after_fmp4_write(run)
             return True
@@ -128,10 +144,14 @@ class Runs:
     def collect(self) -> None:
         """Hand over the segments whose bytes are all written, in order."""
         finished, pending = self._finished, self.pending
-        while finished and pending:
-            output = finished.popleft()
-            seg = pending.popleft()
-            assert seg.output is output, "outputs finish in the order they were cut"
+        while pending:
+            seg = pending[0]
+            if not seg.gap:  # a gap has no bytes: it is done once those before it are
+                if not finished:
+                    return
+                output = finished.popleft()
+                assert seg.output is output, "outputs finish in the order they were cut"
+            pending.popleft()
             self._done(seg)
 
     # -- internals --------------------------------------------------------------------------
@@ -139,6 +159,7 @@ class Runs:
     def _start_fmp4(self, seg: OpenSegment, video: VideoSetup | None,
                     audio: AudioSetup | None) -> None:  # fmt: skip
         self._cutter.reset()
+        self._vlast = None
         try:
             run = fmp4_run(video, audio, seg.output, keep_parts=self._low_latency)
         except ValueError as exc:
@@ -149,6 +170,12 @@ class Runs:
         self.map_uri = seg.map_uri = self._owner.init_written(
             seg.path.with_suffix(".mp4"), run.init
         )
+
+    def _video_overdue(self, timestamp: int) -> bool:
+        """No video frame where the next one was due: audio goes on cutting LL-HLS parts (not
+        independent ones), so that none outgrows PART-TARGET."""
+        last = self._vlast
+        return last is None or timestamp > last + self._vstep + JITTER_MS
 
     def _lost(self, seg: OpenSegment, exc: Exception) -> None:
         """No muxer could be started for `seg`: it is listed as lost."""

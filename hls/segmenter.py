@@ -96,6 +96,10 @@ class Segmenter:
         "_clock", "_limit", "_near", "_breaks",
     )  # fmt: skip
 
+    #: Segments without media before the new one: only a rendition's have any
+    #: (rtmpd.hls.renditions.FollowCuts).
+    gaps: tuple[tuple[int, int, bool], ...] = ()
+
     def __init__(self, fragment_ms: int, max_fragment_ms: int, max_bytes: int) -> None:
         if fragment_ms <= 0 or max_fragment_ms < fragment_ms or max_bytes <= 0:
             raise ValueError("need 0 < fragment <= max_fragment and max_bytes > 0")
@@ -121,6 +125,11 @@ class Segmenter:
         self._limit = 1 << 62  # a segment must stay shorter than this (ms), once a target is set
         self._near = 1 << 62  # from here on, check the next frame against _limit
         self._breaks = 0.0  # recent breaks, less a fragment of media each
+
+    @property
+    def new_run(self) -> bool:
+        """The new segment needs a new muxer: where it starts a new timeline."""
+        return self.discontinuity
 
     def set_target(self, target_seconds: int) -> None:
         """The playlist's target duration: segments stay under target + 0.5 s from now on."""

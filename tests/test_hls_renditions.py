@@ -165,14 +165,69 @@ def test_follower_without_a_keyframe_at_the_cut_still_cuts_there() -> None:
     assert (cuts.closed_duration, cuts.start) == (1000, 1000)
 
 
-def test_follower_passing_several_cuts_at_once_takes_the_newest() -> None:
-    cuts = follower()
+def started(audio: bool = True) -> FollowCuts:
+    """A follower whose first segment started at 0, with track 0's audio or video only."""
+    cuts = follower() if audio else FollowCuts()
+    cuts.configure(V, changed=True)
     cuts.leader_cut(0, False)
-    cuts.frame(V, 0, True, 10)
+    assert cuts.frame(V, 0, True, 10) is Action.CUT
+    return cuts
+
+
+def test_follower_passing_several_cuts_at_once_keeps_one_segment_per_cut() -> None:
+    """Its frames stopped across two of the leader's cuts: the open segment ends at the first,
+    the one it has no media for is a gap (with the leader's discontinuity), and the new
+    segment starts at the newest in a new run (its timeline began at the gap)."""
+    cuts = started()
     cuts.leader_cut(1000, True)
     cuts.leader_cut(2000, False)
     assert cuts.frame(V, 2000, True, 10) is Action.CUT
-    assert (cuts.closed_duration, cuts.start, cuts.discontinuity) == (2000, 2000, True)
+    assert (cuts.closed_duration, cuts.start, cuts.discontinuity) == (1000, 2000, False)
+    assert cuts.gaps == ((1000, 1000, True),) and cuts.new_run
+    cuts.leader_cut(3000, False)
+    assert cuts.frame(V, 3000, True, 10) is Action.CUT
+    assert cuts.gaps == () and not cuts.new_run and cuts.closed_duration == 1000
+
+
+def test_follower_without_keyframes_across_cuts_and_no_audio_keeps_every_cut() -> None:
+    cuts = started(audio=False)
+    cuts.leader_cut(1000, False)
+    assert cuts.frame(V, 1000, False, 10) is Action.DROP
+    cuts.leader_cut(2000, False)
+    assert cuts.frame(V, 2000, False, 10) is Action.DROP
+    assert cuts.frame(V, 2500, True, 10) is Action.CUT
+    assert (cuts.closed_duration, cuts.start, cuts.gaps) == (1000, 2000, ((1000, 1000, False),))
+    assert cuts.missed == 2
+
+
+def test_follower_audio_cuts_each_passed_cut_while_its_video_stalls() -> None:
+    """Audio (track 0's, in every rendition) starts each segment its video has no frame for:
+    segments with no new picture, one per cut; video goes on at its next keyframe."""
+    cuts = started()
+    for cut in (1000, 2000):
+        cuts.leader_cut(cut, False)
+        assert cuts.frame(A, cut + 10, False, 5) is Action.CUT
+        assert (cuts.start, cuts.closed_duration, cuts.gaps) == (cut, 1000, ())
+    assert cuts.frame(V, 2100, False, 10) is Action.DROP
+    assert cuts.frame(V, 2200, True, 10) is Action.WRITE
+
+
+def test_follower_new_settings_wait_for_the_leaders_new_timeline() -> None:
+    """A rendition's new sequence header: its video waits for a cut where the leader starts a
+    new timeline (a new run for the new settings); cuts before that stay in the old run,
+    with the leader's discontinuity flag (none), started by audio."""
+    cuts = started()
+    cuts.configure(V, changed=True)
+    assert cuts.frame(V, 500, True, 10) is Action.DROP  # new settings, old run
+    cuts.leader_cut(1000, False)  # decided before the leader was asked for a new timeline
+    assert cuts.frame(V, 1000, True, 10) is Action.DROP
+    assert cuts.frame(A, 1010, False, 5) is Action.CUT
+    assert not cuts.discontinuity and not cuts.new_run and cuts.missed == 0
+    assert cuts.frame(V, 1100, True, 10) is Action.DROP
+    cuts.leader_cut(2000, True)
+    assert cuts.frame(V, 2000, True, 10) is Action.CUT
+    assert cuts.discontinuity and cuts.new_run
+    assert cuts.frame(V, 2100, False, 10) is Action.WRITE
 
 
 def test_follower_queue_holds_frames_until_the_leader_is_there() -> None:
@@ -187,6 +242,15 @@ def test_follower_queue_holds_frames_until_the_leader_is_there() -> None:
     for n in range(1, QUEUE_FRAMES + 2):  # the leader stalled: bounded all the same
         released = queue.add(1, 100 + n, 0, False, b"x")
     assert len(released) == 1 and len(queue.drain()) == QUEUE_FRAMES
+
+
+def test_follower_queue_hands_over_one_tracks_frames_before_its_new_header() -> None:
+    queue = FollowerQueue()
+    queue.advance(0)
+    assert queue.add(1, 40, 0, False, b"a") == [] and queue.add(2, 40, 0, False, b"b") == []
+    assert queue.add(1, 80, 0, False, b"c") == []
+    assert [(f[0], f[1]) for f in queue.take(1)] == [(1, 40), (1, 80)]
+    assert queue.take(1) == [] and [(f[0], f[1]) for f in queue.drain()] == [(2, 40)]
 
 
 # -- the packager, in process ------------------------------------------------------------------
@@ -473,3 +537,102 @@ def test_a_rendition_the_format_cannot_carry_is_left_out(
     assert packager.violation is None
     assert parse(hls.playlist_path("benw").read_text()).endlist  # index.m3u8: a media playlist
     assert "video track 1 is not packaged: MPEG-TS cannot carry AV1 video" in caplog.text
+
+
+# -- renditions stay aligned: new settings, stalls --------------------------------------------
+
+
+def aligned(hls: HlsService) -> tuple[Any, Any]:
+    """v0 and v1 list the same media sequence numbers, durations (the last one within a frame)
+    and discontinuities, under the same EXT-X-DISCONTINUITY-SEQUENCE."""
+    v0, v1 = playlist(hls, "v0.m3u8"), playlist(hls, "v1.m3u8")
+    assert [s.sequence for s in v0.segments] == [s.sequence for s in v1.segments]
+    assert [s.duration for s in v0.segments[:-1]] == [s.duration for s in v1.segments[:-1]]
+    assert [s.discontinuity for s in v0.segments] == [s.discontinuity for s in v1.segments]
+    assert v0.discontinuity_sequence == v1.discontinuity_sequence
+    return v0, v1
+
+
+def segment_media(hls: HlsService, segment: Any) -> Decoded:
+    folder = hls.segment_dir("benw")
+    init = (folder / segment.map_uri).read_bytes() if segment.map_uri else b""
+    return decode_fmp4(init + (folder / segment.uri).read_bytes())
+
+
+@pytest.mark.parametrize("playlist_length", [60.0, 2.0])
+def test_a_rendition_with_new_settings_keeps_track_0s_discontinuities(
+    tmp_path: Path, playlist_length: float
+) -> None:
+    """Track 1 sends a new sequence header (another size) at 2 s: its new settings start where
+    track 0 starts a new timeline (asked for at its next cut, 3 s), so both renditions have
+    their discontinuity there and the same discontinuity sequence once it leaves the window;
+    the second before it is track 1's in the old run, with no new picture."""
+    hls = service(tmp_path, playlist_length=playlist_length)
+    spec = {**MEDIA, "seconds": 7.2}
+    before, after = media(**spec, renditions=((64, 36),)), media(**spec, renditions=((96, 54),))
+    new_frames = {e[1]: e for e in after if e[0] == "track_video" and e[1] >= 2000}
+    new_config: Any = next(e for e in after if e[0] == "track_config")
+    events: list[Any] = []
+    for event in before:
+        if event[0] == "track_video" and event[1] >= 2000:
+            if new_config is not None:  # before its first frame of the new settings
+                events.append(("track_config", event[1], *new_config[2:]))
+                new_config = None
+            event = new_frames[event[1]]
+        events.append(event)
+    packager = hls.open_stream("benw")
+    feed(packager, events)
+    packager.close()
+    v0, v1 = aligned(hls)
+    if playlist_length == 2.0:
+        assert v0.discontinuity_sequence == 1 and not any(s.discontinuity for s in v0.segments)
+        return
+    assert [s.discontinuity for s in v0.segments] == [False] * 3 + [True] + [False] * 4
+    sizes = [segment_media(hls, s).video_size for s in v1.segments]
+    assert sizes == [(64, 36), (64, 36), None] + [(96, 54)] * 5
+    assert all(segment_media(hls, s).audio_frames > 0 for s in v1.segments)
+
+
+@pytest.mark.parametrize(("audio", "fmt"), [(True, "fmp4"), (False, "fmp4"), (False, "ts")])
+def test_a_rendition_whose_frames_stop_across_cuts_keeps_every_segment(
+    tmp_path: Path, audio: bool, fmt: str
+) -> None:
+    """Track 1's frames stop from 1.5 s to 3.5 s (and start again at its keyframe at 4 s):
+    it still has a segment for each of track 0's. With track 0's audio those are segments of
+    audio and no new picture; a video-only publish lists them as EXT-X-GAP (RFC 8216bis
+    4.4.4.7: no media there; players take that time from another rendition)."""
+    hls = service(tmp_path, format=fmt)
+    events = [e for e in media(**{**MEDIA, "seconds": 6.2, "audio": audio}, renditions=((64, 36),))
+              if not (e[0] == "track_video" and 1500 <= e[1] < 3500)]  # fmt: skip
+    packager = hls.open_stream("benw")
+    feed(packager, events)
+    packager.close()
+    v0, v1 = aligned(hls)
+    assert len(v1.segments) == 7
+    assert [s.gap for s in v0.segments] == [False] * 7
+    assert [s.gap for s in v1.segments] == [False, False] + [not audio] * 2 + [False] * 3
+    frames = [None if s.gap else segment_media(hls, s).video_frames for s in v1.segments]
+    assert frames == [10, 5] + ([0, 0] if audio else [None, None]) + [10, 10, 2]
+
+
+def test_a_stalled_rendition_keeps_its_ll_hls_parts_within_the_part_target(
+    tmp_path: Path,
+) -> None:
+    """LL-HLS: while track 1's video stalls, track 0's audio goes on cutting its parts (none
+    outgrows PART-TARGET, which the validator checks), and both renditions' playlists move on
+    segment by segment under the same media sequence numbers."""
+    hls = service(tmp_path, low_latency=True)
+    events = [e for e in media(**{**MEDIA, "seconds": 6.2}, renditions=((64, 36),))
+              if not (e[0] == "track_video" and 1500 <= e[1] < 3500)]  # fmt: skip
+    packager = hls.open_stream("benw")
+    histories = {t: PlaylistHistory() for t in (0, 1)}
+    start = 0
+    for end in (1700, 2600, 3600, 4600):
+        feed(packager, [e for e in events if start <= e[1] < end])
+        start = end
+        views = [hls.live_playlist(f"benw/v{t}") for t in (0, 1)]
+        got = [histories[t].check(view.render().decode()) for t, view in enumerate(views) if view]
+        assert len(got) == 2
+        assert [s.sequence for s in got[0].segments] == [s.sequence for s in got[1].segments]
+        assert got[0].segments[-1].sequence == end // 1000 - 1
+    packager.close()
