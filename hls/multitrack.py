@@ -141,10 +141,12 @@ class TrackSet:
         for follower, _ in self.followers.values():
             follower.framed_audio(timestamp, data, codec)
 
-    def finish(self, ended: bool) -> None:
-        """The leader's publish finished (`ended`, else taken over): so do the followers."""
+    def finish(self, ended: bool, end_ms: int | None) -> None:
+        """The leader's publish finished (`ended`, else taken over) with a segment ending at
+        `end_ms`: so do the followers, with a segment for each of the leader's."""
         self._deliver(self._queue.drain())
-        for follower, _ in self.followers.values():
+        for follower, cuts in self.followers.values():
+            cuts.leader_end(end_ms)
             if ended:
                 follower.close()
             else:

@@ -314,15 +314,19 @@ class StreamPackager:
         self._done = True
         duration = self._seg.finish() or 1
         seg = self._current
-        end = self._runs.open_end()
+        end = None if self._seg.gaps else self._runs.open_end()
         if seg is not None and end is not None and end > seg.start:
             duration = end - seg.start  # where its last part ends: parts add up to EXTINF
-        self._close_current(duration, self._clock())
-        self._runs.end(None if seg is None else seg.start + duration)
+        now = self._clock()
+        self._close_current(duration, now)
+        for gap in self._seg.gaps:  # a rendition's: track 0's last segments it never reached
+            self._add_gap(*gap, now)
+        end_ms = None if seg is None else seg.start + duration
+        self._runs.end(end_ms)
         self._owner.publish_finished(self, ended)
         tracks = self._lead.renditions
         if tracks is not None:
-            tracks.finish(ended)
+            tracks.finish(ended, end_ms)
 
     def _cut(self, action: Action, timestamp: int) -> SegmentOutput | None:
         """Close the open segment and, for a CUT, open the next. Returns the output the running

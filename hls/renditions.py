@@ -73,7 +73,7 @@ class Renditions(Protocol):
 
     def framed_audio(self, timestamp: int, data: bytes, codec: Codec) -> None: ...
 
-    def finish(self, ended: bool) -> None: ...
+    def finish(self, ended: bool, end_ms: int | None) -> None: ...
 
     def infos(self, live: bool) -> tuple[StreamInfo, ...]: ...
 
@@ -215,7 +215,7 @@ class FollowCuts:
 
     __slots__ = ("has_video", "has_audio", "open", "start", "discontinuity", "closed_duration",
                  "stopped", "missed", "gaps", "new_run", "_cuts", "_armed", "_need_key",
-                 "_await_disc", "_last")  # fmt: skip
+                 "_await_disc", "_last", "_end")  # fmt: skip
 
     def __init__(self) -> None:
         self.has_video = False
@@ -233,12 +233,17 @@ class FollowCuts:
         self._need_key = True  # video waits for a keyframe
         self._await_disc = False  # new video settings: video waits for a new run
         self._last = 0  # the newest timestamp written
+        self._end: int | None = None  # where the leader's last segment ended
 
     # -- from the leader ----------------------------------------------------------------------
 
     def leader_cut(self, timestamp: int, discontinuity: bool) -> None:
         """The leader started a segment at `timestamp`."""
         self._cuts.append((timestamp, discontinuity))
+
+    def leader_end(self, timestamp: int | None) -> None:
+        """The leader's publish finished; its last segment ended at `timestamp`."""
+        self._end = timestamp
 
     # -- the Segmenter interface --------------------------------------------------------------
 
@@ -296,9 +301,21 @@ class FollowCuts:
         return self._write(dts)
 
     def finish(self) -> int | None:
+        """As the Segmenter's; `gaps` are then the leader's segments this rendition never
+        reached (the last one lasting to the leader's end)."""
+        cuts = self._armed + list(self._cuts)
+        self._armed, self._cuts = [], deque()
+        end = self._end
+        if end is not None and cuts and cuts[-1][0] < end:
+            cuts.append((end, False))
+            self.gaps = tuple((ts, nxt - ts, d) for (ts, d), (nxt, _) in pairwise(cuts))
+        else:
+            self.gaps = ()
         if not self.open:
             return None
         self.open = False
+        if self.gaps:
+            return max(self.gaps[0][0] - self.start, 1)
         return max(self._last - self.start, 1)
 
     def elapsed(self) -> int:

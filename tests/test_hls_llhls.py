@@ -105,6 +105,14 @@ def test_the_part_cutter_makes_whole_frame_parts() -> None:
     assert decide_part_target(198, 200) == 203 and decide_part_target(231, 200) == 236
 
 
+def test_audio_standing_in_for_overdue_video_keeps_parts_within_their_length() -> None:
+    cutter = PartCutter(200)
+    cutter.segment_start(0, True)
+    assert not cutter.stand_in(170, 21)  # with one more frame: 191 ms, still within
+    assert cutter.stand_in(181, 21)  # 202 ms: a new part at this frame, not independent
+    assert (cutter.start, cutter.independent) == (181, False)
+
+
 @pytest.mark.parametrize(
     ("old", "new", "rule"),
     [

@@ -200,6 +200,16 @@ def test_follower_without_keyframes_across_cuts_and_no_audio_keeps_every_cut() -
     assert cuts.missed == 2
 
 
+def test_follower_that_never_reaches_the_leaders_last_cuts_ends_with_gaps() -> None:
+    cuts = started(audio=False)
+    cuts.leader_cut(1000, False)
+    cuts.leader_cut(2000, True)
+    assert cuts.frame(V, 900, False, 10) is Action.WRITE  # then nothing more
+    cuts.leader_end(2500)
+    assert cuts.finish() == 1000
+    assert cuts.gaps == ((1000, 1000, False), (2000, 500, True))
+
+
 def test_follower_audio_cuts_each_passed_cut_while_its_video_stalls() -> None:
     """Audio (track 0's, in every rendition) starts each segment its video has no frame for:
     segments with no new picture, one per cut; video goes on at its next keyframe."""
@@ -613,6 +623,26 @@ def test_a_rendition_whose_frames_stop_across_cuts_keeps_every_segment(
     assert [s.gap for s in v1.segments] == [False, False] + [not audio] * 2 + [False] * 3
     frames = [None if s.gap else segment_media(hls, s).video_frames for s in v1.segments]
     assert frames == [10, 5] + ([0, 0] if audio else [None, None]) + [10, 10, 2]
+
+
+@pytest.mark.parametrize("fmt", ["fmp4", "ts"])
+def test_a_video_only_rendition_that_stops_before_the_end_keeps_every_segment(
+    tmp_path: Path, fmt: str
+) -> None:
+    """Track 1's frames stop at 2.5 s for good: its playlist still ends with a segment for
+    each of track 0's, the ones it has no media for listed as gaps."""
+    hls = service(tmp_path, format=fmt)
+    events = [e for e in media(**{**MEDIA, "audio": False}, renditions=((64, 36),))
+              if not (e[0] == "track_video" and e[1] >= 2500)]  # fmt: skip
+    packager = hls.open_stream("benw")
+    feed(packager, events)
+    packager.close()
+    v0, v1 = playlist(hls, "v0.m3u8"), playlist(hls, "v1.m3u8")
+    assert [s.sequence for s in v0.segments] == [s.sequence for s in v1.segments]
+    assert [s.duration for s in v0.segments] == [s.duration for s in v1.segments]
+    assert [s.gap for s in v1.segments] == [False, False, False, True, True]
+    frames = [segment_media(hls, s).video_frames for s in v1.segments[:3]]
+    assert frames == [10, 10, 5]
 
 
 def test_a_stalled_rendition_keeps_its_ll_hls_parts_within_the_part_target(
