@@ -1,6 +1,6 @@
 """Packaging one publish: a `StreamPackager` cuts it (segmenter) and writes it through its
 `Runs` (rtmpd.hls.runs: one PyAV MPEG-TS muxer per run of segments, or one fMP4 run of
-fragments with LL-HLS parts), and hands each finished segment (and, with LL-HLS, each part)
+fragments with LL-HLS parts), which hands each finished segment (and, with LL-HLS, each part)
 to its `PackagerOwner` (rtmpd.hls.owner), the public name it goes out under, which outlives
 the publish: it names the files, lists them and decides the playlist's target duration
 (rtmpd.hls.name_state). Disk work per packet is the splitter's buffered write, per segment a
@@ -12,8 +12,9 @@ Which muxer a run gets: `[hls] format`; with "auto" MPEG-TS where every track's 
 segments; with "ts" a track it cannot carry stops the publish (Bound.FORMAT), named.
 
 A run of segments shares one muxer, so continuity counters and PCR go on across its files; it
-ends (and the next segment starts a new muxer) only where the playlist says
-EXT-X-DISCONTINUITY: a new timeline, new codec parameters, a re-publish.
+ends (and the next segment starts a new muxer) where the playlist says EXT-X-DISCONTINUITY: a
+new timeline, new codec parameters, a re-publish (and a rendition's fMP4 run where it is
+followed by gaps, so that its last part ends with its segment).
 
 Bad input never raises out of the media methods: an unusable sequence header is logged once
 and ignored (the previous valid one stays in force; with none, that track's frames are
@@ -31,20 +32,19 @@ folder's bound the owner makes room, which may stop this publish or another.
 from __future__ import annotations
 
 import logging
-import os
 from collections import deque
 from collections.abc import Callable
 
 from .config import Format, HlsConfig
 from .model import CODEC_NAMES, Bound, Codec, Keyframe, StreamInfo, Violation
 from .muxer import SegmentOutput
-from .owner import FinishedSegment, OpenSegment, PackagerOwner
+from .owner import OpenSegment, PackagerOwner
 from .pace import Pace
 from .quota import StreamUsage, describe_stream_bound
 from .renditions import FollowCuts, LeadTracks
 from .runs import Runs
 from .segmenter import Action, Segmenter, Track, describe_break
-from .storage import FILE_MODE, Layout, make_dirs
+from .storage import Layout, make_dirs
 from .tracks import (
     AudioSetup,
     VideoSetup,
@@ -88,7 +88,8 @@ class StreamPackager:
         self._fmp4_only = config.fmp4_only
         self._low_latency = config.low_latency
         part_ms = round(config.part_duration * 1000)
-        self._runs = Runs(owner, part_ms, config.low_latency, self._warn, self._list)
+        self._runs = Runs(name, owner, part_ms, config.low_latency, log, self._warn,
+                          self._follow_target)  # fmt: skip
         self._seg: Segmenter | FollowCuts = follow or Segmenter(
             round(config.fragment * 1000),
             round(config.effective_max_fragment * 1000),
@@ -108,9 +109,7 @@ class StreamPackager:
         self._audio: AudioSetup | None = None
         self._audio_key = b""  # the frame header bits of MP3 or AC-3 that set `_audio` up
         self._warned: set[str] = set()
-        self._disk_failed = -1  # serial of the newest segment lost to a disk error, or -1
         self._serial = 0  # segments opened so far
-        self._gap = False  # a segment was lost: the next listed one starts a discontinuity
         self._anchor: tuple[float, int] | None = None  # (wall, stream ms) for date-times
         self._stats: deque[tuple[int, int, int, int]] = deque(maxlen=_STATS_SEGMENTS)
         self._keyframe: Keyframe | None = None
@@ -392,7 +391,7 @@ class StreamPackager:
         serial = self._serial = self._serial + 1
 
         def failed(exc: OSError) -> None:
-            self._disk_error(exc, serial)
+            self._runs.disk_error(exc, serial)
 
         output = SegmentOutput(Layout.temp_path(path), failed, self._usage.add)
         seg = OpenSegment(serial, path, output, timestamp, pdt, new_timeline, now)
@@ -449,67 +448,6 @@ class StreamPackager:
             '([hls] format = "ts"); send H.264 or HEVC video with AAC, MP3, AC-3 or E-AC-3 '
             'audio, or set format = "auto" or "fmp4" on the server')))  # fmt: skip
 
-    def _list(self, seg: OpenSegment) -> None:
-        """List a segment whose bytes are all written (or note it lost)."""
-        if seg.gap:
-            self._list_gap(seg)
-            return
-        output = seg.output
-        lost = output.error is not None or not output.size
-        if seg.map_uri is not None and (output.error is not None or seg.parts) and lost:
-            self._list_gap(seg)  # fMP4: listed, so the numbering of its parts stays true
-            return
-        if output.error is not None:
-            self._gap = True
-            return
-        if not output.size:
-            return  # cut at a packet never written: nothing was in it
-        try:
-            os.chmod(output.temp, FILE_MODE)
-            os.replace(output.temp, seg.path)
-        except OSError as exc:
-            self._disk_error(exc, seg.serial)
-            output.discard()
-            self._gap = True
-            return
-        discontinuity = seg.new_timeline or self._gap
-        self._gap = False
-        if 0 <= self._disk_failed < seg.serial:  # opened after the outage began: it is over
-            self._disk_failed = -1
-            self._log.info("HLS %s: writing segments again", self.name)
-        self._owner.segment_finished(
-            FinishedSegment(
-                seg.path,
-                seg.duration_ms,
-                output.size,
-                discontinuity,
-                seg.pdt,
-                seg.closed_at,
-                seg.opened_at,
-                seg.map_uri,
-            )
-        )
-        self._follow_target()
-
-    def _list_gap(self, seg: OpenSegment) -> None:
-        """A segment with no media: a rendition's gap, or an fMP4 segment lost to a disk error
-        (listed as EXT-X-GAP, so the media sequence numbers its LL-HLS parts were announced
-        under stay true)."""
-        self._owner.segment_finished(
-            FinishedSegment(
-                seg.path,
-                seg.duration_ms,
-                0,
-                seg.new_timeline,
-                seg.pdt,
-                seg.closed_at,
-                seg.opened_at,
-                seg.map_uri,
-                gap=True,
-            )  # fmt: skip
-        )
-        self._follow_target()
-
     def _check_room(self) -> None:
         """After a write: past its name's bound this publish ends; past the folder's, the
         owner makes room (which may end this publish or another)."""
@@ -526,15 +464,6 @@ class StreamPackager:
         if target is not None and target != self._target:
             self._target = target
             self._seg.set_target(target)
-
-    def _disk_error(self, exc: OSError, serial: int) -> None:
-        """Logged once per outage: from the first lost segment to one written after it."""
-        outage = self._disk_failed >= 0
-        self._disk_failed = max(self._disk_failed, serial)
-        if not outage:
-            self._log.error(
-                "HLS %s: cannot write segments (%s); lost until it works", self.name, exc
-            )
 
     def _warn(self, key: str, message: str, *args: object) -> None:
         """Log a given kind of input problem once per publish."""

@@ -1,15 +1,19 @@
-"""The muxer a publish's segments are written through, one run of segments at a time: a PyAV
+"""How a publish's segments get written and listed, one run of segments at a time: a PyAV
 MPEG-TS muxer split into files (rtmpd.hls.muxer) or an fMP4 run of fragments
 (rtmpd.hls.fmp4run, cut into LL-HLS parts by rtmpd.hls.parts).
 
 Apart from the packager (rtmpd.hls.packager), which decides where segments and runs start
-and end: this holds the running muxer, the segments cut but not yet all written (`pending`),
-tells the owner each finished part with where its segment stands, and hands each segment
-whose bytes are all written back to the packager to list, in the order they were cut.
+and end: this holds the running muxer and the segments cut but not yet all written
+(`pending`), tells the owner each finished part with where its segment stands, and lists each
+segment whose bytes are all written, in the order they were cut: renamed into place and told
+to the owner, or, lost to the disk, a discontinuity at the next one (fMP4: EXT-X-GAP), with
+the outage logged once.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from collections import deque
 from collections.abc import Callable
 
@@ -17,8 +21,9 @@ import av
 
 from .fmp4run import Fmp4Run
 from .muxer import SegmentOutput, TsMuxer
-from .owner import FinishedPart, OpenSegment, PackagerOwner
+from .owner import FinishedPart, FinishedSegment, OpenSegment, PackagerOwner
 from .parts import JITTER_MS, PartCutter
+from .storage import FILE_MODE
 from .tracks import AudioSetup, VideoSetup, fmp4_run
 
 MEDIA_ERRORS = (ValueError, av.FFmpegError)
@@ -26,20 +31,22 @@ MEDIA_ERRORS = (ValueError, av.FFmpegError)
 
 class Runs:
     """The running muxer of one publish (at most one of `ts` and `fmp4`) and its pending
-    segments. `warn(key, message, *args)` logs an input problem once per publish; `done(seg)`
-    lists a segment whose bytes are all written."""
+    segments. `warn(key, message, *args)` logs an input problem once per publish; `listed()`
+    is called after each segment the owner lists."""
 
-    __slots__ = ("ts", "fmp4", "map_uri", "pending", "_finished", "_cutter", "_owner",
-                 "_low_latency", "_warn", "_done", "_vlast", "_vstep", "_alast",
-                 "_astep")  # fmt: skip
+    __slots__ = ("ts", "fmp4", "map_uri", "pending", "_finished", "_cutter", "_owner", "_name",
+                 "_log", "_low_latency", "_warn", "_listed", "_vlast", "_vstep", "_alast",
+                 "_astep", "_lost_serial", "_gap")  # fmt: skip
 
     def __init__(
         self,
+        name: str,
         owner: PackagerOwner,
         part_ms: int,
         low_latency: bool,
+        log: logging.Logger,
         warn: Callable[..., None],
-        done: Callable[[OpenSegment], None],
+        listed: Callable[[], None],
     ) -> None:
         self.ts: TsMuxer | None = None
         self.fmp4: Fmp4Run | None = None
@@ -52,9 +59,13 @@ class Runs:
         self._alast: int | None = None  # the same for audio
         self._astep = 0
         self._owner = owner
+        self._name = name
+        self._log = log
         self._low_latency = low_latency
         self._warn = warn
-        self._done = done
+        self._listed = listed
+        self._lost_serial = -1  # serial of the newest segment lost to a disk error, or -1
+        self._gap = False  # a segment was lost: the next listed one starts a discontinuity
 
     @property
     def running(self) -> bool:
@@ -142,7 +153,7 @@ class Runs:
         self.collect()
 
     def collect(self) -> None:
-        """Hand over the segments whose bytes are all written, in order."""
+        """List the segments whose bytes are all written, in order."""
         finished, pending = self._finished, self.pending
         while pending:
             seg = pending[0]
@@ -152,9 +163,79 @@ class Runs:
                 output = finished.popleft()
                 assert seg.output is output, "outputs finish in the order they were cut"
             pending.popleft()
-            self._done(seg)
+            self._list(seg)
+
+    def disk_error(self, exc: OSError, serial: int) -> None:
+        """Logged once per outage: from the first lost segment to one written after it."""
+        outage = self._lost_serial >= 0
+        self._lost_serial = max(self._lost_serial, serial)
+        if not outage:
+            self._log.error(
+                "HLS %s: cannot write segments (%s); lost until it works", self._name, exc
+            )
 
     # -- internals --------------------------------------------------------------------------
+
+    def _list(self, seg: OpenSegment) -> None:
+        """List a segment whose bytes are all written (or note it lost)."""
+        if seg.gap:
+            self._list_gap(seg)
+            return
+        output = seg.output
+        lost = output.error is not None or not output.size
+        if seg.map_uri is not None and (output.error is not None or seg.parts) and lost:
+            self._list_gap(seg)  # fMP4: listed, so the numbering of its parts stays true
+            return
+        if output.error is not None:
+            self._gap = True
+            return
+        if not output.size:
+            return  # cut at a packet never written: nothing was in it
+        try:
+            os.chmod(output.temp, FILE_MODE)
+            os.replace(output.temp, seg.path)
+        except OSError as exc:
+            self.disk_error(exc, seg.serial)
+            output.discard()
+            self._gap = True
+            return
+        discontinuity = seg.new_timeline or self._gap
+        self._gap = False
+        if 0 <= self._lost_serial < seg.serial:  # opened after the outage began: it is over
+            self._lost_serial = -1
+            self._log.info("HLS %s: writing segments again", self._name)
+        self._owner.segment_finished(
+            FinishedSegment(
+                seg.path,
+                seg.duration_ms,
+                output.size,
+                discontinuity,
+                seg.pdt,
+                seg.closed_at,
+                seg.opened_at,
+                seg.map_uri,
+            )
+        )
+        self._listed()
+
+    def _list_gap(self, seg: OpenSegment) -> None:
+        """A segment with no media: a rendition's gap, or an fMP4 segment lost to a disk error
+        (listed as EXT-X-GAP, so the media sequence numbers its LL-HLS parts were announced
+        under stay true)."""
+        self._owner.segment_finished(
+            FinishedSegment(
+                seg.path,
+                seg.duration_ms,
+                0,
+                seg.new_timeline,
+                seg.pdt,
+                seg.closed_at,
+                seg.opened_at,
+                seg.map_uri,
+                gap=True,
+            )  # fmt: skip
+        )
+        self._listed()
 
     def _start_fmp4(self, seg: OpenSegment, video: VideoSetup | None,
                     audio: AudioSetup | None) -> None:  # fmt: skip
