@@ -89,7 +89,7 @@ class StreamPackager:
         self._low_latency = config.low_latency
         part_ms = round(config.part_duration * 1000)
         self._runs = Runs(name, owner, part_ms, config.low_latency, log, self._warn,
-                          self._follow_target)  # fmt: skip
+                          self._follow_target, stand_in=follow is not None)  # fmt: skip
         self._seg: Segmenter | FollowCuts = follow or Segmenter(
             round(config.fragment * 1000),
             round(config.effective_max_fragment * 1000),

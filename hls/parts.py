@@ -2,8 +2,8 @@
 
 Rules (draft-pantos-hls-rfc8216bis 4.4.4.9): a part lasts at most PART-TARGET, and at least 85%
 of it unless it is INDEPENDENT or the last part of its segment. Parts are cut on the frames of
-one track only (video when there is video, else audio; audio also while the video is overdue:
-`stand_in`), so a part holds whole frame intervals:
+one track only (video when there is video, else audio; audio also while a rendition's video is
+overdue: `stand_in`), so a part holds whole frame intervals:
 a part starts at the first such frame at least `part_ms` (less a little jitter) after the
 start of the one before, and every segment starts a part. With regular frames every part then
 lasts the same whole number of frames. PART-TARGET is decided once, from the first part that

@@ -36,7 +36,7 @@ class Runs:
 
     __slots__ = ("ts", "fmp4", "map_uri", "pending", "_finished", "_cutter", "_owner", "_name",
                  "_log", "_low_latency", "_warn", "_listed", "_vlast", "_vstep", "_alast",
-                 "_astep", "_lost_serial", "_gap")  # fmt: skip
+                 "_astep", "_lost_serial", "_gap", "_stand_in")  # fmt: skip
 
     def __init__(
         self,
@@ -47,6 +47,8 @@ class Runs:
         log: logging.Logger,
         warn: Callable[..., None],
         listed: Callable[[], None],
+        *,
+        stand_in: bool = False,
     ) -> None:
         self.ts: TsMuxer | None = None
         self.fmp4: Fmp4Run | None = None
@@ -64,6 +66,8 @@ class Runs:
         self._low_latency = low_latency
         self._warn = warn
         self._listed = listed
+        #: A rendition's: its audio cuts LL-HLS parts while its video is overdue.
+        self._stand_in = stand_in
         self._lost_serial = -1  # serial of the newest segment lost to a disk error, or -1
         self._gap = False  # a segment was lost: the next listed one starts a discontinuity
 
@@ -124,9 +128,10 @@ class Runs:
                 new_part = False
             elif drives:
                 new_part = self._cutter.frame(timestamp, True)
-            else:  # and while the video is overdue (stalled, or dropped until a keyframe)
-                overdue = self._video_overdue(timestamp)
-                new_part = overdue and self._cutter.stand_in(timestamp, self._astep)
+            elif self._stand_in and self._video_overdue(timestamp):  # a rendition's, stalled
+                new_part = self._cutter.stand_in(timestamp, self._astep)
+            else:
+                new_part = False
             run.audio(timestamp, data, new_part, cut, setup.samples(data))
             self._after_fmp4_write(run)
             return True
