@@ -268,7 +268,9 @@ async def test_a_recording_of_a_killed_worker_is_closed_and_listed_by_the_other(
         found = await recordings_of(cluster, name, 1)
         return bool(found) and not found[0]["recording"] and found[0]["mp4_url"] is not None
 
-    await until(closed)  # by worker 2 once restarted: it takes back its own recordings
+    # by worker 2 once restarted (after its restart pause), which takes back its own
+    # recordings and makes the MP4: a hang guard of three times the usual
+    await until(closed, 3 * GUARD)
     assert lines(cluster, 2, f"recording {name}: ", "closed after an interrupted run") == 1
     [listed] = await recordings_of(cluster, name, 1)
     status, text, _ = await answer(cluster, listed["playlist_url"], 1)
