@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ import pytest
 
 from tests.support.media import FlvTag, make_flv, read_flv_tags
 from tests.support.rtmp_player import PlayResult, finish_player, start_player
+from tests.test_record import decode_errors
 from tests.test_workers import (
     GUARD,
     Cluster,
@@ -198,16 +198,6 @@ async def every_recording(cluster: Cluster, name: str, token: str) -> list[dict[
         assert response.status == 200, await response.text()
         found: list[dict[str, Any]] = (await response.json())["recordings"]
     return found
-
-
-def decode_errors(path: Path) -> str:
-    """What `ffmpeg -v error` says decoding every frame of `path` ("" when nothing)."""
-    out = subprocess.run(
-        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-f", "null", "-"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    return out.stderr.strip()
 
 
 async def test_a_recording_of_worker_2_is_listed_and_downloaded_from_worker_1(
