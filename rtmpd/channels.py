@@ -28,9 +28,9 @@ from rtmpd.web.directory import Channel, RenditionStats, StreamStats
 
 from .worker import Worker
 
-#: Seconds another node may take to send a thumbnail.
+#: Seconds another node may take to send a thumbnail (a sibling: rtmpd.worker's).
 REMOTE_THUMBNAIL_TIMEOUT = 5.0
-#: The largest thumbnail taken from another node.
+#: The largest thumbnail taken from another node or a sibling.
 MAX_REMOTE_THUMBNAIL = 1 << 20
 #: Facts of a stream that go stale (left out of what other nodes are told).
 _CHANGING = frozenset(("video_kbps", "audio_kbps"))
@@ -163,8 +163,8 @@ class ChannelDirectory:
         worker thread. (Snapshotting only from the pages and the API left a thumbnail asked
         for first with nothing to decode: 404 while the stream was live.)"""
         if self._worker is not None and (node := self._sibling_node(name)) is not None:
-            worker = self._worker
-            return lambda: worker.sibling_thumbnail(node, name)
+            conn = self._worker.sibling_connection(node)
+            return None if conn is None else lambda: fetch_thumbnail(conn, "", name)
         if (url := self.elsewhere(name)) is not None:
             return lambda: remote_thumbnail(url, name)
         self._snapshot(name)
@@ -206,15 +206,21 @@ def _stats_from(found: Any) -> StreamStats | None:
 
 
 def remote_thumbnail(base: str, name: str) -> bytes | None:
-    """Blocking (a worker thread): the JPEG of `name` from the node at HTTP base `base`, or
-    None when it has none, does not answer in time or answers anything but a JPEG."""
+    """Blocking (a worker thread): the JPEG of `name` from the node at HTTP base `base`."""
     parts = urlsplit(base)
     kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     if parts.hostname is None:
         return None
     conn = kind(parts.hostname, parts.port, timeout=REMOTE_THUMBNAIL_TIMEOUT)
+    return fetch_thumbnail(conn, parts.path.rstrip("/"), name)
+
+
+def fetch_thumbnail(conn: http.client.HTTPConnection, prefix: str, name: str) -> bytes | None:
+    """Blocking (a worker thread): the JPEG of `name` that another node or a sibling worker
+    serves at `prefix`/thumb/, or None when it has none, does not answer in time or answers
+    anything but a JPEG."""
     try:
-        conn.request("GET", f"{parts.path.rstrip('/')}/thumb/{quote(name)}.jpg")
+        conn.request("GET", f"{prefix}/thumb/{quote(name)}.jpg")
         response = conn.getresponse()
         if response.status != 200:
             return None

@@ -36,6 +36,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
@@ -233,21 +234,10 @@ class Worker:
                     summed[name] = summed.get(name, 0) + count
         return summed
 
-    def sibling_thumbnail(self, node: str, name: str) -> bytes | None:
-        """Blocking (a worker thread): sibling `node`'s JPEG of `name`, over its socket."""
+    def sibling_connection(self, node: str) -> HTTPConnection | None:
+        """An HTTP connection (not yet open) to sibling `node`'s private socket, or None."""
         path = self.siblings.get(node)
-        if path is None:
-            return None
-        conn = _UnixHTTPConnection(path)
-        try:
-            conn.request("GET", f"/thumb/{name}.jpg")
-            response = conn.getresponse()
-            body = response.read()
-            return body if response.status == 200 else None
-        except OSError:
-            return None
-        finally:
-            conn.close()
+        return None if path is None else _UnixHTTPConnection(path)
 
     async def ready(self) -> None:
         """Every port is up: tell the supervisor, and start listening to it."""
