@@ -173,13 +173,7 @@ class Worker:
     def write_streams(self, streams: dict[str, Any]) -> None:
         """What this worker knows of its streams (codecs, bitrates), for its siblings' API and
         pages: a small JSON file in the private folder, replaced whole once a second."""
-        path = self.folder / f"{self.node}.json"
-        temp = path.with_suffix(".tmp")
-        try:
-            temp.write_text(json.dumps(streams))
-            temp.replace(path)
-        except OSError as exc:
-            log.debug("cannot write %s: %s", path, exc)
+        _replace_json(self.folder / f"{self.node}.json", streams)
 
     def sibling_streams(self, node: str) -> dict[str, Any]:
         """The streams sibling `node` wrote last ({} when it wrote none)."""
@@ -199,13 +193,7 @@ class Worker:
     def write_viewers(self, counts: dict[str, int]) -> None:
         """This worker's viewer count per channel, for its siblings' API and pages: a small
         file in the private folder, replaced whole once a second."""
-        path = self.folder / f"{self.node}.viewers.json"
-        temp = path.with_suffix(".tmp")
-        try:
-            temp.write_text(json.dumps(counts))
-            temp.replace(path)
-        except OSError as exc:
-            log.debug("cannot write %s: %s", path, exc)
+        _replace_json(self.folder / f"{self.node}.viewers.json", counts)
 
     def sibling_viewers(self, name: str) -> int:
         """The other workers' viewers of `name`, as they wrote them within VIEWERS_FRESH
@@ -286,6 +274,16 @@ class Worker:
         # The supervisor is gone (killed): stop as SIGTERM does rather than hold the ports.
         log.warning("the supervisor went away; worker %d stopping", self.index)
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _replace_json(path: Path, data: object) -> None:
+    """Write `data` to `path` whole (through a temporary file), so a reader never sees half."""
+    temp = path.with_suffix(".tmp")
+    try:
+        temp.write_text(json.dumps(data))
+        temp.replace(path)
+    except OSError as exc:
+        log.debug("cannot write %s: %s", path, exc)
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
