@@ -71,7 +71,44 @@ async def publish_attempt(
         writer.close()
 
 
-class HeldPublisher:
+class _ClientLink:
+    """What HeldPublisher and HeldPlayer share: rtmpd's sans-I/O client on a stream pair, and
+    the loop that reads it, handing each event to `_event`."""
+
+    #: Whether a read loop cancelled (or failed) counts as closed (a publisher's close) or not
+    #: (a player's stall, which may resume).
+    closed_on_cancel = True
+    session: ClientSession
+    closed: asyncio.Event
+    _reader: asyncio.StreamReader | None
+    _writer: asyncio.StreamWriter | None
+
+    def _event(self, event: object) -> None:
+        raise NotImplementedError
+
+    def _flush(self) -> None:
+        data = self.session.data_to_send()
+        if data and self._writer is not None and not self._writer.is_closing():
+            self._writer.write(data)
+
+    async def _read(self) -> None:
+        assert self._reader is not None
+        try:
+            while data := await self._reader.read(65536):
+                self.session.receive_data(data)
+                while (event := self.session.next_event()) is not None:
+                    self._event(event)
+                self._flush()
+        except (ConnectionError, OSError):
+            pass
+        except BaseException:  # cancelled (or the core refused what the server sent)
+            if self.closed_on_cancel:
+                self.closed.set()
+            raise
+        self.closed.set()
+
+
+class HeldPublisher(_ClientLink):
     """Publishes with rtmpd's client and keeps the connection open until told otherwise."""
 
     def __init__(
@@ -139,26 +176,11 @@ class HeldPublisher:
             self._pump.cancel()
             await asyncio.gather(self._pump, return_exceptions=True)
 
-    def _flush(self) -> None:
-        data = self.session.data_to_send()
-        if data and self._writer is not None and not self._writer.is_closing():
-            self._writer.write(data)
-
-    async def _read(self) -> None:
-        assert self._reader is not None
-        try:
-            while data := await self._reader.read(65536):
-                self.session.receive_data(data)
-                while (event := self.session.next_event()) is not None:
-                    if isinstance(event, Status):
-                        self.statuses.append(event)
-                    elif isinstance(event, ReconnectRequest):
-                        self.reconnect_requests.append(event)
-                self._flush()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            self.closed.set()
+    def _event(self, event: object) -> None:
+        if isinstance(event, Status):
+            self.statuses.append(event)
+        elif isinstance(event, ReconnectRequest):
+            self.reconnect_requests.append(event)
 
 
 class ReconnectingPublisher:
@@ -254,9 +276,11 @@ class LiveStream:
         await self.publisher.close()
 
 
-class HeldPlayer:
+class HeldPlayer(_ClientLink):
     """Plays with rtmpd's own client over a real socket and keeps every message it gets;
     `stall()` stops reading (a player whose network stopped), `resume()` reads again."""
+
+    closed_on_cancel = False
 
     def __init__(
         self, port: int, name: str, app: str = "app", source: str = "127.0.0.1",
@@ -313,25 +337,8 @@ class HeldPlayer:
         if self._writer is not None:
             self._writer.close()
 
-    def _flush(self) -> None:
-        data = self.session.data_to_send()
-        if data and self._writer is not None and not self._writer.is_closing():
-            self._writer.write(data)
-
-    async def _read(self) -> None:
-        assert self._reader is not None
-        try:
-            while data := await self._reader.read(65536):
-                self.session.receive_data(data)
-                while (event := self.session.next_event()) is not None:
-                    if isinstance(event, Status):
-                        self.statuses.append(event)
-                    elif isinstance(event, MediaMessage):
-                        self.media.append(event)
-                self._flush()
-        except (ConnectionError, OSError):
-            pass
-        else:
-            self.closed.set()
-            return
-        self.closed.set()
+    def _event(self, event: object) -> None:
+        if isinstance(event, Status):
+            self.statuses.append(event)
+        elif isinstance(event, MediaMessage):
+            self.media.append(event)
